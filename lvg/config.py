@@ -1,0 +1,336 @@
+"""Model and preprocessing configuration: frozen dataclasses and the named variants.
+
+This module is torch-free: the runtime reads configs from exported artifacts without PyTorch.
+Every config round-trips through JSON (``to_json`` / ``from_json``); that JSON is what travels
+inside checkpoints (safetensors metadata) and exported artifacts (ONNX ``metadata_props``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
+
+from lvg.errors import ConfigError
+
+ThresholdRule = Literal["mean", "none", "topk"]
+ConceptInit = Literal["orthogonal", "normal"]
+KernelImpl = Literal["reference", "triton", "auto"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """BEiT-3 multiway encoder. Defaults are BEiT-3 base."""
+
+    img_size: int = 480
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    ffn_dim: int = 3072
+    vocab_size: int = 64010
+    max_text_positions: int = 1024
+    layernorm_eps: float = 1e-5
+    dropout: float = 0.0
+    drop_path_rate: float = 0.0
+
+    @property
+    def grid(self) -> int:
+        """Patches per side (30 for 480 / 16)."""
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def vision_positions(self) -> int:
+        """Rows of the vision position table: patches + class token + fairseq offset 2 (903 for base)."""
+        return self.num_patches + 3
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Latent expressions (paper Sec. 3.1-3.2). ``enabled=False`` is Table 4's "No Latent Exps"."""
+
+    enabled: bool = True
+    lengths: tuple[int, ...] = (4, 10)
+    dropout: tuple[float, ...] = (0.2, 0.15)
+    subject_distributor: bool = True
+    concept_injector: bool = True
+    num_concepts: int = 100
+    concept_init: ConceptInit = "orthogonal"
+    threshold: ThresholdRule = "mean"
+    topk: int = 30
+    gumbel_tau: float = 1.0
+
+    @property
+    def num_expressions(self) -> int:
+        return len(self.lengths) if self.enabled else 0
+
+    @property
+    def num_attributes(self) -> int:
+        return sum(self.lengths) if self.enabled else 0
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the latent expressions add to the sequence: class + subject + attributes each."""
+        return sum(k + 2 for k in self.lengths) if self.enabled else 0
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Feature pyramid + deconvolution pixel decoder, class-token MLPs and the GRES empty head."""
+
+    pyramid_layers: tuple[int, ...] = (4, 6, 8, 12)
+    neck_dim: int = 768
+    fuse_kernel: int = 3
+    embed_dim: int = 768
+    mlp_hidden: int = 3072
+    gres: bool = False
+    empty_heads: int = 12
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything the torch-free runtime needs to turn (image, text) into model inputs and back."""
+
+    size: int = 480
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    max_text_len: int = 40
+    tokenizer: str = "beit3.spm"
+    mask_threshold: float = 0.35
+    no_target_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A complete Latent-VG model. ``name`` is the variant it came from (informational)."""
+
+    name: str = "custom"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    kernel_impl: KernelImpl = "auto"
+
+    def __post_init__(self) -> None:
+        enc, lat, head, pre = self.encoder, self.latent, self.head, self.preprocess
+        problems = []
+        if enc.img_size % enc.patch_size:
+            problems.append(f"img_size {enc.img_size} is not a multiple of patch_size {enc.patch_size}")
+        up = enc.patch_size // 4
+        if enc.patch_size < 4 or up & (up - 1):
+            problems.append(f"patch_size {enc.patch_size} must be 4 x a power of two (the map is 1/4 scale)")
+        if enc.embed_dim % enc.num_heads:
+            problems.append(f"embed_dim {enc.embed_dim} not divisible by num_heads {enc.num_heads}")
+        if pre.size != enc.img_size:
+            problems.append(f"preprocess.size {pre.size} != encoder.img_size {enc.img_size}")
+        if len(lat.lengths) != len(lat.dropout):
+            problems.append(f"latent.lengths {lat.lengths} and latent.dropout {lat.dropout} differ in length")
+        if lat.enabled and not lat.lengths:
+            problems.append("latent.enabled needs at least one expression length")
+        if any(k < 1 for k in lat.lengths):
+            problems.append(f"latent.lengths must be positive, got {lat.lengths}")
+        if not head.pyramid_layers or any(not 1 <= i <= enc.depth for i in head.pyramid_layers):
+            problems.append(f"head.pyramid_layers {head.pyramid_layers} must lie in 1..{enc.depth}")
+        if head.gres and enc.embed_dim % head.empty_heads:
+            problems.append(f"embed_dim {enc.embed_dim} not divisible by head.empty_heads {head.empty_heads}")
+        if pre.max_text_len < 2 or pre.max_text_len > enc.max_text_positions:
+            problems.append(f"max_text_len {pre.max_text_len} must lie in 2..{enc.max_text_positions}")
+        if problems:
+            raise ConfigError("invalid model config: " + "; ".join(problems))
+
+    @property
+    def num_tokens(self) -> int:
+        """Sequence length through the encoder: vision (+1) + text + latent tokens."""
+        return self.encoder.num_patches + 1 + self.preprocess.max_text_len + self.latent.num_tokens
+
+    @property
+    def prob_size(self) -> int:
+        """Side of the probability map: the input at 1/4 scale (120 for 480)."""
+        return self.encoder.img_size // 4
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with top-level fields replaced (``cfg.replace(latent=LatentConfig(enabled=False))``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, data, "config")
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config JSON must be an object")
+        return cls.from_dict(data)
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    """Typed reconstruction of a (nested) frozen dataclass; unknown keys are an error, missing keys default."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if is_dataclass(tp):
+        return _from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = get_args(tp)
+        item = args[0]
+        return tuple(_coerce(item, v, where) for v in value)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - guards new fields
+
+
+# ---------------------------------------------------------------------------------------------
+# Named variants. Each is a function so that a variant is a value, never shared mutable state.
+
+
+def lvg_b() -> ModelConfig:
+    """The paper's model: BEiT-3 base, N=2 latent expressions of lengths (4, 10), SD and VCI on."""
+    return ModelConfig(name="lvg-b")
+
+
+def lvg_b_nolatent() -> ModelConfig:
+    """Table 4's base row: the same backbone and heads, no latent expressions."""
+    return ModelConfig(name="lvg-b-nolatent", latent=LatentConfig(enabled=False))
+
+
+def lvg_b_gres() -> ModelConfig:
+    """GRES (Appendix B): empty-token no-target head, subject distributor off."""
+    return ModelConfig(
+        name="lvg-b-gres",
+        latent=LatentConfig(subject_distributor=False),
+        head=HeadConfig(gres=True),
+    )
+
+
+def _tiny_encoder() -> EncoderConfig:
+    # 480 input with patch 32 keeps the product's fixed input size while staying CPU-fast (225 patches).
+    return EncoderConfig(
+        patch_size=32, embed_dim=64, depth=4, num_heads=4, ffn_dim=128, vocab_size=512, max_text_positions=64
+    )
+
+
+def _tiny_head(gres: bool = False) -> HeadConfig:
+    return HeadConfig(pyramid_layers=(1, 2, 3, 4), neck_dim=32, embed_dim=32, mlp_hidden=64, gres=gres, empty_heads=4)
+
+
+def _tiny_pre() -> PreprocessConfig:
+    return PreprocessConfig(max_text_len=16, tokenizer="synthetic.spm")
+
+
+def lvg_tiny() -> ModelConfig:
+    """Test-sized model with every part of lvg-b (latent N=2, SD, VCI)."""
+    return ModelConfig(
+        name="lvg-tiny",
+        encoder=_tiny_encoder(),
+        latent=LatentConfig(lengths=(2, 3), num_concepts=7),
+        head=_tiny_head(),
+        preprocess=_tiny_pre(),
+    )
+
+
+def lvg_tiny_nolatent() -> ModelConfig:
+    return lvg_tiny().replace(name="lvg-tiny-nolatent", latent=LatentConfig(enabled=False, lengths=(2, 3)))
+
+
+def lvg_tiny_gres() -> ModelConfig:
+    return lvg_tiny().replace(
+        name="lvg-tiny-gres",
+        latent=LatentConfig(lengths=(2, 3), num_concepts=7, subject_distributor=False),
+        head=_tiny_head(gres=True),
+    )
+
+
+def _small(gres: bool, latent: bool, name: str) -> ModelConfig:
+    return ModelConfig(
+        name=name,
+        encoder=EncoderConfig(
+            patch_size=32, embed_dim=192, depth=6, num_heads=6, ffn_dim=768, vocab_size=1000, max_text_positions=64
+        ),
+        latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres),
+        head=HeadConfig(
+            pyramid_layers=(2, 4, 5, 6), neck_dim=96, embed_dim=96, mlp_hidden=384, gres=gres, empty_heads=6
+        ),
+        preprocess=PreprocessConfig(max_text_len=24, tokenizer="synthetic.spm"),
+    )
+
+
+def lvg_s() -> ModelConfig:
+    """Small model for the bundled demo (trained on synthetic data): RIS/REC and GRES heads."""
+    return _small(gres=True, latent=True, name="lvg-s")
+
+
+def lvg_s_nolatent() -> ModelConfig:
+    return _small(gres=True, latent=False, name="lvg-s-nolatent")
+
+
+_VARIANTS: dict[str, Callable[[], ModelConfig]] = {
+    "lvg-b": lvg_b,
+    "lvg-b-nolatent": lvg_b_nolatent,
+    "lvg-b-gres": lvg_b_gres,
+    "lvg-s": lvg_s,
+    "lvg-s-nolatent": lvg_s_nolatent,
+    "lvg-tiny": lvg_tiny,
+    "lvg-tiny-nolatent": lvg_tiny_nolatent,
+    "lvg-tiny-gres": lvg_tiny_gres,
+}
+
+
+def list_variants() -> list[str]:
+    """Names accepted by :func:`get_config`."""
+    return list(_VARIANTS)
+
+
+def get_config(name: str) -> ModelConfig:
+    """The frozen config of a named variant, e.g. ``get_config("lvg-b")``."""
+    try:
+        return _VARIANTS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown variant {name!r}; choose one of {', '.join(_VARIANTS)}") from None

@@ -1,0 +1,269 @@
+"""Checkpoint IO: our safetensors checkpoints (config in the header) and official BEiT-3 ``.pth`` weights.
+
+Nothing here unpickles arbitrary objects: our checkpoints are safetensors; official ``.pth`` files are
+read with ``torch.load(weights_only=True)``, which refuses pickles that would build or call anything
+beyond tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lvg.config import ModelConfig
+from lvg.errors import CheckpointError, ConfigError
+
+FORMAT = "latent-vg-checkpoint"
+FORMAT_VERSION = "1"
+TRAIN_PREFIX = "train/"  # training-state tensors (optimizer moments, RNG) live under this prefix
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    extra_tensors: Mapping[str, Tensor] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``model``'s weights and config to a safetensors file, atomically (temp file + rename).
+
+    ``extra_tensors`` keys must start with ``"train/"``; ``metadata`` values are strings (JSON for
+    structured data). A reader never sees a half-written file under ``path``.
+    """
+    from safetensors.torch import save_file
+
+    cfg: ModelConfig = model.cfg  # type: ignore[assignment]
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for k, v in (extra_tensors or {}).items():
+        if not k.startswith(TRAIN_PREFIX):
+            raise ValueError(f"extra tensor {k!r} must start with {TRAIN_PREFIX!r}")
+        tensors[k] = v.detach().contiguous().cpu()
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_json()}
+    meta.update(metadata or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _open(path: str | os.PathLike):
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a directory: {path}")
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as exc:  # safetensors raises its own error types for bad headers / truncation
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc})") from None
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The header metadata of a Latent-VG checkpoint (raises :class:`CheckpointError` otherwise)."""
+    with _open(path) as fh:
+        meta = fh.metadata() or {}
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path} is a safetensors file but not a Latent-VG checkpoint (no config in header)")
+    return dict(meta)
+
+
+def read_checkpoint_config(path: str | os.PathLike) -> ModelConfig:
+    """The model config stored in a checkpoint, without loading its tensors."""
+    meta = read_checkpoint_metadata(path)
+    try:
+        return ModelConfig.from_json(meta["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: stored config is invalid: {exc}") from None
+
+
+def read_checkpoint_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """All tensors of a checkpoint (model and ``train/`` state)."""
+    read_checkpoint_metadata(path)
+    try:
+        with _open(path) as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    impl: str | None = None,
+    device: str | torch.device = "cpu",
+    expect: ModelConfig | None = None,
+) -> nn.Module:
+    """Build the model described by a checkpoint's config and load its weights (eval mode).
+
+    ``expect``: if given, the checkpoint's config must equal it (e.g. resuming a run), else
+    :class:`CheckpointError` names the variant mismatch.
+    """
+    from lvg.modeling import build_model
+
+    cfg = read_checkpoint_config(path)
+    if expect is not None and cfg.replace(kernel_impl="auto") != expect.replace(kernel_impl="auto"):
+        raise CheckpointError(f"{path} holds variant {cfg.name!r}, which does not match {expect.name!r}")
+    model = build_model(cfg, impl=impl)
+    state = {k: v for k, v in read_checkpoint_tensors(path).items() if not k.startswith(TRAIN_PREFIX)}
+    load_state_strict(model, state, str(path))
+    return model.to(device).eval()
+
+
+def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Load a full state dict, turning key or shape mismatches into one clear :class:`CheckpointError`."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of other shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise CheckpointError(f"{source} does not fit this model: " + ", ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Official BEiT-3 weights
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_beit3_pretrained` did."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # backbone keys the file lacks (left at init)
+    unexpected: list[str] = field(default_factory=list)  # file keys this model has no place for
+    resampled: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    new: int = 0  # parameters outside the backbone (latent parts, heads): always freshly initialised
+
+    def summary(self) -> str:
+        text = f"loaded {len(self.loaded)} tensors, {len(self.missing)} missing, {len(self.unexpected)} unexpected"
+        if self.resampled:
+            text += "; resampled " + ", ".join(f"{k} {a[0]}->{b[0]} rows" for k, (a, b) in self.resampled.items())
+        if self.missing:
+            text += f"; missing e.g. {self.missing[:3]}"
+        if self.unexpected:
+            text += f"; unexpected e.g. {self.unexpected[:3]}"
+        return text
+
+
+def _read_pth(path: Path) -> Mapping[str, Any]:
+    if not path.exists():
+        raise CheckpointError(f"pretrained weights not found: {path}")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
+        raise CheckpointError(f"{path} was refused: it is not a plain tensor checkpoint ({first})") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if isinstance(obj, Mapping):
+        for key in ("model", "module", "state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                return obj[key]
+        return obj
+    raise CheckpointError(f"{path} does not hold a state dict")
+
+
+def resample_vision_positions(table: Tensor, rows: int) -> Tensor:
+    """Resize a vision position table ``(3 + g0^2, d)`` to ``(rows, d)`` bicubically over the patch grid.
+
+    The first 3 rows (2 fairseq offset rows + the class token) are kept as they are.
+    """
+    head, grid = table[:3], table[3:]
+    g0, g1 = round(grid.shape[0] ** 0.5), round((rows - 3) ** 0.5)
+    if g0 * g0 != grid.shape[0] or g1 * g1 != rows - 3:
+        raise CheckpointError(f"position table of {table.shape[0]} rows is not 3 + a square grid")
+    d = grid.shape[1]
+    grid = grid.float().reshape(1, g0, g0, d).permute(0, 3, 1, 2)  # (n, d) -> (1, d, g0, g0)
+    grid = F.interpolate(grid, size=(g1, g1), mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(g1 * g1, d).to(table.dtype)  # (1, d, g1, g1) -> (n', d)
+    return torch.cat([head, grid], dim=0)
+
+
+# Present in official checkpoints, used only by BEiT-3's masked-image pretraining.
+_IGNORED = ("beit3.vision_embed.mask_token",)
+
+
+def load_beit3_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """Load an official BEiT-3 checkpoint (``{"model": state_dict}`` with ``beit3.*`` keys) into the backbone.
+
+    The vision position table is resampled to this model's grid (e.g. 199 or 579 rows -> 903).
+    Raises :class:`CheckpointError` for a file that is not a BEiT-3 state dict or has other widths.
+    """
+    path = Path(path)
+    state = _read_pth(path)
+    if not any(isinstance(k, str) and k.startswith("beit3.") for k in state):
+        raise CheckpointError(f"{path} is not a BEiT-3 state dict (no 'beit3.*' keys)")
+    own = model.state_dict()
+    report = LoadReport()
+    report.new = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("beit3."))
+    take: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, Tensor):
+            continue
+        if key not in own or not key.startswith("beit3."):
+            if key not in _IGNORED:
+                report.unexpected.append(key)
+            continue
+        if key == "beit3.encoder.embed_positions.A.weight" and value.shape != own[key].shape:
+            resized = resample_vision_positions(value, own[key].shape[0])
+            report.resampled[key] = (tuple(value.shape), tuple(resized.shape))
+            value = resized
+        if value.shape != own[key].shape:
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(value.shape)}, this model needs {tuple(own[key].shape)} "
+                f"(a BEiT-3 of another size?)"
+            )
+        take[key] = value.to(own[key].dtype)
+    report.loaded = sorted(take)
+    report.missing = sorted(k for k in own if k.startswith("beit3.") and k not in take)
+    model.load_state_dict(take, strict=False)
+    return report
+
+
+def config_from_metadata(meta: Mapping[str, str]) -> ModelConfig:
+    """Parse the ``config`` entry of checkpoint or artifact metadata."""
+    return ModelConfig.from_json(meta["config"])
+
+
+__all__ = [
+    "LoadReport",
+    "config_from_metadata",
+    "load_beit3_pretrained",
+    "load_checkpoint",
+    "load_state_strict",
+    "read_checkpoint_config",
+    "read_checkpoint_metadata",
+    "read_checkpoint_tensors",
+    "resample_vision_positions",
+    "save_checkpoint",
+]
+

@@ -1,0 +1,161 @@
+"""The Latent-VG model (Figure 2): encoder + latent expressions + SD + VCI + heads + prediction (Eq. 9).
+
+Token sequence through the encoder (SPEC 3.2)::
+
+    [s_V, v_1..v_n | t_cls, t_1..t_m, pad.. | z_cls^1, s, a^1.. | z_cls^2, s, a^2..]
+     vision stream (expert A)  | text + latent stream (expert B)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lvg.config import ModelConfig
+from lvg.kernels import get_vci, resolve_impl
+from lvg.modeling.concept_injector import ConceptInjector
+from lvg.modeling.empty_head import EmptyHead
+from lvg.modeling.encoder import BEiT3
+from lvg.modeling.latent_init import LatentExpressionInit
+from lvg.modeling.pixel_decoder import PixelDecoder
+from lvg.modeling.subject_distributor import SubjectDistributor
+from lvg.modeling.token_heads import TokenMLP
+
+# Which top-level submodules make up each part reported by `lvg info` (Table 10's breakdown).
+PARTS = {
+    "backbone": ("beit3",),
+    "latent_expressions": ("latent_init", "concept_injectors", "latent_heads", "subject_distributor"),
+    "heads": ("text_head", "pixel_decoder", "empty_head"),
+}
+
+
+class LatentVG(nn.Module):
+    """Referring segmentation / grounding model. Build it with :func:`lvg.modeling.build_model`.
+
+    ``forward(image, text_ids, text_mask)`` takes
+
+    - ``image``: ``(B, 3, S, S)`` float, normalised (S = ``cfg.encoder.img_size``, 480 for all variants);
+    - ``text_ids``: ``(B, L)`` int64 token ids, ``bos ids eos pad..`` (L = ``cfg.preprocess.max_text_len``);
+    - ``text_mask``: ``(B, L)`` bool, True for real tokens;
+
+    and returns a dict:
+
+    - ``prob`` ``(B, S/4, S/4)``: the averaged sigmoid map of Eq. 9;
+    - ``logits`` ``(B, 1 + N, S/4, S/4)``: per-expression logits (input expression first);
+    - ``text_embedding`` ``(B, E)`` = ``t_o``; ``latent_embeddings`` ``(B, N, E)`` = ``z_o^i``;
+    - ``no_target_logit`` ``(B,)`` (GRES variants only);
+    - ``subject_index`` ``(B,)`` the text position chosen as subject (latent variants only);
+    - ``patch_mask`` ``(B, n)`` bool, the last layer's target-patch selection (VCI variants only);
+    - ``attention`` ``(B, 1 + N, g, g)`` with ``return_attention=True``: each expression's class-token
+      attention over the patches, averaged over heads and layers (paper Fig. 4/7).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        enc, lat, head = cfg.encoder, cfg.latent, cfg.head
+        d, text_len = enc.embed_dim, cfg.preprocess.max_text_len
+        # Chosen once, here: the model never switches kernels after it is built.
+        self.kernel_impl = resolve_impl(cfg.kernel_impl)
+        self.beit3 = BEiT3(enc)
+        if lat.enabled:
+            self.latent_init = LatentExpressionInit(lat, d, text_len)
+            self.subject_distributor = SubjectDistributor(lat.lengths) if lat.subject_distributor else None
+            if lat.concept_injector:
+                vci = get_vci(self.kernel_impl)
+                self.concept_injectors = nn.ModuleList(ConceptInjector(lat, d, vci) for _ in range(enc.depth))
+            else:
+                self.concept_injectors = None
+            self.latent_heads = nn.ModuleList(
+                TokenMLP(d, head.mlp_hidden, head.embed_dim) for _ in range(lat.num_expressions)
+            )
+            starts, pos = [], 0
+            for k in lat.lengths:
+                starts.append(pos)
+                pos += k + 2
+            self.register_buffer("latent_cls_index", torch.tensor(starts, dtype=torch.long), persistent=False)
+        self.text_head = TokenMLP(d, head.mlp_hidden, head.embed_dim)
+        self.pixel_decoder = PixelDecoder(head, enc)
+        self.empty_head = EmptyHead(d, head.empty_heads, enc.layernorm_eps) if head.gres else None
+        self._pyramid = {i - 1: j for j, i in enumerate(head.pyramid_layers)}  # layer index -> level slot
+
+    def forward(
+        self, image: Tensor, text_ids: Tensor, text_mask: Tensor, *, return_attention: bool = False
+    ) -> dict[str, Tensor]:
+        cfg = self.cfg
+        lat = cfg.latent
+        text_mask = text_mask.bool()
+        xv, xt = self.beit3.embed(image, text_ids)  # (B, 1+n, d), (B, L, d)
+        b, nv, _ = xv.shape
+        text_len = xt.shape[1]
+        out: dict[str, Tensor] = {}
+        num_latent = 0
+        if lat.enabled:
+            init = self.latent_init(xt, text_mask)
+            # s_V replaces the visual class token (Sec. 3.1).
+            xv = torch.cat([init.subject[:, None], xv[:, 1:]], dim=1)
+            xt = torch.cat([xt, init.tokens], dim=1)  # (B, L + sum(k+2), d)
+            num_latent = init.tokens.shape[1]
+            out["subject_index"] = init.subject_index
+        attn_mask = self.beit3.attention_mask(text_mask, nv, num_latent)  # (B, 1, 1, T)
+
+        probe_rows = None
+        if return_attention:
+            rows = [nv] + ([nv + text_len + int(i) for i in self.latent_cls_index] if lat.enabled else [])
+            probe_rows = torch.tensor(rows, device=xv.device)
+        attn_sum = None
+
+        levels: list[Tensor | None] = [None] * len(self._pyramid)
+        layers = self.beit3.encoder.layers
+        patch_mask = None
+        for i, layer in enumerate(layers):
+            xv, xt, probs = layer(xv, xt, attn_mask, probe_rows)
+            if probs is not None:
+                attn_sum = probs if attn_sum is None else attn_sum + probs
+            if lat.enabled:
+                latent = xt[:, text_len:]
+                if self.subject_distributor is not None:
+                    latent = self.subject_distributor(latent, xv[:, 0])
+                if self.concept_injectors is not None:
+                    latent, patch_mask = self.concept_injectors[i](xv[:, 1:], xt[:, 0], latent)
+                xt = torch.cat([xt[:, :text_len], latent], dim=1)
+            if i in self._pyramid and i != len(layers) - 1:
+                levels[self._pyramid[i]] = xv[:, 1:]
+
+        ln = self.beit3.encoder.layer_norm
+        xv, xt = ln.A(xv), ln.B(xt)
+        last = len(layers) - 1
+        if last in self._pyramid:
+            levels[self._pyramid[last]] = xv[:, 1:]
+
+        embeddings = [self.text_head(xt[:, 0])]  # t_o
+        if lat.enabled:
+            z_cls = xt[:, text_len:].index_select(1, self.latent_cls_index)  # (B, N, d)
+            embeddings += [head(z_cls[:, j]) for j, head in enumerate(self.latent_heads)]
+        emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)
+
+        feats = self.pixel_decoder(levels)  # (B, E, S/4, S/4)
+        # 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
+        logits = torch.einsum("behw,bje->bjhw", feats, emb) * emb.shape[-1] ** -0.5
+        out["logits"] = logits
+        out["prob"] = logits.float().sigmoid().mean(dim=1)  # Eq. 9
+        out["text_embedding"] = emb[:, 0]
+        out["latent_embeddings"] = emb[:, 1:]
+        if self.empty_head is not None:
+            tokens = torch.cat([xv, xt], dim=1)
+            out["no_target_logit"] = self.empty_head(tokens, attn_mask[:, 0, 0])
+        if patch_mask is not None:
+            out["patch_mask"] = patch_mask
+        if attn_sum is not None:
+            g = cfg.encoder.grid
+            maps = attn_sum[:, :, 1:nv] / len(layers)  # (B, 1+N, n): patch columns only
+            out["attention"] = maps.reshape(b, -1, g, g)
+        return out
+
+    def part_parameters(self) -> dict[str, int]:
+        """Parameter counts per part: backbone, latent expressions, heads (Table 10's breakdown)."""
+        counts = {part: 0 for part in PARTS}
+        owner = {mod: part for part, mods in PARTS.items() for mod in mods}
+        for name, p in self.named_parameters():
+            counts[owner[name.split(".", 1)[0]]] += p.numel()
+        return counts
