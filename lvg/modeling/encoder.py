@@ -170,7 +170,8 @@ class TransformerStack(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         self.embed_positions = PositionTables(cfg)
-        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        # Stochastic depth grows linearly with depth (pure Python: must also work on the meta device).
+        rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.layers = nn.ModuleList(EncoderLayer(cfg, r) for r in rates)
         self.layer_norm = Multiway(lambda: nn.LayerNorm(cfg.embed_dim, eps=cfg.layernorm_eps))
 

@@ -36,15 +36,18 @@ class LatentExpressionInit(nn.Module):
         self.subject_scorer = nn.Linear(dim, 1)
 
     def select_subject(self, words: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """Straight-through Gumbel-softmax in training, argmax at inference; padding never wins.
+        """Straight-through Gumbel-softmax in training, argmax at inference; padding and eos never win.
 
         Args: words ``(B, m, d)``; valid ``(B, m)`` bool. Returns ``s (B, d)`` and its index ``(B,)``.
         """
         logits = self.subject_scorer(words).squeeze(-1).float()  # (B, m)
+        # Candidates are words: a valid token followed by another valid one, which excludes eos.
+        nxt = torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], dim=1)
+        candidates = valid & nxt
         # A text with no word (only bos/eos) falls back to position 0 (eos) rather than NaN.
-        any_valid = valid.any(dim=1, keepdim=True)
-        valid = valid | (~any_valid & (torch.arange(valid.shape[1], device=valid.device) == 0))
-        logits = logits.masked_fill(~valid, float("-inf"))
+        none = ~candidates.any(dim=1, keepdim=True)
+        candidates = candidates | (none & (torch.arange(valid.shape[1], device=valid.device) == 0))
+        logits = logits.masked_fill(~candidates, float("-inf"))
         if self.training:
             onehot = F.gumbel_softmax(logits, tau=self.cfg.gumbel_tau, hard=True)  # (B, m), ST gradient
         else:

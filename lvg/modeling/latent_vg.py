@@ -63,7 +63,11 @@ class LatentVG(nn.Module):
             self.subject_distributor = SubjectDistributor(lat.lengths) if lat.subject_distributor else None
             if lat.concept_injector:
                 vci = get_vci(self.kernel_impl)
-                self.concept_injectors = nn.ModuleList(ConceptInjector(lat, d, vci) for _ in range(enc.depth))
+                # One injector between each pair of layers: after the last layer the attribute tokens feed
+                # nothing (only class tokens reach the heads), so an injector there would be dead weight.
+                self.concept_injectors = nn.ModuleList(
+                    ConceptInjector(lat, d, vci) for _ in range(enc.depth - 1)
+                )
             else:
                 self.concept_injectors = None
             self.latent_heads = nn.ModuleList(
@@ -112,7 +116,7 @@ class LatentVG(nn.Module):
             xv, xt, probs = layer(xv, xt, attn_mask, probe_rows)
             if probs is not None:
                 attn_sum = probs if attn_sum is None else attn_sum + probs
-            if lat.enabled:
+            if lat.enabled and i < len(layers) - 1:
                 latent = xt[:, text_len:]
                 if self.subject_distributor is not None:
                     latent = self.subject_distributor(latent, xv[:, 0])

@@ -1,0 +1,195 @@
+"""Behaviour of the assembled model on tiny variants (CPU, seconds)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lvg.config import LatentConfig, get_config
+from lvg.modeling import build_model
+from tests.modeling.conftest import make_inputs
+
+TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres"]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_forward_shapes_and_ranges(name):
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    cfg = model.cfg
+    image, ids, mask = make_inputs(cfg, batch=3)
+    with torch.no_grad():
+        out = model(image, ids, mask, return_attention=True)
+    n = cfg.latent.num_expressions
+    s = cfg.prob_size
+    assert out["prob"].shape == (3, s, s) and s == 120
+    assert out["logits"].shape == (3, 1 + n, s, s)
+    assert out["text_embedding"].shape == (3, cfg.head.embed_dim)
+    assert out["latent_embeddings"].shape == (3, n, cfg.head.embed_dim)
+    assert torch.isfinite(out["prob"]).all() and (out["prob"] >= 0).all() and (out["prob"] <= 1).all()
+    # Eq. 9: the map is the mean of the per-expression sigmoids.
+    torch.testing.assert_close(out["prob"], out["logits"].sigmoid().mean(1))
+    g = cfg.encoder.grid
+    assert out["attention"].shape == (3, 1 + n, g, g)
+    assert (out["attention"].sum(dim=(2, 3)) <= 1 + 1e-5).all()
+    assert ("no_target_logit" in out) == cfg.head.gres
+    if cfg.head.gres:
+        assert out["no_target_logit"].shape == (3,)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_backward_reaches_every_learnable_parameter(name):
+    torch.manual_seed(0)
+    model = build_model(name).train()
+    image, ids, mask = make_inputs(model.cfg, batch=2)
+    out = model(image, ids, mask)
+    loss = out["prob"].mean() + out["text_embedding"].pow(2).mean()
+    if out["latent_embeddings"].numel():
+        loss = loss + out["latent_embeddings"].pow(2).mean()
+    if "no_target_logit" in out:
+        loss = loss + out["no_target_logit"].sum()
+    loss.backward()
+    # With latent expressions the visual class token is replaced by s_V (Sec. 3.1): it cannot learn.
+    frozen = {"beit3.vision_embed.cls_token"} if model.cfg.latent.enabled else set()
+    for pname, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all() if p.grad is not None else True, pname
+        if pname in frozen:
+            continue
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{pname} got no gradient"
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_eval_is_deterministic(name):
+    model = build_model(name).eval()
+    image, ids, mask = make_inputs(model.cfg)
+    with torch.no_grad():
+        a, b = model(image, ids, mask), model(image, ids, mask)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_padding_tokens_do_not_change_the_output(name):
+    torch.manual_seed(1)
+    model = build_model(name).eval()
+    image, ids, mask = make_inputs(model.cfg, batch=2, lengths=(5, 9))
+    other = ids.clone()
+    other[~mask] = torch.randint(4, model.cfg.encoder.vocab_size, (int((~mask).sum()),))
+    with torch.no_grad():
+        a, b = model(image, ids, mask), model(image, other, mask)
+    for key in ("prob", "text_embedding", "latent_embeddings"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    if "no_target_logit" in a:
+        torch.testing.assert_close(a["no_target_logit"], b["no_target_logit"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_subject_is_a_real_word(training):
+    torch.manual_seed(2)
+    model = build_model("lvg-tiny").train(training)
+    lengths = (3, 4, 9, 16, 2)  # 2 = bos eos only: falls back to the eos slot
+    image, ids, mask = make_inputs(model.cfg, batch=len(lengths), lengths=lengths)
+    for _ in range(5):  # Gumbel noise differs per call in training
+        with torch.set_grad_enabled(training):
+            idx = model(image, ids, mask)["subject_index"]
+        for i, n in enumerate(lengths):
+            if n > 2:
+                assert 1 <= int(idx[i]) <= n - 2, (i, n, int(idx[i]))  # a word: not bos, eos or padding
+            else:
+                assert int(idx[i]) == 1
+
+
+def test_target_patch_mask_is_sim_at_least_mean():
+    torch.manual_seed(3)
+    model = build_model("lvg-tiny").eval()
+    seen = []
+
+    def hook(module, args, output):
+        patches, t_cls, _ = args
+        seen.append((patches.detach(), t_cls.detach(), output[1]))
+
+    handles = [m.register_forward_hook(hook) for m in model.concept_injectors]
+    image, ids, mask = make_inputs(model.cfg, batch=3)
+    with torch.no_grad():
+        model(image, ids, mask)
+    for h in handles:
+        h.remove()
+    assert len(seen) == model.cfg.encoder.depth - 1
+    for patches, t_cls, got in seen:
+        sim = (patches.double() * t_cls.double()[:, None]).sum(-1)  # (B, n)
+        expected = sim >= sim.mean(dim=1, keepdim=True)
+        close = (sim - sim.mean(dim=1, keepdim=True)).abs() < 1e-4 * sim.abs().max()
+        assert got.dtype == torch.bool and got.shape == sim.shape
+        assert torch.equal(got[~close], expected[~close])
+        assert got.sum(dim=1).min() >= 1
+
+
+def test_subject_distributor_and_injector_touch_only_their_slots():
+    torch.manual_seed(4)
+    model = build_model("lvg-tiny").eval()
+    lat = model.cfg.latent
+    latent = torch.randn(2, lat.num_tokens, model.cfg.encoder.embed_dim)
+    s_v = torch.randn(2, model.cfg.encoder.embed_dim)
+    out = model.subject_distributor(latent, s_v)
+    pos = 0
+    for k in lat.lengths:
+        torch.testing.assert_close(out[:, pos + 1], s_v)  # subject slot
+        torch.testing.assert_close(out[:, pos], latent[:, pos])  # class token untouched
+        torch.testing.assert_close(out[:, pos + 2 : pos + 2 + k], latent[:, pos + 2 : pos + 2 + k])
+        pos += k + 2
+    patches = torch.randn(2, model.cfg.encoder.num_patches, model.cfg.encoder.embed_dim)
+    new, _ = model.concept_injectors[0](patches, s_v, latent)
+    pos = 0
+    for k in lat.lengths:
+        torch.testing.assert_close(new[:, pos : pos + 2], latent[:, pos : pos + 2])
+        assert not torch.allclose(new[:, pos + 2 : pos + 2 + k], latent[:, pos + 2 : pos + 2 + k])
+        pos += k + 2
+
+
+@pytest.mark.parametrize(
+    "latent",
+    [
+        LatentConfig(lengths=(4,), dropout=(0.2,), num_concepts=5),
+        LatentConfig(lengths=(2, 3, 4), dropout=(0.1, 0.1, 0.1), num_concepts=5),
+        LatentConfig(lengths=(2, 3), num_concepts=5, subject_distributor=False),
+        LatentConfig(lengths=(2, 3), num_concepts=5, concept_injector=False),
+        LatentConfig(lengths=(2, 3), num_concepts=5, threshold="none"),
+        LatentConfig(lengths=(2, 3), num_concepts=5, threshold="topk", topk=10),
+        LatentConfig(lengths=(2, 3), num_concepts=5, concept_init="normal"),
+    ],
+)
+def test_ablation_switches_build_and_run(latent):
+    cfg = get_config("lvg-tiny").replace(latent=latent)
+    model = build_model(cfg).train()
+    image, ids, mask = make_inputs(cfg, batch=2)
+    out = model(image, ids, mask)
+    assert out["latent_embeddings"].shape[1] == len(latent.lengths)
+    out["prob"].mean().backward()
+    assert hasattr(model, "subject_distributor") and (model.subject_distributor is None) != latent.subject_distributor
+    assert (model.concept_injectors is None) != latent.concept_injector
+
+
+def test_topk_rule_selects_k_patches():
+    cfg = get_config("lvg-tiny").replace(latent=LatentConfig(lengths=(2, 3), num_concepts=5, threshold="topk", topk=10))
+    model = build_model(cfg).eval()
+    image, ids, mask = make_inputs(cfg, batch=2)
+    with torch.no_grad():
+        out = model(image, ids, mask)
+    assert out["patch_mask"].sum(dim=1).tolist() == [10, 10]
+
+
+def test_kernel_impl_is_chosen_at_build_time(monkeypatch):
+    assert build_model("lvg-tiny").kernel_impl == "reference"  # CPU: auto -> reference
+    monkeypatch.setenv("LVG_KERNEL_IMPL", "reference")
+    assert build_model("lvg-tiny", impl="auto").kernel_impl == "reference"
+    with pytest.raises(ValueError):
+        build_model("lvg-tiny", impl="cuda-magic")
+
+
+def test_config_is_attached_and_frozen():
+    model = build_model("lvg-tiny")
+    assert model.cfg == get_config("lvg-tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.cfg.name = "other"  # type: ignore[misc]
