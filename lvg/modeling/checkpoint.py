@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -177,11 +178,20 @@ class LoadReport:
 def _read_pth(path: Path) -> Mapping[str, Any]:
     if not path.exists():
         raise CheckpointError(f"pretrained weights not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"pretrained weights path is a directory: {path}")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    # torch.save writes a zip archive; the legacy format is a pickle (protocol opcode 0x80).
+    if not (zipfile.is_zipfile(path) or magic[:1] == b"\x80"):
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
-        raise CheckpointError(f"{path} was refused: it is not a plain tensor checkpoint ({first})") from None
+        # Keep the one line that names what was blocked (e.g. "unsupported GLOBAL posix.system").
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        what = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), "not plain tensors")
+        raise CheckpointError(f"{path} was refused: it holds objects other than tensors ({what})") from None
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     if isinstance(obj, Mapping):
