@@ -138,9 +138,8 @@ class LatentVG(nn.Module):
             embeddings += [head(z_cls[:, j]) for j, head in enumerate(self.latent_heads)]
         emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)
 
-        feats = self.pixel_decoder(levels)  # (B, E, S/4, S/4)
-        # 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
-        logits = torch.einsum("behw,bje->bjhw", feats, emb) * emb.shape[-1] ** -0.5
+        # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
+        logits = self.pixel_decoder(levels, emb) * emb.shape[-1] ** -0.5  # (B, 1+N, S/4, S/4)
         out["logits"] = logits
         out["prob"] = logits.float().sigmoid().mean(dim=1)  # Eq. 9
         out["text_embedding"] = emb[:, 0]

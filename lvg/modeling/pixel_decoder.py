@@ -20,7 +20,15 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class PixelDecoder(nn.Module):
-    """Patch tokens of the pyramid layers -> feature map ``(B, E, H/4, W/4)``."""
+    """Patch tokens of the pyramid layers + class-token embeddings -> per-expression logit maps.
+
+    Architecturally the decoder builds ``F^V = proj(deconv(...))`` of shape ``(B, E, H/4, W/4)`` and the
+    logits are ``F^V . e_j``. The last deconvolution and the 1x1 projection are linear and followed only
+    by that dot product, so we fold both into each class embedding instead: ``e_j -> W_proj^T e_j ->
+    W_deconv u_j`` gives one ``(c, 2, 2)`` filter per expression, applied to the 1/8-scale features.
+    Same parameters, same function (up to float rounding), but the two largest full-resolution layers
+    (34 GFLOPs for lvg-b) are never materialised.
+    """
 
     def __init__(self, head: HeadConfig, enc: EncoderConfig) -> None:
         super().__init__()
@@ -32,19 +40,34 @@ class PixelDecoder(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(c * levels, c, k, padding=k // 2, bias=False), _norm(c), nn.GELU())
         steps = int(math.log2(enc.patch_size // 4))  # 2 for patch 16: 1/16 -> 1/8 -> 1/4
         ups: list[nn.Module] = []
-        for i in range(steps):
-            ups.append(nn.ConvTranspose2d(c, c, 2, stride=2))
-            if i < steps - 1:
-                ups += [_norm(c), nn.GELU()]
+        for _ in range(steps - 1):
+            ups += [nn.ConvTranspose2d(c, c, 2, stride=2), _norm(c), nn.GELU()]
         self.upsample = nn.Sequential(*ups)
+        self.last = nn.ConvTranspose2d(c, c, 2, stride=2)  # the final stride-2 step, folded (see above)
         self.proj = nn.Conv2d(c, head.embed_dim, 1)
 
-    def forward(self, levels: list[Tensor]) -> Tensor:
-        """levels: one ``(B, n, d)`` patch-token tensor per pyramid layer."""
+    def features(self, levels: list[Tensor]) -> Tensor:
+        """levels: one ``(B, n, d)`` patch-token tensor per pyramid layer -> ``(B, c, H/8, W/8)``."""
         maps = []
         for x, norm, lateral in zip(levels, self.level_norms, self.lateral):
             b, n, d = x.shape
             x = norm(x).transpose(1, 2).reshape(b, d, self.grid, self.grid)  # (B, n, d) -> (B, d, g, g)
             maps.append(lateral(x))
         x = self.fuse(torch.cat(maps, dim=1))  # (B, c, g, g)
-        return self.proj(self.upsample(x))  # (B, E, 4g', 4g') = (B, E, H/4, W/4)
+        return self.upsample(x)
+
+    def feature_map(self, levels: list[Tensor]) -> Tensor:
+        """The unfolded ``F^V`` ``(B, E, H/4, W/4)`` (for inspection and the equivalence test)."""
+        return self.proj(self.last(self.features(levels)))
+
+    def forward(self, levels: list[Tensor], emb: Tensor) -> Tensor:
+        """``levels`` as in :meth:`features`, ``emb`` ``(B, J, E)`` -> logits ``F^V . e_j`` ``(B, J, H/4, W/4)``."""
+        h = self.features(levels)  # (B, c, h, w) at 1/8 scale
+        w_proj = self.proj.weight[:, :, 0, 0]  # (E, c)
+        u = emb @ w_proj  # (B, J, c): W_proj^T e_j
+        filters = torch.einsum("ioyx,bjo->bjiyx", self.last.weight, u)  # (B, J, c_in, 2, 2)
+        bias = u @ self.last.bias + emb @ self.proj.bias  # (B, J): b_deconv.u_j + b_proj.e_j
+        out = torch.einsum("bihw,bjiyx->bjhywx", h, filters)  # (B, J, h, 2, w, 2)
+        b, j, hh, _, ww, _ = out.shape
+        out = out.reshape(b, j, 2 * hh, 2 * ww)  # (B, J, h, 2, w, 2) -> (B, J, 2h, 2w): pixel (2i+y, 2k+x)
+        return out + bias[:, :, None, None]

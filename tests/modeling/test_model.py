@@ -193,3 +193,22 @@ def test_config_is_attached_and_frozen():
     assert model.cfg == get_config("lvg-tiny")
     with pytest.raises(dataclasses.FrozenInstanceError):
         model.cfg.name = "other"  # type: ignore[misc]
+
+
+def test_folded_prediction_equals_the_unfolded_feature_map():
+    # The decoder folds its last deconv + projection into the class embeddings; check against F^V . e_j.
+    torch.manual_seed(5)
+    model = build_model("lvg-tiny").eval()
+    dec = model.pixel_decoder
+    b, n, d = 2, model.cfg.encoder.num_patches, model.cfg.encoder.embed_dim
+    levels = [torch.randn(b, n, d) for _ in model.cfg.head.pyramid_layers]
+    emb = torch.randn(b, 3, model.cfg.head.embed_dim)
+    with torch.no_grad():
+        for m in dec.modules():  # non-trivial biases, so the folded bias terms are exercised
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and m.bias is not None:
+                m.bias.normal_()
+        fmap = dec.feature_map(levels)  # (B, E, 120, 120)
+        expected = torch.einsum("behw,bje->bjhw", fmap.double(), emb.double())
+        got = dec(levels, emb)
+    assert got.shape == (b, 3, 120, 120)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
