@@ -1,0 +1,97 @@
+"""From the model's probability map to a mask, a box and a score at the original image size (SPEC 3.5).
+
+Thresholds are strict: a pixel is in the mask when its probability is ``> mask_threshold`` (0.35 by
+default), and a GRES sample is "no target" when ``sigmoid(no_target_logit) > no_target_threshold``
+(0.5). This matches ``prob > t`` as written in PyTorch evaluation code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lvg.runtime.preprocess import Letterbox, unletterbox
+
+__all__ = ["Box", "Prediction", "box_from_mask", "mask_from_prob", "postprocess"]
+
+#: ``(x1, y1, x2, y2)`` in pixel-edge coordinates of the original image; ``x2`` / ``y2`` are exclusive.
+Box = tuple[int, int, int, int]
+
+
+def mask_from_prob(prob: np.ndarray, lb: Letterbox, threshold: float = 0.35) -> np.ndarray:
+    """Undo the letterbox on a (h, w) probability map and threshold it: bool (orig_h, orig_w), ``p > threshold``."""
+    return unletterbox(prob, lb) > np.float32(threshold)
+
+
+def box_from_mask(mask: np.ndarray) -> Box | None:
+    """Tight box around a (H, W) bool mask: ``(x1, y1, x2, y2)`` with ``x2 = max column + 1``,
+    ``y2 = max row + 1`` (so width = x2 - x1). ``None`` for an empty mask."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size == 0:
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image-text prediction at the original image resolution.
+
+    Attributes:
+        mask: bool (H, W) segmentation mask (all False when ``no_target``).
+        box: tight ``(x1, y1, x2, y2)`` box around ``mask`` (edges, x2 / y2 exclusive), ``None`` if empty.
+        score: mean probability inside the mask, 0.0 for an empty mask.
+        no_target: the GRES head said the expression refers to nothing (always False for RIS models).
+        prob: float32 (H, W) probability map (letterbox undone), before thresholding.
+        no_target_prob: ``sigmoid(no_target_logit)`` for GRES models, ``None`` otherwise.
+    """
+
+    mask: np.ndarray
+    box: Box | None
+    score: float
+    no_target: bool
+    prob: np.ndarray
+    no_target_prob: float | None = None
+
+
+def _sigmoid(x: float) -> float:
+    # Numerically stable for large |x| (math.exp overflows past ~709).
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def postprocess(
+    prob: np.ndarray,
+    lb: Letterbox,
+    *,
+    mask_threshold: float = 0.35,
+    no_target_logit: float | None = None,
+    no_target_threshold: float = 0.5,
+) -> Prediction:
+    """Turn one (h, w) probability map over the letterbox canvas into a :class:`Prediction`.
+
+    Args:
+        prob: (h, w) float map in [0, 1] covering the ``lb.size`` canvas (the model's 120 x 120).
+        lb: the image's letterbox.
+        mask_threshold: pixels with ``prob > mask_threshold`` form the mask.
+        no_target_logit: GRES models' no-target logit; ``None`` for RIS models.
+        no_target_threshold: ``sigmoid(no_target_logit) > no_target_threshold`` means no target:
+            empty mask, no box, score 0.
+    """
+    full = unletterbox(prob, lb)  # (orig_h, orig_w) float32
+    nt_prob = None if no_target_logit is None else _sigmoid(float(no_target_logit))
+    no_target = nt_prob is not None and nt_prob > no_target_threshold
+    if no_target:
+        mask = np.zeros(full.shape, dtype=bool)
+    else:
+        mask = full > np.float32(mask_threshold)
+    box = box_from_mask(mask)
+    score = float(full[mask].mean(dtype=np.float64)) if box is not None else 0.0
+    return Prediction(mask=mask, box=box, score=score, no_target=bool(no_target), prob=full, no_target_prob=nt_prob)
