@@ -1,0 +1,148 @@
+"""The torch ``Dataset`` over a :class:`~lvg.train.data.ReferSource` (imports torch).
+
+Items are dicts (default-collatable):
+
+- ``image``: float32 (3, S, S), letterboxed and normalised exactly as the runtime does
+  (:func:`lvg.runtime.preprocess.preprocess_image`);
+- ``text_ids``: int64 (L,), ``text_mask``: bool (L,) (:meth:`lvg.runtime.tokenizer.Tokenizer.encode`,
+  L = ``preprocess.max_text_len``);
+- ``target``: float32 (S/4, S/4), the target mask letterboxed and area-averaged to the model's output
+  grid (:func:`lvg.runtime.preprocess.letterbox_mask` with ``out_size = S // 4``): a soft target;
+- ``no_target``: float32 scalar, 1.0 for a no-target expression;
+- ``index``: int. Training: the sample index. Evaluation: the position in
+  :meth:`ReferSource.sentences_flat` (every sentence is one item);
+- ``sample_index``: int, the sample the item came from.
+
+Training draws ONE sentence per sample per epoch; the draw and the augmentations are a pure function
+of ``(seed, epoch, index)`` (``numpy.random.default_rng([seed, epoch, index])``), so they do not depend
+on the worker count or order. Call :meth:`GroundingDataset.set_epoch` before each epoch (with
+``persistent_workers=False``, each epoch's workers get the updated copy).
+
+Augmentations (training only, and only those that keep the expression true):
+
+- horizontal flip with probability 0.5, unless the sentence has a left/right-like word
+  (:func:`lvg.train.data.flip_allowed`);
+- mild photometric jitter (brightness, contrast, saturation each by a factor in [0.9, 1.1]) with
+  probability 0.8, unless the sentence names a colour or brightness
+  (:func:`lvg.train.data.mentions_colour`; the synthetic data's expressions depend on colour).
+
+Nothing moves or crops the image, so positions ("leftmost", "above") and sizes stay true.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+from lvg.config import PreprocessConfig
+from lvg.errors import InputError
+from lvg.runtime.preprocess import letterbox_mask, preprocess_image
+from lvg.runtime.tokenizer import Tokenizer
+from lvg.train.data import ReferSource, flip_allowed, mentions_colour
+
+__all__ = ["GroundingDataset", "JITTER_RANGE", "FLIP_PROBABILITY", "JITTER_PROBABILITY"]
+
+FLIP_PROBABILITY = 0.5
+JITTER_PROBABILITY = 0.8
+#: Brightness / contrast / saturation factors are drawn uniformly from this range.
+JITTER_RANGE = (0.9, 1.1)
+
+
+def _jitter(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    lo, hi = JITTER_RANGE
+    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        image = enhancer(image).enhance(float(rng.uniform(lo, hi)))
+    return image
+
+
+class GroundingDataset(torch.utils.data.Dataset):
+    """(image, expression) -> model inputs and a 1/4-scale target, for training or evaluation.
+
+    Args:
+        source: the split to read (:func:`lvg.train.data.load_refer` / ``load_grefer`` / ``open_dataset``).
+        preprocess: the model's :class:`~lvg.config.PreprocessConfig` (size, mean/std, max_text_len).
+        tokenizer: the model's tokenizer.
+        train: one sampled sentence per sample with augmentation (True), or every sentence, no
+            augmentation (False).
+        seed: seeds the sentence draw and augmentation.
+        augment: set False to train without augmentation.
+    """
+
+    def __init__(
+        self,
+        source: ReferSource,
+        *,
+        preprocess: PreprocessConfig,
+        tokenizer: Tokenizer,
+        train: bool,
+        seed: int = 0,
+        augment: bool = True,
+    ) -> None:
+        if preprocess.size % 4:
+            raise InputError(f"preprocess.size {preprocess.size} must be a multiple of 4 (targets are 1/4 scale)")
+        self.source = source
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.train = bool(train)
+        self.seed = int(seed)
+        self.augment = bool(augment)
+        self.epoch = 0
+        self._flat = source.sentences_flat() if not self.train else []
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose sentence draws and augmentations :meth:`__getitem__` returns."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.source.samples) if self.train else len(self._flat)
+
+    def plan(self, index: int) -> tuple[int, str, bool, bool]:
+        """``(sample_index, sentence, flip, jitter)`` of item ``index`` in the current epoch.
+
+        The item's augmentations only; :meth:`__getitem__` applies them (exposed for tests and logs).
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range for a dataset of {len(self)}")
+        if not self.train:
+            sample_index, sentence = self._flat[index]
+            return sample_index, sentence, False, False
+        sample = self.source.samples[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        sentence = sample.sentences[int(rng.integers(len(sample.sentences)))]
+        # Draw every random number unconditionally so one decision never shifts another's stream.
+        flip_draw, jitter_draw = rng.random(), rng.random()
+        flip = self.augment and flip_allowed(sentence) and flip_draw < FLIP_PROBABILITY
+        jitter = self.augment and not mentions_colour(sentence) and jitter_draw < JITTER_PROBABILITY
+        return index, sentence, flip, jitter
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample_index, sentence, flip, jitter = self.plan(int(index))
+        sample = self.source.samples[sample_index]
+        image = self.source.load_image(sample)
+        mask = self.source.mask(sample)  # (H, W) bool at the original resolution
+        if mask.shape != (image.height, image.width):
+            raise InputError(
+                f"image {sample.image_path} is {image.width}x{image.height} but instances.json says "
+                f"{sample.width}x{sample.height}"
+            )
+        if flip:
+            image = ImageOps.mirror(image)
+            mask = mask[:, ::-1]
+        if jitter:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])
+            image = _jitter(image, rng)
+        pixels, lb = preprocess_image(image, self.preprocess)  # (3, S, S) float32
+        target = letterbox_mask(mask, lb, out_size=self.preprocess.size // 4)  # (S/4, S/4) float32
+        ids, text_mask = self.tokenizer.encode(sentence, self.preprocess.max_text_len)
+        return {
+            "image": torch.from_numpy(pixels),
+            "text_ids": torch.from_numpy(ids),
+            "text_mask": torch.from_numpy(text_mask),
+            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
+            "no_target": torch.tensor(1.0 if sample.no_target else 0.0, dtype=torch.float32),
+            "index": int(index),
+            "sample_index": int(sample_index),
+        }
