@@ -52,11 +52,15 @@ def get_vci(impl: str = "auto") -> VCIFn:
     impl = resolve_impl(impl)
     if impl == "triton":
         try:
-            from lvg.kernels.vci import vci_triton
+            import triton  # noqa: F401
         except ImportError:
             from lvg.errors import MissingDependencyError
 
             raise MissingDependencyError("triton", "gpu", "the Triton kernel implementation") from None
+        from lvg.kernels._registry import triton_ops
+        from lvg.kernels.vci import vci_triton
+
+        triton_ops()  # register the lvg::vci_* operators now, outside any torch.compile trace
         return vci_triton
     return vci_reference
 
