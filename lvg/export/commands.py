@@ -1,0 +1,84 @@
+"""CLI command ``lvg export`` (registered on the app by :mod:`lvg.cli`). Torch is imported when it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lvg._cli import echo_json, handle_errors, progress
+from lvg.errors import InputError, require
+
+
+@handle_errors
+def export(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (.safetensors) to export."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | trt (TensorRT engine, built via ONNX)."),
+    fp16: bool = typer.Option(False, "--fp16", help="fp16 compute (IO stays fp32; LayerNorm/softmax kept fp32)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: beside the checkpoint)."),
+    opset: int = typer.Option(20, "--opset", help="ONNX opset (>= 17)."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Static batch size of a TensorRT engine."),
+    workspace: float = typer.Option(4.0, "--workspace-gib", help="TensorRT builder workspace limit (GiB)."),
+    tokenizer: Optional[Path] = typer.Option(
+        None, "--tokenizer", help="Sentencepiece model to embed (default: the checkpoint's, or <ckpt>.spm)."
+    ),
+    check: bool = typer.Option(True, "--check/--no-check", help="Compare ONNX Runtime against torch."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Graph simplification (ONNX Runtime basic level)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
+) -> None:
+    """Export a checkpoint to ONNX (fp32 / fp16) or a TensorRT engine.
+
+    Examples:
+
+        lvg export --ckpt model.safetensors --format onnx --fp16
+
+        lvg export --ckpt model.safetensors --format trt --fp16 --batch 8 --out model.engine
+    """
+    fmt = fmt.lower()
+    if fmt not in ("onnx", "trt", "tensorrt"):
+        raise InputError(f"unknown --format {fmt!r}; choose onnx or trt")
+    if not ckpt.is_file():
+        raise InputError(f"checkpoint not found: {ckpt}")
+    if fmt != "onnx":
+        # Fail before the (slow) ONNX export when TensorRT is missing.
+        require("tensorrt", extra="trt", purpose="building TensorRT engines")
+    require("torch", extra="export", purpose="lvg export")
+    require("onnx", extra="export", purpose="lvg export")
+    from lvg.export.onnx_export import export_onnx
+
+    suffix = ".fp16" if fp16 else ""
+    bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
+    if fmt == "onnx":
+        onnx_out = out or ckpt.with_name(ckpt.stem + suffix + ".onnx")
+    else:
+        onnx_out = ckpt.with_name(ckpt.stem + suffix + ".onnx") if out is None else out.with_suffix(".onnx")
+    report = export_onnx(ckpt, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify, check=check)
+    bar.update(1)
+    data = {"onnx": report.to_dict()}
+    if fmt != "onnx":
+        from lvg.export.trt import build_engine
+
+        engine_out = out or ckpt.with_name(f"{ckpt.stem}{suffix}.b{batch}.engine")
+        eng = build_engine(onnx_out, engine_out, batch=batch, fp16=fp16, workspace_gib=workspace)
+        bar.update(1)
+        data["engine"] = eng.to_dict()
+    bar.close()
+    if json_out:
+        echo_json(data)
+        return
+    c = report.check
+    typer.echo(f"wrote {report.path} ({report.precision}, opset {report.opset}, {report.nodes} nodes, {report.seconds:.1f} s)")
+    if c is not None:
+        typer.echo(
+            f"check vs torch at batch {','.join(map(str, c.batches))}: max |prob diff| {c.max_abs_prob:.2e} "
+            f"(tolerance {c.tolerance:g}), mask agreement {100 * c.mask_agreement:.2f}%"
+        )
+    if "engine" in data:
+        e = data["engine"]
+        typer.echo(f"wrote {e['path']} (TensorRT {e['trt_version']}, batch {e['batch']}, {e['precision']}) + {Path(e['sidecar']).name}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` to ``app``."""
+    app.command("export")(export)

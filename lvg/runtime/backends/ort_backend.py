@@ -1,0 +1,113 @@
+"""ONNX Runtime backend for ``.onnx`` artifacts (CPU, CUDA and TensorRT execution providers).
+
+One :class:`onnxruntime.InferenceSession` is created in the constructor and reused; ONNX Runtime
+documents ``InferenceSession.run`` as safe to call concurrently from several threads, so this backend
+takes no lock.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lvg.errors import ArtifactError, InputError
+from lvg.runtime.artifact import OUTPUT_NO_TARGET, OUTPUT_PROB, ArtifactInfo, info_from_metadata
+from lvg.runtime.backends.base import Backend, BackendOutput
+
+__all__ = ["OnnxRuntimeBackend", "providers_for"]
+
+_CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+_TRT = "TensorrtExecutionProvider"
+
+
+def providers_for(device: str, available: list[str]) -> list[str | tuple[str, dict]]:
+    """Execution providers for ``device``: ``"auto"`` (CUDA if installed, else CPU), ``"cpu"``,
+    ``"cuda"`` / ``"cuda:N"``, or ``"tensorrt"`` / ``"tensorrt:N"`` (ONNX Runtime's TensorRT EP, with CUDA
+    and CPU as fallbacks for nodes it does not take).
+
+    Raises:
+        InputError: an unknown device, or a provider this onnxruntime build lacks (names the extra).
+    """
+    kind, _, index = device.partition(":")
+    if index and not index.isdigit():
+        raise InputError(f"bad device {device!r}: use cpu, cuda, cuda:N, tensorrt or auto")
+    opts = {"device_id": int(index)} if index else {}
+    if kind == "auto":
+        return [(_CUDA, opts), _CPU] if _CUDA in available else [_CPU]
+    if kind == "cpu":
+        return [_CPU]
+    if kind == "cuda":
+        if _CUDA not in available:
+            raise InputError(
+                "device 'cuda' needs onnxruntime's CUDA provider, which this install lacks: pip install 'latent-vg[gpu]'"
+            )
+        return [(_CUDA, opts), _CPU]
+    if kind == "tensorrt":
+        if _TRT not in available:
+            raise InputError(
+                "device 'tensorrt' needs onnxruntime's TensorRT provider, which this install lacks: "
+                "pip install 'latent-vg[gpu]' (onnxruntime-gpu) and 'latent-vg[trt]'"
+            )
+        return [(_TRT, opts), (_CUDA, opts), _CPU]
+    raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N, tensorrt or auto")
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an exported ``.onnx`` file. ``device``: see :func:`providers_for`. ``threads``: intra-op threads
+    (0 = ONNX Runtime's default)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike[str], *, device: str = "auto", threads: int = 0) -> None:
+        import onnxruntime as ort  # a core dependency of latent-vg (not an extra)
+
+        p = Path(path)
+        if not p.is_file():
+            raise ArtifactError(f"model not found: {p}")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+        providers = providers_for(device, list(ort.get_available_providers()))
+        try:
+            self._session = ort.InferenceSession(str(p), sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / NoSuchFile types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"{p} is not a loadable ONNX model ({first[:300]})") from None
+        meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        super().__init__(info_from_metadata(p, "onnx", meta))
+        names = {o.name for o in self._session.get_outputs()}
+        inputs = {i.name for i in self._session.get_inputs()}
+        if OUTPUT_PROB not in names or not {"image", "text_ids", "text_mask"} <= inputs:
+            raise ArtifactError(f"{p}: graph lacks the Latent-VG inputs/outputs (image, text_ids, text_mask -> prob)")
+        self._outputs = [OUTPUT_PROB] + ([OUTPUT_NO_TARGET] if OUTPUT_NO_TARGET in names else [])
+        self._providers = list(self._session.get_providers())
+
+    @property
+    def device(self) -> str:
+        return f"onnxruntime:{self._providers[0]}"
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually uses, in priority order."""
+        return list(self._providers)
+
+    def run(
+        self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False
+    ) -> BackendOutput:
+        if return_attention:
+            raise InputError("attention maps need the torch backend: load the .safetensors checkpoint")
+        self.check_inputs(image, text_ids, text_mask)
+        feeds = {"image": image, "text_ids": text_ids, "text_mask": text_mask}
+        out = self._session.run(self._outputs, feeds)
+        prob = np.asarray(out[0], dtype=np.float32)
+        nt = np.asarray(out[1], dtype=np.float32) if len(out) > 1 else None
+        return BackendOutput(prob=prob, no_target_logit=nt)
+
+
+def read_onnx_info(path: str | os.PathLike[str]) -> ArtifactInfo:
+    """The :class:`ArtifactInfo` of an ``.onnx`` file (opens a CPU session; torch-free)."""
+    return OnnxRuntimeBackend(path, device="cpu").info

@@ -1,0 +1,294 @@
+"""The Python API: ``Grounder.load(path).predict(image, text)`` -> :class:`~lvg.runtime.result.Result`.
+
+Numpy in, numpy out, no global state. A ``Grounder`` creates its backend (one ONNX Runtime session,
+TensorRT context or torch model) and its tokenizer once; ``predict`` / ``predict_batch`` may be called
+from several threads at once (ONNX Runtime sessions are thread-safe for ``run``; the TensorRT and torch
+backends serialise ``run`` with a lock; pre- and post-processing use only per-call state).
+
+Example::
+
+    from lvg import Grounder
+    g = Grounder.load("model.onnx")              # or .engine / .plan / .safetensors
+    r = g.predict("photo.jpg", "man on the left")
+    r.mask, r.box, r.score                        # (H, W) bool, (x1, y1, x2, y2) or None, float
+    r.save_overlay("overlay.png")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lvg.config import ModelConfig
+from lvg.errors import ArtifactError, InputError
+from lvg.runtime.artifact import ArtifactInfo
+from lvg.runtime.backends import Backend, BackendOutput, open_backend
+from lvg.runtime.image import ImageSource, load_image
+from lvg.runtime.postprocess import postprocess
+from lvg.runtime.preprocess import Letterbox, preprocess_image, unletterbox
+from lvg.runtime.result import Result
+from lvg.runtime.tokenizer import Tokenizer
+
+__all__ = ["TASKS", "Grounder", "default_model_path"]
+
+#: ``ris``: segmentation mask; ``rec``: the box around it; ``gres``: also the no-target decision.
+TASKS = ("ris", "rec", "gres")
+
+#: Where a bundled model would live inside the package (shipped by a later release).
+_BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "default" / "model.onnx"
+
+
+def default_model_path() -> Path:
+    """The bundled model, or :class:`ArtifactError` ``no bundled model; pass --model`` when absent."""
+    if not _BUNDLED.is_file():
+        raise ArtifactError("no bundled model; pass --model PATH (an .onnx, .engine/.plan or .safetensors file)")
+    return _BUNDLED
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    image: np.ndarray  # float32 (3, S, S)
+    lb: Letterbox
+    rgb: np.ndarray  # uint8 (H, W, 3)
+    ids: np.ndarray  # int64 (L,)
+    mask: np.ndarray  # bool (L,)
+
+
+class Grounder:
+    """Referring segmentation / grounding with a loaded model. Build it with :meth:`load`."""
+
+    def __init__(self, backend: Backend, tokenizer: Tokenizer) -> None:
+        self._backend = backend
+        self._tokenizer = tokenizer
+        info = backend.info
+        if info.tokenizer_identity is not None and info.tokenizer_identity != tokenizer.identity:
+            raise ArtifactError(
+                f"{info.path}: tokenizer {tokenizer.identity} does not match the model's {info.tokenizer_identity}"
+            )
+        if tokenizer.vocab_size > info.config.encoder.vocab_size:
+            raise ArtifactError(
+                f"tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary is "
+                f"{info.config.encoder.vocab_size}: it belongs to another model"
+            )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        backend: str = "auto",
+        device: str = "auto",
+        tokenizer: str | os.PathLike[str] | None = None,
+    ) -> "Grounder":
+        """Load a model file.
+
+        Args:
+            path: ``.onnx`` (ONNX Runtime), ``.engine`` / ``.plan`` (TensorRT) or ``.safetensors`` (PyTorch);
+                ``None`` = the bundled model.
+            backend: ``"auto"`` (by suffix), ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``.
+            device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``"tensorrt"`` selects ONNX Runtime's
+                TensorRT execution provider for ``.onnx`` files.
+            tokenizer: a sentencepiece file overriding the one embedded in the artifact (needed for a
+                checkpoint that carries none).
+
+        Raises:
+            ArtifactError: missing / corrupt / foreign model file, or no tokenizer.
+            MissingDependencyError: the backend's optional dependency is not installed (names the extra).
+        """
+        p = Path(path) if path is not None else default_model_path()
+        be = open_backend(p, backend=backend, device=device)
+        if tokenizer is not None:
+            tok = Tokenizer.from_file(tokenizer)
+        elif be.info.tokenizer_bytes is not None:
+            tok = Tokenizer.from_bytes(be.info.tokenizer_bytes)
+        else:
+            raise ArtifactError(
+                f"{p} carries no tokenizer: pass tokenizer=PATH (--tokenizer) or put the .spm file beside it as {p.name}.spm"
+            )
+        return cls(be, tok)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def info(self) -> ArtifactInfo:
+        return self._backend.info
+
+    @property
+    def config(self) -> ModelConfig:
+        return self._backend.info.config
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
+
+    @property
+    def default_task(self) -> str:
+        """``"gres"`` for models with the no-target head, else ``"ris"``."""
+        return "gres" if self.info.gres else "ris"
+
+    def describe(self) -> dict[str, object]:
+        """Model, backend and device, as put into every result's ``model`` field."""
+        return {
+            "variant": self.config.name,
+            "path": str(self.info.path),
+            "backend": self._backend.name,
+            "device": self._backend.device,
+            "precision": self.info.precision,
+        }
+
+    # ------------------------------------------------------------------ prediction
+
+    def _task(self, task: str | None) -> str:
+        task = self.default_task if task is None else task.lower()
+        if task not in TASKS:
+            raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        if task == "gres" and not self.info.gres:
+            raise InputError(f"task 'gres' needs a model with the no-target head; {self.config.name} has none")
+        return task
+
+    def _prepare(self, image: ImageSource, text: str) -> _Prepared:
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, got {type(text).__name__}")
+        pil = load_image(image)
+        arr, lb = preprocess_image(pil, self.config.preprocess)
+        ids, mask = self._tokenizer.encode(text, self.config.preprocess.max_text_len)
+        return _Prepared(arr, lb, np.asarray(pil, dtype=np.uint8), ids, mask)
+
+    def _run(self, prepared: Sequence[_Prepared], return_attention: bool) -> BackendOutput:
+        """Run the backend over ``prepared`` in chunks its batch limit allows (padding static engines)."""
+        n = len(prepared)
+        limit = self._backend.max_batch or n
+        probs, nts, atts = [], [], []
+        for start in range(0, n, limit):
+            chunk = prepared[start : start + limit]
+            k = len(chunk)
+            images = np.stack([c.image for c in chunk])  # (k, 3, S, S)
+            ids = np.stack([c.ids for c in chunk])  # (k, L)
+            masks = np.stack([c.mask for c in chunk])  # (k, L)
+            if self._backend.fixed_batch and k < limit:
+                # Static engines take exactly `limit` rows: repeat the last sample, drop its outputs.
+                pad = limit - k
+                images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
+                ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)])
+                masks = np.concatenate([masks, np.repeat(masks[-1:], pad, axis=0)])
+            out = self._backend.run(images, ids, masks, return_attention=return_attention)
+            probs.append(out.prob[:k])
+            if out.no_target_logit is not None:
+                nts.append(out.no_target_logit[:k])
+            if out.attention is not None:
+                atts.append(out.attention[:k])
+        return BackendOutput(
+            prob=np.concatenate(probs),
+            no_target_logit=np.concatenate(nts) if nts else None,
+            attention=np.concatenate(atts) if atts else None,
+        )
+
+    def predict(
+        self,
+        image: ImageSource,
+        text: str,
+        *,
+        task: str | None = None,
+        mask_threshold: float | None = None,
+        return_attention: bool = False,
+    ) -> Result:
+        """Segment / ground the object ``text`` refers to in ``image``.
+
+        Args:
+            image: a file path, a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB numpy array.
+            text: the referring expression (over-long text is truncated with a ``TextTruncatedWarning``).
+            task: ``"ris"``, ``"rec"`` or ``"gres"`` (default: ``"gres"`` for GRES models, else ``"ris"``).
+                Only ``"gres"`` applies the no-target decision; ``"ris"`` and ``"rec"`` always return the mask
+                and its box.
+            mask_threshold: override the model's ``preprocess.mask_threshold`` (0.35).
+            return_attention: also return per-expression attention maps (torch backend only).
+
+        Returns:
+            A :class:`Result` at the image's original resolution.
+        """
+        return self.predict_batch(
+            [image], [text], task=task, mask_threshold=mask_threshold, return_attention=return_attention
+        )[0]
+
+    def predict_batch(
+        self,
+        images: Sequence[ImageSource],
+        texts: Sequence[str],
+        *,
+        task: str | None = None,
+        mask_threshold: float | None = None,
+        return_attention: bool = False,
+    ) -> list[Result]:
+        """:meth:`predict` over pairs ``(images[i], texts[i])`` in as few backend calls as the model allows."""
+        if isinstance(texts, str):
+            raise InputError("predict_batch takes a list of texts; use predict for one")
+        if len(images) != len(texts):
+            raise InputError(f"got {len(images)} images but {len(texts)} texts")
+        if not len(images):
+            return []
+        if return_attention and not self._backend.supports_attention:
+            raise InputError("attention maps need the torch backend: load the .safetensors checkpoint")
+        task = self._task(task)
+        pre = self.config.preprocess
+        threshold = pre.mask_threshold if mask_threshold is None else float(mask_threshold)
+        n = len(images)
+
+        t0 = time.perf_counter()
+        prepared = [self._prepare(img, txt) for img, txt in zip(images, texts)]
+        t1 = time.perf_counter()
+        out = self._run(prepared, return_attention)
+        t2 = time.perf_counter()
+        results = []
+        for i, (p, text) in enumerate(zip(prepared, texts)):
+            logit = None
+            if out.no_target_logit is not None:
+                logit = float(out.no_target_logit[i])
+            pred = postprocess(
+                out.prob[i],
+                p.lb,
+                mask_threshold=threshold,
+                no_target_logit=logit if task == "gres" else None,
+                no_target_threshold=pre.no_target_threshold,
+            )
+            nt_prob = pred.no_target_prob
+            if nt_prob is None and logit is not None:
+                nt_prob = float(1.0 / (1.0 + np.exp(-np.float64(logit))))
+            attention = None
+            if out.attention is not None:
+                # (1 + N, g, g) maps over the canvas -> (1 + N, H, W) over the original image.
+                attention = np.stack([unletterbox(a, p.lb) for a in out.attention[i]])
+            results.append(
+                Result(
+                    text=text, task=task, mask=pred.mask, box=pred.box, score=pred.score,
+                    no_target=pred.no_target, prob=pred.prob, no_target_prob=nt_prob,
+                    attention=attention, image=p.rgb, model=self.describe(),
+                )
+            )
+        t3 = time.perf_counter()
+        share = {
+            "preprocess": (t1 - t0) * 1e3 / n,
+            "inference": (t2 - t1) * 1e3 / n,
+            "postprocess": (t3 - t2) * 1e3 / n,
+            "total": (t3 - t0) * 1e3 / n,
+        }
+        if n > 1:
+            share["batch"] = float(n)
+        for r in results:
+            r.timings = dict(share)
+        return results
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+        self._backend.close()
+
+    def __repr__(self) -> str:
+        return f"Grounder({self.config.name!r}, backend={self._backend.name!r}, device={self._backend.device!r})"

@@ -1,0 +1,137 @@
+"""One prediction as the Python API and the CLI hand it out: numpy arrays plus JSON and PNG writers."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lvg.errors import InputError
+from lvg.runtime.draw import attention_panel, overlay
+
+__all__ = ["Result", "mask_to_rle"]
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO-style uncompressed RLE of a (H, W) bool mask: ``{"size": [H, W], "counts": [...]}``.
+
+    Counts run over the mask in column-major (Fortran) order and start with a run of zeros (possibly
+    empty), as ``pycocotools.mask.frPyObjects`` expects.
+    """
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    if flat.size == 0:
+        return {"size": list(mask.shape), "counts": []}
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # indices where a new run starts
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat[0]:
+        runs = [0] + runs
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(r) for r in runs]}
+
+
+@dataclass
+class Result:
+    """The prediction for one (image, text) pair, at the original image resolution.
+
+    Attributes:
+        text: the expression. task: ``"ris"``, ``"rec"`` or ``"gres"``.
+        mask: bool (H, W) segmentation mask (all False when ``no_target``).
+        box: ``(x1, y1, x2, y2)`` tight box around the mask in pixels, x2 / y2 exclusive; ``None`` if empty.
+        score: mean probability inside the mask (0.0 for an empty mask).
+        no_target: the GRES head says the expression refers to nothing (only with ``task="gres"``).
+        no_target_prob: ``sigmoid(no_target logit)`` for GRES models, else ``None``.
+        prob: float32 (H, W) probability map (letterbox undone).
+        timings: milliseconds: ``preprocess``, ``inference``, ``postprocess``, ``total``. For a batch call
+            each sample carries its share (the batch's time divided by its size) and ``batch`` the size.
+        attention: float32 (1 + N, H, W) per-expression attention maps (input expression first), when
+            requested from the torch backend; else ``None``.
+        image: uint8 (H, W, 3) RGB image the prediction was made on (used by :meth:`save_overlay`).
+        model: short description of the model that produced it (variant, backend, device).
+    """
+
+    text: str
+    task: str
+    mask: np.ndarray
+    box: tuple[int, int, int, int] | None
+    score: float
+    no_target: bool
+    prob: np.ndarray
+    no_target_prob: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    attention: np.ndarray | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the original image."""
+        return int(self.mask.shape[1]), int(self.mask.shape[0])
+
+    def to_dict(self, *, include_mask: bool = True) -> dict[str, Any]:
+        """A JSON-serialisable summary; the mask as COCO uncompressed RLE (``include_mask``)."""
+        w, h = self.image_size
+        area = int(self.mask.sum())
+        data: dict[str, Any] = {
+            "text": self.text,
+            "task": self.task,
+            "image_size": [w, h],
+            "box": list(self.box) if self.box is not None else None,
+            "score": round(float(self.score), 6),
+            "no_target": bool(self.no_target),
+            "no_target_prob": None if self.no_target_prob is None else round(float(self.no_target_prob), 6),
+            "mask_area": area,
+            "mask_fraction": round(area / max(w * h, 1), 6),
+            "timings_ms": {k: round(float(v), 3) for k, v in self.timings.items()},
+            "model": dict(self.model),
+        }
+        if include_mask:
+            data["mask_rle"] = mask_to_rle(self.mask)
+        return data
+
+    def to_json(self, *, include_mask: bool = True, indent: int | None = None) -> str:
+        """:meth:`to_dict` as a JSON string."""
+        return json.dumps(self.to_dict(include_mask=include_mask), indent=indent, sort_keys=True)
+
+    def save_mask(self, path: str | os.PathLike[str]) -> Path:
+        """Write the mask as an 8-bit grayscale PNG (255 = mask, 0 = background) of the image's size."""
+        p = Path(path)
+        _parent(p)
+        Image.fromarray(self.mask.astype(np.uint8) * 255).save(p, format="PNG")
+        return p
+
+    def overlay(self, *, alpha: float = 0.5, label: bool = True) -> np.ndarray:
+        """uint8 (H, W, 3): the image with the mask tinted red and the box outlined green."""
+        if self.image is None:
+            raise InputError("this result holds no image to draw on")
+        text = None
+        if label:
+            text = f"{self.text} (no target)" if self.no_target else f"{self.text} {self.score:.2f}"
+        return overlay(self.image, self.mask, self.box, alpha=alpha, label=text)
+
+    def save_overlay(self, path: str | os.PathLike[str], *, alpha: float = 0.5, label: bool = True) -> Path:
+        """Write :meth:`overlay` as a PNG (any suffix; the format is always PNG)."""
+        p = Path(path)
+        _parent(p)
+        Image.fromarray(self.overlay(alpha=alpha, label=label)).save(p, format="PNG")
+        return p
+
+    def save_attention(self, path: str | os.PathLike[str]) -> Path:
+        """Write the per-expression attention maps side by side over the image (PNG, paper Fig. 4)."""
+        if self.attention is None or self.image is None:
+            raise InputError("no attention maps: predict with return_attention=True on a .safetensors checkpoint")
+        p = Path(path)
+        _parent(p)
+        Image.fromarray(attention_panel(self.image, self.attention)).save(p, format="PNG")
+        return p
+
+
+def _parent(p: Path) -> None:
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder for {p}: {exc.strerror or exc}") from None
