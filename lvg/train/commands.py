@@ -1,0 +1,185 @@
+"""``lvg train`` and ``lvg eval`` (registered on the ``lvg`` app by :mod:`lvg.cli`).
+
+torch is imported inside the command bodies only, so ``lvg --help`` works without it.
+
+Examples::
+
+    lvg train --variant lvg-tiny --data data/refcoco-synth --out runs/tiny --steps 500
+    lvg train --config train.toml --out runs/b --resume
+    torchrun --nproc_per_node 4 -m lvg.cli train --config train.toml --out runs/b
+    lvg eval --ckpt runs/tiny/best.safetensors --data data/refcoco-synth --split val --json
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+
+from lvg._cli import echo_json, handle_errors
+from lvg.errors import require
+
+
+@contextmanager
+def _cli_messages() -> Iterator[None]:
+    """Warnings as ``warning: <message>`` lines and the trainer's info log on stderr (no tracebacks).
+
+    Repetitive warnings (e.g. one truncated expression after another) are shown a few times per kind;
+    the rest are counted and summarised at the end.
+    """
+    shown: dict[str, int] = {}
+    limit = 3
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        kind = getattr(category, "__name__", "Warning")
+        shown[kind] = shown.get(kind, 0) + 1
+        if shown[kind] <= limit:
+            sys.stderr.write(f"warning: {message}\n")
+
+    logger = logging.getLogger("lvg.train")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    old_show = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show
+            yield
+    finally:
+        warnings.showwarning = old_show
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        for kind, count in shown.items():
+            if count > limit:
+                sys.stderr.write(f"warning: {count - limit} more {kind} warnings not shown\n")
+
+
+def _train_config(config: Optional[Path], overrides: dict[str, Any]) -> Any:
+    from lvg.train.config import TrainConfig
+
+    base = TrainConfig.from_file(config) if config is not None else TrainConfig()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return base.replace(**changes) if changes else base
+
+
+@handle_errors
+def train_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (checkpoints, log.jsonl)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TrainConfig file (.json or .toml)."),
+    variant: Optional[str] = typer.Option(None, help="Model variant, e.g. lvg-b, lvg-tiny."),
+    data: Optional[str] = typer.Option(None, help="Dataset spec (REFER / gREFER directory)."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs, when --steps is 0."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Batch size per process."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of the new parts."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N steps (0: only at the end)."),
+    save_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps."),
+    log_every: Optional[int] = typer.Option(None, help="Log every N steps."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    amp: Optional[str] = typer.Option(None, help="Mixed precision on CUDA: off | bf16 | fp16."),
+    contrastive: Optional[str] = typer.Option(None, help="pos_margin | infonce | triplet | arcface."),
+    pretrained: Optional[str] = typer.Option(None, help="Official BEiT-3 .pth for the backbone."),
+    tokenizer: Optional[str] = typer.Option(None, help="Sentencepiece file (default: found beside the data)."),
+    val_split: Optional[str] = typer.Option(None, help="Validation split ('' disables evaluation)."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final result as JSON."),
+) -> None:
+    """Train a model; checkpoints go to OUT/last.safetensors (SIGINT/SIGTERM: checkpoint and exit 0)."""
+    cfg = _train_config(config, {
+        "variant": variant, "data": data, "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "eval_every": eval_every, "save_every": save_every, "log_every": log_every, "seed": seed, "amp": amp,
+        "contrastive": contrastive, "pretrained": pretrained, "tokenizer": tokenizer, "num_workers": num_workers,
+    })
+    if val_split is not None:
+        cfg = cfg.replace(val_split=val_split or None)
+    require("torch", extra="train", purpose="training")
+    require("safetensors", extra="train", purpose="training")
+    from lvg.train.trainer import train
+
+    with _cli_messages():
+        result = train(cfg, out, resume=resume, device=device)
+    summary = {
+        "out": str(result.out_dir), "step": result.step, "total_steps": result.total_steps,
+        "stopped": result.stopped, "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "metrics": result.metrics,
+    }
+    if json_out:
+        echo_json(summary)
+    else:
+        state = "stopped" if result.stopped else "finished"
+        typer.echo(f"{state} at step {result.step}/{result.total_steps}; checkpoint: {summary['checkpoint']}")
+        if result.metrics:
+            typer.echo(_format_metrics(result.metrics))
+
+
+@handle_errors
+def eval_command(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (.safetensors)."),
+    data: str = typer.Option(..., help="Dataset spec (REFER / gREFER directory)."),
+    split: str = typer.Option("val", help="Split to evaluate."),
+    task: Optional[str] = typer.Option(None, help="ris | rec | gres (default: gres for GRES variants, else ris)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Sentences per forward pass."),
+    tokenizer: Optional[str] = typer.Option(None, help="Sentencepiece file (default: found beside the data)."),
+    max_sentences: int = typer.Option(0, min=0, help="Evaluate an evenly spread subset (0: all)."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Evaluate a checkpoint on every sentence of a split (metrics at the original image resolution)."""
+    from lvg.errors import ConfigError
+
+    if task is not None and task not in ("ris", "rec", "gres"):
+        raise ConfigError(f"--task must be ris, rec or gres, got {task!r}")
+    require("torch", extra="train", purpose="evaluation")
+    require("safetensors", extra="train", purpose="evaluation")
+    import torch
+
+    from lvg.modeling import load_checkpoint
+    from lvg.train.data import open_dataset
+    from lvg.train.evaluate import evaluate
+    from lvg.train.trainer import find_tokenizer, load_tokenizer
+
+    with _cli_messages():
+        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = load_checkpoint(ckpt, device=dev)
+        tok = load_tokenizer(find_tokenizer(data, model.cfg.preprocess.tokenizer, tokenizer), model.cfg)
+        source = open_dataset(data, split=split, prefer_gres=model.cfg.head.gres or task == "gres")
+        metrics = evaluate(model, source, split, tok, task=task, batch_size=batch_size, device=dev,
+                           max_sentences=max_sentences, show_progress=None)
+    if json_out:
+        echo_json({"checkpoint": str(ckpt), "variant": model.cfg.name, **metrics})
+    else:
+        typer.echo(_format_metrics(metrics))
+
+
+def _format_metrics(metrics: dict[str, Any]) -> str:
+    lines = []
+    for key, value in metrics.items():
+        if key == "per_expression":
+            for name, vals in value.items():
+                lines.append(f"  {name}: " + ", ".join(f"{k} {_pct(v)}" for k, v in vals.items()))
+        elif isinstance(value, float):
+            lines.append(f"{key}: {_pct(value)}")
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``eval`` to ``app``."""
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)

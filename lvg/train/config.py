@@ -1,0 +1,221 @@
+"""Training configuration: one frozen dataclass, loadable from JSON or TOML with typed validation.
+
+This module is torch-free (the CLI parses configs before importing torch). Example TOML::
+
+    variant = "lvg-tiny"
+    data = "data/refcoco-synth"
+    steps = 2000
+    batch_size = 16
+    lr = 1e-4
+    contrastive = "pos_margin"
+
+Unknown keys, wrong types and out-of-range values are :class:`~lvg.errors.ConfigError` with the field
+named. Every field has a default, so a file only lists what it changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from lvg.errors import ConfigError
+
+Amp = Literal["off", "bf16", "fp16"]
+Contrastive = Literal["pos_margin", "infonce", "triplet", "arcface"]
+Schedule = Literal["cosine", "constant"]
+Task = Literal["ris", "rec", "gres"]
+KernelImpl = Literal["reference", "triton", "auto"]
+
+#: Fields whose change between a checkpoint and a resumed run breaks "resume continues exactly".
+EXACTNESS_FIELDS = (
+    "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
+    "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
+    "contrastive", "gamma", "tau", "loss_no_target", "seed", "pretrained", "tokenizer",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides its output directory.
+
+    Length of the run: ``steps`` optimizer steps if ``steps > 0``, else ``epochs`` passes over the training
+    split (one sentence sampled per referred object per pass, as the data reader defines a sample).
+    ``batch_size`` is per process; under ``torchrun`` the global batch is ``batch_size * world_size``.
+    ``lr`` applies to the new parts (latent expressions, heads); the BEiT-3 backbone (``beit3.*``) trains at
+    ``lr * backbone_lr_mult``. ``lr = None`` means the paper's value: 1e-4, halved to 5e-5 for GRES
+    variants (Appendix B.2). The schedule is a linear warmup over ``warmup_steps`` from 0, then cosine
+    decay to ``lr * min_lr_ratio`` at the last step (``schedule = "constant"`` keeps ``lr`` after warmup).
+
+    Loss (SPEC 3.6): ``loss_contrastive * L_cont + loss_bce * BCE + loss_dice * Dice (+ loss_no_target *
+    L_nt for GRES)``; ``contrastive`` picks Eq. 8's positive-margin loss or a Table 6 alternative; ``gamma``
+    is its margin (also the triplet / ArcFace margin), ``tau`` its temperature.
+
+    ``eval_every`` / ``save_every`` / ``log_every`` count optimizer steps (0 disables periodic evaluation;
+    a checkpoint and, with a validation split, an evaluation always happen at the end).
+    ``eval_max_sentences`` caps periodic evaluations (0 = every sentence); the final one uses all.
+    ``task = None`` evaluates GRES for GRES variants and RIS (+ REC accuracy) otherwise.
+    ``tokenizer = None`` looks for the variant's tokenizer file (e.g. ``synthetic.spm``) in the data
+    directory and its parents. ``pretrained``: optional official BEiT-3 ``.pth`` loaded into the backbone.
+    """
+
+    variant: str = "lvg-tiny"
+    data: str = ""
+    train_split: str = "train"
+    val_split: str | None = "val"
+    task: Task | None = None
+    steps: int = 0
+    epochs: int = 0
+    batch_size: int = 8
+    eval_batch_size: int = 8
+    lr: float | None = None
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    schedule: Schedule = "cosine"
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    amp: Amp = "off"
+    loss_bce: float = 2.0
+    loss_dice: float = 0.5
+    loss_contrastive: float = 1.0
+    contrastive: Contrastive = "pos_margin"
+    gamma: float = 0.2
+    tau: float = 0.1
+    loss_no_target: float = 0.5
+    eval_every: int = 0
+    eval_max_sentences: int = 0
+    save_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0
+    pretrained: str | None = None
+    tokenizer: str | None = None
+    kernel_impl: KernelImpl = "auto"
+    find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.steps < 0 or self.epochs < 0:
+            problems.append("steps and epochs must be >= 0")
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.lr is not None and not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        for name in ("backbone_lr_mult", "weight_decay", "min_lr_ratio", "grad_clip", "loss_bce", "loss_dice",
+                     "loss_contrastive", "gamma", "loss_no_target"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr_ratio > 1:
+            problems.append(f"min_lr_ratio must be <= 1, got {self.min_lr_ratio}")
+        if not self.tau > 0:
+            problems.append(f"tau must be > 0, got {self.tau}")
+        for name in ("warmup_steps", "eval_every", "eval_max_sentences", "save_every", "log_every", "num_workers"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0")
+        if problems:
+            raise ConfigError("invalid training config: " + "; ".join(problems))
+
+    # -- derived values ---------------------------------------------------------------------------
+
+    def resolved_lr(self, gres: bool) -> float:
+        """``lr``, or the paper's default (1e-4; 5e-5 for GRES) when unset."""
+        if self.lr is not None:
+            return self.lr
+        return 5e-5 if gres else 1e-4
+
+    def resolved_task(self, gres: bool) -> str:
+        return self.task if self.task is not None else ("gres" if gres else "ris")
+
+    # -- (de)serialisation ------------------------------------------------------------------------
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A validated copy with fields replaced (``None`` values in ``changes`` are NOT skipped)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "train config") -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+        hints = get_type_hints(cls)
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {', '.join(sorted(names))}")
+        kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"train config is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """Load a ``.json`` or ``.toml`` file (decided by the suffix; anything else is tried as JSON)."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read train config {path}: {exc.strerror or exc}") from None
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise ConfigError(f"{path}: TOML configs need Python 3.11+; use a .json config") from None
+
+            try:
+                data = tomllib.loads(raw.decode("utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        else:
+            try:
+                data = json.loads(raw.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data, where=str(path))
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        if len(args) == 1:
+            return _coerce(args[0], value, where)
+        raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - guards new fields
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - guards new fields

@@ -1,0 +1,159 @@
+"""Evaluation of a model on a REFER / gREFER split at the ORIGINAL image resolution (SPEC 4).
+
+Every sentence of the split is one evaluation sample. The model's ``(S/4, S/4)`` probability map is mapped
+back through the image's letterbox (:func:`lvg.runtime.postprocess.postprocess`, the runtime's own code,
+so the numbers match what ``lvg infer`` would produce), thresholded at the variant's ``mask_threshold``,
+and compared with the ground-truth mask decoded at the original size; the REC box is the tight box of
+that mask. GRES uses the no-target head (``sigmoid(logit) > no_target_threshold`` -> empty prediction).
+
+For latent variants the result also holds ``per_expression``: the same mask metrics for each expression's
+own map (input expression and every latent one, thresholded before averaging), as in the paper's Table 11.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lvg.train.distributed import DistInfo, eval_shard, gather_objects
+from lvg.train.metrics import MetricAccumulator
+
+_MAIN_KEYS = {"ris": ("mIoU", "oIoU"), "rec": ("acc@0.5",), "gres": ("gIoU", "cIoU")}
+
+
+def _select(n: int, max_sentences: int) -> list[int]:
+    """All ``n`` indices, or ``max_sentences`` of them spread evenly over the split (deterministic)."""
+    if max_sentences <= 0 or max_sentences >= n:
+        return list(range(n))
+    return sorted({(i * n) // max_sentences for i in range(max_sentences)})
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    source: Any,
+    split: str,
+    tokenizer: Any,
+    task: str | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    *,
+    max_sentences: int = 0,
+    per_expression: bool = True,
+    dist_info: DistInfo | None = None,
+    show_progress: bool | None = False,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on every sentence of ``split`` of ``source``.
+
+    Args:
+        model: a :class:`~lvg.modeling.LatentVG` (put in eval mode here; its device is ``device``).
+        source: the split's ``ReferSource`` (:func:`lvg.train.data.open_dataset` with ``split=split``).
+        split: its name, e.g. ``"val"``, ``"testA"`` (must match ``source.split`` when that is set).
+        tokenizer: a :class:`lvg.runtime.tokenizer.Tokenizer` matching the model's vocabulary.
+        task: ``"ris"`` (mIoU, oIoU, prec@X and REC acc@0.5), ``"rec"`` (acc@0.5 only) or ``"gres"``
+            (gIoU, cIoU, N-acc, T-acc); ``None`` = "gres" for GRES variants, else "ris".
+        batch_size: sentences per forward pass.
+        max_sentences: evaluate an evenly spread subset of this many sentences (0 = all).
+        per_expression: add ``per_expression`` metrics for latent variants.
+        dist_info: under DDP, each rank evaluates every K-th sentence and the sums are gathered, so every
+            rank returns the metrics of the whole split.
+        show_progress: progress bar on stderr (rank 0 only); None = when stderr is a terminal.
+
+    Returns:
+        ``{"task", "split", "n", <metrics>..., ["per_expression": {"input": {...}, "latent_1": {...}, ...}]}``.
+        Metric values are fractions in [0, 1] (``None`` where a denominator is empty).
+    """
+    from lvg._cli import progress
+    from lvg.runtime.postprocess import box_from_mask, postprocess
+    from lvg.runtime.preprocess import letterbox_geometry, unletterbox
+    from lvg.train.data import GroundingDataset
+
+    info = dist_info or DistInfo()
+    cfg = model.cfg
+    pre = cfg.preprocess
+    task = task or ("gres" if cfg.head.gres else "ris")
+    if task not in _MAIN_KEYS:
+        raise ValueError(f"task must be 'ris', 'rec' or 'gres', got {task!r}")
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+
+    if getattr(source, "split", None) not in (None, split):
+        raise ValueError(f"source holds split {source.split!r}, not {split!r}")
+    dataset = GroundingDataset(source, preprocess=pre, tokenizer=tokenizer, train=False)
+    selected = _select(len(dataset), max_sentences)
+    indices = [selected[i] for i in eval_shard(len(selected), info)]
+
+    n_expr = 1 + cfg.latent.num_expressions
+    acc = MetricAccumulator(task)  # type: ignore[arg-type]
+    expr_task = "gres" if task == "gres" else "ris"
+    expr_accs = [MetricAccumulator(expr_task) for _ in range(n_expr)] if per_expression and n_expr > 1 else []
+
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    bar = progress(batches, desc=f"eval {split}", disable=True if not info.is_main else
+                   (None if show_progress is None else not show_progress))
+    for chunk in bar:
+        items = [dataset[i] for i in chunk]
+        image = torch.stack([torch.as_tensor(it["image"]) for it in items]).to(dev)
+        ids = torch.stack([torch.as_tensor(it["text_ids"]) for it in items]).to(dev)
+        mask = torch.stack([torch.as_tensor(it["text_mask"]) for it in items]).to(dev)
+        out = model(image, ids, mask)
+        probs = out["prob"].float().cpu().numpy()  # (B, h, w)
+        expr_probs = out["logits"].float().sigmoid().cpu().numpy() if expr_accs else None  # (B, 1+N, h, w)
+        nt_logits = out["no_target_logit"].float().cpu().numpy() if "no_target_logit" in out else None
+        for j, item in enumerate(items):
+            sample = source.samples[int(item["sample_index"])]
+            lb = letterbox_geometry(sample.width, sample.height, pre.size)
+            gt_mask = np.asarray(source.mask(sample), dtype=bool)
+            nt_logit = None if nt_logits is None or task != "gres" else float(nt_logits[j])
+            pred = postprocess(probs[j], lb, mask_threshold=pre.mask_threshold, no_target_logit=nt_logit,
+                               no_target_threshold=pre.no_target_threshold)
+            gt_box = None if task == "gres" else _gt_box(source, sample, gt_mask, box_from_mask)
+            if task == "rec":
+                acc.add(None, None, pred.box, gt_box)
+            elif task == "ris":
+                acc.add(pred.mask, gt_mask, pred.box, gt_box)
+            else:
+                acc.add(pred.mask, gt_mask)
+            if expr_probs is not None:
+                for e in range(n_expr):
+                    if pred.no_target:
+                        m = np.zeros_like(gt_mask)
+                    else:
+                        m = unletterbox(expr_probs[j, e], lb) > np.float32(pre.mask_threshold)
+                    expr_accs[e].add(m, gt_mask)
+
+    merged = _gather(acc, task, info)
+    result: dict[str, Any] = {"task": task, "split": split, **merged.compute()}
+    if expr_accs:
+        per: dict[str, Any] = {}
+        for e, a in enumerate(expr_accs):
+            name = "input" if e == 0 else f"latent_{e}"
+            metrics = _gather(a, expr_task, info).compute()
+            per[name] = {k: metrics[k] for k in _MAIN_KEYS[expr_task]}
+        result["per_expression"] = per
+    if was_training:
+        model.train()
+    return result
+
+
+def _gt_box(source: Any, sample: Any, gt_mask: np.ndarray, box_from_mask: Any) -> Any:
+    """The dataset's ground-truth box (xyxy); falls back to the tight box of the mask."""
+    box = source.box(sample) if hasattr(source, "box") else None
+    return box if box is not None else box_from_mask(gt_mask)
+
+
+def _gather(acc: MetricAccumulator, task: str, info: DistInfo) -> MetricAccumulator:
+    if not info.enabled:
+        return acc
+    states = gather_objects(acc.state(), info)
+    total = MetricAccumulator(task)  # type: ignore[arg-type]
+    for st in states:
+        total.merge(MetricAccumulator.from_state(task, st))  # type: ignore[arg-type]
+    return total
+
+
+__all__ = ["evaluate"]

@@ -1,0 +1,64 @@
+"""Worker processes started by the training tests (not a test module).
+
+    python _ddp_worker.py signal OUT          train "forever" on fake data; the test sends a signal
+    torchrun --nproc_per_node 2 _ddp_worker.py ddp BASE [DATA_DIR]
+                                             a few DDP steps; every rank writes its own record to BASE
+                                             (never into the run directory, which only rank 0 may write)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from _train_fakes import FakeGrounding
+from lvg.train.config import TrainConfig
+from lvg.train.trainer import TrainData, train
+
+
+def run_signal(out: Path) -> None:
+    def on_step(step: int, batch: dict) -> None:
+        (out / "step-marker").write_text(str(step))
+
+    cfg = TrainConfig(variant="lvg-tiny", steps=1000, batch_size=2, save_every=0, log_every=1, val_split=None)
+    result = train(cfg, out, data=TrainData(FakeGrounding(6), None, None, None), show_progress=False,
+                   on_step=on_step)
+    print("RESULT", result.step, result.stopped)
+
+
+def run_ddp(base: Path, data_dir: str | None) -> None:
+    rank = int(os.environ["RANK"])
+    seen: list[list[int]] = []
+
+    def on_step(step: int, batch: dict) -> None:
+        seen.append([int(i) for i in batch["index"]])
+
+    if data_dir:
+        # GRES variant on gREFER data: the no-target head trains under DDP and evaluation is sharded.
+        cfg = TrainConfig(variant="lvg-tiny-gres", data=data_dir, steps=3, batch_size=2, save_every=0, log_every=1,
+                          val_split="val", eval_batch_size=8, seed=5)
+        data = None
+    else:
+        cfg = TrainConfig(variant="lvg-tiny-gres", steps=3, batch_size=2, save_every=0, log_every=1, val_split=None,
+                          seed=5)
+        data = TrainData(FakeGrounding(8), None, None, None)
+    # Each rank gets its own run directory: anything a rank other than 0 wrote would show up in its own.
+    result = train(cfg, base / f"run-rank{rank}", data=data, show_progress=False, on_step=on_step)
+    from safetensors.torch import save_file
+
+    params = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
+    save_file(params, str(base / f"params-rank{rank}.safetensors"))
+    record = {"rank": rank, "seen": seen, "step": result.step, "metrics": result.metrics}
+    (base / f"record-rank{rank}.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode == "signal":
+        run_signal(Path(sys.argv[2]))
+    elif mode == "ddp":
+        run_ddp(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
+    else:
+        raise SystemExit(f"unknown mode {mode}")

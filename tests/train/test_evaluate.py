@@ -1,0 +1,141 @@
+"""Evaluation at the original resolution, against metrics computed independently from the dataset files.
+
+Constant-output models make the expected numbers exact: a map of ones predicts the whole original image
+(letterbox padding removed), a map of zeros predicts nothing, a large no-target logit predicts "no target".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from lvg.cli import app
+from lvg.config import get_config
+from lvg.modeling import build_model, save_checkpoint
+from lvg.runtime.tokenizer import Tokenizer
+from lvg.train.data import open_dataset
+from lvg.train.evaluate import evaluate
+
+
+class ConstantModel(nn.Module):
+    """Outputs fixed per-expression probabilities (and a fixed no-target logit for GRES configs)."""
+
+    def __init__(self, variant: str, expr_probs: list[float], no_target_logit: float | None = None) -> None:
+        super().__init__()
+        self.cfg = get_config(variant)
+        self.expr_probs = expr_probs
+        self.no_target_logit = no_target_logit
+
+    def forward(self, image: torch.Tensor, text_ids: torch.Tensor, text_mask: torch.Tensor) -> dict:
+        b, q = image.shape[0], self.cfg.prob_size
+        p = torch.tensor(self.expr_probs).clamp(1e-6, 1 - 1e-6)
+        logits = torch.logit(p)[None, :, None, None].expand(b, -1, q, q)  # (B, 1+N, q, q)
+        out = {"logits": logits, "prob": logits.sigmoid().mean(1)}
+        if self.no_target_logit is not None:
+            out["no_target_logit"] = torch.full((b,), self.no_target_logit)
+        return out
+
+
+def _box_iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+@pytest.fixture(scope="module")
+def tokenizer(synth_dataset) -> Tokenizer:
+    return Tokenizer.from_file(synth_dataset.tokenizer)
+
+
+def test_whole_image_prediction_gives_area_fractions(synth_dataset, tokenizer) -> None:
+    source = open_dataset(synth_dataset.out_dir, split="val")
+    model = ConstantModel("lvg-tiny", [1.0, 1.0, 1.0])
+    result = evaluate(model, source, "val", tokenizer, batch_size=4)
+
+    ious, inter, union, box_ok = [], 0, 0, []
+    for sample in source.samples:
+        gt = source.mask(sample)
+        for _ in sample.sentences:  # every sentence is one evaluation item
+            ious.append(gt.sum() / gt.size)
+            inter += int(gt.sum())
+            union += gt.size
+            box = source.box(sample)
+            box_ok.append(_box_iou((0, 0, sample.width, sample.height), box) >= 0.5)
+    assert result["task"] == "ris" and result["n"] == len(ious) == source.num_sentences()
+    assert result["mIoU"] == pytest.approx(float(np.mean(ious)), rel=1e-9)
+    assert result["oIoU"] == pytest.approx(inter / union, rel=1e-9)
+    assert result["acc@0.5"] == pytest.approx(float(np.mean(box_ok)))
+    assert result["prec@0.5"] == pytest.approx(float(np.mean([i >= 0.5 for i in ious])))
+    per = result["per_expression"]
+    assert set(per) == {"input", "latent_1", "latent_2"}
+    assert per["latent_2"]["mIoU"] == pytest.approx(result["mIoU"], rel=1e-9)
+
+
+def test_per_expression_maps_are_thresholded_separately(synth_dataset, tokenizer) -> None:
+    source = open_dataset(synth_dataset.out_dir, split="val")
+    # Input expression says "everywhere", latent 1 "nowhere", latent 2 "everywhere": the average
+    # (2/3 > 0.35) predicts everywhere.
+    model = ConstantModel("lvg-tiny", [1.0, 0.0, 1.0])
+    result = evaluate(model, source, "val", tokenizer, batch_size=3, max_sentences=5)
+    assert result["n"] == 5
+    per = result["per_expression"]
+    assert per["latent_1"]["mIoU"] == 0.0 and per["latent_1"]["oIoU"] == 0.0
+    assert per["input"]["mIoU"] == pytest.approx(result["mIoU"]) and result["mIoU"] > 0
+
+
+def test_gres_no_target_head_decides_empty_predictions(synth_dataset, tokenizer) -> None:
+    source = open_dataset(synth_dataset.out_dir, split="val", prefer_gres=True)
+    n_sent = source.num_sentences()
+    n_empty = sum(len(s.sentences) for s in source.samples if s.no_target)
+    assert 0 < n_empty < n_sent
+
+    always_empty = evaluate(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=8.0), source, "val",
+                            tokenizer)
+    assert always_empty["task"] == "gres" and always_empty["n"] == n_sent
+    assert always_empty["N-acc"] == 1.0 and always_empty["T-acc"] == 0.0
+    assert always_empty["gIoU"] == pytest.approx(n_empty / n_sent)
+    assert always_empty["cIoU"] == 0.0
+
+    never_empty = evaluate(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=-8.0), source, "val",
+                           tokenizer)
+    assert never_empty["N-acc"] == 0.0 and never_empty["T-acc"] == 1.0
+    fractions = [source.mask(s).mean() for s in source.samples if not s.no_target for _ in s.sentences]
+    assert never_empty["gIoU"] == pytest.approx(float(np.sum(fractions)) / n_sent, rel=1e-9)
+
+
+def test_real_model_is_batch_independent_and_split_checked(synth_dataset, tokenizer) -> None:
+    torch.manual_seed(0)
+    model = build_model("lvg-tiny").train()
+    source = open_dataset(synth_dataset.out_dir, split="val")
+    a = evaluate(model, source, "val", tokenizer, batch_size=4, task="rec", max_sentences=6)
+    assert a["task"] == "rec" and a["n"] == 6 and 0.0 <= a["acc@0.5"] <= 1.0
+    assert model.training  # evaluate restores the caller's mode
+    b = evaluate(model, source, "val", tokenizer, batch_size=3, task="rec", max_sentences=6)
+    assert a == b  # eval mode is deterministic and batch-independent
+    with pytest.raises(ValueError, match="split"):
+        evaluate(model, source, "train", tokenizer)
+
+
+def test_lvg_eval_cli_json(tmp_path: Path, synth_dataset) -> None:
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model("lvg-tiny"), tmp_path / "model.safetensors")
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir), "--split", "val",
+                              "--json", "--device", "cpu", "--max-sentences", "4"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["variant"] == "lvg-tiny" and data["n"] == 4 and "mIoU" in data and "per_expression" in data
+
+    bad = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir), "--task", "xyz"])
+    assert bad.exit_code == 2 and "error:" in bad.stderr and "Traceback" not in bad.output
+    missing = runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "nope.safetensors"), "--data",
+                                  str(synth_dataset.out_dir)])
+    assert missing.exit_code == 2 and "checkpoint not found" in missing.stderr
