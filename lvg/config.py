@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
 
 from lvg.errors import ConfigError
 
@@ -166,7 +167,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        return _from_dict(cls, data, "config")
+        return dataclass_from_dict(cls, data, "config")
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
@@ -179,15 +180,19 @@ class ModelConfig:
         return cls.from_dict(data)
 
 
-def _from_dict(cls: type, data: Any, where: str) -> Any:
-    """Typed reconstruction of a (nested) frozen dataclass; unknown keys are an error, missing keys default."""
+def dataclass_from_dict(cls: type, data: Any, where: str) -> Any:
+    """Typed reconstruction of a (nested) frozen dataclass from JSON/TOML data.
+
+    Unknown keys and wrongly typed values are a :class:`ConfigError` naming the field (``where.field``);
+    missing keys take their defaults. Shared by every config class of the package.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}")
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
@@ -196,8 +201,15 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
+    if origin in (Union, types.UnionType):  # Optional[X] / X | None
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        if len(args) == 1:
+            return _coerce(args[0], value, where)
+        raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - guards new fields
     if is_dataclass(tp):
-        return _from_dict(tp, value, where)
+        return dataclass_from_dict(tp, value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

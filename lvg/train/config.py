@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
+from lvg.config import KernelImpl, dataclass_from_dict
 from lvg.errors import ConfigError
 
 Amp = Literal["off", "bf16", "fp16"]
 Contrastive = Literal["pos_margin", "infonce", "triplet", "arcface"]
 Schedule = Literal["cosine", "constant"]
 Task = Literal["ris", "rec", "gres"]
-KernelImpl = Literal["reference", "triton", "auto"]
 
 #: Fields whose change between a checkpoint and a resumed run breaks "resume continues exactly".
 EXACTNESS_FIELDS = (
@@ -145,15 +144,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "train config") -> "TrainConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
-        hints = get_type_hints(cls)
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {', '.join(sorted(names))}")
-        kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
-        return cls(**kwargs)
+        return dataclass_from_dict(cls, data, where)
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
@@ -187,35 +178,3 @@ class TrainConfig:
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"{path} is not valid JSON: {exc}") from None
         return cls.from_dict(data, where=str(path))
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        if len(args) == 1:
-            return _coerce(args[0], value, where)
-        raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - guards new fields
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - guards new fields

@@ -65,7 +65,7 @@ def init_distributed(device_type: str) -> DistInfo:
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
         return DistInfo()
-    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    local = _env_int("LOCAL_RANK", 0)
     if not dist.is_available():  # pragma: no cover - every official build has it
         raise ConfigError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
     if not dist.is_initialized():
