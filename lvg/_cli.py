@@ -4,29 +4,65 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable, TypeVar
 
 import typer
+from typer.exceptions import TyperException
 
 from lvg.errors import LVGError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: Exit status of an unexpected exception (a bug): distinct from an :class:`LVGError`'s 2.
+INTERNAL_ERROR_EXIT = 1
+
+#: Set to ``1`` to get the full traceback of an unexpected exception instead of the one-line message.
+DEBUG_ENV = "LVG_DEBUG"
+
+
+def _one_line(text: str) -> str:
+    """Join a message's non-empty lines with ``"; "`` so the CLI always prints exactly one line."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def handle_errors(fn: F) -> F:
-    """Decorate a typer command: an :class:`LVGError` becomes ``error: <message>`` and a non-zero exit."""
+    """Decorate a typer command so that it never prints a traceback.
+
+    - :class:`LVGError` -> ``error: <message>`` on stderr, exit ``exc.exit_code`` (2);
+    - ``KeyboardInterrupt`` -> ``interrupted``, exit 130;
+    - ``MemoryError`` -> ``error: out of memory ...``, exit 1;
+    - any other exception (a bug) -> ``error: internal error: <Type>: <first line>``, exit 1, unless the
+      environment sets ``LVG_DEBUG=1``, which re-raises it (full traceback) for debugging.
+
+    typer's own ``Exit`` / ``Abort`` / usage errors pass through unchanged.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except LVGError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(str(exc)) or type(exc).__name__}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV, "") == "1":
+                raise
+            if isinstance(exc, MemoryError):
+                typer.echo("error: out of memory (use a smaller image or batch, or a machine with more memory)", err=True)
+            else:
+                lines = _one_line(str(exc)).split("; ")
+                detail = lines[0][:300] if lines[0] else ""
+                what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+                typer.echo(f"error: internal error: {what} (set {DEBUG_ENV}=1 for the traceback)", err=True)
+            raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
 

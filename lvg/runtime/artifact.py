@@ -56,10 +56,12 @@ __all__ = [
     "KEY_TOKENIZER_IDENTITY",
     "KEY_TOKENIZER_SPM",
     "ONNX_SUFFIXES",
+    "PICKLE_SUFFIXES",
     "TORCH_SUFFIXES",
     "TRT_SUFFIXES",
     "artifact_kind",
     "build_metadata",
+    "check_model_file",
     "engine_sidecar",
     "info_from_metadata",
     "input_spec",
@@ -93,6 +95,8 @@ KEY_TRT_VERSION = "lvg.trt_version"
 ONNX_SUFFIXES = (".onnx",)
 TRT_SUFFIXES = (".engine", ".plan")
 TORCH_SUFFIXES = (".safetensors",)
+#: Pickle-based weight files: refused by name, never opened (unpickling can execute arbitrary code).
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 
 INPUT_NAMES = ("image", "text_ids", "text_mask")
 OUTPUT_PROB = "prob"
@@ -110,6 +114,11 @@ def artifact_kind(path: str | os.PathLike[str]) -> str:
         ArtifactError: any other suffix.
     """
     suffix = Path(path).suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise ArtifactError(
+            f"{path}: unknown model file type {suffix!r}: {suffix} files are pickles, which can run code when "
+            "loaded, so lvg never opens them; use a .safetensors checkpoint or an exported .onnx"
+        )
     if suffix in ONNX_SUFFIXES:
         return "onnx"
     if suffix in TRT_SUFFIXES:
@@ -118,6 +127,31 @@ def artifact_kind(path: str | os.PathLike[str]) -> str:
         return "torch"
     known = ", ".join(ONNX_SUFFIXES + TRT_SUFFIXES + TORCH_SUFFIXES)
     raise ArtifactError(f"{path}: unknown model file type {suffix or '(no suffix)'!r}; expected one of {known}")
+
+
+def check_model_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse a model path that cannot be a model file, with a message saying why.
+
+    Raises:
+        ArtifactError: the path does not exist, is a directory, is not a regular file (a FIFO or
+            device would block or never end), is empty, or cannot be read.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ArtifactError(f"model not found: {p}") from None
+    except OSError as exc:
+        raise ArtifactError(f"cannot read model {p}: {exc.strerror or exc}") from None
+    if p.is_dir():
+        raise ArtifactError(f"model path is a directory, not a file: {p}")
+    if not p.is_file():
+        raise ArtifactError(f"model path is not a regular file: {p}")
+    if st.st_size == 0:
+        raise ArtifactError(f"model file is empty (0 bytes): {p}")
+    if not os.access(p, os.R_OK):
+        raise ArtifactError(f"permission denied reading model: {p}")
+    return p
 
 
 def input_spec(cfg: ModelConfig) -> list[dict[str, Any]]:
@@ -322,6 +356,8 @@ def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         ArtifactError: missing file, or not a safetensors file.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ArtifactError(f"checkpoint path is a directory, not a file: {p}")
     if not p.is_file():
         raise ArtifactError(f"checkpoint not found: {p}")
     try:
@@ -363,7 +399,10 @@ def checkpoint_info(path: str | os.PathLike[str]) -> ArtifactInfo:
     if tok is None:
         for side in (p.with_name(p.name + ".spm"), p.with_suffix(".spm")):
             if side.is_file():
-                tok, identity = side.read_bytes(), None
+                try:
+                    tok, identity = side.read_bytes(), None
+                except OSError as exc:
+                    raise ArtifactError(f"cannot read tokenizer {side}: {exc.strerror or exc}") from None
                 break
     return ArtifactInfo(
         path=p, kind="torch", config=cfg, precision="fp32", tokenizer_bytes=tok, tokenizer_identity=identity,

@@ -3,7 +3,13 @@
 Numpy in, numpy out, no global state. A ``Grounder`` creates its backend (one ONNX Runtime session,
 TensorRT context or torch model) and its tokenizer once; ``predict`` / ``predict_batch`` may be called
 from several threads at once (ONNX Runtime sessions are thread-safe for ``run``; the TensorRT and torch
-backends serialise ``run`` with a lock; pre- and post-processing use only per-call state).
+backends serialise ``run`` with a lock; pre- and post-processing use only per-call state). A
+``PIL.Image`` passed in is only read, so several threads may share a decoded one; a lazily opened,
+not yet loaded one (``Image.open`` without ``.load()``) must not be shared between threads.
+
+Every failure a request can cause is a one-line :mod:`lvg.errors` exception (``InputError`` for the
+image / text, ``ArtifactError`` / ``CheckpointError`` for the model); a failing request leaves the
+``Grounder`` usable for the next one.
 
 Example::
 
@@ -24,9 +30,9 @@ from typing import Sequence
 
 import numpy as np
 
-from lvg.config import ModelConfig
-from lvg.errors import ArtifactError, InputError
-from lvg.runtime.artifact import ArtifactInfo
+from lvg.config import ModelConfig, list_variants
+from lvg.errors import ArtifactError, InputError, LVGError
+from lvg.runtime.artifact import ArtifactInfo, artifact_kind, check_model_file
 from lvg.runtime.backends import Backend, BackendOutput, open_backend
 from lvg.runtime.image import ImageSource, load_image
 from lvg.runtime.postprocess import postprocess
@@ -84,6 +90,7 @@ class Grounder:
         backend: str = "auto",
         device: str = "auto",
         tokenizer: str | os.PathLike[str] | None = None,
+        variant: str | None = None,
     ) -> "Grounder":
         """Load a model file.
 
@@ -95,13 +102,25 @@ class Grounder:
                 TensorRT execution provider for ``.onnx`` files.
             tokenizer: a sentencepiece file overriding the one embedded in the artifact (needed for a
                 checkpoint that carries none).
+            variant: the variant the caller expects (e.g. ``"lvg-b-gres"``); a model of another variant
+                is refused instead of silently giving another model's answers. ``None`` = any.
 
         Raises:
-            ArtifactError: missing / corrupt / foreign model file, or no tokenizer.
+            ArtifactError: missing / empty / corrupt / foreign model file, a pickle file (``.pth``, ...),
+                a model of another variant than ``variant``, or no tokenizer.
+            CheckpointError: a ``.safetensors`` checkpoint whose tensors do not fit its config.
             MissingDependencyError: the backend's optional dependency is not installed (names the extra).
         """
+        if variant is not None and variant not in list_variants():
+            raise InputError(f"unknown variant {variant!r}; choose one of {', '.join(list_variants())}")
         p = Path(path) if path is not None else default_model_path()
+        artifact_kind(p)  # refuses pickles and unknown suffixes by name, before touching the file
+        check_model_file(p)
         be = open_backend(p, backend=backend, device=device)
+        if variant is not None and be.info.config.name != variant:
+            found = be.info.config.name
+            be.close()
+            raise ArtifactError(f"{p} holds variant {found!r}, not the expected {variant!r}")
         if tokenizer is not None:
             tok = Tokenizer.from_file(tokenizer)
         elif be.info.tokenizer_bytes is not None:
@@ -180,7 +199,7 @@ class Grounder:
                 images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
                 ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)])
                 masks = np.concatenate([masks, np.repeat(masks[-1:], pad, axis=0)])
-            out = self._backend.run(images, ids, masks, return_attention=return_attention)
+            out = self._call_backend(images, ids, masks, return_attention)
             probs.append(out.prob[:k])
             if out.no_target_logit is not None:
                 nts.append(out.no_target_logit[:k])
@@ -191,6 +210,45 @@ class Grounder:
             no_target_logit=np.concatenate(nts) if nts else None,
             attention=np.concatenate(atts) if atts else None,
         )
+
+    def _call_backend(
+        self, images: np.ndarray, ids: np.ndarray, masks: np.ndarray, return_attention: bool
+    ) -> BackendOutput:
+        """One backend call whose failures and malformed outputs become one-line :class:`ArtifactError`.
+
+        The inputs were built here to the model's own metadata, so a failure means the file's graph or
+        weights do not match its metadata (or the runtime broke): an error about the model, not the input.
+        """
+        b = images.shape[0]
+        try:
+            out = self._backend.run(images, ids, masks, return_attention=return_attention)
+        except LVGError:
+            raise
+        except MemoryError:
+            raise ArtifactError(f"out of memory running {self.info.path.name} on a batch of {b}") from None
+        except Exception as exc:  # ORT / TensorRT / torch raise their own types
+            raise ArtifactError(
+                f"{self.info.path} failed on inputs built to its own metadata ({_first_line(exc)}); "
+                "the file does not match its metadata or is corrupt"
+            ) from None
+        p = self.config.prob_size
+        prob = np.asarray(out.prob)
+        if prob.shape != (b, p, p):
+            raise ArtifactError(
+                f"{self.info.path} returned prob of shape {prob.shape}, expected {(b, p, p)} for "
+                f"{self.config.name}: the graph does not match its metadata"
+            )
+        if (out.no_target_logit is None) == self.info.gres:
+            has = "has no" if out.no_target_logit is None else "has a"
+            raise ArtifactError(
+                f"{self.info.path}: its metadata says {self.config.name} (gres={self.info.gres}) but the graph "
+                f"{has} no_target output"
+            )
+        if out.no_target_logit is not None and np.shape(out.no_target_logit) != (b,):
+            raise ArtifactError(f"{self.info.path} returned no_target of shape {np.shape(out.no_target_logit)}, expected {(b,)}")
+        if not np.isfinite(prob).all() or (out.no_target_logit is not None and np.isnan(out.no_target_logit).any()):
+            raise ArtifactError(f"{self.info.path} produced NaN / infinite probabilities: the model is broken")
+        return out
 
     def predict(
         self,
@@ -214,6 +272,13 @@ class Grounder:
 
         Returns:
             A :class:`Result` at the image's original resolution.
+
+        Raises:
+            InputError: the image cannot be used (missing, a directory, empty, truncated, not an image,
+                over :data:`lvg.runtime.image.MAX_PIXELS`), the text is not a string or is empty after
+                normalisation, an unknown task, or a threshold outside [0, 1).
+            ArtifactError: the model failed on inputs built to its own metadata, or returned outputs of
+                the wrong shape or non-finite values (a file whose graph does not match its metadata).
         """
         return self.predict_batch(
             [image], [text], task=task, mask_threshold=mask_threshold, return_attention=return_attention
@@ -239,7 +304,7 @@ class Grounder:
             raise InputError("attention maps need the torch backend: load the .safetensors checkpoint")
         task = self._task(task)
         pre = self.config.preprocess
-        threshold = pre.mask_threshold if mask_threshold is None else float(mask_threshold)
+        threshold = pre.mask_threshold if mask_threshold is None else _check_threshold(mask_threshold)
         n = len(images)
 
         t0 = time.perf_counter()
@@ -292,3 +357,21 @@ class Grounder:
 
     def __repr__(self) -> str:
         return f"Grounder({self.config.name!r}, backend={self._backend.name!r}, device={self._backend.device!r})"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (at most 300 characters), or its type name."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return type(exc).__name__
+
+
+def _check_threshold(value: object) -> float:
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"mask threshold must be a number, got {value!r}") from None
+    if not 0.0 <= t < 1.0:  # NaN fails this too
+        raise InputError(f"mask threshold must be in [0, 1), got {value!r}")
+    return t

@@ -80,6 +80,9 @@ def _from_path(path: Path) -> Image.Image:
         raise InputError(f"image not found: {path}")
     if path.is_dir():
         raise InputError(f"image path is a directory: {path}")
+    if not path.is_file():
+        # A FIFO, socket or device: opening it could block forever or never reach the end.
+        raise InputError(f"image path is not a regular file: {path}")
     try:
         if path.stat().st_size == 0:
             raise InputError(f"image file is empty (0 bytes): {path}")
@@ -94,8 +97,8 @@ def _from_path(path: Path) -> Image.Image:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise InputError(
-                        f"image too large: {width}x{height} = {width * height:,} pixels "
-                        f"(limit {MAX_PIXELS:,}): {path}"
+                        f"image too large (decompression-bomb guard, limit {MAX_PIXELS:,} pixels): "
+                        f"{width}x{height} = {width * height:,} pixels: {path}"
                     )
                 if getattr(img, "is_animated", False):
                     img.seek(0)
@@ -105,16 +108,20 @@ def _from_path(path: Path) -> Image.Image:
     except InputError:
         raise
     except Image.DecompressionBombError:
-        raise InputError(f"image too large (decompression bomb guard): {path}") from None
+        # Pillow refuses over twice its own limit before we see the size.
+        raise InputError(f"image too large (decompression-bomb guard, limit {MAX_PIXELS:,} pixels): {path}") from None
     except UnidentifiedImageError:
         raise InputError(f"not an image or unrecognised image format: {path}") from None
     except PermissionError:
         raise InputError(f"permission denied reading image: {path}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+    except MemoryError:
+        raise InputError(f"image too large to decode in the available memory: {path}") from None
+    except Exception as exc:
         # Pillow reports truncated / corrupt data as OSError ("image file is truncated"), SyntaxError
-        # (bad headers in some plugins) or ValueError; keep only the first line of its message.
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"corrupt or truncated image ({detail}): {path}") from None
+        # (bad headers in some plugins), ValueError, EOFError, and its plugins' parsers (EXIF, ICC, TIFF
+        # tags) can raise struct.error, KeyError, ZeroDivisionError... on hostile files: every one means
+        # "this file is not a usable image". Keep only the first line of its message.
+        raise InputError(f"corrupt or truncated image ({_detail(exc)}): {path}") from None
 
 
 def _to_rgb(img: Image.Image, *, name: str) -> Image.Image:
@@ -124,9 +131,12 @@ def _to_rgb(img: Image.Image, *, name: str) -> Image.Image:
     try:
         img.load()
         oriented = ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"corrupt or truncated image ({detail}): {name}") from None
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"image too large to decode in the available memory: {name}") from None
+    except Exception as exc:  # see _from_path: hostile EXIF / data raises many types
+        raise InputError(f"corrupt or truncated image ({_detail(exc)}): {name}") from None
     # exif_transpose returns a new image (a copy when there is nothing to rotate), so the caller's
     # image is never modified and a file-backed image may be closed after this.
     img = oriented if oriented is not None else img.copy()
@@ -166,3 +176,11 @@ def _to_rgb(img: Image.Image, *, name: str) -> Image.Image:
         return img.convert("RGB")
     except (ValueError, OSError) as exc:
         raise InputError(f"unsupported image mode {mode!r}: {name}") from exc
+
+
+def _detail(exc: BaseException) -> str:
+    """First non-empty line of an exception's message (at most 200 characters), or its type name."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:200]
+    return type(exc).__name__

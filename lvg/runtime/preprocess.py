@@ -32,6 +32,7 @@ __all__ = [
     "preprocess_batch",
     "preprocess_image",
     "unletterbox",
+    "unletterbox_mask",
 ]
 
 #: Resampling filter for images (documented in the module docstring).
@@ -238,3 +239,60 @@ def unletterbox(prob: np.ndarray, lb: Letterbox) -> np.ndarray:
     rows = p[r0] * (np.float32(1.0) - fy_col) + p[r1] * fy_col  # (orig_h, w)
     out = rows[:, c0] * (np.float32(1.0) - fx) + rows[:, c1] * fx  # (orig_h, orig_w)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _nearest_taps(n_orig: int, n_new: int, pad: int, size: int, n_map: int) -> np.ndarray:
+    """Nearest map pixel along one axis for :func:`unletterbox_mask`.
+
+    Original pixel ``x`` has its centre at canvas coordinate ``pad + (x + 0.5) * n_new / n_orig``, i.e. in
+    a map of ``n_map`` pixels over the ``size`` canvas at ``c = (pad + (x + 0.5) * n_new / n_orig) * n_map / size``;
+    the map pixel containing it is ``floor(c)``, taken exactly in integers:
+    ``floor((2 * pad * n_orig + (2x + 1) * n_new) * n_map / (2 * n_orig * size))``. Clamped to the map
+    pixels that overlap the valid region so padding is never read.
+    """
+    x = np.arange(n_orig, dtype=np.int64)
+    idx = ((2 * pad * n_orig + (2 * x + 1) * n_new) * n_map) // (2 * n_orig * size)
+    lo = (pad * n_map) // size
+    hi = -((-(pad + n_new) * n_map) // size) - 1
+    return np.clip(idx, lo, hi)
+
+
+def unletterbox_mask(mask: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Map a binary mask over the letterbox canvas back onto the original image (nearest neighbour).
+
+    The mask counterpart of :func:`unletterbox`: each original pixel takes the value of the map pixel
+    that contains its centre (same coordinate convention as the module docstring), so no value is
+    invented and the result stays binary.
+
+    Args:
+        mask: (h, h) mask covering the whole ``lb.size`` canvas at any square scale; bool, or numbers
+            where ``> 0.5`` means "in the mask".
+        lb: the image's letterbox.
+
+    Returns:
+        bool (orig_h, orig_w).
+
+    Exactness of ``unletterbox_mask(letterbox_mask(m, lb), lb) == m`` (``letterbox_mask`` at
+    ``out_size == lb.size``), for every mask ``m``:
+
+    - exact whenever the letterbox does not shrink the image (``max(orig_w, orig_h) <= lb.size``: every
+      image smaller than the 480 canvas), at any aspect ratio and any non-integer scale. The forward
+      nearest map then hits every original row / column, and the canvas pixel this function reads for
+      original pixel ``x`` is one of those that copied ``x``.
+    - when the letterbox shrinks the image, ``letterbox_mask`` keeps only some original rows / columns
+      (nearest-neighbour downsampling discards the others), so *no* function can recover ``m``. This one
+      is still exact on every kept row and column; a dropped pixel gets the value of a kept neighbour
+      within ``ceil(orig / new)`` pixels.
+    - from a coarser map (e.g. the model's 120 x 120) a mask loses detail finer than one map pixel
+      (``lb.size / h`` canvas pixels); nothing can restore that either.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be a 2-D (h, w) map, got shape {mask.shape}")
+    h, w = mask.shape
+    if h != w:
+        raise ValueError(f"mask must be square (it covers the square canvas), got {h}x{w}")
+    binary = mask if mask.dtype == np.bool_ else mask > 0.5
+    rows = _nearest_taps(lb.orig_h, lb.new_h, lb.pad_y, lb.size, h)
+    cols = _nearest_taps(lb.orig_w, lb.new_w, lb.pad_x, lb.size, w)
+    return np.ascontiguousarray(binary[np.ix_(rows, cols)])  # (orig_h, orig_w)

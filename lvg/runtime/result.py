@@ -101,7 +101,7 @@ class Result:
         """Write the mask as an 8-bit grayscale PNG (255 = mask, 0 = background) of the image's size."""
         p = Path(path)
         _parent(p)
-        Image.fromarray(self.mask.astype(np.uint8) * 255).save(p, format="PNG")
+        _write_png(Image.fromarray(self.mask.astype(np.uint8) * 255), p)
         return p
 
     def overlay(self, *, alpha: float = 0.5, label: bool = True) -> np.ndarray:
@@ -117,7 +117,7 @@ class Result:
         """Write :meth:`overlay` as a PNG (any suffix; the format is always PNG)."""
         p = Path(path)
         _parent(p)
-        Image.fromarray(self.overlay(alpha=alpha, label=label)).save(p, format="PNG")
+        _write_png(Image.fromarray(self.overlay(alpha=alpha, label=label)), p)
         return p
 
     def save_attention(self, path: str | os.PathLike[str]) -> Path:
@@ -126,7 +126,7 @@ class Result:
             raise InputError("no attention maps: predict with return_attention=True on a .safetensors checkpoint")
         p = Path(path)
         _parent(p)
-        Image.fromarray(attention_panel(self.image, self.attention)).save(p, format="PNG")
+        _write_png(Image.fromarray(attention_panel(self.image, self.attention)), p)
         return p
 
 
@@ -135,3 +135,12 @@ def _parent(p: Path) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the folder for {p}: {exc.strerror or exc}") from None
+
+
+def _write_png(img: Image.Image, p: Path) -> None:
+    if p.is_dir():
+        raise InputError(f"cannot write {p}: it is a directory")
+    try:
+        img.save(p, format="PNG")
+    except OSError as exc:
+        raise InputError(f"cannot write {p}: {exc.strerror or exc}") from None

@@ -149,13 +149,25 @@ class Tokenizer:
         clean = normalize_text(text)
         if not clean:
             raise InputError("text is empty")
+        return self._ids(clean)
+
+    def _ids(self, clean: str) -> list[int]:
         pieces = self._sp.EncodeAsIds(clean)
         spm_unk = self._sp.unk_id()
         return [UNK_ID if p == spm_unk else p + FAIRSEQ_OFFSET for p in pieces]
 
     def _sequence(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray, bool]:
-        ids = self.word_ids(text)
         room = max_len - 2
+        ids: list[int] | None = None
+        head, rest = _cut_long_text(text, room)
+        if rest:
+            clean = normalize_text(head)
+            pieces = self._ids(clean) if clean else []
+            if len(pieces) > room:  # the head alone overflows: the cut changed nothing that is kept
+                ids = pieces
+        if ids is None:
+            # Short text, or a long one that is mostly whitespace / control characters: encode it all.
+            ids = self.word_ids(text)
         truncated = len(ids) > room
         ids = ids[:room]
         seq = np.full(max_len, PAD_ID, dtype=np.int64)  # (max_len,)
@@ -220,13 +232,43 @@ class Tokenizer:
         return self._sp.DecodeIds([p for p in pieces if 0 < p < self._sp.GetPieceSize()])
 
 
+#: Characters read per kept word piece before a long text is cut (see :func:`_cut_long_text`).
+_SCAN_PER_PIECE = 64
+#: Texts up to this many characters are never cut before tokenisation.
+_SCAN_MIN = 8192
+
+
+def _cut_long_text(text: str, room: int) -> tuple[str, str]:
+    """Split an over-long text into ``(head, rest)`` so tokenising ``head`` costs O(room), not O(len).
+
+    Only the first ``room`` word pieces are kept, so a 10 MB string would otherwise be normalised and
+    tokenised in full just to be thrown away. Texts up to ``max(_SCAN_MIN, 64 * room)`` characters are
+    not cut (``rest == ""``). Longer ones are cut at the last whitespace before that limit (in its second
+    half): sentencepiece segments whitespace-separated words independently, so the first ``room`` pieces
+    are unchanged whenever ``head`` alone gives more than ``room`` pieces (the caller checks, and encodes
+    the whole text otherwise). Only a text without whitespace for thousands of characters (no natural
+    language) is cut inside a "word", where the segmentation near the cut may differ.
+    """
+    if not isinstance(text, str):
+        return text, ""
+    limit = max(_SCAN_MIN, _SCAN_PER_PIECE * max(room, 1))
+    if len(text) <= limit:
+        return text, ""
+    cut = limit
+    for i in range(limit - 1, limit // 2, -1):
+        if text[i].isspace():
+            cut = i
+            break
+    return text[:cut], text[cut:]
+
+
 def _check_max_len(max_len: int) -> None:
     if int(max_len) < 2:
         raise ValueError(f"max_len must be at least 2 (bos + eos), got {max_len}")
 
 
 def _preview(text: str, limit: int = 40) -> str:
-    clean = normalize_text(text)
+    clean = normalize_text(text[: 64 * limit])  # a bounded prefix: the preview of a huge text stays cheap
     return clean if len(clean) <= limit else clean[: limit - 3] + "..."
 
 

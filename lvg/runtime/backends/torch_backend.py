@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lvg.errors import require
+from lvg.errors import CheckpointError, InputError, LVGError, require
 from lvg.runtime.artifact import checkpoint_info
 from lvg.runtime.backends.base import Backend, BackendOutput
 
@@ -38,8 +38,18 @@ class TorchBackend(Backend):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._torch = torch
-        self._device = torch.device(device)
-        self._model = load_checkpoint(p, impl=impl, device=self._device)
+        try:
+            self._device = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from None
+        if self._device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device {device!r} needs a CUDA build of torch and a GPU; none is available")
+        try:
+            self._model = load_checkpoint(p, impl=impl, device=self._device)
+        except LVGError:
+            raise
+        except Exception as exc:  # safetensors / torch errors on corrupt data: one line, typed
+            raise CheckpointError(f"{p} cannot be loaded ({_first_line(exc)})") from None
         self._lock = threading.Lock()
 
     @property
@@ -71,3 +81,8 @@ class TorchBackend(Backend):
             nt = out["no_target_logit"].float().cpu().numpy() if "no_target_logit" in out else None
             att = out["attention"].float().cpu().numpy() if return_attention else None
         return BackendOutput(prob=prob, no_target_logit=nt, attention=att)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
