@@ -276,8 +276,17 @@ def find_resume_checkpoint(out_dir: Path) -> _Loaded | None:
     return None
 
 
+def _tokenizer_metadata(tokenizer: Any) -> dict[str, str]:
+    """Header entries that carry the run's tokenizer, so a checkpoint alone can be served or exported."""
+    if tokenizer is None:
+        return {}
+    from lvg.runtime.artifact import tokenizer_metadata
+
+    return tokenizer_metadata(tokenizer.model_bytes, tokenizer.identity)
+
+
 def _save_training_checkpoint(model: nn.Module, out_dir: Path, *, tensors: dict[str, Tensor],
-                              state: dict[str, Any], cfg: TrainConfig) -> Path:
+                              state: dict[str, Any], cfg: TrainConfig, extra: dict[str, str]) -> Path:
     """Rotate ``last`` to ``prev`` and write the new ``last`` atomically."""
     from lvg.modeling import save_checkpoint
 
@@ -287,7 +296,7 @@ def _save_training_checkpoint(model: nn.Module, out_dir: Path, *, tensors: dict[
         os.replace(last, prev)
     return save_checkpoint(
         model, last, extra_tensors=tensors,
-        metadata={"train_state": json.dumps(state), "train_config": cfg.to_json()},
+        metadata={"train_state": json.dumps(state), "train_config": cfg.to_json(), **extra},
     )
 
 
@@ -576,12 +585,14 @@ def train(
         window: dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
         samples_per_step = cfg.batch_size * info.world_size
+        tok_meta = _tokenizer_metadata(data.tokenizer)
 
         def save(step_now: int) -> Path | None:
             nonlocal ckpt_path
             tensors, state = _collect_state(opt, scaler, step_now, spe, best, info, dev)
             if info.is_main:
-                ckpt_path = _save_training_checkpoint(model, out, tensors=tensors, state=state, cfg=cfg)
+                ckpt_path = _save_training_checkpoint(model, out, tensors=tensors, state=state, cfg=cfg,
+                                                      extra=tok_meta)
             barrier(info)
             return ckpt_path
 
@@ -608,7 +619,7 @@ def train(
                     from lvg.modeling import save_checkpoint
 
                     save_checkpoint(model, out / BEST, metadata={"best": json.dumps(best),
-                                                                 "train_config": cfg.to_json()})
+                                                                 "train_config": cfg.to_json(), **tok_meta})
             best = gather_objects(best, info)[0]
             return result
 

@@ -242,6 +242,15 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
     summary = json.loads(res.stdout)
     assert summary["step"] == 1 and summary["total_steps"] == 1 and not summary["stopped"]
     assert (out / LAST).exists() and json.loads((out / "train_config.json").read_text())["batch_size"] == 2
+    # The checkpoint carries the run's tokenizer: it can be served with no sentencepiece file beside it.
+    from lvg.runtime.grounder import Grounder
+    from lvg.runtime.tokenizer import Tokenizer
+
+    alone = tmp_path / "alone" / "model.safetensors"
+    alone.parent.mkdir()
+    alone.write_bytes((out / LAST).read_bytes())
+    grounder = Grounder.load(alone)
+    assert grounder.info.tokenizer_identity == Tokenizer.from_file(synth_dataset.tokenizer).identity
 
     again = runner.invoke(app, ["train", "--config", str(config), "--out", str(out), "--steps", "1"])
     assert again.exit_code == 2 and "--resume" in again.stderr and "Traceback" not in again.output
