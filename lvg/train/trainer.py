@@ -669,9 +669,11 @@ def train(
                     want_stop = any_rank(stop_flag.requested or (stop_at_step is not None and step >= stop_at_step),
                                          info, dev)
                     if last_step or want_stop or (cfg.save_every and step % cfg.save_every == 0):
+                        # Save before the final evaluation: a kill during a long evaluation must not lose
+                        # the last steps (the evaluation writes best.safetensors itself).
+                        save(step)
                         if last_step:
                             metrics = run_eval(step, final=True) or metrics
-                        save(step)
                     if want_stop and not last_step:
                         stopped = True
                         if info.is_main:
