@@ -74,13 +74,6 @@ def test_infer_errors_are_one_line(artifacts, tmp_path):
         assert needle in res.output and res.output.startswith("error:") and "Traceback" not in res.output
 
 
-def test_infer_without_model_names_the_flag(artifacts):
-    res = CliRunner().invoke(app, ["infer", str(artifacts.image), TEXT])
-    bundled = __import__("lvg.runtime.grounder", fromlist=["_BUNDLED"])._BUNDLED
-    if not bundled.is_file():
-        assert res.exit_code == 2 and "no bundled model; pass --model" in res.output
-
-
 def test_bench_table_and_json(artifacts):
     model = str(artifacts.onnx[("lvg-tiny", False)])
     res = CliRunner().invoke(app, ["bench", "--model", model, "--batch", "1,2", "--runs", "3", "--warmup", "1"])
