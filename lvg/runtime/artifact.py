@@ -102,7 +102,7 @@ INPUT_NAMES = ("image", "text_ids", "text_mask")
 OUTPUT_PROB = "prob"
 OUTPUT_NO_TARGET = "no_target"
 
-# Checkpoints (safetensors header) use the lead's plain "config" key (lvg.modeling.checkpoint).
+# Checkpoints (safetensors header) use the plain "config" key written by lvg.modeling.checkpoint.
 CHECKPOINT_CONFIG_KEY = "config"
 CHECKPOINT_FORMAT = "latent-vg-checkpoint"
 
