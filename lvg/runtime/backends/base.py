@@ -83,6 +83,15 @@ class Backend(ABC):
         if self.max_batch is not None and b > self.max_batch:
             raise InputError(f"batch {b} is larger than this model's maximum {self.max_batch}")
 
+    def feeds(
+        self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool
+    ) -> dict[str, np.ndarray]:
+        """Checked graph inputs by name, for backends that run an exported graph (no attention maps)."""
+        if return_attention:
+            raise InputError("attention maps need the torch backend: load the .safetensors checkpoint")
+        self.check_inputs(image, text_ids, text_mask)
+        return {"image": image, "text_ids": text_ids, "text_mask": text_mask}
+
     @abstractmethod
     def run(
         self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False

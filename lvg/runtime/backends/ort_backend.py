@@ -129,10 +129,7 @@ class OnnxRuntimeBackend(Backend):
     def run(
         self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False
     ) -> BackendOutput:
-        if return_attention:
-            raise InputError("attention maps need the torch backend: load the .safetensors checkpoint")
-        self.check_inputs(image, text_ids, text_mask)
-        feeds = {"image": image, "text_ids": text_ids, "text_mask": text_mask}
+        feeds = self.feeds(image, text_ids, text_mask, return_attention=return_attention)
         out = self._session.run(self._outputs, feeds)
         prob = np.asarray(out[0], dtype=np.float32)
         nt = np.asarray(out[1], dtype=np.float32) if len(out) > 1 else None

@@ -172,10 +172,7 @@ class TensorRTBackend(Backend):
     def run(
         self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False
     ) -> BackendOutput:
-        if return_attention:
-            raise InputError("attention maps need the torch backend: load the .safetensors checkpoint")
-        self.check_inputs(image, text_ids, text_mask)
-        feeds = {"image": image, "text_ids": text_ids, "text_mask": text_mask}
+        feeds = self.feeds(image, text_ids, text_mask, return_attention=return_attention)
         with self._lock:
             for name, arr in feeds.items():
                 ptr, shape, dtype = self._buffers[name]
