@@ -18,6 +18,7 @@ from lvg.errors import ConfigError
 ThresholdRule = Literal["mean", "none", "topk"]
 ConceptInit = Literal["orthogonal", "normal"]
 KernelImpl = Literal["reference", "triton", "auto"]
+ClassPool = Literal["cls", "cls_mean"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,15 @@ class LatentConfig:
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Feature pyramid + deconvolution pixel decoder, class-token MLPs and the GRES empty head."""
+    """Feature pyramid + deconvolution pixel decoder, class-token MLPs and the GRES empty head.
+
+    ``class_pool`` is what the class-token MLPs read: ``"cls"`` (the paper) is each expression's class
+    token; ``"cls_mean"`` adds the mean of that expression's own tokens (the valid words of the input
+    expression; subject + attribute tokens of a latent expression). A class token only carries the sentence
+    once its attention has learned to gather it, which BEiT-3's pretraining provides; trained from scratch
+    it stays text-independent (cosine 0.98 between different sentences at init, 1.00 after training) and
+    ``t_o`` collapses into a foreground detector. The mean gives the heads the words from the first step.
+    """
 
     pyramid_layers: tuple[int, ...] = (4, 6, 8, 12)
     neck_dim: int = 768
@@ -92,6 +101,7 @@ class HeadConfig:
     mlp_hidden: int = 3072
     gres: bool = False
     empty_heads: int = 12
+    class_pool: ClassPool = "cls"
 
 
 @dataclass(frozen=True)
@@ -270,7 +280,9 @@ def _tiny_encoder() -> EncoderConfig:
 
 
 def _tiny_head(gres: bool = False) -> HeadConfig:
-    return HeadConfig(pyramid_layers=(1, 2, 3, 4), neck_dim=32, embed_dim=32, mlp_hidden=64, gres=gres, empty_heads=4)
+    # The GRES tiny variant mirrors lvg-s (the bundled model), class pooling included.
+    return HeadConfig(pyramid_layers=(1, 2, 3, 4), neck_dim=32, embed_dim=32, mlp_hidden=64, gres=gres, empty_heads=4,
+                      class_pool="cls_mean" if gres else "cls")
 
 
 def _tiny_pre() -> PreprocessConfig:
@@ -308,7 +320,8 @@ def _small(gres: bool, latent: bool, name: str) -> ModelConfig:
         ),
         latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres),
         head=HeadConfig(
-            pyramid_layers=(2, 4, 5, 6), neck_dim=96, embed_dim=96, mlp_hidden=384, gres=gres, empty_heads=6
+            pyramid_layers=(2, 4, 5, 6), neck_dim=96, embed_dim=96, mlp_hidden=384, gres=gres, empty_heads=6,
+            class_pool="cls_mean",
         ),
         preprocess=PreprocessConfig(max_text_len=24, tokenizer="synthetic.spm"),
     )

@@ -78,6 +78,7 @@ class LatentVG(nn.Module):
                 starts.append(pos)
                 pos += k + 2
             self.register_buffer("latent_cls_index", torch.tensor(starts, dtype=torch.long), persistent=False)
+            self._latent_starts = tuple(starts)
         self.text_head = TokenMLP(d, head.mlp_hidden, head.embed_dim)
         self.pixel_decoder = PixelDecoder(head, enc)
         self.empty_head = EmptyHead(d, head.empty_heads, enc.layernorm_eps) if head.gres else None
@@ -132,9 +133,18 @@ class LatentVG(nn.Module):
         if last in self._pyramid:
             levels[self._pyramid[last]] = xv[:, 1:]
 
-        embeddings = [self.text_head(xt[:, 0])]  # t_o
+        text_cls = xt[:, 0]
+        if cfg.head.class_pool == "cls_mean":
+            words = text_mask[:, 1:, None].to(xt.dtype)  # (B, L-1, 1): valid tokens after the class token
+            text_cls = text_cls + (xt[:, 1:text_len] * words).sum(1) / words.sum(1).clamp(min=1)
+        embeddings = [self.text_head(text_cls)]  # t_o
         if lat.enabled:
             z_cls = xt[:, text_len:].index_select(1, self.latent_cls_index)  # (B, N, d)
+            if cfg.head.class_pool == "cls_mean":
+                # Expression j is [z_cls, s, a_1..a_k] at latent_cls_index[j]: its own tokens follow its class token.
+                z_cls = z_cls + torch.stack(
+                    [xt[:, text_len + int(start) + 1: text_len + int(start) + 2 + k].mean(1)
+                     for start, k in zip(self._latent_starts, lat.lengths)], dim=1)  # (B, N, d)
             embeddings += [head(z_cls[:, j]) for j, head in enumerate(self.latent_heads)]
         emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)
 

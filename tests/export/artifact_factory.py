@@ -53,12 +53,17 @@ def make_checkpoint(
     from lvg.runtime.artifact import tokenizer_metadata
     from lvg.runtime.tokenizer import Tokenizer
 
+    from lvg.export.onnx_export import example_inputs
+
     torch.manual_seed(seed)
-    model = build_model(variant, impl="reference")
+    model = build_model(variant, impl="reference").eval()
     with torch.no_grad():
         # A random model predicts ~0.5 everywhere; larger projection weights spread the logits so the
-        # mask at threshold 0.35 is a non-trivial region (part of the image, not all or nothing).
-        model.pixel_decoder.proj.weight.mul_(200.0)
+        # mask at threshold 0.35 is a non-trivial region (part of the image, not all or nothing). The
+        # scale is set for a logit std of 4 on example inputs: enough spread, and every variant's fp16
+        # graph is compared against the same logit range (a fixed factor made it differ by 60%).
+        spread = model(*example_inputs(model.cfg, 2, seed=seed))["logits"].std()
+        model.pixel_decoder.proj.weight.mul_(4.0 / float(spread))
         if model.empty_head is not None:
             # Decided no-target logit offset: -2 -> "target present" (p ~ 0.12), +5 -> "no target".
             model.empty_head.classifier.bias.fill_(no_target_bias)

@@ -212,3 +212,55 @@ def test_folded_prediction_equals_the_unfolded_feature_map():
         got = dec(levels, emb)
     assert got.shape == (b, 3, 120, 120)
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def _pooling_pair(seed: int = 0):
+    """The same weights built twice: class tokens alone (the paper) and class + mean of tokens."""
+    cfg = get_config("lvg-tiny")
+    torch.manual_seed(seed)
+    cls_model = build_model(cfg).eval()
+    mean_model = build_model(cfg.replace(head=dataclasses.replace(cfg.head, class_pool="cls_mean"))).eval()
+    mean_model.load_state_dict(cls_model.state_dict())
+    return cls_model, mean_model
+
+
+def test_cls_mean_adds_the_mean_of_each_expressions_own_tokens():
+    cls_model, mean_model = _pooling_pair()
+    cfg = mean_model.cfg
+    image, ids, mask = make_inputs(cfg, batch=3, lengths=(4, 9, 16))
+    seen = {}
+    # The final text-stream layer norm's output holds every token the heads read from.
+    hook = mean_model.beit3.encoder.layer_norm.B.register_forward_hook(lambda m, i, o: seen.update(xt=o))
+    with torch.no_grad():
+        out = mean_model(image, ids, mask)
+    hook.remove()
+    xt, L = seen["xt"], cfg.preprocess.max_text_len
+    # Reference, written independently: loop over samples and expressions with plain slicing.
+    want_t, want_z = [], []
+    for b in range(3):
+        words = [xt[b, j] for j in range(1, L) if mask[b, j]]
+        want_t.append(mean_model.text_head(xt[b, 0] + torch.stack(words).mean(0)))
+        start, row = L, []
+        for k, head in zip(cfg.latent.lengths, mean_model.latent_heads):
+            row.append(head(xt[b, start] + xt[b, start + 1: start + 2 + k].mean(0)))  # [z_cls, s, a_1..a_k]
+            start += k + 2
+        want_z.append(torch.stack(row))
+    torch.testing.assert_close(out["text_embedding"], torch.stack(want_t).detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["latent_embeddings"], torch.stack(want_z).detach(), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        plain = cls_model(image, ids, mask)
+    assert not torch.allclose(plain["text_embedding"], out["text_embedding"], atol=1e-3)
+
+
+def test_cls_mean_makes_the_untrained_text_embedding_depend_on_the_words():
+    # Why the option exists: an untrained class token carries almost nothing of its sentence.
+    cls_model, mean_model = _pooling_pair(seed=3)
+    image, ids, mask = make_inputs(cls_model.cfg, batch=8, seed=5)
+    image = image[:1].expand(8, -1, -1, -1)  # one image, eight different sentences
+
+    def spread(model):
+        with torch.no_grad():
+            t = torch.nn.functional.normalize(model(image, ids, mask)["text_embedding"], dim=-1)
+        return 1 - ((t @ t.T).sum() - 8) / 56  # 1 - mean off-diagonal cosine
+
+    assert spread(mean_model) > 3 * spread(cls_model)
