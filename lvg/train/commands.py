@@ -133,6 +133,9 @@ def eval_command(
     tokenizer: Optional[str] = typer.Option(None, help="Sentencepiece file (default: found beside the data)."),
     max_sentences: int = typer.Option(0, min=0, help="Evaluate an evenly spread subset (0: all)."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
+    text_swap: bool = typer.Option(
+        False, "--text-swap", help="Also score each image with another image's sentence (does the model read text?)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate a checkpoint on every sentence of a split (metrics at the original image resolution)."""
@@ -155,7 +158,7 @@ def eval_command(
         tok = load_tokenizer(find_tokenizer(data, model.cfg.preprocess.tokenizer, tokenizer), model.cfg)
         source = open_dataset(data, split=split, prefer_gres=model.cfg.head.gres or task == "gres")
         metrics = evaluate(model, source, split, tok, task=task, batch_size=batch_size, device=dev,
-                           max_sentences=max_sentences, show_progress=None)
+                           max_sentences=max_sentences, text_swap=text_swap, show_progress=None)
     if json_out:
         echo_json({"checkpoint": str(ckpt), "variant": model.cfg.name, **metrics})
     else:
@@ -165,7 +168,10 @@ def eval_command(
 def _format_metrics(metrics: dict[str, Any]) -> str:
     lines = []
     for key, value in metrics.items():
-        if key == "per_expression":
+        if key == "text_swap":
+            lines.append(f"  with another image's sentence ({value['n']}): "
+                         + ", ".join(f"{k} {_pct(v)}" for k, v in value.items() if k != "n"))
+        elif key == "per_expression":
             for name, vals in value.items():
                 lines.append(f"  {name}: " + ", ".join(f"{k} {_pct(v)}" for k, v in vals.items()))
         elif isinstance(value, float):

@@ -8,6 +8,11 @@ that mask. GRES uses the no-target head (``sigmoid(logit) > no_target_threshold`
 
 For latent variants the result also holds ``per_expression``: the same mask metrics for each expression's
 own map (input expression and every latent one, thresholded before averaging), as in the paper's Table 11.
+
+``text_swap=True`` adds a control, ``text_swap``: the same mask metrics when every image is paired with the
+sentence of another image in its batch and scored against its own ground truth. A model that reads its text
+scores far lower there; equal numbers mean the masks ignore the sentence (a model trained from scratch can
+reach a fair training loss that way, by segmenting every salient object).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ def evaluate(
     *,
     max_sentences: int = 0,
     per_expression: bool = True,
+    text_swap: bool = False,
     dist_info: DistInfo | None = None,
     show_progress: bool | None = False,
 ) -> dict[str, Any]:
@@ -58,12 +64,15 @@ def evaluate(
         batch_size: sentences per forward pass.
         max_sentences: evaluate an evenly spread subset of this many sentences (0 = all).
         per_expression: add ``per_expression`` metrics for latent variants.
+        text_swap: add the ``text_swap`` control (module docstring); a second forward pass per batch. A
+            sentence whose batch holds no other image is left out of the control only.
         dist_info: under DDP, each rank evaluates every K-th sentence and the sums are gathered, so every
             rank returns the metrics of the whole split.
         show_progress: progress bar on stderr (rank 0 only); None = when stderr is a terminal.
 
     Returns:
-        ``{"task", "split", "n", <metrics>..., ["per_expression": {"input": {...}, "latent_1": {...}, ...}]}``.
+        ``{"task", "split", "n", <metrics>..., ["per_expression": {"input": {...}, "latent_1": {...}, ...}],
+        ["text_swap": {"n", "mIoU", "oIoU"} (RIS / REC) or {"n", "gIoU", "cIoU"} (GRES)]}``.
         Metric values are fractions in [0, 1] (``None`` where a denominator is empty).
     """
     from lvg._cli import progress
@@ -91,6 +100,7 @@ def evaluate(
     acc = MetricAccumulator(task)  # type: ignore[arg-type]
     expr_task = "gres" if task == "gres" else "ris"
     expr_accs = [MetricAccumulator(expr_task) for _ in range(n_expr)] if per_expression and n_expr > 1 else []
+    swap_acc = MetricAccumulator(expr_task) if text_swap else None  # type: ignore[arg-type]
 
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     bar = progress(batches, desc=f"eval {split}", disable=True if not info.is_main else
@@ -104,6 +114,14 @@ def evaluate(
         probs = out["prob"].float().cpu().numpy()  # (B, h, w)
         expr_probs = out["logits"].float().sigmoid().cpu().numpy() if expr_accs else None  # (B, 1+N, h, w)
         nt_logits = out["no_target_logit"].float().cpu().numpy() if "no_target_logit" in out else None
+        partner = _swap_partners([source.samples[int(it["sample_index"])].image_id for it in items])
+        swapped = None
+        if swap_acc is not None and any(k is not None for k in partner):
+            # Sentences without a partner keep their own (their swapped result is never recorded).
+            order = torch.tensor([j if k is None else k for j, k in enumerate(partner)], device=dev)
+            swapped = model(image, ids[order], mask[order])
+            sw_probs = swapped["prob"].float().cpu().numpy()
+            sw_nt = swapped["no_target_logit"].float().cpu().numpy() if "no_target_logit" in swapped else None
         for j, item in enumerate(items):
             sample = source.samples[int(item["sample_index"])]
             lb = letterbox_geometry(sample.width, sample.height, pre.size)
@@ -118,6 +136,11 @@ def evaluate(
                 acc.add(pred.mask, gt_mask, pred.box, gt_box)
             else:
                 acc.add(pred.mask, gt_mask)
+            if swapped is not None and partner[j] is not None:
+                sw_logit = None if sw_nt is None or task != "gres" else float(sw_nt[j])
+                sw_pred = postprocess(sw_probs[j], lb, mask_threshold=pre.mask_threshold, no_target_logit=sw_logit,
+                                      no_target_threshold=pre.no_target_threshold)
+                swap_acc.add(sw_pred.mask, gt_mask)  # type: ignore[union-attr]
             if expr_probs is not None:
                 for e in range(n_expr):
                     if pred.no_target:
@@ -135,9 +158,25 @@ def evaluate(
             metrics = _gather(a, expr_task, info).compute()
             per[name] = {k: metrics[k] for k in _MAIN_KEYS[expr_task]}
         result["per_expression"] = per
+    if swap_acc is not None:
+        metrics = _gather(swap_acc, expr_task, info).compute()
+        result["text_swap"] = {"n": metrics["n"], **{k: metrics[k] for k in _MAIN_KEYS[expr_task]}}
     if was_training:
         model.train()
     return result
+
+
+def _swap_partners(image_ids: list[int]) -> list[int | None]:
+    """For each position, the next position (cyclically) whose image differs; None when every one is the same.
+
+    Consecutive sentences often describe the same object, so a plain roll would often swap in a sentence
+    that is just as true for the image.
+    """
+    n = len(image_ids)
+    out: list[int | None] = []
+    for j in range(n):
+        out.append(next((k % n for k in range(j + 1, j + n) if image_ids[k % n] != image_ids[j]), None))
+    return out
 
 
 def _gt_box(source: Any, sample: Any, gt_mask: np.ndarray, box_from_mask: Any) -> Any:

@@ -20,7 +20,7 @@ from lvg.config import get_config
 from lvg.modeling import build_model, save_checkpoint
 from lvg.runtime.tokenizer import Tokenizer
 from lvg.train.data import open_dataset
-from lvg.train.evaluate import evaluate
+from lvg.train.evaluate import _swap_partners, evaluate
 
 
 class ConstantModel(nn.Module):
@@ -133,9 +133,36 @@ def test_lvg_eval_cli_json(tmp_path: Path, synth_dataset) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["variant"] == "lvg-tiny" and data["n"] == 4 and "mIoU" in data and "per_expression" in data
+    assert "text_swap" not in data
+    swap = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir), "--split", "val",
+                               "--device", "cpu", "--max-sentences", "6", "--batch-size", "6", "--text-swap"])
+    assert swap.exit_code == 0, swap.output
+    assert "with another image's sentence" in swap.stdout
 
     bad = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir), "--task", "xyz"])
     assert bad.exit_code == 2 and "error:" in bad.stderr and "Traceback" not in bad.output
     missing = runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "nope.safetensors"), "--data",
                                   str(synth_dataset.out_dir)])
     assert missing.exit_code == 2 and "checkpoint not found" in missing.stderr
+
+
+def test_swap_partners_pick_the_next_sentence_of_another_image() -> None:
+    assert _swap_partners([5, 5, 7, 5, 9]) == [2, 2, 3, 4, 0]
+    assert _swap_partners([3, 3, 3]) == [None, None, None]
+    assert _swap_partners([1]) == [None]
+
+
+def test_text_swap_control_equals_the_main_numbers_for_a_text_blind_model(synth_dataset, tokenizer) -> None:
+    # A model that ignores its text predicts the same map with any sentence, so the control must agree with
+    # the main metrics; a model that reads its text would score lower (the point of the control).
+    source = open_dataset(synth_dataset.out_dir, split="val")
+    ids = {s.image_id for s in source.samples}
+    assert len(ids) > 1  # otherwise no sentence has a partner and the control is empty
+    for variant, probs, task in (("lvg-tiny", [1.0, 0.2, 1.0], "ris"), ("lvg-tiny-gres", [1.0, 1.0, 1.0], "gres")):
+        model = ConstantModel(variant, probs, no_target_logit=-8.0 if variant.endswith("gres") else None)
+        # One batch holds every sentence, so every sentence has a partner from another image.
+        result = evaluate(model, source, "val", tokenizer, task=task, batch_size=1000, text_swap=True)
+        control = result["text_swap"]
+        assert control["n"] == result["n"] > len(ids)
+        for key in ("gIoU", "cIoU") if task == "gres" else ("mIoU", "oIoU"):
+            assert control[key] == pytest.approx(result[key], abs=1e-12)
