@@ -77,8 +77,9 @@ class LatentVG(nn.Module):
             for k in lat.lengths:
                 starts.append(pos)
                 pos += k + 2
-            self.register_buffer("latent_cls_index", torch.tensor(starts, dtype=torch.long), persistent=False)
+            # The same offsets twice: a device tensor for index_select, Python ints for slicing without a sync.
             self._latent_starts = tuple(starts)
+            self.register_buffer("latent_cls_index", torch.tensor(starts, dtype=torch.long), persistent=False)
         self.text_head = TokenMLP(d, head.mlp_hidden, head.embed_dim)
         self.pixel_decoder = PixelDecoder(head, enc)
         self.empty_head = EmptyHead(d, head.empty_heads, enc.layernorm_eps) if head.gres else None
@@ -143,7 +144,7 @@ class LatentVG(nn.Module):
             if cfg.head.class_pool == "cls_mean":
                 # Expression j is [z_cls, s, a_1..a_k] at latent_cls_index[j]: its own tokens follow its class token.
                 z_cls = z_cls + torch.stack(
-                    [xt[:, text_len + int(start) + 1: text_len + int(start) + 2 + k].mean(1)
+                    [xt[:, text_len + start + 1: text_len + start + 2 + k].mean(1)
                      for start, k in zip(self._latent_starts, lat.lengths)], dim=1)  # (B, N, d)
             embeddings += [head(z_cls[:, j]) for j, head in enumerate(self.latent_heads)]
         emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)

@@ -170,15 +170,19 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
     for key, value in metrics.items():
         if key == "text_swap":
             lines.append(f"  with another image's sentence ({value['n']}): "
-                         + ", ".join(f"{k} {_pct(v)}" for k, v in value.items() if k != "n"))
+                         + _metric_list({k: v for k, v in value.items() if k != "n"}))
         elif key == "per_expression":
             for name, vals in value.items():
-                lines.append(f"  {name}: " + ", ".join(f"{k} {_pct(v)}" for k, v in vals.items()))
+                lines.append(f"  {name}: " + _metric_list(vals))
         elif isinstance(value, float):
             lines.append(f"{key}: {_pct(value)}")
         else:
             lines.append(f"{key}: {value}")
     return "\n".join(lines)
+
+
+def _metric_list(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_pct(v)}" for k, v in values.items())
 
 
 def _pct(value: Any) -> str:

@@ -102,6 +102,12 @@ def evaluate(
     expr_accs = [MetricAccumulator(expr_task) for _ in range(n_expr)] if per_expression and n_expr > 1 else []
     swap_acc = MetricAccumulator(expr_task) if text_swap else None  # type: ignore[arg-type]
 
+    def predict(prob_map: np.ndarray, nt: np.ndarray | None, j: int, lb: Any) -> Any:
+        """Sample ``j``'s prediction at its original resolution, as ``lvg infer`` would return it."""
+        logit = None if nt is None else float(nt[j])
+        return postprocess(prob_map, lb, mask_threshold=pre.mask_threshold, no_target_logit=logit,
+                           no_target_threshold=pre.no_target_threshold)
+
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     bar = progress(batches, desc=f"eval {split}", disable=True if not info.is_main else
                    (None if show_progress is None else not show_progress))
@@ -111,24 +117,20 @@ def evaluate(
         ids = torch.stack([torch.as_tensor(it["text_ids"]) for it in items]).to(dev)
         mask = torch.stack([torch.as_tensor(it["text_mask"]) for it in items]).to(dev)
         out = model(image, ids, mask)
-        probs = out["prob"].float().cpu().numpy()  # (B, h, w)
+        probs, nt_logits = _maps(out, task)
         expr_probs = out["logits"].float().sigmoid().cpu().numpy() if expr_accs else None  # (B, 1+N, h, w)
-        nt_logits = out["no_target_logit"].float().cpu().numpy() if "no_target_logit" in out else None
-        partner = _swap_partners([source.samples[int(it["sample_index"])].image_id for it in items])
-        swapped = None
-        if swap_acc is not None and any(k is not None for k in partner):
-            # Sentences without a partner keep their own (their swapped result is never recorded).
-            order = torch.tensor([j if k is None else k for j, k in enumerate(partner)], device=dev)
-            swapped = model(image, ids[order], mask[order])
-            sw_probs = swapped["prob"].float().cpu().numpy()
-            sw_nt = swapped["no_target_logit"].float().cpu().numpy() if "no_target_logit" in swapped else None
-        for j, item in enumerate(items):
-            sample = source.samples[int(item["sample_index"])]
+        samples = [source.samples[int(it["sample_index"])] for it in items]
+        partner: list[int | None] = []
+        if swap_acc is not None:
+            partner = _swap_partners([smp.image_id for smp in samples])
+            if any(k is not None for k in partner):
+                # Sentences without a partner keep their own (their swapped result is never recorded).
+                order = torch.tensor([j if k is None else k for j, k in enumerate(partner)], device=dev)
+                sw_probs, sw_nt = _maps(model(image, ids[order], mask[order]), task)
+        for j, sample in enumerate(samples):
             lb = letterbox_geometry(sample.width, sample.height, pre.size)
             gt_mask = np.asarray(source.mask(sample), dtype=bool)
-            nt_logit = None if nt_logits is None or task != "gres" else float(nt_logits[j])
-            pred = postprocess(probs[j], lb, mask_threshold=pre.mask_threshold, no_target_logit=nt_logit,
-                               no_target_threshold=pre.no_target_threshold)
+            pred = predict(probs[j], nt_logits, j, lb)
             gt_box = None if task == "gres" else _gt_box(source, sample, gt_mask, box_from_mask)
             if task == "rec":
                 acc.add(None, None, pred.box, gt_box)
@@ -136,11 +138,8 @@ def evaluate(
                 acc.add(pred.mask, gt_mask, pred.box, gt_box)
             else:
                 acc.add(pred.mask, gt_mask)
-            if swapped is not None and partner[j] is not None:
-                sw_logit = None if sw_nt is None or task != "gres" else float(sw_nt[j])
-                sw_pred = postprocess(sw_probs[j], lb, mask_threshold=pre.mask_threshold, no_target_logit=sw_logit,
-                                      no_target_threshold=pre.no_target_threshold)
-                swap_acc.add(sw_pred.mask, gt_mask)  # type: ignore[union-attr]
+            if partner and partner[j] is not None:
+                swap_acc.add(predict(sw_probs[j], sw_nt, j, lb).mask, gt_mask)  # type: ignore[union-attr]
             if expr_probs is not None:
                 for e in range(n_expr):
                     if pred.no_target:
@@ -164,6 +163,12 @@ def evaluate(
     if was_training:
         model.train()
     return result
+
+
+def _maps(out: dict[str, Any], task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The averaged probability maps ``(B, h, w)`` and, for GRES evaluation only, the no-target logits ``(B,)``."""
+    nt = out["no_target_logit"].float().cpu().numpy() if task == "gres" and "no_target_logit" in out else None
+    return out["prob"].float().cpu().numpy(), nt
 
 
 def _swap_partners(image_ids: list[int]) -> list[int | None]:

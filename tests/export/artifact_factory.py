@@ -49,11 +49,10 @@ def make_checkpoint(
 ) -> Path:
     import torch
 
+    from lvg.export.onnx_export import example_inputs
     from lvg.modeling import build_model, save_checkpoint
     from lvg.runtime.artifact import tokenizer_metadata
     from lvg.runtime.tokenizer import Tokenizer
-
-    from lvg.export.onnx_export import example_inputs
 
     torch.manual_seed(seed)
     model = build_model(variant, impl="reference").eval()
