@@ -82,6 +82,9 @@ def train_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Batch size per process."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate of the new parts."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate every N steps (0: only at the end)."),
+    eval_text_swap: Optional[bool] = typer.Option(
+        None, "--eval-text-swap/--no-eval-text-swap",
+        help="Add the text-swap control (lvg eval --text-swap) to every evaluation."),
     save_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps."),
     log_every: Optional[int] = typer.Option(None, help="Log every N steps."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
@@ -98,7 +101,7 @@ def train_command(
     """Train a model; checkpoints go to OUT/last.safetensors (SIGINT/SIGTERM: checkpoint and exit 0)."""
     cfg = _train_config(config, {
         "variant": variant, "data": data, "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "eval_every": eval_every, "save_every": save_every, "log_every": log_every, "seed": seed, "amp": amp,
+        "eval_every": eval_every, "eval_text_swap": eval_text_swap, "save_every": save_every, "log_every": log_every, "seed": seed, "amp": amp,
         "contrastive": contrastive, "pretrained": pretrained, "tokenizer": tokenizer, "num_workers": num_workers,
     })
     if val_split is not None:

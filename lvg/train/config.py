@@ -56,6 +56,10 @@ class TrainConfig:
     ``eval_every`` / ``save_every`` / ``log_every`` count optimizer steps (0 disables periodic evaluation;
     a checkpoint and, with a validation split, an evaluation always happen at the end).
     ``eval_max_sentences`` caps periodic evaluations (0 = every sentence); the final one uses all.
+    ``eval_text_swap`` adds the text-swap control to every evaluation (``lvg eval --text-swap``: the same
+    metrics with each image paired with another image's sentence; a second forward pass per batch). A
+    from-scratch model's loss can fall for a long time while its masks ignore the sentence; this logs
+    whether they do. ``best.safetensors`` is still chosen on the main metric.
     ``task = None`` evaluates GRES for GRES variants and RIS (+ REC accuracy) otherwise.
     ``tokenizer = None`` looks for the variant's tokenizer file (e.g. ``synthetic.spm``) in the data
     directory and its parents. ``pretrained``: optional official BEiT-3 ``.pth`` loaded into the backbone.
@@ -87,6 +91,7 @@ class TrainConfig:
     loss_no_target: float = 0.5
     eval_every: int = 0
     eval_max_sentences: int = 0
+    eval_text_swap: bool = False
     save_every: int = 500
     log_every: int = 10
     seed: int = 0

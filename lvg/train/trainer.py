@@ -608,6 +608,7 @@ def train(
                     model, data.source, data.val_split, data.tokenizer, task=cfg.resolved_task(gres),
                     batch_size=cfg.eval_batch_size, device=dev,
                     max_sentences=0 if final else cfg.eval_max_sentences, dist_info=info,
+                    text_swap=cfg.eval_text_swap,
                 )
             model.train()
             key = "gIoU" if "gIoU" in result else "mIoU" if "mIoU" in result else "acc@0.5"

@@ -265,6 +265,31 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
     assert bad.exit_code == 2 and "fp8" in bad.stderr
 
 
+def test_periodic_evaluation_logs_the_text_swap_control(tmp_path: Path, synth_dataset) -> None:
+    # Every evaluation (periodic and final) carries the control when asked, and only then.
+    common = dict(data=str(synth_dataset.out_dir), val_split="val", steps=2, eval_every=1, eval_batch_size=1000)
+    train(_cfg(eval_text_swap=True, **common), tmp_path / "swap", device="cpu", show_progress=False)
+    evals = [r for r in read_log(tmp_path / "swap") if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [1, 2]
+    for record in evals:
+        # One batch holds every sentence, so each one has a partner from another image.
+        assert record["text_swap"]["n"] == record["n"] > 0
+        assert 0.0 <= record["text_swap"]["mIoU"] <= 1.0
+    train(_cfg(**common), tmp_path / "plain", device="cpu", show_progress=False)
+    assert all("text_swap" not in r for r in read_log(tmp_path / "plain") if r["kind"] == "eval")
+
+    from typer.testing import CliRunner
+
+    from lvg.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--variant", "lvg-tiny", "--data", str(synth_dataset.out_dir),
+                                   "--out", str(tmp_path / "cli"), "--steps", "1", "--eval-text-swap",
+                                   "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "cli" / "train_config.json").read_text())["eval_text_swap"] is True
+    assert "text_swap" in json.loads(res.stdout)["metrics"]
+
+
 def test_tokenizer_larger_than_the_vocabulary_is_a_clear_error(tmp_path: Path, synth_dataset) -> None:
     import random
 
