@@ -397,6 +397,14 @@ def test_bad_model_api(micro: Micro, files: Path, kind: str) -> None:
     assert not (files / "PWNED").exists()  # nothing was unpickled
 
 
+@pytest.mark.parametrize("kind", ["onnx-wrong-text-length", "onnx-wrong-size", "onnx-wrong-head"])
+def test_onnx_graph_contradicting_its_metadata_is_refused_at_load(micro: Micro, files: Path, kind: str) -> None:
+    # A server must fail when it starts, not on its first request.
+    with pytest.raises(ArtifactError, match=BAD_MODELS[kind][1]) as info:
+        Grounder.load(_bad_model(kind, micro, files), device="cpu")
+    _one_line_error(info.value)
+
+
 def test_pickle_never_executed_anywhere(micro: Micro, grounder: Grounder, tmp_path: Path) -> None:
     # The same code-running pickle offered as a model, an image and a tokenizer: all refused, none run.
     marker = tmp_path / "PWNED"
