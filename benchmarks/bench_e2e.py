@@ -956,6 +956,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     costs = _model_costs(args.variant)
 
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load0 is not None and device == "cpu" and load0[0] > 0.5:
+        # Contention skews the ratios, not only the times (ORT / eager read 0.95 instead of 0.78 under two
+        # training processes), so say so before spending minutes on numbers that will mislead.
+        print(f"warning: load average {load0[0]:.1f} before the benchmark: other processes are using the CPU; "
+              "the results will not be comparable (run it on an idle machine)", file=sys.stderr, flush=True)
     t_start = time.perf_counter()
     onnx: dict[str, Path] = {}
     if any(c.backend == "ort" for c in cases):
