@@ -10,6 +10,7 @@ Examples::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -105,6 +106,10 @@ _register()
 
 
 def main() -> None:
+    # Before any command imports torch (its OpenMP runtime reads this once, when it loads): the default
+    # spin-waiting makes CPU inference several times slower whenever another process holds a core. An
+    # explicit setting by the user wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
 
 
