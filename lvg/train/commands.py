@@ -96,6 +96,9 @@ def train_command(
     num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    stop_at: Optional[int] = typer.Option(
+        None, "--stop-at", min=1,
+        help="Checkpoint and exit 0 after this step, as a signal would; the schedule still plans --steps."),
     json_out: bool = typer.Option(False, "--json", help="Print the final result as JSON."),
 ) -> None:
     """Train a model; checkpoints go to OUT/last.safetensors (SIGINT/SIGTERM: checkpoint and exit 0)."""
@@ -111,7 +114,7 @@ def train_command(
     from lvg.train.trainer import train
 
     with _cli_messages():
-        result = train(cfg, out, resume=resume, device=device)
+        result = train(cfg, out, resume=resume, device=device, stop_at_step=stop_at)
     summary = {
         "out": str(result.out_dir), "step": result.step, "total_steps": result.total_steps,
         "stopped": result.stopped, "checkpoint": str(result.checkpoint) if result.checkpoint else None,

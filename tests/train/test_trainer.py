@@ -258,6 +258,15 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
                                   "--val-split", "", "--device", "cpu", "--resume", "--json"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["step"] == 2
+    # --stop-at splits one planned run into pieces (time-limited jobs): it stops early, the schedule and the
+    # checkpoint still belong to the whole run, and --resume finishes it.
+    piece = runner.invoke(app, ["train", "--config", str(config), "--out", str(out), "--steps", "4", "--stop-at",
+                                "3", "--val-split", "", "--device", "cpu", "--resume", "--json"])
+    assert piece.exit_code == 0, piece.output
+    summary = json.loads(piece.stdout)
+    assert (summary["step"], summary["total_steps"], summary["stopped"]) == (3, 4, True)
+    assert read_checkpoint_metadata(out / LAST)["train_state"] and json.loads(
+        read_checkpoint_metadata(out / LAST)["train_state"])["step"] == 3
     assert "warning: resuming with changed settings ['steps']" in resumed.stderr
 
     bad = runner.invoke(app, ["train", "--variant", "lvg-tiny", "--data", str(synth_dataset.out_dir), "--out",
