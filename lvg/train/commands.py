@@ -104,7 +104,8 @@ def train_command(
     """Train a model; checkpoints go to OUT/last.safetensors (SIGINT/SIGTERM: checkpoint and exit 0)."""
     cfg = _train_config(config, {
         "variant": variant, "data": data, "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "eval_every": eval_every, "eval_text_swap": eval_text_swap, "save_every": save_every, "log_every": log_every, "seed": seed, "amp": amp,
+        "eval_every": eval_every, "eval_text_swap": eval_text_swap, "save_every": save_every,
+        "log_every": log_every, "seed": seed, "amp": amp,
         "contrastive": contrastive, "pretrained": pretrained, "tokenizer": tokenizer, "num_workers": num_workers,
     })
     if val_split is not None:
