@@ -238,12 +238,7 @@ class Grounder:
                 f"{self.info.path} returned prob of shape {prob.shape}, expected {(b, p, p)} for "
                 f"{self.config.name}: the graph does not match its metadata"
             )
-        if (out.no_target_logit is None) == self.info.gres:
-            has = "has no" if out.no_target_logit is None else "has a"
-            raise ArtifactError(
-                f"{self.info.path}: its metadata says {self.config.name} (gres={self.info.gres}) but the graph "
-                f"{has} no_target output"
-            )
+        # Whether the head exists was checked at load (Backend.check_io); the sizes only show here.
         if out.no_target_logit is not None and np.shape(out.no_target_logit) != (b,):
             raise ArtifactError(f"{self.info.path} returned no_target of shape {np.shape(out.no_target_logit)}, expected {(b,)}")
         if not np.isfinite(prob).all() or (out.no_target_logit is not None and np.isnan(out.no_target_logit).any()):

@@ -336,6 +336,17 @@ def _bad_model(kind: str, micro: Micro, d: Path) -> Path:
         )
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(d / "foreign.onnx"))
         return d / "foreign.onnx"
+    if kind == "onnx-missing-inputs":
+        # Valid Latent-VG metadata on a graph that takes only the image.
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["image"], ["prob"])], "image-only",
+            [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["B", 3, 96, 96])],
+            [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["B", 3, 96, 96])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.metadata_props.extend(onnx.load(str(micro.onnx)).metadata_props)
+        onnx.save(model, str(d / "image-only.onnx"))
+        return d / "image-only.onnx"
     if kind in ("onnx-wrong-text-length", "onnx-wrong-size", "onnx-wrong-head"):
         from lvg.config import get_config
         from tests.runtime.micro_model import micro_config
@@ -376,6 +387,7 @@ BAD_MODELS: dict[str, tuple[type[LVGError], str]] = {
     "truncated-safetensors": (CheckpointError, "safetensors"),
     "truncated-onnx": (ArtifactError, "not a loadable ONNX model"),
     "foreign-onnx": (ArtifactError, "not a Latent-VG model"),
+    "onnx-missing-inputs": (ArtifactError, "lacks the Latent-VG inputs/outputs text_ids, text_mask"),
     "onnx-wrong-text-length": (ArtifactError, "does not match its metadata"),
     "onnx-wrong-size": (ArtifactError, "does not match its metadata"),
     "onnx-wrong-head": (ArtifactError, "no no_target output"),
@@ -397,7 +409,8 @@ def test_bad_model_api(micro: Micro, files: Path, kind: str) -> None:
     assert not (files / "PWNED").exists()  # nothing was unpickled
 
 
-@pytest.mark.parametrize("kind", ["onnx-wrong-text-length", "onnx-wrong-size", "onnx-wrong-head"])
+@pytest.mark.parametrize("kind", ["onnx-missing-inputs", "onnx-wrong-text-length", "onnx-wrong-size",
+                                  "onnx-wrong-head"])
 def test_onnx_graph_contradicting_its_metadata_is_refused_at_load(micro: Micro, files: Path, kind: str) -> None:
     # A server must fail when it starts, not on its first request.
     with pytest.raises(ArtifactError, match=BAD_MODELS[kind][1]) as info:

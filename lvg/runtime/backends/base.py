@@ -14,12 +14,14 @@ post-processing live outside the backends (:mod:`lvg.runtime.preprocess`, :mod:`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from lvg.errors import InputError
-from lvg.runtime.artifact import ArtifactInfo
+from lvg.errors import ArtifactError, InputError
+from lvg.runtime.artifact import INPUT_NAMES, OUTPUT_NO_TARGET, OUTPUT_PROB, ArtifactInfo
 
 __all__ = ["Backend", "BackendOutput"]
 
@@ -67,10 +69,40 @@ class Backend(ABC):
     def supports_attention(self) -> bool:
         return False
 
-    def check_inputs(self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray) -> None:
-        """Shape / dtype checks shared by all backends (raises :class:`InputError`)."""
+    def input_dims(self) -> dict[str, tuple[int, ...]]:
+        """Each input's shape after the batch dimension, from the config in the model's metadata."""
         cfg = self.info.config
         s, length = cfg.encoder.img_size, cfg.preprocess.max_text_len
+        return {"image": (3, s, s), "text_ids": (length,), "text_mask": (length,)}
+
+    def check_io(self, path: Path, inputs: Mapping[str, Sequence[object]], outputs: Collection[str]) -> None:
+        """Refuse at load, not on the first request, a graph or engine that contradicts its own metadata.
+
+        ``inputs`` maps each input name to its full shape (dim 0 the batch; a non-int dim is symbolic and
+        matches anything); ``outputs`` are the output names. Raises :class:`ArtifactError`.
+        """
+        missing = [n for n in (*INPUT_NAMES, OUTPUT_PROB) if n not in inputs and n not in outputs]
+        if missing:
+            raise ArtifactError(f"{path}: the model lacks the Latent-VG inputs/outputs {', '.join(missing)} "
+                                "(it needs image, text_ids, text_mask -> prob)")
+        name = self.info.config.name
+        for node, want in self.input_dims().items():
+            dims = tuple(inputs[node][1:])
+            if len(dims) != len(want) or any(isinstance(d, int) and d != w for d, w in zip(dims, want)):
+                raise ArtifactError(
+                    f"{path}: the graph's input {node} is (B, {', '.join(map(str, dims))}) but its metadata says "
+                    f"{name} takes (B, {', '.join(map(str, want))}): the graph does not match its metadata"
+                )
+        if (OUTPUT_NO_TARGET in outputs) != self.info.gres:
+            has = "has a" if OUTPUT_NO_TARGET in outputs else "has no"
+            raise ArtifactError(
+                f"{path}: its metadata says {name} (gres={self.info.gres}) but the graph {has} no_target output"
+            )
+
+    def check_inputs(self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray) -> None:
+        """Shape / dtype checks shared by all backends (raises :class:`InputError`)."""
+        dims = self.input_dims()
+        s, length = dims["image"][-1], dims["text_ids"][0]
         b = image.shape[0] if image.ndim == 4 else -1
         if image.shape != (b, 3, s, s) or image.dtype != np.float32:
             raise InputError(f"image batch must be float32 (B, 3, {s}, {s}), got {image.dtype} {image.shape}")

@@ -111,35 +111,9 @@ class OnnxRuntimeBackend(Backend):
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         super().__init__(info_from_metadata(p, "onnx", meta))
         names = {o.name for o in self._session.get_outputs()}
-        inputs = {i.name for i in self._session.get_inputs()}
-        if OUTPUT_PROB not in names or not {"image", "text_ids", "text_mask"} <= inputs:
-            raise ArtifactError(f"{p}: graph lacks the Latent-VG inputs/outputs (image, text_ids, text_mask -> prob)")
-        self._check_graph_matches_metadata(p, names)
+        self.check_io(p, {i.name: tuple(i.shape) for i in self._session.get_inputs()}, names)
         self._outputs = [OUTPUT_PROB] + ([OUTPUT_NO_TARGET] if OUTPUT_NO_TARGET in names else [])
         self._providers = list(self._session.get_providers())
-
-    def _check_graph_matches_metadata(self, p: Path, outputs: set[str]) -> None:
-        """Refuse at load, not on the first request, a graph whose fixed input sizes or heads contradict the
-        config in its own metadata (e.g. metadata copied from another export)."""
-        cfg = self.info.config
-        s, length = cfg.encoder.img_size, cfg.preprocess.max_text_len
-        expected = {"image": (3, s, s), "text_ids": (length,), "text_mask": (length,)}
-        for node in self._session.get_inputs():
-            want = expected.get(node.name)
-            if want is None:
-                continue
-            # Dim 0 is the (dynamic) batch; symbolic or unknown dims are strings / None and match anything.
-            dims = tuple(node.shape[1:])
-            if len(dims) != len(want) or any(isinstance(d, int) and d != w for d, w in zip(dims, want)):
-                raise ArtifactError(
-                    f"{p}: the graph's input {node.name} is (B, {', '.join(map(str, dims))}) but its metadata says "
-                    f"{cfg.name} takes (B, {', '.join(map(str, want))}): the graph does not match its metadata"
-                )
-        if (OUTPUT_NO_TARGET in outputs) != self.info.gres:
-            has = "has a" if OUTPUT_NO_TARGET in outputs else "has no"
-            raise ArtifactError(
-                f"{p}: its metadata says {cfg.name} (gres={self.info.gres}) but the graph {has} no_target output"
-            )
 
     @property
     def device(self) -> str:

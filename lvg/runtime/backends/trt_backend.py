@@ -23,7 +23,6 @@ import numpy as np
 
 from lvg.errors import ArtifactError, InputError, LVGError, require
 from lvg.runtime.artifact import (
-    INPUT_NAMES,
     OUTPUT_NO_TARGET,
     OUTPUT_PROB,
     info_from_metadata,
@@ -143,11 +142,11 @@ class TensorRTBackend(Backend):
         self._lock = threading.Lock()
         self._buffers: dict[str, tuple[int, tuple[int, ...], np.dtype]] = {}
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        missing = [n for n in (*INPUT_NAMES, OUTPUT_PROB) if n not in names]
-        if missing:
-            raise ArtifactError(f"{p}: engine lacks tensors {missing}")
+        shapes = {name: tuple(int(d) for d in engine.get_tensor_shape(name)) for name in names}
+        is_input = {name: engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT for name in names}
+        self.check_io(p, {n: shapes[n] for n in names if is_input[n]}, {n for n in names if not is_input[n]})
         for name in names:
-            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            shape = shapes[name]
             if any(d < 0 for d in shape):
                 raise ArtifactError(f"{p}: tensor {name} has a dynamic shape {shape}; lvg engines are static")
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
