@@ -258,6 +258,7 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
                                   "--val-split", "", "--device", "cpu", "--resume", "--json"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["step"] == 2
+    assert "warning: resuming with changed settings ['steps']" in resumed.stderr
     # --stop-at splits one planned run into pieces (time-limited jobs): it stops early, the schedule and the
     # checkpoint still belong to the whole run, and --resume finishes it.
     piece = runner.invoke(app, ["train", "--config", str(config), "--out", str(out), "--steps", "4", "--stop-at",
@@ -265,9 +266,13 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
     assert piece.exit_code == 0, piece.output
     summary = json.loads(piece.stdout)
     assert (summary["step"], summary["total_steps"], summary["stopped"]) == (3, 4, True)
-    assert read_checkpoint_metadata(out / LAST)["train_state"] and json.loads(
-        read_checkpoint_metadata(out / LAST)["train_state"])["step"] == 3
-    assert "warning: resuming with changed settings ['steps']" in resumed.stderr
+    assert json.loads(read_checkpoint_metadata(out / LAST)["train_state"])["step"] == 3
+    rest = runner.invoke(app, ["train", "--config", str(config), "--out", str(out), "--steps", "4",
+                               "--val-split", "", "--device", "cpu", "--resume", "--json"])
+    assert rest.exit_code == 0, rest.output
+    summary = json.loads(rest.stdout)
+    assert (summary["step"], summary["total_steps"], summary["stopped"]) == (4, 4, False)
+    assert "changed settings" not in rest.stderr  # the piece's checkpoint already planned 4 steps
 
     bad = runner.invoke(app, ["train", "--variant", "lvg-tiny", "--data", str(synth_dataset.out_dir), "--out",
                               str(tmp_path / "r2"), "--steps", "1", "--amp", "fp8"])

@@ -81,7 +81,7 @@ class Backend(ABC):
         ``inputs`` maps each input name to its full shape (dim 0 the batch; a non-int dim is symbolic and
         matches anything); ``outputs`` are the output names. Raises :class:`ArtifactError`.
         """
-        missing = [n for n in (*INPUT_NAMES, OUTPUT_PROB) if n not in inputs and n not in outputs]
+        missing = [n for n in INPUT_NAMES if n not in inputs] + ([] if OUTPUT_PROB in outputs else [OUTPUT_PROB])
         if missing:
             raise ArtifactError(f"{path}: the model lacks the Latent-VG inputs/outputs {', '.join(missing)} "
                                 "(it needs image, text_ids, text_mask -> prob)")
