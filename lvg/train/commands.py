@@ -91,6 +91,9 @@ def train_command(
     amp: Optional[str] = typer.Option(None, help="Mixed precision on CUDA: off | bf16 | fp16."),
     contrastive: Optional[str] = typer.Option(None, help="pos_margin | infonce | triplet | arcface."),
     pretrained: Optional[str] = typer.Option(None, help="Official BEiT-3 .pth for the backbone."),
+    init: Optional[str] = typer.Option(
+        None, "--init", help="Start from this Latent-VG checkpoint's weights (same variant; new optimizer and "
+        "schedule)."),
     tokenizer: Optional[str] = typer.Option(None, help="Sentencepiece file (default: found beside the data)."),
     val_split: Optional[str] = typer.Option(None, help="Validation split ('' disables evaluation)."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
@@ -106,7 +109,8 @@ def train_command(
         "variant": variant, "data": data, "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "eval_every": eval_every, "eval_text_swap": eval_text_swap, "save_every": save_every,
         "log_every": log_every, "seed": seed, "amp": amp,
-        "contrastive": contrastive, "pretrained": pretrained, "tokenizer": tokenizer, "num_workers": num_workers,
+        "contrastive": contrastive, "pretrained": pretrained, "init_from": init, "tokenizer": tokenizer,
+        "num_workers": num_workers,
     })
     if val_split is not None:
         cfg = cfg.replace(val_split=val_split or None)

@@ -33,7 +33,7 @@ Task = Literal["ris", "rec", "gres"]
 EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
-    "contrastive", "gamma", "tau", "loss_no_target", "seed", "pretrained", "tokenizer",
+    "contrastive", "gamma", "tau", "loss_no_target", "seed", "pretrained", "init_from", "tokenizer",
 )
 
 
@@ -63,6 +63,10 @@ class TrainConfig:
     ``task = None`` evaluates GRES for GRES variants and RIS (+ REC accuracy) otherwise.
     ``tokenizer = None`` looks for the variant's tokenizer file (e.g. ``synthetic.spm``) in the data
     directory and its parents. ``pretrained``: optional official BEiT-3 ``.pth`` loaded into the backbone.
+    ``init_from``: optional Latent-VG checkpoint (``.safetensors``, e.g. another run's ``last``) of the same
+    variant whose model weights start this run; the optimizer, schedule, step count and data order start
+    fresh. It fine-tunes a trained model, or gives a finished run a second schedule, as a new run that
+    ``--resume`` continues like any other. Exclusive with ``pretrained``.
     """
 
     variant: str = "lvg-tiny"
@@ -97,6 +101,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     pretrained: str | None = None
+    init_from: str | None = None
     tokenizer: str | None = None
     kernel_impl: KernelImpl = "auto"
     find_unused_parameters: bool = False
@@ -121,6 +126,9 @@ class TrainConfig:
         for name in ("warmup_steps", "eval_every", "eval_max_sentences", "save_every", "log_every", "num_workers"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
+        if self.pretrained and self.init_from:
+            # Both would set the backbone; which one wins would be a silent rule.
+            problems.append("pretrained and init_from are exclusive (init_from already holds a backbone)")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 

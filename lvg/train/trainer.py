@@ -513,6 +513,10 @@ def train(
             report = load_beit3_pretrained(model, cfg.pretrained)
             if info.is_main:
                 log.info("pretrained BEiT-3 %s: %s", cfg.pretrained, report.summary())
+        if loaded is None and cfg.init_from:
+            _init_weights(model, cfg.init_from)
+            if info.is_main:
+                log.info("initialised from %s", cfg.init_from)
         if loaded is not None:
             model_state = {k: v for k, v in loaded.tensors.items() if not k.startswith("train/")}
             load_state_strict(model, model_state, str(loaded.path))
@@ -769,6 +773,19 @@ def _restore_rng(loaded: _Loaded, info: DistInfo, dev: torch.device) -> None:
     if f"train/rng/cuda/{rank}" in loaded.tensors:
         state["cuda"] = loaded.tensors[f"train/rng/cuda/{rank}"]
     _set_rng_state(state, dev)
+
+
+def _init_weights(model: nn.Module, path: str) -> None:
+    """Load the model weights of checkpoint ``path`` into ``model``; its config must be the model's."""
+    from lvg.modeling.checkpoint import TRAIN_PREFIX, load_state_strict, read_checkpoint_config, read_checkpoint_tensors
+
+    ckpt_cfg = read_checkpoint_config(path)
+    # kernel_impl only picks an implementation of the same function, so it may differ.
+    if ckpt_cfg.replace(kernel_impl="auto") != model.cfg.replace(kernel_impl="auto"):
+        raise CheckpointError(f"init_from {path} holds variant {ckpt_cfg.name!r}, not this run's {model.cfg.name!r}"
+                              + (" (same name, other config)" if ckpt_cfg.name == model.cfg.name else ""))
+    state = {k: v for k, v in read_checkpoint_tensors(path).items() if not k.startswith(TRAIN_PREFIX)}
+    load_state_strict(model, state, str(path))
 
 
 def _check_resume_config(loaded: _Loaded, cfg: TrainConfig) -> None:

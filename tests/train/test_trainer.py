@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lvg.errors import CheckpointError, InputError
+from lvg.errors import CheckpointError, ConfigError, InputError
 from lvg.modeling import build_model
 from lvg.modeling.checkpoint import read_checkpoint_metadata, read_checkpoint_tensors
 from lvg.train.config import TrainConfig
@@ -160,6 +160,34 @@ def test_resume_without_checkpoint_starts_fresh_with_a_warning(tmp_path: Path) -
     with pytest.warns(ResumeWarning, match="starting from scratch"):
         result = train(_cfg(steps=1), tmp_path / "run", data=_data(), show_progress=False, resume=True)
     assert result.step == 1 and (tmp_path / "run" / LAST).exists()
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None:
+    first = train(_cfg(steps=2), tmp_path / "a", data=_data(), show_progress=False)
+    trained = read_checkpoint_tensors(first.checkpoint)
+    # A learning rate so small that one step cannot move a weight by 1e-6: what the new run holds after its
+    # step is what it started from.
+    cfg = _cfg(steps=3, lr=1e-9, weight_decay=0.0, seed=11, init_from=str(first.checkpoint))
+    second = train(cfg, tmp_path / "b", data=_data(), show_progress=False, stop_at_step=1)
+    got = read_checkpoint_tensors(second.checkpoint)
+    fresh = build_model("lvg-tiny").state_dict()
+    for key, value in fresh.items():
+        assert torch.allclose(got[key].float(), trained[key].float(), atol=1e-6), key
+    assert any(not torch.allclose(v.float(), trained[k].float(), atol=1e-3) for k, v in fresh.items())
+    # Its own schedule and step count, not the first run's: it logs a start at step 0 of 3.
+    start = next(r for r in read_log(tmp_path / "b") if r["kind"] == "event")
+    assert (start["event"], start["step"], start["total_steps"]) == ("start", 0, 3)
+    # --resume continues the new run from its own checkpoint (init_from is not applied again).
+    done = train(cfg, tmp_path / "b", data=_data(), show_progress=False, resume=True)
+    assert done.step == 3 and not done.stopped
+
+    with pytest.raises(CheckpointError, match="'lvg-tiny', not this run's 'lvg-tiny-gres'"):
+        train(_cfg(variant="lvg-tiny-gres", init_from=str(first.checkpoint)), tmp_path / "c", data=_data(),
+              show_progress=False)
+    with pytest.raises(CheckpointError, match="not found"):
+        train(_cfg(init_from=str(tmp_path / "nope.safetensors")), tmp_path / "d", data=_data(), show_progress=False)
+    with pytest.raises(ConfigError, match="exclusive"):
+        _cfg(init_from="x.safetensors", pretrained="beit3.pth")
 
 
 def test_param_groups_split_backbone_and_no_decay() -> None:
