@@ -21,6 +21,10 @@ CORPUS = [
     "small child with a yellow balloon",
     "second giraffe from the right",
     "bowl of soup on the wooden table",
+    "a black cat sleeping on the sofa",
+    "the tallest tree in the picture",
+    "person wearing glasses and a hat",
+    "an orange next to the banana",
 ]
 
 

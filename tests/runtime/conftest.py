@@ -7,21 +7,7 @@ from pathlib import Path
 import pytest
 
 from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
-
-CORPUS = [
-    "the man on the left",
-    "a woman in a red shirt standing near the door",
-    "dog sitting on the green grass",
-    "left most person holding an umbrella",
-    "the blue car behind the white truck",
-    "small child with a yellow balloon",
-    "second giraffe from the right",
-    "bowl of soup on the wooden table",
-    "a black cat sleeping on the sofa",
-    "the tallest tree in the picture",
-    "person wearing glasses and a hat",
-    "an orange next to the banana",
-]
+from tests.export.artifact_factory import CORPUS
 
 
 @pytest.fixture(scope="session")
