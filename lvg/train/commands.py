@@ -94,7 +94,8 @@ def train_command(
     init: Optional[str] = typer.Option(
         None, "--init", help="Start from this Latent-VG checkpoint's weights (same variant; new optimizer and "
         "schedule)."),
-    tokenizer: Optional[str] = typer.Option(None, help="Sentencepiece file (default: found beside the data)."),
+    tokenizer: Optional[str] = typer.Option(
+        None, help="Sentencepiece file (default: the --init checkpoint's own, else the one beside the data)."),
     val_split: Optional[str] = typer.Option(None, help="Validation split ('' disables evaluation)."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
@@ -141,7 +142,8 @@ def eval_command(
     split: str = typer.Option("val", help="Split to evaluate."),
     task: Optional[str] = typer.Option(None, help="ris | rec | gres (default: gres for GRES variants, else ris)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Sentences per forward pass."),
-    tokenizer: Optional[str] = typer.Option(None, help="Sentencepiece file (default: found beside the data)."),
+    tokenizer: Optional[str] = typer.Option(
+        None, help="Sentencepiece file (default: the checkpoint's own, else the one beside the data)."),
     max_sentences: int = typer.Option(0, min=0, help="Evaluate an evenly spread subset (0: all)."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
     text_swap: bool = typer.Option(
@@ -161,12 +163,12 @@ def eval_command(
     from lvg.modeling import load_checkpoint
     from lvg.train.data import open_dataset
     from lvg.train.evaluate import evaluate
-    from lvg.train.trainer import find_tokenizer, load_tokenizer
+    from lvg.train.trainer import tokenizer_for_checkpoint
 
     with _cli_messages():
         dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = load_checkpoint(ckpt, device=dev)
-        tok = load_tokenizer(find_tokenizer(data, model.cfg.preprocess.tokenizer, tokenizer), model.cfg)
+        tok = tokenizer_for_checkpoint(ckpt, data, model.cfg, tokenizer)
         source = open_dataset(data, split=split, prefer_gres=model.cfg.head.gres or task == "gres")
         metrics = evaluate(model, source, split, tok, task=task, batch_size=batch_size, device=dev,
                            max_sentences=max_sentences, text_swap=text_swap, show_progress=None)

@@ -61,8 +61,8 @@ class TrainConfig:
     from-scratch model's loss can fall for a long time while its masks ignore the sentence; this logs
     whether they do. ``best.safetensors`` is still chosen on the main metric.
     ``task = None`` evaluates GRES for GRES variants and RIS (+ REC accuracy) otherwise.
-    ``tokenizer = None`` looks for the variant's tokenizer file (e.g. ``synthetic.spm``) in the data
-    directory and its parents. ``pretrained``: optional official BEiT-3 ``.pth`` loaded into the backbone.
+    ``tokenizer = None`` uses the tokenizer ``init_from`` carries, else looks for the variant's tokenizer
+    file (e.g. ``synthetic.spm``) in the data directory and its parents. ``pretrained``: optional official BEiT-3 ``.pth`` loaded into the backbone.
     ``init_from``: optional Latent-VG checkpoint (``.safetensors``, e.g. another run's ``last``) of the same
     variant whose model weights start this run; the optimizer, schedule, step count and data order start
     fresh. It fine-tunes a trained model, or gives a finished run a second schedule, as a new run that

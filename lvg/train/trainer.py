@@ -400,17 +400,51 @@ def data_path(spec: str) -> Path:
     return Path(spec)
 
 
-def load_tokenizer(path: str | Path, model_cfg: Any) -> Any:
-    """Load a sentencepiece file and check it fits the model's vocabulary."""
+def load_tokenizer(source: str | Path | bytes, model_cfg: Any) -> Any:
+    """Load a sentencepiece file (or serialized model bytes) and check it fits the model's vocabulary."""
     from lvg.runtime.tokenizer import Tokenizer
 
-    tok = Tokenizer.from_file(path)
+    tok = Tokenizer.from_bytes(source) if isinstance(source, bytes) else Tokenizer.from_file(source)
+    what = "the embedded tokenizer" if isinstance(source, bytes) else f"tokenizer {source}"
     if tok.vocab_size > model_cfg.encoder.vocab_size:
         raise ConfigError(
-            f"tokenizer {path} has {tok.vocab_size} ids but variant {model_cfg.name!r} embeds only "
+            f"{what} has {tok.vocab_size} ids but variant {model_cfg.name!r} embeds only "
             f"{model_cfg.encoder.vocab_size}; use a larger variant or a smaller tokenizer"
         )
     return tok
+
+
+class TokenizerMismatchWarning(UserWarning):
+    """A tokenizer other than the one a checkpoint was trained with: its text ids mean other words."""
+
+
+def tokenizer_for_checkpoint(ckpt: str | os.PathLike, data: str, model_cfg: Any, explicit: str | None = None) -> Any:
+    """The tokenizer to run checkpoint ``ckpt`` with on ``data``.
+
+    ``explicit`` if given; else the one the checkpoint carries (its header, or a ``.spm`` beside it), since
+    the text embeddings were learnt for those ids; else the variant's file found beside the data. A
+    dataset made by another ``lvg data synth`` call has its own tokenizer, so "beside the data" is only
+    the last resort. An explicit file that differs from the checkpoint's own warns
+    (:class:`TokenizerMismatchWarning`).
+    """
+    from lvg.errors import ArtifactError
+    from lvg.runtime.artifact import checkpoint_info
+
+    try:
+        info = checkpoint_info(ckpt)
+    except ArtifactError as exc:
+        raise CheckpointError(str(exc)) from None
+    own = info.tokenizer_bytes
+    if explicit:
+        tok = load_tokenizer(Path(explicit), model_cfg)
+        if own is not None and tok.model_bytes != own:
+            warnings.warn(f"{explicit} is not the tokenizer {ckpt} was trained with; its text ids mean other "
+                          "words to this model (leave --tokenizer out to use the checkpoint's own)",
+                          TokenizerMismatchWarning, stacklevel=2)
+        return tok
+    if own is not None:
+        return load_tokenizer(own, model_cfg)
+    return load_tokenizer(find_tokenizer(data, model_cfg.preprocess.tokenizer), model_cfg)
 
 
 def build_data(cfg: TrainConfig, model_cfg: Any) -> TrainData:
@@ -419,7 +453,11 @@ def build_data(cfg: TrainConfig, model_cfg: Any) -> TrainData:
 
     if not cfg.data:
         raise ConfigError("no training data: set 'data' in the config or pass --data")
-    tok = load_tokenizer(find_tokenizer(cfg.data, model_cfg.preprocess.tokenizer, cfg.tokenizer), model_cfg)
+    if cfg.init_from:
+        # The initial weights' text embeddings belong to the tokenizer they were trained with.
+        tok = tokenizer_for_checkpoint(cfg.init_from, cfg.data, model_cfg, cfg.tokenizer)
+    else:
+        tok = load_tokenizer(find_tokenizer(cfg.data, model_cfg.preprocess.tokenizer, cfg.tokenizer), model_cfg)
     gres = model_cfg.head.gres
     train_source = open_dataset(cfg.data, split=cfg.train_split, prefer_gres=gres)
     train_ds = GroundingDataset(train_source, preprocess=model_cfg.preprocess, tokenizer=tok, train=True,

@@ -18,9 +18,12 @@ from typer.testing import CliRunner
 from lvg.cli import app
 from lvg.config import get_config
 from lvg.modeling import build_model, save_checkpoint
-from lvg.runtime.tokenizer import Tokenizer
+from lvg.runtime.artifact import tokenizer_metadata
+from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
 from lvg.train.data import open_dataset
 from lvg.train.evaluate import _swap_partners, evaluate
+from lvg.train.trainer import TokenizerMismatchWarning, tokenizer_for_checkpoint
+from tests.export.artifact_factory import CORPUS
 
 
 class ConstantModel(nn.Module):
@@ -144,6 +147,39 @@ def test_lvg_eval_cli_json(tmp_path: Path, synth_dataset) -> None:
     missing = runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "nope.safetensors"), "--data",
                                   str(synth_dataset.out_dir)])
     assert missing.exit_code == 2 and "checkpoint not found" in missing.stderr
+
+
+def test_eval_uses_the_checkpoints_own_tokenizer(tmp_path: Path, synth_dataset) -> None:
+    # Another `lvg data synth` call (e.g. held-out data) writes its own tokenizer beside the data: other ids
+    # for the same words. A checkpoint that carries its tokenizer must be evaluated with that one.
+    own = train_sentencepiece(CORPUS * 3, tmp_path / "own.spm", vocab_size=120, seed=0)
+    own_tok = Tokenizer.from_file(own)
+    beside = Tokenizer.from_file(synth_dataset.tokenizer)
+    assert own_tok.model_bytes != beside.model_bytes
+    model = build_model("lvg-tiny")
+    cfg = model.cfg
+    carrying = save_checkpoint(model, tmp_path / "carrying.safetensors",
+                               metadata=tokenizer_metadata(own_tok.model_bytes, own_tok.identity))
+    bare = save_checkpoint(model, tmp_path / "bare.safetensors")
+    data = str(synth_dataset.out_dir)
+
+    assert tokenizer_for_checkpoint(carrying, data, cfg).model_bytes == own_tok.model_bytes
+    assert tokenizer_for_checkpoint(bare, data, cfg).model_bytes == beside.model_bytes  # nothing else to go by
+    with pytest.warns(TokenizerMismatchWarning, match="not the tokenizer"):
+        chosen = tokenizer_for_checkpoint(carrying, data, cfg, str(synth_dataset.tokenizer))
+    assert chosen.model_bytes == beside.model_bytes  # an explicit file still wins
+
+    runner = CliRunner()
+    base = ["eval", "--ckpt", str(carrying), "--data", data, "--device", "cpu", "--max-sentences", "2", "--json"]
+    quiet = runner.invoke(app, base)
+    assert quiet.exit_code == 0 and "not the tokenizer" not in quiet.stderr, quiet.stderr
+    # The checkpoint's tokenizer was made from other sentences, so it splits the synthetic words finely:
+    # the truncation warnings show which one ran, and the numbers equal a run given that file explicitly.
+    assert "truncated" in quiet.stderr
+    explicit = runner.invoke(app, [*base, "--tokenizer", str(own)])
+    assert explicit.exit_code == 0 and json.loads(explicit.stdout) == json.loads(quiet.stdout)
+    loud = runner.invoke(app, [*base, "--tokenizer", str(synth_dataset.tokenizer)])
+    assert loud.exit_code == 0 and "warning:" in loud.stderr and "not the tokenizer" in loud.stderr
 
 
 def test_swap_partners_pick_the_next_sentence_of_another_image() -> None:

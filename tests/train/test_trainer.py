@@ -15,13 +15,17 @@ import pytest
 import torch
 
 from lvg.errors import CheckpointError, ConfigError, InputError
-from lvg.modeling import build_model
+from lvg.config import get_config
+from lvg.modeling import build_model, save_checkpoint
+from lvg.runtime.artifact import tokenizer_metadata
+from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
 from lvg.modeling.checkpoint import read_checkpoint_metadata, read_checkpoint_tensors
 from lvg.train.config import TrainConfig
 from lvg.train.trainer import (
     LAST,
     PREV,
     ResumeWarning,
+    build_data,
     find_resume_checkpoint,
     lr_factor,
     param_groups,
@@ -30,6 +34,7 @@ from lvg.train.trainer import (
 )
 
 from _train_fakes import fake_data as _data
+from tests.export.artifact_factory import CORPUS
 
 HERE = Path(__file__).parent
 
@@ -188,6 +193,17 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path) ->
         train(_cfg(init_from=str(tmp_path / "nope.safetensors")), tmp_path / "d", data=_data(), show_progress=False)
     with pytest.raises(ConfigError, match="exclusive"):
         _cfg(init_from="x.safetensors", pretrained="beit3.pth")
+
+
+def test_init_from_trains_with_the_checkpoints_tokenizer(tmp_path: Path, synth_dataset) -> None:
+    own = Tokenizer.from_file(train_sentencepiece(CORPUS * 3, tmp_path / "own.spm", vocab_size=120, seed=0))
+    ckpt = save_checkpoint(build_model("lvg-tiny"), tmp_path / "init.safetensors",
+                           metadata=tokenizer_metadata(own.model_bytes, own.identity))
+    cfg = _cfg(data=str(synth_dataset.out_dir), init_from=str(ckpt))
+    model_cfg = get_config("lvg-tiny")
+    assert build_data(cfg, model_cfg).tokenizer.model_bytes == own.model_bytes
+    beside = Path(synth_dataset.tokenizer).read_bytes()
+    assert build_data(cfg.replace(init_from=None), model_cfg).tokenizer.model_bytes == beside
 
 
 def test_param_groups_split_backbone_and_no_decay() -> None:
