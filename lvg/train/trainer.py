@@ -447,15 +447,19 @@ def tokenizer_for_checkpoint(ckpt: str | os.PathLike, data: str, model_cfg: Any,
     return load_tokenizer(find_tokenizer(data, model_cfg.preprocess.tokenizer), model_cfg)
 
 
-def build_data(cfg: TrainConfig, model_cfg: Any) -> TrainData:
-    """Open ``cfg.data``'s training and validation splits (gREFER data first for GRES variants)."""
+def build_data(cfg: TrainConfig, model_cfg: Any, *, weights_from: str | os.PathLike | None = None) -> TrainData:
+    """Open ``cfg.data``'s training and validation splits (gREFER data first for GRES variants).
+
+    ``weights_from``: the checkpoint the run's weights come from (the one it resumes, else
+    ``cfg.init_from``); its tokenizer reads the text, since the text embeddings were learnt for its ids.
+    """
     from lvg.train.data import GroundingDataset, open_dataset
 
     if not cfg.data:
         raise ConfigError("no training data: set 'data' in the config or pass --data")
-    if cfg.init_from:
-        # The initial weights' text embeddings belong to the tokenizer they were trained with.
-        tok = tokenizer_for_checkpoint(cfg.init_from, cfg.data, model_cfg, cfg.tokenizer)
+    weights_from = weights_from if weights_from is not None else cfg.init_from
+    if weights_from:
+        tok = tokenizer_for_checkpoint(weights_from, cfg.data, model_cfg, cfg.tokenizer)
     else:
         tok = load_tokenizer(find_tokenizer(cfg.data, model_cfg.preprocess.tokenizer, cfg.tokenizer), model_cfg)
     gres = model_cfg.head.gres
@@ -561,7 +565,7 @@ def train(
         model.to(dev)
 
         if data is None:
-            data = build_data(cfg, model_cfg)
+            data = build_data(cfg, model_cfg, weights_from=loaded.path if loaded is not None else None)
         elif data.tokenizer is not None and data.tokenizer.vocab_size > model_cfg.encoder.vocab_size:
             raise ConfigError(f"tokenizer has {data.tokenizer.vocab_size} ids, more than variant "
                               f"{model_cfg.name!r}'s vocabulary of {model_cfg.encoder.vocab_size}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import torch
 from lvg.errors import CheckpointError, ConfigError, InputError
 from lvg.config import get_config
 from lvg.modeling import build_model, save_checkpoint
-from lvg.runtime.artifact import tokenizer_metadata
+from lvg.runtime.artifact import checkpoint_info, tokenizer_metadata
 from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
 from lvg.modeling.checkpoint import read_checkpoint_metadata, read_checkpoint_tensors
 from lvg.train.config import TrainConfig
@@ -204,6 +205,22 @@ def test_init_from_trains_with_the_checkpoints_tokenizer(tmp_path: Path, synth_d
     assert build_data(cfg, model_cfg).tokenizer.model_bytes == own.model_bytes
     beside = Path(synth_dataset.tokenizer).read_bytes()
     assert build_data(cfg.replace(init_from=None), model_cfg).tokenizer.model_bytes == beside
+
+
+def test_resume_reads_text_with_the_runs_own_tokenizer(tmp_path: Path, synth_dataset) -> None:
+    # Regenerating the data between two pieces of a run replaces the tokenizer beside it; the resumed run
+    # must keep the ids its text embeddings were trained with.
+    data = tmp_path / "data"
+    shutil.copytree(synth_dataset.out_dir, data)
+    spm = data / Path(synth_dataset.tokenizer).name
+    original = spm.read_bytes()
+    cfg = _cfg(data=str(data), steps=2)
+    train(cfg, tmp_path / "run", show_progress=False, stop_at_step=1)
+    train_sentencepiece(CORPUS * 3, spm, vocab_size=120, seed=0)
+    assert spm.read_bytes() != original
+    done = train(cfg, tmp_path / "run", show_progress=False, resume=True)
+    assert done.step == 2
+    assert checkpoint_info(done.checkpoint).tokenizer_bytes == original
 
 
 def test_param_groups_split_backbone_and_no_decay() -> None:
