@@ -39,6 +39,7 @@ import json
 import math
 import os
 import pickle
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -61,6 +62,7 @@ __all__ = [
     "SynthScene",
     "SynthSummary",
     "denotation",
+    "expression_kind",
     "generate",
     "make_scene",
     "rle_encode",
@@ -339,6 +341,32 @@ _RELATION_TEXT = {
     "above": ("above",),
     "below": ("below", "under"),
 }
+
+
+def _template_pattern(template: str) -> str:
+    """A ``_DIRECTION_TEXT`` template as a whole-text regex (``{d}`` matches the description)."""
+    return "^" + re.escape(template).replace(re.escape("{d}"), ".+") + "$"
+
+
+_RELATION_RE = re.compile(r" (?:" + "|".join(re.escape(w) for ws in _RELATION_TEXT.values() for w in ws) + r") the ")
+_POSITION_RE = re.compile("|".join(_template_pattern(t) for ts in _DIRECTION_TEXT.values() for t in ts))
+
+
+def expression_kind(text: str, targets: int) -> Kind:
+    """The kind of a generated expression, read back from its text and number of targets.
+
+    The datasets store only the text, the REFER / gREFER formats having no place for it; the templates
+    above make the kind recoverable, which lets evaluation break the metrics down by kind.
+    """
+    if targets == 0:
+        return "none"
+    if targets > 1:
+        return "multi"
+    if _RELATION_RE.search(text):
+        return "relation"
+    if _POSITION_RE.match(text):
+        return "position"
+    return "attribute"
 
 
 def _single_expressions(objects: Sequence[SceneObject], t: int, width: int, height: int,

@@ -12,7 +12,7 @@ from PIL import Image
 
 from lvg.errors import InputError
 from lvg.train.data import load_grefer, load_refer
-from lvg.train.synth import COLOURS, generate, make_scene, rle_encode
+from lvg.train.synth import COLOURS, expression_kind, generate, make_scene, rle_encode
 
 mask_api = pytest.importorskip("pycocotools.mask")
 # pycocotools 2.0.x under numpy 2 warns about its own __array__ on every decode.
@@ -231,6 +231,17 @@ def test_scenes_vary_in_size_and_content():
     assert any(w > 1.3 * h for w, h in sizes) or any(h > 1.3 * w for w, h in sizes)
     counts = {len(s.objects) for s in scenes}
     assert min(counts) >= 2 and max(counts) <= 6 and len(counts) >= 3
+
+
+def test_expression_kind_reads_back_the_generators_kind():
+    seen = set()
+    for i in range(40):
+        scene = make_scene(3, i, size_range=(96, 160))
+        exprs = [e for es in scene.single.values() for e in es] + scene.multi + scene.none
+        for e in exprs:
+            assert expression_kind(e.text, len(e.targets)) == e.kind, e
+            seen.add(e.kind)
+    assert seen == {"attribute", "position", "relation", "multi", "none"}  # every branch was exercised
 
 
 def test_bad_arguments(tmp_path):

@@ -1,0 +1,143 @@
+"""Where a model trained on `lvg data synth` data falls short: RIS quality by expression kind.
+
+    python benchmarks/bench_synth_kinds.py --ckpt RUN/last.safetensors --data data/synth-heldout \
+        [--max-sentences 400] [--out benchmarks/results] [--name NAME]
+
+On the single-target (REFER layout) split of a synthetic dataset, every sentence is sorted by the kind of
+expression the generator made (:func:`lvg.train.synth.expression_kind`: attribute, position, relation)
+and scored three ways, all at the original image resolution with the runtime's own postprocessing:
+
+- ``mIoU``: the usual RIS metric against the target.
+- ``right object``: the predicted mask overlaps the target more (by IoU) than any other object of the
+  scene; ``chance`` is the same rate for a mask that picks one of the scene's objects at random.
+- ``best-object IoU``: IoU with whichever object of the scene it matches best, whether or not that is
+  the target: how well the masks trace *an* object, apart from choosing the right one.
+
+Low ``right object`` with fair ``best-object IoU`` says the model segments but does not ground; the
+reverse says it grounds but its masks are coarse. Writes ``synth_kinds_<name>.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lvg.modeling import load_checkpoint
+from lvg.runtime.postprocess import postprocess
+from lvg.runtime.preprocess import letterbox_geometry
+from lvg.train.data import decode_segmentation, open_dataset
+from lvg.train.synth import expression_kind
+from lvg.train.torch_data import GroundingDataset
+from lvg.train.trainer import tokenizer_for_checkpoint
+
+KINDS = ("attribute", "position", "relation")
+
+
+def _scene_objects(data: Path) -> dict[int, list[dict[str, Any]]]:
+    """Every annotation (object) of every image of the REFER layout, by image id."""
+    instances = json.loads((data / "refcoco-synth" / "instances.json").read_text())
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for ann in instances["annotations"]:
+        out[int(ann["image_id"])].append(ann)
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
+def score_objects(pred: np.ndarray, masks: list[np.ndarray], target: int) -> tuple[bool, float]:
+    """``(right object, best-object IoU)`` of a predicted mask among a scene's object masks.
+
+    Right when the target is the object with the highest IoU (an empty or stray mask, IoU 0 with every
+    object, picks none).
+    """
+    ious = [_iou(pred, m) for m in masks]
+    best = int(np.argmax(ious))
+    return bool(ious[best] > 0 and best == target), ious[best]
+
+
+def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int) -> dict[str, Any]:
+    model = load_checkpoint(ckpt)
+    pre = model.cfg.preprocess
+    tok = tokenizer_for_checkpoint(ckpt, str(data), model.cfg)
+    source = open_dataset(data / "refcoco-synth", split=split)
+    dataset = GroundingDataset(source, preprocess=pre, tokenizer=tok, train=False)
+    objects = _scene_objects(data)
+    n = len(dataset)
+    # The same evenly spread subset as lvg eval --max-sentences.
+    indices = list(range(n)) if not 0 < max_sentences < n else sorted({i * n // max_sentences for i in range(max_sentences)})
+    sums: dict[str, dict[str, float]] = {k: defaultdict(float) for k in (*KINDS, "all")}
+    with torch.no_grad():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            items = [dataset[i] for i in chunk]
+            out = model(torch.stack([torch.as_tensor(it["image"]) for it in items]),
+                        torch.stack([torch.as_tensor(it["text_ids"]) for it in items]),
+                        torch.stack([torch.as_tensor(it["text_mask"]) for it in items]))
+            probs = out["prob"].float().numpy()  # (B, S/4, S/4)
+            for j, (index, item) in enumerate(zip(chunk, items)):
+                sample = source.samples[item["sample_index"]]
+                text = dataset.plan(index)[1]
+                kind = expression_kind(text, len(sample.ann_ids))
+                lb = letterbox_geometry(sample.width, sample.height, pre.size)
+                pred = postprocess(probs[j], lb, mask_threshold=pre.mask_threshold).mask
+                scene = objects[sample.image_id]
+                masks = [decode_segmentation(a["segmentation"], sample.height, sample.width) for a in scene]
+                target = [a["id"] for a in scene].index(sample.ann_ids[0])
+                right, best_iou = score_objects(pred, masks, target)
+                for key in (kind, "all"):
+                    acc = sums[key]
+                    acc["n"] += 1
+                    acc["iou"] += _iou(pred, masks[target])
+                    acc["right"] += float(right)
+                    acc["best_iou"] += best_iou
+                    acc["chance"] += 1.0 / len(scene)
+    rows = {}
+    for key, acc in sums.items():
+        n = int(acc["n"])
+        rows[key] = {"n": n, **({} if n == 0 else {
+            "mIoU": acc["iou"] / n, "right_object": acc["right"] / n, "chance": acc["chance"] / n,
+            "best_object_IoU": acc["best_iou"] / n})}
+    return {"variant": model.cfg.name, "kinds": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", type=Path, required=True, help="Checkpoint (.safetensors).")
+    parser.add_argument("--data", type=Path, required=True, help="A dataset directory made by lvg data synth.")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--max-sentences", type=int, default=400, help="Evenly spread subset (0: all).")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default=None, help="Result name (default: the checkpoint's run folder).")
+    args = parser.parse_args()
+
+    result = run(args.ckpt, args.data, args.split, args.max_sentences, args.batch_size)
+    name = args.name or args.ckpt.resolve().parent.name
+    result.update({"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split,
+                   "date": dt.date.today().isoformat(), "machine": platform.machine(),
+                   "torch": torch.__version__})
+    print(f"{result['variant']} on {args.data} ({args.split}):")
+    print(f"{'kind':<10} {'n':>5} {'mIoU':>6} {'right object':>13} {'chance':>7} {'best-object IoU':>16}")
+    for kind, row in result["kinds"].items():
+        if row["n"]:
+            print(f"{kind:<10} {row['n']:>5} {row['mIoU']:>6.3f} {row['right_object']:>13.3f} {row['chance']:>7.3f}"
+                  f" {row['best_object_IoU']:>16.3f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"synth_kinds_{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""benchmarks/bench_synth_kinds.py: the object scoring on hand-made masks, and a real run on tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "bench_synth_kinds.py"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_synth_kinds import score_objects  # noqa: E402
+
+
+def test_score_objects_by_hand() -> None:
+    left = np.zeros((4, 8), bool)
+    left[:, :4] = True
+    right = ~left
+    assert score_objects(left, [left, right], 0) == (True, 1.0)
+    assert score_objects(left, [left, right], 1) == (False, 1.0)  # a clean mask of the wrong object
+    # Mostly the right half plus one column of the left: IoU 16/20 with `right`, 4/20 with `left`.
+    pred = right.copy()
+    pred[:, 3] = True
+    ok, best = score_objects(pred, [left, right], 1)
+    assert ok and best == pytest.approx(16 / 20)
+    assert score_objects(np.zeros_like(left), [left, right], 0) == (False, 0.0)  # an empty mask picks none
+
+
+def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
+    import torch
+
+    from lvg.modeling import build_model, save_checkpoint
+    from lvg.train.synth import generate
+
+    data = generate(tmp_path / "data", images=6, seed=5, size_range=(96, 160), splits=(("val", 1.0),)).out_dir
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model("lvg-tiny"), tmp_path / "run" / "last.safetensors")
+    proc = subprocess.run([sys.executable, str(BENCH), "--ckpt", str(ckpt), "--data", str(data),
+                           "--max-sentences", "12", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "synth_kinds_run.json").read_text())
+    rows = result["kinds"]
+    assert rows["all"]["n"] == 12
+    assert sum(rows[k]["n"] for k in ("attribute", "position", "relation")) == 12
+    for row in rows.values():
+        if row["n"]:
+            # IoU with the target can never beat the IoU with the best-matching object (the target is one).
+            assert 0.0 <= row["mIoU"] <= row["best_object_IoU"] + 1e-12 <= 1.0 + 1e-12
+            assert 0.0 <= row["right_object"] <= 1.0 and 1 / 6 <= row["chance"] <= 1 / 2
+    assert "right object" in proc.stdout and "wrote" in proc.stdout
