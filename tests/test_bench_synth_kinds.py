@@ -23,7 +23,7 @@ def test_score_objects_by_hand() -> None:
     right = ~left
     assert score_objects(left, [left, right], 0) == (True, 1.0)
     assert score_objects(left, [left, right], 1) == (False, 1.0)  # a clean mask of the wrong object
-    # Mostly the right half plus one column of the left: IoU 16/20 with `right`, 4/20 with `left`.
+    # Mostly the right half plus one column of the left: IoU 16/20 with `right`, 4/32 with `left`.
     pred = right.copy()
     pred[:, 3] = True
     ok, best = score_objects(pred, [left, right], 1)

@@ -96,12 +96,13 @@ def read_checkpoint_config(path: str | os.PathLike) -> ModelConfig:
         raise CheckpointError(f"{path}: stored config is invalid: {exc}") from None
 
 
-def read_checkpoint_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
-    """All tensors of a checkpoint (model and ``train/`` state)."""
+def read_checkpoint_tensors(path: str | os.PathLike, *, model_only: bool = False) -> dict[str, Tensor]:
+    """All tensors of a checkpoint (model and ``train/`` state), or with ``model_only`` the model's alone
+    (the optimizer moments, twice the model's size, are then never read)."""
     read_checkpoint_metadata(path)
     try:
         with _open(path) as fh:
-            return {k: fh.get_tensor(k) for k in fh.keys()}
+            return {k: fh.get_tensor(k) for k in fh.keys() if not (model_only and k.startswith(TRAIN_PREFIX))}
     except CheckpointError:
         raise
     except Exception as exc:
@@ -126,8 +127,7 @@ def load_checkpoint(
     if expect is not None and cfg.replace(kernel_impl="auto") != expect.replace(kernel_impl="auto"):
         raise CheckpointError(f"{path} holds variant {cfg.name!r}, which does not match {expect.name!r}")
     model = build_model(cfg, impl=impl)
-    state = {k: v for k, v in read_checkpoint_tensors(path).items() if not k.startswith(TRAIN_PREFIX)}
-    load_state_strict(model, state, str(path))
+    load_state_strict(model, read_checkpoint_tensors(path, model_only=True), str(path))
     return model.to(device).eval()
 
 

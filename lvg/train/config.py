@@ -33,7 +33,7 @@ Task = Literal["ris", "rec", "gres"]
 EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
-    "contrastive", "gamma", "tau", "loss_no_target", "seed", "pretrained", "init_from", "tokenizer",
+    "contrastive", "gamma", "tau", "loss_no_target", "seed", "pretrained", "tokenizer",
 )
 
 
@@ -61,8 +61,9 @@ class TrainConfig:
     from-scratch model's loss can fall for a long time while its masks ignore the sentence; this logs
     whether they do. ``best.safetensors`` is still chosen on the main metric.
     ``task = None`` evaluates GRES for GRES variants and RIS (+ REC accuracy) otherwise.
-    ``tokenizer = None`` uses the tokenizer ``init_from`` carries, else looks for the variant's tokenizer
-    file (e.g. ``synthetic.spm``) in the data directory and its parents. ``pretrained``: optional official BEiT-3 ``.pth`` loaded into the backbone.
+    ``tokenizer = None`` uses the tokenizer the run's weights were trained with (the resumed checkpoint's,
+    else ``init_from``'s), else looks for the variant's tokenizer file (e.g. ``synthetic.spm``) in the data
+    directory and its parents. ``pretrained``: optional official BEiT-3 ``.pth`` loaded into the backbone.
     ``init_from``: optional Latent-VG checkpoint (``.safetensors``, e.g. another run's ``last``) of the same
     variant whose model weights start this run; the optimizer, schedule, step count and data order start
     fresh. It fine-tunes a trained model, or gives a finished run a second schedule, as a new run that

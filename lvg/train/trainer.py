@@ -418,14 +418,15 @@ class TokenizerMismatchWarning(UserWarning):
     """A tokenizer other than the one a checkpoint was trained with: its text ids mean other words."""
 
 
-def tokenizer_for_checkpoint(ckpt: str | os.PathLike, data: str, model_cfg: Any, explicit: str | None = None) -> Any:
+def tokenizer_for_checkpoint(ckpt: str | os.PathLike, data: str, model_cfg: Any, explicit: str | None = None,
+                             *, strict: bool = False) -> Any:
     """The tokenizer to run checkpoint ``ckpt`` with on ``data``.
 
     ``explicit`` if given; else the one the checkpoint carries (its header, or a ``.spm`` beside it), since
     the text embeddings were learnt for those ids; else the variant's file found beside the data. A
     dataset made by another ``lvg data synth`` call has its own tokenizer, so "beside the data" is only
     the last resort. An explicit file that differs from the checkpoint's own warns
-    (:class:`TokenizerMismatchWarning`).
+    (:class:`TokenizerMismatchWarning`), or with ``strict`` (resuming a run) is a :class:`ConfigError`.
     """
     from lvg.errors import ArtifactError
     from lvg.runtime.artifact import checkpoint_info
@@ -438,6 +439,9 @@ def tokenizer_for_checkpoint(ckpt: str | os.PathLike, data: str, model_cfg: Any,
     if explicit:
         tok = load_tokenizer(Path(explicit), model_cfg)
         if own is not None and tok.model_bytes != own:
+            if strict:
+                raise ConfigError(f"tokenizer {explicit} is not the one this run was trained with (it is in {ckpt}); "
+                                  "unset tokenizer to continue with the run's own")
             warnings.warn(f"{explicit} is not the tokenizer {ckpt} was trained with; its text ids mean other "
                           "words to this model (leave --tokenizer out to use the checkpoint's own)",
                           TokenizerMismatchWarning, stacklevel=2)
@@ -457,9 +461,11 @@ def build_data(cfg: TrainConfig, model_cfg: Any, *, weights_from: str | os.PathL
 
     if not cfg.data:
         raise ConfigError("no training data: set 'data' in the config or pass --data")
-    weights_from = weights_from if weights_from is not None else cfg.init_from
+    resuming = weights_from is not None
+    weights_from = weights_from if resuming else cfg.init_from
     if weights_from:
-        tok = tokenizer_for_checkpoint(weights_from, cfg.data, model_cfg, cfg.tokenizer)
+        # Resuming with other ids under the trained embeddings would quietly spoil the run: an error.
+        tok = tokenizer_for_checkpoint(weights_from, cfg.data, model_cfg, cfg.tokenizer, strict=resuming)
     else:
         tok = load_tokenizer(find_tokenizer(cfg.data, model_cfg.preprocess.tokenizer, cfg.tokenizer), model_cfg)
     gres = model_cfg.head.gres
@@ -819,15 +825,14 @@ def _restore_rng(loaded: _Loaded, info: DistInfo, dev: torch.device) -> None:
 
 def _init_weights(model: nn.Module, path: str) -> None:
     """Load the model weights of checkpoint ``path`` into ``model``; its config must be the model's."""
-    from lvg.modeling.checkpoint import TRAIN_PREFIX, load_state_strict, read_checkpoint_config, read_checkpoint_tensors
+    from lvg.modeling.checkpoint import load_state_strict, read_checkpoint_config, read_checkpoint_tensors
 
     ckpt_cfg = read_checkpoint_config(path)
     # kernel_impl only picks an implementation of the same function, so it may differ.
     if ckpt_cfg.replace(kernel_impl="auto") != model.cfg.replace(kernel_impl="auto"):
         raise CheckpointError(f"init_from {path} holds variant {ckpt_cfg.name!r}, not this run's {model.cfg.name!r}"
                               + (" (same name, other config)" if ckpt_cfg.name == model.cfg.name else ""))
-    state = {k: v for k, v in read_checkpoint_tensors(path).items() if not k.startswith(TRAIN_PREFIX)}
-    load_state_strict(model, state, str(path))
+    load_state_strict(model, read_checkpoint_tensors(path, model_only=True), str(path))
 
 
 def _check_resume_config(loaded: _Loaded, cfg: TrainConfig) -> None:
@@ -881,11 +886,13 @@ __all__ = [
     "build_data",
     "check_output_dir",
     "find_resume_checkpoint",
+    "TokenizerMismatchWarning",
     "find_tokenizer",
     "load_tokenizer",
     "lr_factor",
     "param_groups",
     "read_log",
     "seed_everything",
+    "tokenizer_for_checkpoint",
     "train",
 ]

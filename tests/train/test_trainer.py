@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -183,8 +184,11 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path) ->
     # Its own schedule and step count, not the first run's: it logs a start at step 0 of 3.
     start = next(r for r in read_log(tmp_path / "b") if r["kind"] == "event")
     assert (start["event"], start["step"], start["total_steps"]) == ("start", 0, 3)
-    # --resume continues the new run from its own checkpoint (init_from is not applied again).
-    done = train(cfg, tmp_path / "b", data=_data(), show_progress=False, resume=True)
+    # --resume continues the new run from its own checkpoint (init_from is not applied again), so resuming
+    # without naming it is no change of settings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResumeWarning)
+        done = train(cfg.replace(init_from=None), tmp_path / "b", data=_data(), show_progress=False, resume=True)
     assert done.step == 3 and not done.stopped
 
     with pytest.raises(CheckpointError, match="'lvg-tiny', not this run's 'lvg-tiny-gres'"):
@@ -221,6 +225,9 @@ def test_resume_reads_text_with_the_runs_own_tokenizer(tmp_path: Path, synth_dat
     done = train(cfg, tmp_path / "run", show_progress=False, resume=True)
     assert done.step == 2
     assert checkpoint_info(done.checkpoint).tokenizer_bytes == original
+    # Naming the new file explicitly is refused rather than trained on.
+    with pytest.raises(ConfigError, match="not the one this run was trained with"):
+        train(cfg.replace(tokenizer=str(spm)), tmp_path / "run", show_progress=False, resume=True)
 
 
 def test_param_groups_split_backbone_and_no_decay() -> None:
