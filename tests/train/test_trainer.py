@@ -226,7 +226,8 @@ def test_resume_reads_text_with_the_runs_own_tokenizer(tmp_path: Path, synth_dat
     assert done.step == 2
     assert checkpoint_info(done.checkpoint).tokenizer_bytes == original
     # Naming the new file explicitly is refused rather than trained on.
-    with pytest.raises(ConfigError, match="not the one this run was trained with"):
+    with pytest.raises(ConfigError, match="not the one this run was trained with"), \
+            pytest.warns(ResumeWarning, match="tokenizer"):
         train(cfg.replace(tokenizer=str(spm)), tmp_path / "run", show_progress=False, resume=True)
 
 
