@@ -34,6 +34,8 @@ from lvg.modeling import load_checkpoint
 from lvg.runtime.postprocess import postprocess
 from lvg.runtime.preprocess import letterbox_geometry
 from lvg.train.data import decode_segmentation, open_dataset
+from lvg.train.evaluate import select_sentences
+from lvg.train.metrics import mask_iou
 from lvg.train.synth import expression_kind
 from lvg.train.torch_data import GroundingDataset
 from lvg.train.trainer import tokenizer_for_checkpoint
@@ -50,18 +52,13 @@ def _scene_objects(data: Path) -> dict[int, list[dict[str, Any]]]:
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
-
-
 def score_objects(pred: np.ndarray, masks: list[np.ndarray], target: int) -> tuple[bool, float]:
     """``(right object, best-object IoU)`` of a predicted mask among a scene's object masks.
 
     Right when the target is the object with the highest IoU (an empty or stray mask, IoU 0 with every
     object, picks none).
     """
-    ious = [_iou(pred, m) for m in masks]
+    ious = [mask_iou(pred, m) for m in masks]
     best = int(np.argmax(ious))
     return bool(ious[best] > 0 and best == target), ious[best]
 
@@ -73,9 +70,8 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
     source = open_dataset(data / "refcoco-synth", split=split)
     dataset = GroundingDataset(source, preprocess=pre, tokenizer=tok, train=False)
     objects = _scene_objects(data)
-    n = len(dataset)
-    # The same evenly spread subset as lvg eval --max-sentences.
-    indices = list(range(n)) if not 0 < max_sentences < n else sorted({i * n // max_sentences for i in range(max_sentences)})
+    indices = select_sentences(len(dataset), max_sentences)  # the subset lvg eval --max-sentences scores
+    decoded: dict[int, list[np.ndarray]] = {}  # image id -> its objects' masks (several sentences per image)
     sums: dict[str, dict[str, float]] = {k: defaultdict(float) for k in (*KINDS, "all")}
     with torch.no_grad():
         for start in range(0, len(indices), batch_size):
@@ -92,13 +88,16 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
                 lb = letterbox_geometry(sample.width, sample.height, pre.size)
                 pred = postprocess(probs[j], lb, mask_threshold=pre.mask_threshold).mask
                 scene = objects[sample.image_id]
-                masks = [decode_segmentation(a["segmentation"], sample.height, sample.width) for a in scene]
+                if sample.image_id not in decoded:
+                    decoded[sample.image_id] = [decode_segmentation(a["segmentation"], sample.height, sample.width)
+                                                for a in scene]
+                masks = decoded[sample.image_id]
                 target = [a["id"] for a in scene].index(sample.ann_ids[0])
                 right, best_iou = score_objects(pred, masks, target)
                 for key in (kind, "all"):
                     acc = sums[key]
                     acc["n"] += 1
-                    acc["iou"] += _iou(pred, masks[target])
+                    acc["iou"] += mask_iou(pred, masks[target])
                     acc["right"] += float(right)
                     acc["best_iou"] += best_iou
                     acc["chance"] += 1.0 / len(scene)

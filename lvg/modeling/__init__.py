@@ -22,6 +22,7 @@ from lvg.modeling.checkpoint import (  # noqa: E402  (needs build_model)
     LoadReport,
     load_beit3_pretrained,
     load_checkpoint,
+    load_weights,
     read_checkpoint_config,
     save_checkpoint,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "build_model",
     "load_beit3_pretrained",
     "load_checkpoint",
+    "load_weights",
     "read_checkpoint_config",
     "save_checkpoint",
 ]

@@ -124,11 +124,28 @@ def load_checkpoint(
     from lvg.modeling import build_model
 
     cfg = read_checkpoint_config(path)
-    if expect is not None and cfg.replace(kernel_impl="auto") != expect.replace(kernel_impl="auto"):
-        raise CheckpointError(f"{path} holds variant {cfg.name!r}, which does not match {expect.name!r}")
+    if expect is not None:
+        _check_config(path, cfg, expect)
     model = build_model(cfg, impl=impl)
     load_state_strict(model, read_checkpoint_tensors(path, model_only=True), str(path))
     return model.to(device).eval()
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a checkpoint's model weights into an already built ``model`` (e.g. to start a new run from them).
+
+    The checkpoint's config must equal ``model.cfg`` (the kernel implementation aside), else
+    :class:`CheckpointError` names the variant mismatch; the ``train/`` state is never read.
+    """
+    _check_config(path, read_checkpoint_config(path), model.cfg)
+    load_state_strict(model, read_checkpoint_tensors(path, model_only=True), str(path))
+
+
+def _check_config(path: str | os.PathLike, cfg: ModelConfig, expect: ModelConfig) -> None:
+    # kernel_impl only picks an implementation of the same function, so it may differ.
+    if cfg.replace(kernel_impl="auto") != expect.replace(kernel_impl="auto"):
+        same = " (same name, other config)" if cfg.name == expect.name else ""
+        raise CheckpointError(f"{path} holds variant {cfg.name!r}, which does not match {expect.name!r}{same}")
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:

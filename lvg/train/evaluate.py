@@ -29,7 +29,7 @@ from lvg.train.metrics import MetricAccumulator
 _MAIN_KEYS = {"ris": ("mIoU", "oIoU"), "rec": ("acc@0.5",), "gres": ("gIoU", "cIoU")}
 
 
-def _select(n: int, max_sentences: int) -> list[int]:
+def select_sentences(n: int, max_sentences: int) -> list[int]:
     """All ``n`` indices, or ``max_sentences`` of them spread evenly over the split (deterministic)."""
     if max_sentences <= 0 or max_sentences >= n:
         return list(range(n))
@@ -93,7 +93,7 @@ def evaluate(
     if getattr(source, "split", None) not in (None, split):
         raise ValueError(f"source holds split {source.split!r}, not {split!r}")
     dataset = GroundingDataset(source, preprocess=pre, tokenizer=tokenizer, train=False)
-    selected = _select(len(dataset), max_sentences)
+    selected = select_sentences(len(dataset), max_sentences)
     indices = [selected[i] for i in eval_shard(len(selected), info)]
 
     n_expr = 1 + cfg.latent.num_expressions

@@ -418,9 +418,9 @@ class TokenizerMismatchWarning(UserWarning):
     """A tokenizer other than the one a checkpoint was trained with: its text ids mean other words."""
 
 
-def tokenizer_for_checkpoint(ckpt: str | os.PathLike, data: str, model_cfg: Any, explicit: str | None = None,
-                             *, strict: bool = False) -> Any:
-    """The tokenizer to run checkpoint ``ckpt`` with on ``data``.
+def tokenizer_for_checkpoint(ckpt: str | os.PathLike | None, data: str, model_cfg: Any,
+                             explicit: str | None = None, *, strict: bool = False) -> Any:
+    """The tokenizer to run checkpoint ``ckpt`` (None: freshly initialised weights) with on ``data``.
 
     ``explicit`` if given; else the one the checkpoint carries (its header, or a ``.spm`` beside it), since
     the text embeddings were learnt for those ids; else the variant's file found beside the data. A
@@ -431,11 +431,12 @@ def tokenizer_for_checkpoint(ckpt: str | os.PathLike, data: str, model_cfg: Any,
     from lvg.errors import ArtifactError
     from lvg.runtime.artifact import checkpoint_info
 
-    try:
-        info = checkpoint_info(ckpt)
-    except ArtifactError as exc:
-        raise CheckpointError(str(exc)) from None
-    own = info.tokenizer_bytes
+    own = None
+    if ckpt is not None:
+        try:
+            own = checkpoint_info(ckpt).tokenizer_bytes
+        except ArtifactError as exc:
+            raise CheckpointError(str(exc)) from None
     if explicit:
         tok = load_tokenizer(Path(explicit), model_cfg)
         if own is not None and tok.model_bytes != own:
@@ -462,12 +463,9 @@ def build_data(cfg: TrainConfig, model_cfg: Any, *, weights_from: str | os.PathL
     if not cfg.data:
         raise ConfigError("no training data: set 'data' in the config or pass --data")
     resuming = weights_from is not None
-    weights_from = weights_from if resuming else cfg.init_from
-    if weights_from:
-        # Resuming with other ids under the trained embeddings would quietly spoil the run: an error.
-        tok = tokenizer_for_checkpoint(weights_from, cfg.data, model_cfg, cfg.tokenizer, strict=resuming)
-    else:
-        tok = load_tokenizer(find_tokenizer(cfg.data, model_cfg.preprocess.tokenizer, cfg.tokenizer), model_cfg)
+    # Resuming with other ids under the trained embeddings would quietly spoil the run: an error (strict).
+    tok = tokenizer_for_checkpoint(weights_from if resuming else cfg.init_from or None, cfg.data, model_cfg,
+                                   cfg.tokenizer, strict=resuming)
     gres = model_cfg.head.gres
     train_source = open_dataset(cfg.data, split=cfg.train_split, prefer_gres=gres)
     train_ds = GroundingDataset(train_source, preprocess=model_cfg.preprocess, tokenizer=tok, train=True,
@@ -528,7 +526,7 @@ def train(
     DDP and leaves the group at the end. SIGINT/SIGTERM: the current step finishes, a checkpoint is written,
     and the function returns normally with ``stopped=True``.
     """
-    from lvg.modeling import build_model, load_beit3_pretrained
+    from lvg.modeling import build_model, load_beit3_pretrained, load_weights
     from lvg.modeling.checkpoint import load_state_strict
 
     out = Path(out_dir)
@@ -562,7 +560,7 @@ def train(
             if info.is_main:
                 log.info("pretrained BEiT-3 %s: %s", cfg.pretrained, report.summary())
         if loaded is None and cfg.init_from:
-            _init_weights(model, cfg.init_from)
+            load_weights(model, cfg.init_from)
             if info.is_main:
                 log.info("initialised from %s", cfg.init_from)
         if loaded is not None:
@@ -823,18 +821,6 @@ def _restore_rng(loaded: _Loaded, info: DistInfo, dev: torch.device) -> None:
     _set_rng_state(state, dev)
 
 
-def _init_weights(model: nn.Module, path: str) -> None:
-    """Load the model weights of checkpoint ``path`` into ``model``; its config must be the model's."""
-    from lvg.modeling.checkpoint import load_state_strict, read_checkpoint_config, read_checkpoint_tensors
-
-    ckpt_cfg = read_checkpoint_config(path)
-    # kernel_impl only picks an implementation of the same function, so it may differ.
-    if ckpt_cfg.replace(kernel_impl="auto") != model.cfg.replace(kernel_impl="auto"):
-        raise CheckpointError(f"init_from {path} holds variant {ckpt_cfg.name!r}, not this run's {model.cfg.name!r}"
-                              + (" (same name, other config)" if ckpt_cfg.name == model.cfg.name else ""))
-    load_state_strict(model, read_checkpoint_tensors(path, model_only=True), str(path))
-
-
 def _check_resume_config(loaded: _Loaded, cfg: TrainConfig) -> None:
     old = loaded.config
     if old.variant != cfg.variant:
@@ -881,12 +867,12 @@ def read_log(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
 __all__ = [
     "AmpWarning",
     "ResumeWarning",
+    "TokenizerMismatchWarning",
     "TrainData",
     "TrainResult",
     "build_data",
     "check_output_dir",
     "find_resume_checkpoint",
-    "TokenizerMismatchWarning",
     "find_tokenizer",
     "load_tokenizer",
     "lr_factor",

@@ -191,7 +191,7 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path) ->
         done = train(cfg.replace(init_from=None), tmp_path / "b", data=_data(), show_progress=False, resume=True)
     assert done.step == 3 and not done.stopped
 
-    with pytest.raises(CheckpointError, match="'lvg-tiny', not this run's 'lvg-tiny-gres'"):
+    with pytest.raises(CheckpointError, match="'lvg-tiny', which does not match 'lvg-tiny-gres'"):
         train(_cfg(variant="lvg-tiny-gres", init_from=str(first.checkpoint)), tmp_path / "c", data=_data(),
               show_progress=False)
     with pytest.raises(CheckpointError, match="not found"):
