@@ -539,7 +539,9 @@ def train(
         if resume:
             loaded = find_resume_checkpoint(out)
             if loaded is None:
-                warnings.warn(f"--resume: no checkpoint in {out}; starting from scratch", ResumeWarning,
+                # The first piece of a run split with --stop-at may name its start (--init, --pretrained).
+                start = cfg.init_from or cfg.pretrained or "scratch"
+                warnings.warn(f"--resume: no checkpoint in {out}; starting from {start}", ResumeWarning,
                               stacklevel=2)
             else:
                 _check_resume_config(loaded, cfg)
@@ -569,7 +571,10 @@ def train(
         model.to(dev)
 
         if data is None:
-            data = build_data(cfg, model_cfg, weights_from=loaded.path if loaded is not None else None)
+            with warnings.catch_warnings():
+                if not info.is_main:  # every rank reads the same files: one warning for the run, not one per rank
+                    warnings.simplefilter("ignore", TokenizerMismatchWarning)
+                data = build_data(cfg, model_cfg, weights_from=loaded.path if loaded is not None else None)
         elif data.tokenizer is not None and data.tokenizer.vocab_size > model_cfg.encoder.vocab_size:
             raise ConfigError(f"tokenizer has {data.tokenizer.vocab_size} ids, more than variant "
                               f"{model_cfg.name!r}'s vocabulary of {model_cfg.encoder.vocab_size}")

@@ -1,9 +1,11 @@
 """Worker processes started by the training tests (not a test module).
 
     python _ddp_worker.py signal OUT          train "forever" on fake data; the test sends a signal
-    torchrun --nproc_per_node 2 _ddp_worker.py ddp BASE [DATA_DIR]
+    torchrun --nproc_per_node 2 _ddp_worker.py ddp BASE [DATA_DIR INIT]
                                              a few DDP steps; every rank writes its own record to BASE
-                                             (never into the run directory, which only rank 0 may write)
+                                             (never into the run directory, which only rank 0 may write);
+                                             with DATA_DIR, starts from checkpoint INIT but reads text with
+                                             the data's own tokenizer (a TokenizerMismatchWarning)
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from _train_fakes import FakeGrounding
@@ -28,7 +31,7 @@ def run_signal(out: Path) -> None:
     print("RESULT", result.step, result.stopped)
 
 
-def run_ddp(base: Path, data_dir: str | None) -> None:
+def run_ddp(base: Path, data_dir: str | None, init: str | None) -> None:
     rank = int(os.environ["RANK"])
     seen: list[list[int]] = []
 
@@ -38,19 +41,23 @@ def run_ddp(base: Path, data_dir: str | None) -> None:
     if data_dir:
         # GRES variant on gREFER data: the no-target head trains under DDP and evaluation is sharded.
         cfg = TrainConfig(variant="lvg-tiny-gres", data=data_dir, steps=3, batch_size=2, save_every=0, log_every=1,
-                          val_split="val", eval_batch_size=8, seed=5)
+                          val_split="val", eval_batch_size=8, seed=5, init_from=init,
+                          tokenizer=str(next(Path(data_dir).glob("*.spm"))))
         data = None
     else:
         cfg = TrainConfig(variant="lvg-tiny-gres", steps=3, batch_size=2, save_every=0, log_every=1, val_split=None,
                           seed=5)
         data = TrainData(FakeGrounding(8), None, None, None)
     # Each rank gets its own run directory: anything a rank other than 0 wrote would show up in its own.
-    result = train(cfg, base / f"run-rank{rank}", data=data, show_progress=False, on_step=on_step)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(cfg, base / f"run-rank{rank}", data=data, show_progress=False, on_step=on_step)
     from safetensors.torch import save_file
 
     params = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
     save_file(params, str(base / f"params-rank{rank}.safetensors"))
-    record = {"rank": rank, "seen": seen, "step": result.step, "metrics": result.metrics}
+    record = {"rank": rank, "seen": seen, "step": result.step, "metrics": result.metrics,
+              "warnings": [type(w.message).__name__ for w in caught]}
     (base / f"record-rank{rank}.json").write_text(json.dumps(record))
 
 
@@ -59,6 +66,6 @@ if __name__ == "__main__":
     if mode == "signal":
         run_signal(Path(sys.argv[2]))
     elif mode == "ddp":
-        run_ddp(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
+        run_ddp(Path(sys.argv[2]), *(sys.argv[3:5] if len(sys.argv) > 3 else (None, None)))
     else:
         raise SystemExit(f"unknown mode {mode}")

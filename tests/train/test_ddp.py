@@ -14,8 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lvg.modeling import build_model
+from lvg.modeling import build_model, save_checkpoint
+from lvg.runtime.artifact import tokenizer_metadata
+from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
 from lvg.train.data import open_dataset
+from tests.export.artifact_factory import CORPUS
 
 HERE = Path(__file__).parent
 
@@ -29,11 +32,15 @@ def _free_port() -> int:
 def test_two_process_ddp_training_and_evaluation(tmp_path: Path, synth_dataset) -> None:
     base = tmp_path / "ddp"
     base.mkdir()
+    # The run starts from a checkpoint trained with another tokenizer than the one it is told to use.
+    own = Tokenizer.from_file(train_sentencepiece(CORPUS * 3, tmp_path / "own.spm", vocab_size=120, seed=0))
+    init = save_checkpoint(build_model("lvg-tiny-gres"), tmp_path / "init.safetensors",
+                           metadata=tokenizer_metadata(own.model_bytes, own.identity))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(HERE), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(HERE / "_ddp_worker.py"), "ddp", str(base),
-           str(synth_dataset.out_dir)]
+           str(synth_dataset.out_dir), str(init)]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
     except subprocess.TimeoutExpired as exc:
@@ -42,6 +49,8 @@ def test_two_process_ddp_training_and_evaluation(tmp_path: Path, synth_dataset) 
 
     records = [json.loads((base / f"record-rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["step"] for r in records] == [3, 3]
+    # Every rank reads the same files, so the run warns once about the tokenizer, not once per rank.
+    assert [r["warnings"].count("TokenizerMismatchWarning") for r in records] == [1, 0]
 
     # Data: within each step the two ranks hold different samples; within an epoch no sample repeats.
     source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -167,6 +168,10 @@ def test_resume_without_checkpoint_starts_fresh_with_a_warning(tmp_path: Path) -
     with pytest.warns(ResumeWarning, match="starting from scratch"):
         result = train(_cfg(steps=1), tmp_path / "run", data=_data(), show_progress=False, resume=True)
     assert result.step == 1 and (tmp_path / "run" / LAST).exists()
+    # With a starting checkpoint named, the warning names it rather than claiming a fresh start.
+    with pytest.warns(ResumeWarning, match=f"starting from {re.escape(str(result.checkpoint))}"):
+        train(_cfg(steps=1, init_from=str(result.checkpoint)), tmp_path / "run2", data=_data(),
+              show_progress=False, resume=True)
 
 
 def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None:
