@@ -5,7 +5,7 @@ torch is imported inside the command bodies only, so ``lvg --help`` works withou
 Examples::
 
     lvg train --variant lvg-tiny --data data/refcoco-synth --out runs/tiny --steps 500
-    lvg train --config train.toml --out runs/b --resume
+    lvg train --out runs/b --resume
     torchrun --nproc_per_node 4 -m lvg.cli train --config train.toml --out runs/b
     lvg eval --ckpt runs/tiny/best.safetensors --data data/refcoco-synth --split val --json
 """
@@ -63,10 +63,17 @@ def _cli_messages() -> Iterator[None]:
                 sys.stderr.write(f"warning: {count - limit} more {kind} warnings not shown\n")
 
 
-def _train_config(config: Optional[Path], overrides: dict[str, Any]) -> Any:
+def _train_config(config: Optional[Path], overrides: dict[str, Any], resume_from: Optional[Path] = None) -> Any:
+    """``config`` (else, when resuming, the run's own settings from its checkpoint, else the defaults) with
+    the flags that were given applied on top."""
     from lvg.train.config import TrainConfig
 
-    base = TrainConfig.from_file(config) if config is not None else TrainConfig()
+    if config is not None:
+        base = TrainConfig.from_file(config)
+    else:
+        from lvg.train.trainer import run_config
+
+        base = (run_config(resume_from) if resume_from is not None else None) or TrainConfig()
     changes = {k: v for k, v in overrides.items() if v is not None}
     return base.replace(**changes) if changes else base
 
@@ -99,24 +106,27 @@ def train_command(
     val_split: Optional[str] = typer.Option(None, help="Validation split ('' disables evaluation)."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Continue the run in --out from its last checkpoint, with its own settings unless --config or "
+        "flags change them."),
     stop_at: Optional[int] = typer.Option(
         None, "--stop-at", min=1,
         help="Checkpoint and exit 0 after this step, as a signal would; the schedule still plans --steps."),
     json_out: bool = typer.Option(False, "--json", help="Print the final result as JSON."),
 ) -> None:
     """Train a model; checkpoints go to OUT/last.safetensors (SIGINT/SIGTERM: checkpoint and exit 0)."""
+    require("torch", extra="train", purpose="training")
+    require("safetensors", extra="train", purpose="training")
     cfg = _train_config(config, {
         "variant": variant, "data": data, "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "eval_every": eval_every, "eval_text_swap": eval_text_swap, "save_every": save_every,
         "log_every": log_every, "seed": seed, "amp": amp,
         "contrastive": contrastive, "pretrained": pretrained, "init_from": init, "tokenizer": tokenizer,
         "num_workers": num_workers,
-    })
+    }, resume_from=out if resume else None)
     if val_split is not None:
         cfg = cfg.replace(val_split=val_split or None)
-    require("torch", extra="train", purpose="training")
-    require("safetensors", extra="train", purpose="training")
     from lvg.train.trainer import train
 
     with _cli_messages():

@@ -276,6 +276,24 @@ def find_resume_checkpoint(out_dir: Path) -> _Loaded | None:
     return None
 
 
+def run_config(out_dir: str | os.PathLike) -> TrainConfig | None:
+    """The :class:`TrainConfig` of the run in ``out_dir``, read from the header of its newest checkpoint
+    (``last``, else ``prev``; no tensors are read); ``None`` when it holds no readable one.
+
+    ``lvg train --resume`` starts from it, so continuing a run needs no flag it was started with.
+    """
+    from lvg.modeling.checkpoint import read_checkpoint_metadata
+
+    for name in (LAST, PREV):
+        path = Path(out_dir) / name
+        try:
+            meta = read_checkpoint_metadata(path)
+            return TrainConfig.from_json(meta["train_config"])
+        except (CheckpointError, ConfigError, KeyError):
+            continue  # missing or unusable: find_resume_checkpoint reports why, the config is only a default
+    return None
+
+
 def _tokenizer_metadata(tokenizer: Any) -> dict[str, str]:
     """Header entries that carry the run's tokenizer, so a checkpoint alone can be served or exported."""
     if tokenizer is None:
@@ -883,6 +901,7 @@ __all__ = [
     "lr_factor",
     "param_groups",
     "read_log",
+    "run_config",
     "seed_everything",
     "tokenizer_for_checkpoint",
     "train",

@@ -341,8 +341,8 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
     summary = json.loads(piece.stdout)
     assert (summary["step"], summary["total_steps"], summary["stopped"]) == (3, 4, True)
     assert json.loads(read_checkpoint_metadata(out / LAST)["train_state"])["step"] == 3
-    rest = runner.invoke(app, ["train", "--config", str(config), "--out", str(out), "--steps", "4",
-                               "--val-split", "", "--device", "cpu", "--resume", "--json"])
+    # Without --config or flags, --resume continues with the run's own settings (from its checkpoint).
+    rest = runner.invoke(app, ["train", "--out", str(out), "--device", "cpu", "--resume", "--json"])
     assert rest.exit_code == 0, rest.output
     summary = json.loads(rest.stdout)
     assert (summary["step"], summary["total_steps"], summary["stopped"]) == (4, 4, False)
