@@ -6,12 +6,13 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
 
 import typer
 from typer.exceptions import TyperException
 
-from lvg.errors import LVGError
+from lvg.errors import InputError, LVGError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,6 +66,27 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)  # also catches hard and symbolic links
+    return a.resolve() == b.resolve()
+
+
+def check_outputs(inputs: Iterable[Path | None], outputs: dict[str, Path | None]) -> None:
+    """Refuse, before any work is done, an output path that names one of the command's input files or
+    another output (``outputs`` maps an option name such as ``"--out"`` to its path): the input would be
+    lost, or one output silently replaced by the other."""
+    named = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
+    for opt, out in named:
+        for src in inputs:
+            if src is not None and _same_file(out, Path(src)):
+                raise InputError(f"{opt} {out} is an input of this command; choose another output path")
+    for i, (opt, out) in enumerate(named):
+        for other, path in named[i + 1:]:
+            if _same_file(out, path):
+                raise InputError(f"{opt} and {other} name the same file {out}")
 
 
 def echo_json(data: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lvg._cli import echo_json, handle_errors, progress
+from lvg._cli import check_outputs, echo_json, handle_errors, progress
 from lvg.errors import InputError, require
 
 
@@ -48,18 +48,24 @@ def export(
     from lvg.export.onnx_export import export_onnx
 
     suffix = ".fp16" if fp16 else ""
-    bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
     if fmt == "onnx":
         onnx_out = out or ckpt.with_name(ckpt.stem + suffix + ".onnx")
     else:
         onnx_out = ckpt.with_name(ckpt.stem + suffix + ".onnx") if out is None else out.with_suffix(".onnx")
+    engine_out = out or ckpt.with_name(f"{ckpt.stem}{suffix}.b{batch}.engine")
+    outputs = {"--out": onnx_out} if fmt == "onnx" else {"--out": engine_out, "the intermediate ONNX file": onnx_out}
+    # The tokenizer sidecars artifact.checkpoint_info reads, besides the checkpoint and --tokenizer.
+    check_outputs([ckpt, tokenizer, ckpt.with_name(ckpt.name + ".spm"), ckpt.with_suffix(".spm")], outputs)
+    for path in outputs.values():
+        if path.is_dir():
+            raise InputError(f"cannot write {path}: it is a directory")
+    bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
     report = export_onnx(ckpt, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify, check=check)
     bar.update(1)
     data = {"onnx": report.to_dict()}
     if fmt != "onnx":
         from lvg.export.trt import build_engine
 
-        engine_out = out or ckpt.with_name(f"{ckpt.stem}{suffix}.b{batch}.engine")
         eng = build_engine(onnx_out, engine_out, batch=batch, fp16=fp16, workspace_gib=workspace)
         bar.update(1)
         data["engine"] = eng.to_dict()

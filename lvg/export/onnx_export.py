@@ -216,6 +216,15 @@ def _torch_export(wrapper: nn.Module, cfg: ModelConfig, out: Path, opset: int, e
             )
 
 
+def _newest_opset(exporter: str) -> int:
+    """The newest opset ``exporter`` writes (torch keeps it in a private module; the fallbacks are torch
+    2.x's values)."""
+    from torch.onnx import _constants
+
+    name = "ONNX_MAX_OPSET" if exporter == "dynamo" else "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET"
+    return int(getattr(_constants, name, 23 if exporter == "dynamo" else 20))
+
+
 def _simplify(model_proto):
     """ONNX Runtime basic-level offline optimisation; returns the optimised proto (or the input if not smaller)."""
     import onnx
@@ -307,10 +316,14 @@ def export_onnx(
         raise InputError(f"unknown exporter {exporter!r}; choose torchscript or dynamo")
     if opset < 17:
         raise InputError(f"opset {opset} is too old: LayerNormalization needs opset 17 or newer")
+    newest = _newest_opset(exporter)
+    if opset > newest:
+        raise InputError(f"opset {opset} is newer than the {exporter} exporter of torch {torch.__version__} "
+                         f"writes (at most {newest})")
     start = time.perf_counter()
     out = Path(out)
+    model = load_for_export(ckpt)  # first: a broken checkpoint is the error to report, not its tokenizer
     tok = resolve_tokenizer(ckpt, tokenizer)
-    model = load_for_export(ckpt)
     cfg: ModelConfig = model.cfg  # type: ignore[assignment]
     if tok.vocab_size > cfg.encoder.vocab_size:
         raise InputError(

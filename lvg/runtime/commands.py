@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from lvg._cli import echo_json, handle_errors, progress
+from lvg._cli import check_outputs, echo_json, handle_errors, progress
 from lvg.errors import InputError
 
 
@@ -31,8 +31,8 @@ def infer(
         None, "--model", "-m", help="Model file: .onnx, .engine/.plan or .safetensors (default: the bundled model)."
     ),
     task: Optional[str] = typer.Option(None, "--task", help="ris | rec | gres (default: gres for GRES models, else ris)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write an overlay PNG (mask and box over the image)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Write the mask as a PNG (255 = object)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the overlay (mask and box over the image); format by suffix (.png, .jpg, ...)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Write the mask as a PNG (255 = object; .png, .tif or .bmp)."),
     attention: Optional[Path] = typer.Option(
         None, "--attention", help="Write per-expression attention maps as a PNG (torch checkpoints only)."
     ),
@@ -54,6 +54,7 @@ def infer(
 
     if task is not None and task.lower() not in ("ris", "rec", "gres"):
         raise InputError(f"unknown task {task!r}; choose ris, rec or gres")
+    check_outputs([image, model, tokenizer], {"--out": out, "--mask": mask, "--attention": attention})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         g = Grounder.load(model, backend=backend, device=device, tokenizer=tokenizer)

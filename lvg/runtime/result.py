@@ -98,10 +98,11 @@ class Result:
         return json.dumps(self.to_dict(include_mask=include_mask), indent=indent, sort_keys=True)
 
     def save_mask(self, path: str | os.PathLike[str]) -> Path:
-        """Write the mask as an 8-bit grayscale PNG (255 = mask, 0 = background) of the image's size."""
+        """Write the mask as an 8-bit grayscale image (255 = mask, 0 = background) of the image's size, in a
+        lossless format named by the suffix (``.png``, ``.tif``, ``.bmp``; no suffix: PNG)."""
         p = Path(path)
         _parent(p)
-        _write_png(Image.fromarray(self.mask.astype(np.uint8) * 255), p)
+        _write_image(Image.fromarray(self.mask.astype(np.uint8) * 255), p, lossless=True)
         return p
 
     def overlay(self, *, alpha: float = 0.5, label: bool = True) -> np.ndarray:
@@ -114,19 +115,21 @@ class Result:
         return overlay(self.image, self.mask, self.box, alpha=alpha, label=text)
 
     def save_overlay(self, path: str | os.PathLike[str], *, alpha: float = 0.5, label: bool = True) -> Path:
-        """Write :meth:`overlay` as a PNG (any suffix; the format is always PNG)."""
+        """Write :meth:`overlay` in the format the suffix names (``.png``, ``.jpg``, ``.webp``, ...; no suffix:
+        PNG)."""
         p = Path(path)
         _parent(p)
-        _write_png(Image.fromarray(self.overlay(alpha=alpha, label=label)), p)
+        _write_image(Image.fromarray(self.overlay(alpha=alpha, label=label)), p)
         return p
 
     def save_attention(self, path: str | os.PathLike[str]) -> Path:
-        """Write the per-expression attention maps side by side over the image (PNG, paper Fig. 4)."""
+        """Write the per-expression attention maps side by side over the image (paper Fig. 4), in the
+        format the suffix names (no suffix: PNG)."""
         if self.attention is None or self.image is None:
             raise InputError("no attention maps: predict with return_attention=True on a .safetensors checkpoint")
         p = Path(path)
         _parent(p)
-        _write_png(Image.fromarray(attention_panel(self.image, self.attention)), p)
+        _write_image(Image.fromarray(attention_panel(self.image, self.attention)), p)
         return p
 
 
@@ -137,10 +140,21 @@ def _parent(p: Path) -> None:
         raise InputError(f"cannot create the folder for {p}: {exc.strerror or exc}") from None
 
 
-def _write_png(img: Image.Image, p: Path) -> None:
+#: Formats that keep a mask's 0/255 values exactly (JPEG and lossy WebP would blur its edge).
+_LOSSLESS = frozenset({"PNG", "TIFF", "BMP"})
+
+
+def _write_image(img: Image.Image, p: Path, *, lossless: bool = False) -> None:
+    """Save ``img`` in the format ``p``'s suffix names; an unknown or (for masks) lossy one is an error,
+    never an image written in another format than its name says."""
     if p.is_dir():
         raise InputError(f"cannot write {p}: it is a directory")
+    fmt = Image.registered_extensions().get(p.suffix.lower(), None) if p.suffix else "PNG"
+    if fmt is None or fmt not in Image.SAVE:
+        raise InputError(f"cannot write {p}: unknown image suffix {p.suffix!r} (use .png)")
+    if lossless and fmt not in _LOSSLESS:
+        raise InputError(f"cannot write the mask as {fmt} ({p}): it is lossy; use .png")
     try:
-        img.save(p, format="PNG")
+        img.save(p, format=fmt)
     except OSError as exc:
         raise InputError(f"cannot write {p}: {exc.strerror or exc}") from None

@@ -61,3 +61,27 @@ def test_cli_export_errors(tmp_path):
     assert res.exit_code == 2 and res.output.startswith("error:") and "Traceback" not in res.output
     res = runner.invoke(app, ["export", "--ckpt", str(bad), "--format", "tflite"])
     assert res.exit_code == 2 and "unknown --format" in res.output
+
+
+def test_cli_export_refuses_to_overwrite_inputs_and_checks_outputs_first(artifacts, tmp_path):
+    runner = CliRunner()
+    ckpt = tmp_path / "tiny.safetensors"
+    ckpt.write_bytes(artifacts.ckpt["lvg-tiny"].read_bytes())
+    spm = tmp_path / "tok.spm"
+    spm.write_bytes(b"not read")
+    cases = [
+        (["--out", str(ckpt)], "is an input"),
+        (["--tokenizer", str(spm), "--out", str(spm)], "is an input"),
+        (["--out", str(tmp_path)], "is a directory"),
+        (["--opset", "99"], "at most"),
+    ]
+    for extra, needle in cases:
+        res = runner.invoke(app, ["export", "--ckpt", str(ckpt), *extra])
+        assert res.exit_code == 2 and needle in res.output and res.output.startswith("error:"), (extra, res.output)
+        assert res.stdout.count("\n") <= 1  # one line, no exporter dump
+    assert ckpt.read_bytes() == artifacts.ckpt["lvg-tiny"].read_bytes() and spm.read_bytes() == b"not read"
+    # A damaged checkpoint is reported as such, not as a missing tokenizer.
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(ckpt.read_bytes()[: len(ckpt.read_bytes()) // 2])
+    res = runner.invoke(app, ["export", "--ckpt", str(broken)])
+    assert res.exit_code == 2 and "tokenizer" not in res.output and str(broken) in res.output, res.output

@@ -74,6 +74,33 @@ def test_infer_errors_are_one_line(artifacts, tmp_path):
         assert needle in res.output and res.output.startswith("error:") and "Traceback" not in res.output
 
 
+def test_infer_never_overwrites_its_inputs_and_writes_the_named_format(artifacts, tmp_path):
+    runner = CliRunner()
+    model = tmp_path / "m.onnx"
+    shutil.copy(artifacts.onnx[("lvg-tiny", False)], model)
+    image = tmp_path / "photo.jpg"
+    shutil.copy(artifacts.image, image)
+    before = {p: p.read_bytes() for p in (model, image)}
+    cases = [
+        (["--out", str(image)], "--out"),
+        (["--mask", str(tmp_path / "." / "photo.jpg")], "--mask"),  # the same file by another spelling
+        (["--out", str(model)], "--out"),
+        (["--out", str(tmp_path / "a.png"), "--mask", str(tmp_path / "a.png")], "name the same file"),
+        (["--mask", str(tmp_path / "mask.jpg")], "lossy"),
+        (["--out", str(tmp_path / "ov.nosuchformat")], "unknown image suffix"),
+    ]
+    for extra, needle in cases:
+        res = runner.invoke(app, ["infer", str(image), TEXT, "--model", str(model), *extra])
+        assert res.exit_code == 2 and needle in res.output and res.output.startswith("error:"), (extra, res.output)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "mask.jpg").exists()
+    # A JPEG overlay is a JPEG file; a mask without a suffix is a PNG.
+    res = runner.invoke(app, ["infer", str(image), TEXT, "--model", str(model), "--out", str(tmp_path / "ov.jpg"),
+                              "--mask", str(tmp_path / "mask")])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "ov.jpg").format == "JPEG" and Image.open(tmp_path / "mask").format == "PNG"
+
+
 def test_bench_table_and_json(artifacts):
     model = str(artifacts.onnx[("lvg-tiny", False)])
     res = CliRunner().invoke(app, ["bench", "--model", model, "--batch", "1,2", "--runs", "3", "--warmup", "1"])
