@@ -24,6 +24,7 @@ from lvg.modeling.checkpoint import (  # noqa: E402  (needs build_model)
     load_checkpoint,
     load_weights,
     read_checkpoint_config,
+    resolve_device,
     save_checkpoint,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "read_checkpoint_config",
+    "resolve_device",
     "save_checkpoint",
 ]

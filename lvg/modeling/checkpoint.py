@@ -20,11 +20,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lvg.config import ModelConfig
-from lvg.errors import CheckpointError, ConfigError
+from lvg.errors import CheckpointError, ConfigError, InputError
 
 FORMAT = "latent-vg-checkpoint"
 FORMAT_VERSION = "1"
 TRAIN_PREFIX = "train/"  # training-state tensors (optimizer moments, RNG) live under this prefix
+
+
+def resolve_device(device: str | torch.device | None = None, *, index: int = 0) -> torch.device:
+    """The torch device a model runs on: ``None``/``"auto"`` -> GPU ``index`` when CUDA is available, else
+    the CPU; ``"cuda"`` -> GPU ``index`` (a process's local rank); ``"cuda:N"``, ``"cpu"`` as given.
+
+    A device that does not exist here is an :class:`InputError` now, rather than torch's assertion when the
+    first tensor moves.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda", index) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise InputError(f"unsupported device {str(device)!r}: use cpu, cuda, cuda:N or auto")
+    if not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r} needs a CUDA build of torch and a GPU; none is available")
+    dev = torch.device("cuda", index) if dev.index is None else dev
+    if dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return dev
 
 
 def save_checkpoint(

@@ -168,18 +168,18 @@ def eval_command(
         raise ConfigError(f"--task must be ris, rec or gres, got {task!r}")
     require("torch", extra="train", purpose="evaluation")
     require("safetensors", extra="train", purpose="evaluation")
-    import torch
 
-    from lvg.modeling import load_checkpoint
+    from lvg.modeling import load_checkpoint, resolve_device
     from lvg.train.data import open_dataset
     from lvg.train.evaluate import evaluate
     from lvg.train.trainer import tokenizer_for_checkpoint
 
     with _cli_messages():
-        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = resolve_device(device)
         model = load_checkpoint(ckpt, device=dev)
-        tok = tokenizer_for_checkpoint(ckpt, data, model.cfg, tokenizer)
+        # The dataset first: a wrong --data is the error to report, not the tokenizer missing beside it.
         source = open_dataset(data, split=split, prefer_gres=model.cfg.head.gres or task == "gres")
+        tok = tokenizer_for_checkpoint(ckpt, data, model.cfg, tokenizer)
         metrics = evaluate(model, source, split, tok, task=task, batch_size=batch_size, device=dev,
                            max_sentences=max_sentences, text_swap=text_swap, show_progress=None)
     if json_out:

@@ -480,12 +480,13 @@ def build_data(cfg: TrainConfig, model_cfg: Any, *, weights_from: str | os.PathL
 
     if not cfg.data:
         raise ConfigError("no training data: set 'data' in the config or pass --data")
+    gres = model_cfg.head.gres
+    # The dataset first: a wrong path is the error to report, not the tokenizer missing beside it.
+    train_source = open_dataset(cfg.data, split=cfg.train_split, prefer_gres=gres)
     resuming = weights_from is not None
     # Resuming with other ids under the trained embeddings would quietly spoil the run: an error (strict).
     tok = tokenizer_for_checkpoint(weights_from if resuming else cfg.init_from or None, cfg.data, model_cfg,
                                    cfg.tokenizer, strict=resuming)
-    gres = model_cfg.head.gres
-    train_source = open_dataset(cfg.data, split=cfg.train_split, prefer_gres=gres)
     train_ds = GroundingDataset(train_source, preprocess=model_cfg.preprocess, tokenizer=tok, train=True,
                                 seed=cfg.seed)
     val_source = open_dataset(cfg.data, split=cfg.val_split, prefer_gres=gres) if cfg.val_split else None
@@ -494,17 +495,6 @@ def build_data(cfg: TrainConfig, model_cfg: Any, *, weights_from: str | os.PathL
 
 # --------------------------------------------------------------------------------------------------
 # The loop
-
-
-def _pick_device(device: str | torch.device | None, info_local_rank: int) -> torch.device:
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", info_local_rank)
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", info_local_rank)
-    return dev
 
 
 def _autocast(amp: str, device: torch.device):
@@ -544,14 +534,13 @@ def train(
     DDP and leaves the group at the end. SIGINT/SIGTERM: the current step finishes, a checkpoint is written,
     and the function returns normally with ``stopped=True``.
     """
-    from lvg.modeling import build_model, load_beit3_pretrained, load_weights
+    from lvg.modeling import build_model, load_beit3_pretrained, load_weights, resolve_device
     from lvg.modeling.checkpoint import load_state_strict
 
     out = Path(out_dir)
-    auto = device is None or str(device) == "auto"
-    want_cuda = torch.cuda.is_available() if auto else torch.device(device).type == "cuda"
+    want_cuda = resolve_device(device).type == "cuda"  # also refuses a device this machine lacks, up front
     info = init_distributed("cuda" if want_cuda else "cpu")
-    dev = _pick_device(device, info.local_rank)
+    dev = resolve_device(device, index=info.local_rank)
     try:
         loaded = None
         if resume:

@@ -10,8 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from lvg.config import get_config
-from lvg.errors import CheckpointError
-from lvg.modeling import build_model, load_beit3_pretrained, load_checkpoint, read_checkpoint_config, save_checkpoint
+from lvg.errors import CheckpointError, InputError
+from lvg.modeling import (
+    build_model,
+    load_beit3_pretrained,
+    load_checkpoint,
+    read_checkpoint_config,
+    resolve_device,
+    save_checkpoint,
+)
 from tests.modeling.conftest import make_inputs
 
 
@@ -197,3 +204,17 @@ def test_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="refused"):
         load_beit3_pretrained(build_model("lvg-tiny"), path)
     assert not Path("PWNED_MARKER").exists()
+
+
+def test_resolve_device_picks_what_exists_and_refuses_the_rest():
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert resolve_device(None) == resolve_device("auto") == (torch.device("cuda", 0) if gpus else torch.device("cpu"))
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError, match="unknown device"):
+        resolve_device("gpu0")
+    with pytest.raises(InputError, match="unsupported device"):
+        resolve_device("meta")
+    with pytest.raises(InputError, match="GPU"):
+        resolve_device(f"cuda:{gpus}")  # one past the last GPU (or any GPU, where there is none)
+    if gpus:
+        assert resolve_device("cuda", index=gpus - 1) == torch.device("cuda", gpus - 1)

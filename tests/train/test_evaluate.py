@@ -147,6 +147,14 @@ def test_lvg_eval_cli_json(tmp_path: Path, synth_dataset) -> None:
     missing = runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "nope.safetensors"), "--data",
                                   str(synth_dataset.out_dir)])
     assert missing.exit_code == 2 and "checkpoint not found" in missing.stderr
+    # A wrong --data is reported as such (not as a tokenizer missing beside it); a device this machine
+    # lacks is refused before any work, as a one-line error.
+    nodata = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(tmp_path / "nope")])
+    assert nodata.exit_code == 2 and "tokenizer" not in nodata.stderr and str(tmp_path / "nope") in nodata.stderr
+    devices = ["mps", "nonsense"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        res = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir), "--device", device])
+        assert res.exit_code == 2 and res.stderr.startswith("error:") and device in res.stderr, res.output
 
 
 def test_eval_uses_the_checkpoints_own_tokenizer(tmp_path: Path, synth_dataset) -> None:

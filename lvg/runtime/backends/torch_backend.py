@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lvg.errors import CheckpointError, InputError, LVGError, require
+from lvg.errors import CheckpointError, LVGError, require
 from lvg.runtime.artifact import checkpoint_info
 from lvg.runtime.backends.base import Backend, BackendOutput
 
@@ -33,17 +33,10 @@ class TorchBackend(Backend):
         super().__init__(info)
         torch = require("torch", extra="torch", purpose="running .safetensors checkpoints")
         require("safetensors", extra="torch", purpose="reading .safetensors checkpoints")
-        from lvg.modeling.checkpoint import load_checkpoint
+        from lvg.modeling.checkpoint import load_checkpoint, resolve_device
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         self._torch = torch
-        try:
-            self._device = torch.device(device)
-        except (RuntimeError, ValueError):
-            raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from None
-        if self._device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"device {device!r} needs a CUDA build of torch and a GPU; none is available")
+        self._device = resolve_device(device)
         try:
             self._model = load_checkpoint(p, impl=impl, device=self._device)
         except LVGError:
