@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from lvg._cli import echo_json, handle_errors, progress
+from lvg.train.synth import MIN_VOCAB_SIZE
 
 data_app = typer.Typer(
     name="data",
@@ -31,7 +32,8 @@ def synth(
     out: Path = typer.Option(..., "--out", help="Output directory (created)."),
     images: int = typer.Option(1000, "--images", min=1, help="Number of images."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the output is a function of the arguments."),
-    vocab_size: int = typer.Option(400, "--vocab-size", min=8, help="Upper bound of the sentencepiece vocabulary."),
+    vocab_size: int = typer.Option(400, "--vocab-size", min=MIN_VOCAB_SIZE,
+                                   help="Upper bound of the sentencepiece vocabulary."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=1.0,
                                        help="Fraction of images in the 'val' split (the rest is 'train')."),
     min_size: int = typer.Option(320, "--min-size", min=64, help="Smallest image side in pixels."),

@@ -54,6 +54,7 @@ from lvg.errors import InputError
 __all__ = [
     "COLOURS",
     "FORMAT_VERSION",
+    "MIN_VOCAB_SIZE",
     "SHAPES",
     "SIZES",
     "TEXTURES",
@@ -87,6 +88,10 @@ TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted")
 #: Radius range of each size as a fraction of the image's short side (disjoint so "small" is unambiguous).
 _SIZE_RADIUS = {"small": (0.05, 0.08), "large": (0.12, 0.17)}
 _SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
+#: Smallest tokenizer vocabulary :func:`generate` accepts: sentencepiece needs an id for every character of
+#: the expressions before it merges any (24 characters and 4 special ids when every word occurs); checked
+#: before a single image is drawn.
+MIN_VOCAB_SIZE = 32
 MIN_VISIBLE_FRACTION = 0.6
 MIN_VISIBLE_PIXELS = 40
 _ATTRS = ("size", "texture", "colour", "shape")  # also the word order of a noun phrase
@@ -797,6 +802,8 @@ def generate(
         raise InputError(f"size_range must satisfy 64 <= min <= max, got {size_range}")
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise InputError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (one id per character first), got {vocab_size}")
     if image_format not in ("jpg", "png"):
         raise InputError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
     out = Path(out_dir)
@@ -804,7 +811,10 @@ def generate(
     refer_dir = out / "refcoco-synth"
     grefer_dir = out / "grefcoco-synth"
     for d in (image_dir, refer_dir, grefer_dir):
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create {d}: {exc.strerror or exc}") from None
     split_of = _split_assignment(images, seed, splits)
 
     categories = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from lvg.errors import InputError
 from lvg.train.data import load_grefer, load_refer
-from lvg.train.synth import COLOURS, expression_kind, generate, make_scene, rle_encode
+from lvg.train.synth import COLOURS, MIN_VOCAB_SIZE, expression_kind, generate, make_scene, rle_encode
 
 mask_api = pytest.importorskip("pycocotools.mask")
 # pycocotools 2.0.x under numpy 2 warns about its own __array__ on every decode.
@@ -251,6 +251,16 @@ def test_bad_arguments(tmp_path):
         generate(tmp_path, images=1, seed=0, size_range=(300, 200))
     with pytest.raises(InputError):
         generate(tmp_path, images=1, seed=0, splits=(("train", -1.0), ("val", 0.5)))
+    # Too small a vocabulary is refused before anything is drawn; the smallest accepted one trains.
+    with pytest.raises(InputError, match="vocab_size"):
+        generate(tmp_path / "v", images=1, seed=0, vocab_size=MIN_VOCAB_SIZE - 1)
+    assert not (tmp_path / "v").exists()
+    small = generate(tmp_path / "v", images=2, seed=0, size_range=(96, 128), vocab_size=MIN_VOCAB_SIZE)
+    assert small.tokenizer.is_file()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot create"):
+        generate(blocker / "data", images=1, seed=0)
 
 
 def test_cli_data_synth_and_stats(tmp_path):
