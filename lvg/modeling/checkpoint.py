@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lvg.config import ModelConfig
-from lvg.errors import CheckpointError, ConfigError, InputError
+from lvg.errors import ArtifactError, CheckpointError, ConfigError, InputError
+from lvg.runtime.artifact import (
+    CHECKPOINT_CONFIG_KEY,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+    check_checkpoint_header,
+)
 
-FORMAT = "latent-vg-checkpoint"
-FORMAT_VERSION = "1"
 TRAIN_PREFIX = "train/"  # training-state tensors (optimizer moments, RNG) live under this prefix
 
 
@@ -72,14 +76,19 @@ def save_checkpoint(
         if not k.startswith(TRAIN_PREFIX):
             raise ValueError(f"extra tensor {k!r} must start with {TRAIN_PREFIX!r}")
         tensors[k] = v.detach().contiguous().cpu()
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_json()}
+    meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION,
+            CHECKPOINT_CONFIG_KEY: cfg.to_json()}
     meta.update(metadata or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+    open(tmp, "xb").close()
     try:
+        # safetensors writes its files private (0600), as mkstemp would; give the checkpoint the mode any
+        # new file of this user gets (the umask's), read from the placeholder created just above.
+        mode = tmp.stat().st_mode & 0o777
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, mode)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -107,8 +116,10 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The header metadata of a Latent-VG checkpoint (raises :class:`CheckpointError` otherwise)."""
     with _open(path) as fh:
         meta = fh.metadata() or {}
-    if meta.get("format") != FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a Latent-VG checkpoint (no config in header)")
+    try:
+        check_checkpoint_header(meta, path)
+    except ArtifactError as exc:
+        raise CheckpointError(str(exc)) from None
     return dict(meta)
 
 
@@ -116,7 +127,7 @@ def read_checkpoint_config(path: str | os.PathLike) -> ModelConfig:
     """The model config stored in a checkpoint, without loading its tensors."""
     meta = read_checkpoint_metadata(path)
     try:
-        return ModelConfig.from_json(meta["config"])
+        return ModelConfig.from_json(meta[CHECKPOINT_CONFIG_KEY])
     except ConfigError as exc:
         raise CheckpointError(f"{path}: stored config is invalid: {exc}") from None
 
@@ -303,7 +314,7 @@ def load_beit3_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadRepo
 
 def config_from_metadata(meta: Mapping[str, str]) -> ModelConfig:
     """Parse the ``config`` entry of checkpoint or artifact metadata."""
-    return ModelConfig.from_json(meta["config"])
+    return ModelConfig.from_json(meta[CHECKPOINT_CONFIG_KEY])
 
 
 __all__ = [

@@ -105,6 +105,18 @@ OUTPUT_NO_TARGET = "no_target"
 # Checkpoints (safetensors header) use the plain "config" key written by lvg.modeling.checkpoint.
 CHECKPOINT_CONFIG_KEY = "config"
 CHECKPOINT_FORMAT = "latent-vg-checkpoint"
+CHECKPOINT_FORMAT_VERSION = "1"
+
+
+def check_checkpoint_header(meta: Mapping[str, str], path: str | os.PathLike[str]) -> None:
+    """Raise :class:`ArtifactError` unless ``meta`` (a safetensors header's metadata) is a Latent-VG
+    checkpoint of the format version this lvg reads (a newer one may store what this code would misread)."""
+    if meta.get("format") != CHECKPOINT_FORMAT or CHECKPOINT_CONFIG_KEY not in meta:
+        raise ArtifactError(f"{path} is a safetensors file but not a Latent-VG checkpoint (no config in its header)")
+    version = meta.get("format_version", "")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise ArtifactError(f"{path} has checkpoint format version {version!r}; this lvg reads "
+                            f"{CHECKPOINT_FORMAT_VERSION!r} (a newer lvg wrote it?)")
 
 
 def artifact_kind(path: str | os.PathLike[str]) -> str:
@@ -389,8 +401,7 @@ def checkpoint_info(path: str | os.PathLike[str]) -> ArtifactInfo:
     """
     p = Path(path)
     meta = read_safetensors_metadata(p)
-    if meta.get("format") != CHECKPOINT_FORMAT or CHECKPOINT_CONFIG_KEY not in meta:
-        raise ArtifactError(f"{p} is a safetensors file but not a Latent-VG checkpoint (no config in its header)")
+    check_checkpoint_header(meta, p)
     try:
         cfg = ModelConfig.from_json(meta[CHECKPOINT_CONFIG_KEY])
     except ConfigError as exc:

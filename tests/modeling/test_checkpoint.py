@@ -68,6 +68,24 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(foreign)
     with pytest.raises(CheckpointError, match="does not match"):
         load_checkpoint(good, expect=get_config("lvg-tiny-gres"))
+    # A checkpoint written by a newer format is refused rather than misread (torch and torch-free readers).
+    newer = save_checkpoint(model, tmp_path / "newer.safetensors", metadata={"format_version": "99"})
+    with pytest.raises(CheckpointError, match="format version '99'"):
+        load_checkpoint(newer)
+    from lvg.errors import ArtifactError
+    from lvg.runtime.artifact import checkpoint_info
+
+    with pytest.raises(ArtifactError, match="format version '99'"):
+        checkpoint_info(newer)
+
+
+def test_checkpoint_files_get_the_usual_permissions(tmp_path):
+    # Written through a temporary file and a rename, yet readable like any file the user creates.
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    ckpt = save_checkpoint(build_model("lvg-tiny"), tmp_path / "m.safetensors")
+    assert ckpt.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    assert [f.name for f in tmp_path.iterdir() if f.name.endswith(".tmp")] == []
 
 
 def test_weights_of_another_shape_are_refused(tmp_path):
