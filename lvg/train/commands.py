@@ -197,7 +197,7 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
         elif key == "per_expression":
             for name, vals in value.items():
                 lines.append(f"  {name}: " + _metric_list(vals))
-        elif isinstance(value, float):
+        elif value is None or isinstance(value, float):  # None: undefined here (N-acc without no-target samples)
             lines.append(f"{key}: {_pct(value)}")
         else:
             lines.append(f"{key}: {value}")
