@@ -24,7 +24,7 @@ INTERNAL_ERROR_EXIT = 1
 DEBUG_ENV = "LVG_DEBUG"
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """Join a message's non-empty lines with ``"; "`` so the CLI always prints exactly one line."""
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
@@ -46,7 +46,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except LVGError as exc:
-            typer.echo(f"error: {_one_line(str(exc)) or type(exc).__name__}", err=True)
+            typer.echo(f"error: {one_line(str(exc)) or type(exc).__name__}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -59,7 +59,7 @@ def handle_errors(fn: F) -> F:
             if isinstance(exc, MemoryError):
                 typer.echo("error: out of memory (use a smaller image or batch, or a machine with more memory)", err=True)
             else:
-                lines = _one_line(str(exc)).split("; ")
+                lines = one_line(str(exc)).split("; ")
                 detail = lines[0][:300] if lines[0] else ""
                 what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
                 typer.echo(f"error: internal error: {what} (set {DEBUG_ENV}=1 for the traceback)", err=True)

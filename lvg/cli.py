@@ -11,13 +11,14 @@ Examples::
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from lvg import __version__
-from lvg._cli import echo_json, handle_errors
+from lvg._cli import one_line, echo_json, handle_errors
 from lvg.errors import ConfigError, require
 
 app = typer.Typer(
@@ -110,7 +111,19 @@ def main() -> None:
     # spin-waiting makes CPU inference several times slower whenever another process holds a core. An
     # explicit setting by the user wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    app()
+    # Not standalone: typer would draw usage errors (a bad option value, a missing argument) as a boxed
+    # multi-line panel; here they get the one-line "error: ..." of every other error, still exit 2.
+    try:
+        code = app(prog_name="lvg", standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click and subclasses this)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
+        code = getattr(exc, "exit_code", 2)
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("aborted", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
