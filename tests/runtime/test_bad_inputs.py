@@ -245,6 +245,19 @@ def test_exif_rotation_moves_the_mask(grounder: Grounder, files: Path) -> None:
     assert not np.array_equal(r.prob, np.rot90(unrotated.prob, k=-1))  # the file was not read as stored
 
 
+def test_broken_exif_uses_the_stored_pixels_with_a_warning(grounder: Grounder, files: Path) -> None:
+    # The pixels are intact, only the orientation is unreadable: the image is used as stored, and says so.
+    stored = (np.random.default_rng(3).random((40, 64, 3)) * 255).astype(np.uint8)
+    path = files / "broken-exif.jpg"
+    truncated_ifd = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00\x12\x01\x03\x00"  # 5 entries promised, 1 begun
+    Image.fromarray(stored).save(path, exif=truncated_ifd, quality=95)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = grounder.predict(path, TEXT)
+    assert any("EXIF" in str(w.message) for w in caught)
+    np.testing.assert_array_equal(r.image, np.asarray(Image.open(path).convert("RGB")))
+
+
 # ------------------------------------------------------------------------------------------------ text
 
 BAD_TEXTS = {"empty": "", "whitespace": " \t\n  ", "zero-width": "\u200b\u200c\u200d\ufeff", "control": "\x00\x07\x1b"}
