@@ -541,6 +541,7 @@ def train(
     want_cuda = resolve_device(device).type == "cuda"  # also refuses a device this machine lacks, up front
     info = init_distributed("cuda" if want_cuda else "cpu")
     dev = resolve_device(device, index=info.local_rank)
+    created = not out.exists()
     try:
         loaded = None
         if resume:
@@ -748,6 +749,12 @@ def train(
             logger.write({"kind": "event", "event": "done" if not stopped else "paused", "step": step})
         return TrainResult(out_dir=out, step=step, total_steps=total, stopped=stopped, checkpoint=ckpt_path,
                            metrics=metrics, history=history, model=model)
+    except BaseException:
+        # A run that failed before writing anything (bad data, wrong tokenizer...) leaves no empty directory
+        # behind to trip up the next attempt's "already holds a run" check or the user.
+        if created and info.is_main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     finally:
         cleanup_distributed()
 

@@ -351,6 +351,10 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
     bad = runner.invoke(app, ["train", "--variant", "lvg-tiny", "--data", str(synth_dataset.out_dir), "--out",
                               str(tmp_path / "r2"), "--steps", "1", "--amp", "fp8"])
     assert bad.exit_code == 2 and "fp8" in bad.stderr
+    # A run that fails before writing anything leaves no empty output directory behind.
+    nodata = runner.invoke(app, ["train", "--variant", "lvg-tiny", "--data", str(tmp_path / "nope"), "--out",
+                                 str(tmp_path / "r3"), "--steps", "1", "--device", "cpu"])
+    assert nodata.exit_code == 2 and "tokenizer" not in nodata.stderr and not (tmp_path / "r3").exists()
 
 
 def test_periodic_evaluation_logs_the_text_swap_control(tmp_path: Path, synth_dataset) -> None:
