@@ -38,6 +38,8 @@ def export(
     fmt = fmt.lower()
     if fmt not in ("onnx", "trt", "tensorrt"):
         raise InputError(f"unknown --format {fmt!r}; choose onnx or trt")
+    if ckpt.is_dir():
+        raise InputError(f"checkpoint path is a directory, not a file: {ckpt}")
     if not ckpt.is_file():
         raise InputError(f"checkpoint not found: {ckpt}")
     if fmt != "onnx":

@@ -125,6 +125,8 @@ def artifact_kind(path: str | os.PathLike[str]) -> str:
     Raises:
         ArtifactError: any other suffix.
     """
+    if Path(path).is_dir():
+        raise ArtifactError(f"model path is a directory, not a model file: {path}")
     suffix = Path(path).suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise ArtifactError(

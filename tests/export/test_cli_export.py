@@ -59,6 +59,8 @@ def test_cli_export_errors(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     res = runner.invoke(app, ["export", "--ckpt", str(bad)])
     assert res.exit_code == 2 and res.output.startswith("error:") and "Traceback" not in res.output
+    res = runner.invoke(app, ["export", "--ckpt", str(tmp_path)])
+    assert res.exit_code == 2 and "is a directory" in res.output
     res = runner.invoke(app, ["export", "--ckpt", str(bad), "--format", "tflite"])
     assert res.exit_code == 2 and "unknown --format" in res.output
 

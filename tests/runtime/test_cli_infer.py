@@ -62,6 +62,7 @@ def test_infer_errors_are_one_line(artifacts, tmp_path):
         (["infer", str(tmp_path / "nope.jpg"), TEXT, "--model", model], "not found"),
         (["infer", str(artifacts.image), "", "--model", model], "empty"),
         (["infer", str(artifacts.image), TEXT, "--model", str(tmp_path / "m.pt")], "unknown model file type"),
+        (["infer", str(artifacts.image), TEXT, "--model", str(tmp_path)], "is a directory"),
         (["infer", str(artifacts.image), TEXT, "--model", model, "--task", "gres"], "no-target head"),
         (["infer", str(artifacts.image), TEXT, "--model", model, "--task", "xyz"], "unknown task"),
     ]
