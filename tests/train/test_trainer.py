@@ -396,9 +396,14 @@ def test_tokenizer_larger_than_the_vocabulary_is_a_clear_error(tmp_path: Path, s
     cfg = TrainConfig(variant="lvg-tiny", data=str(synth_dataset.out_dir), tokenizer=str(big), steps=1)
     with pytest.raises(ConfigError, match="embeds only 512"):
         build_data(cfg, build_model("lvg-tiny").cfg)
-    cfg = TrainConfig(variant="lvg-tiny", data=str(tmp_path), steps=1)
+    # A dataset without its tokenizer names the file it looked for; no dataset at all is that error first.
+    data = tmp_path / "data"
+    shutil.copytree(synth_dataset.out_dir, data)
+    (data / Path(synth_dataset.tokenizer).name).unlink()
     with pytest.raises(ConfigError, match="synthetic.spm"):
-        build_data(cfg, build_model("lvg-tiny").cfg)
+        build_data(TrainConfig(variant="lvg-tiny", data=str(data), steps=1), build_model("lvg-tiny").cfg)
+    with pytest.raises(InputError, match="no refs"):
+        build_data(TrainConfig(variant="lvg-tiny", data=str(tmp_path), steps=1), build_model("lvg-tiny").cfg)
 
 
 @pytest.mark.slow
