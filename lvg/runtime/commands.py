@@ -32,9 +32,9 @@ def infer(
     ),
     task: Optional[str] = typer.Option(None, "--task", help="ris | rec | gres (default: gres for GRES models, else ris)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the overlay (mask and box over the image); format by suffix (.png, .jpg, ...)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Write the mask as a PNG (255 = object; .png, .tif or .bmp)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Write the mask (255 = object) as .png (or lossless .tif / .bmp)."),
     attention: Optional[Path] = typer.Option(
-        None, "--attention", help="Write per-expression attention maps as a PNG (torch checkpoints only)."
+        None, "--attention", help="Write per-expression attention maps as an image, format by suffix (torch checkpoints only)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (mask as COCO RLE)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | tensorrt (ONNX Runtime's TRT EP)."),
