@@ -75,11 +75,13 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_outputs(inputs: Iterable[Path | None], outputs: dict[str, Path | None]) -> None:
-    """Refuse, before any work is done, an output path that names one of the command's input files or
-    another output (``outputs`` maps an option name such as ``"--out"`` to its path): the input would be
+    """Refuse, before any work is done, an output path that is a directory, names one of the command's
+    input files or another output (``outputs`` maps an option name such as ``"--out"`` to its path): the input would be
     lost, or one output silently replaced by the other."""
     named = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
     for opt, out in named:
+        if out.is_dir():
+            raise InputError(f"cannot write {out}: it is a directory")
         for src in inputs:
             if src is not None and _same_file(out, Path(src)):
                 raise InputError(f"{opt} {out} is an input of this command; choose another output path")

@@ -9,6 +9,7 @@ import typer
 
 from lvg._cli import check_outputs, echo_json, handle_errors, progress
 from lvg.errors import InputError, require
+from lvg.runtime.artifact import tokenizer_sidecars
 
 
 @handle_errors
@@ -38,10 +39,9 @@ def export(
     fmt = fmt.lower()
     if fmt not in ("onnx", "trt", "tensorrt"):
         raise InputError(f"unknown --format {fmt!r}; choose onnx or trt")
-    if ckpt.is_dir():
-        raise InputError(f"checkpoint path is a directory, not a file: {ckpt}")
-    if not ckpt.is_file():
-        raise InputError(f"checkpoint not found: {ckpt}")
+    if not ckpt.is_file():  # before the slow imports; load_checkpoint would say the same
+        raise InputError(f"checkpoint path is a directory, not a file: {ckpt}" if ckpt.is_dir()
+                         else f"checkpoint not found: {ckpt}")
     if fmt != "onnx":
         # Fail before the (slow) ONNX export when TensorRT is missing.
         require("tensorrt", extra="trt", purpose="building TensorRT engines")
@@ -56,11 +56,7 @@ def export(
         onnx_out = ckpt.with_name(ckpt.stem + suffix + ".onnx") if out is None else out.with_suffix(".onnx")
     engine_out = out or ckpt.with_name(f"{ckpt.stem}{suffix}.b{batch}.engine")
     outputs = {"--out": onnx_out} if fmt == "onnx" else {"--out": engine_out, "the intermediate ONNX file": onnx_out}
-    # The tokenizer sidecars artifact.checkpoint_info reads, besides the checkpoint and --tokenizer.
-    check_outputs([ckpt, tokenizer, ckpt.with_name(ckpt.name + ".spm"), ckpt.with_suffix(".spm")], outputs)
-    for path in outputs.values():
-        if path.is_dir():
-            raise InputError(f"cannot write {path}: it is a directory")
+    check_outputs([ckpt, tokenizer, *tokenizer_sidecars(ckpt)], outputs)
     bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
     report = export_onnx(ckpt, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify, check=check)
     bar.update(1)

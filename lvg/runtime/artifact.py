@@ -69,6 +69,7 @@ __all__ = [
     "read_engine_metadata",
     "read_safetensors_metadata",
     "tokenizer_metadata",
+    "tokenizer_sidecars",
 ]
 
 FORMAT = "latent-vg"
@@ -395,6 +396,13 @@ def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
+def tokenizer_sidecars(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Where a checkpoint's tokenizer may lie beside it, in the order they are tried: ``<name>.spm``
+    (``model.safetensors.spm``), then ``<stem>.spm`` (``model.spm``)."""
+    p = Path(path)
+    return p.with_name(p.name + ".spm"), p.with_suffix(".spm")
+
+
 def checkpoint_info(path: str | os.PathLike[str]) -> ArtifactInfo:
     """:class:`ArtifactInfo` of a torch checkpoint, from its header alone (torch-free).
 
@@ -410,7 +418,7 @@ def checkpoint_info(path: str | os.PathLike[str]) -> ArtifactInfo:
         raise ArtifactError(f"{p}: stored config is invalid: {exc}") from None
     tok, identity = _decode_tokenizer(meta, str(p))
     if tok is None:
-        for side in (p.with_name(p.name + ".spm"), p.with_suffix(".spm")):
+        for side in tokenizer_sidecars(p):
             if side.is_file():
                 try:
                     tok, identity = side.read_bytes(), None

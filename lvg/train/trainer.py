@@ -235,9 +235,10 @@ class _Loaded:
     config: TrainConfig
 
 
-def _read_train_checkpoint(path: Path) -> _Loaded:
-    """Read and validate a full training checkpoint; :class:`CheckpointError` if anything is off."""
-    from lvg.modeling.checkpoint import read_checkpoint_metadata, read_checkpoint_tensors
+def _read_train_header(path: Path) -> tuple[dict[str, Any], TrainConfig]:
+    """The training state and config in a checkpoint's header (no tensors read); :class:`CheckpointError`
+    if the file is not a training checkpoint this code can resume."""
+    from lvg.modeling.checkpoint import read_checkpoint_metadata
 
     meta = read_checkpoint_metadata(path)
     if "train_state" not in meta or "train_config" not in meta:
@@ -249,6 +250,14 @@ def _read_train_checkpoint(path: Path) -> _Loaded:
         raise CheckpointError(f"{path}: training state is unreadable ({exc})") from None
     if state.get("version") != STATE_VERSION:
         raise CheckpointError(f"{path}: training state version {state.get('version')} is not {STATE_VERSION}")
+    return state, config
+
+
+def _read_train_checkpoint(path: Path) -> _Loaded:
+    """Read and validate a full training checkpoint; :class:`CheckpointError` if anything is off."""
+    from lvg.modeling.checkpoint import read_checkpoint_tensors
+
+    state, config = _read_train_header(path)
     tensors = read_checkpoint_tensors(path)  # reads every tensor: a truncated file fails here
     return _Loaded(path=path, tensors=tensors, state=state, config=config)
 
@@ -282,14 +291,10 @@ def run_config(out_dir: str | os.PathLike) -> TrainConfig | None:
 
     ``lvg train --resume`` starts from it, so continuing a run needs no flag it was started with.
     """
-    from lvg.modeling.checkpoint import read_checkpoint_metadata
-
     for name in (LAST, PREV):
-        path = Path(out_dir) / name
         try:
-            meta = read_checkpoint_metadata(path)
-            return TrainConfig.from_json(meta["train_config"])
-        except (CheckpointError, ConfigError, KeyError):
+            return _read_train_header(Path(out_dir) / name)[1]
+        except CheckpointError:
             continue  # missing or unusable: find_resume_checkpoint reports why, the config is only a default
     return None
 
