@@ -492,6 +492,10 @@ def open_dataset(
             dataset = pieces[-k]
             split_by = pieces[-1] if k == 2 else None
             return _open(Path(root), dataset, split_by, split, image_dir)
+    if path.is_file():
+        # A refs file or synth.json given directly: the dataset is the folder around it.
+        raise InputError(f"{text} is a file; a dataset is named by its directory "
+                         f"(DIR, DIR:DATASET or DIR:DATASET:SPLITBY), e.g. {path.parent}")
     raise InputError(f"dataset not found: {text} (expected DIR, DIR:DATASET or DIR:DATASET:SPLITBY)")
 
 

@@ -291,3 +291,6 @@ def test_cli_data_synth_and_stats(tmp_path):
     assert "error:" in again.output and "not empty" in again.output and "Traceback" not in again.output
     missing = runner.invoke(app, ["data", "stats", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "error: dataset not found" in missing.output
+    # A file inside a dataset (here its synth.json) is told apart from a missing path, and the folder named.
+    a_file = runner.invoke(app, ["data", "stats", str(out / "synth.json")])
+    assert a_file.exit_code == 2 and "is a file" in a_file.output and f"e.g. {out}" in a_file.output
