@@ -11,7 +11,7 @@ import os
 import pickle
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -170,18 +170,36 @@ def load_checkpoint(
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a checkpoint's model weights into an already built ``model`` (e.g. to start a new run from them).
 
-    The checkpoint's config must equal ``model.cfg`` (the kernel implementation aside), else
-    :class:`CheckpointError` names the variant mismatch; the ``train/`` state is never read.
+    The checkpoint's architecture must equal ``model.cfg``'s, else :class:`CheckpointError` names the
+    variant mismatch. Settings that do not change what the weights compute may differ (the output
+    thresholds, dropout rates, the kernel implementation, the name): a variant whose default threshold was
+    retuned still starts from runs made before. The ``train/`` state is never read.
     """
-    _check_config(path, read_checkpoint_config(path), model.cfg)
+    _check_config(path, read_checkpoint_config(path), model.cfg, architecture_only=True)
     load_state_strict(model, read_checkpoint_tensors(path, model_only=True), str(path))
 
 
-def _check_config(path: str | os.PathLike, cfg: ModelConfig, expect: ModelConfig) -> None:
-    # kernel_impl only picks an implementation of the same function, so it may differ.
-    if cfg.replace(kernel_impl="auto") != expect.replace(kernel_impl="auto"):
-        same = " (same name, other config)" if cfg.name == expect.name else ""
-        raise CheckpointError(f"{path} holds variant {cfg.name!r}, which does not match {expect.name!r}{same}")
+def _architecture(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with every field that leaves the weights' meaning unchanged set to a fixed value."""
+    return cfg.replace(
+        name="",
+        kernel_impl="auto",
+        encoder=replace(cfg.encoder, dropout=0.0, drop_path_rate=0.0),
+        latent=replace(cfg.latent, dropout=(0.0,) * len(cfg.latent.dropout)),
+        preprocess=replace(cfg.preprocess, mask_threshold=0.5, no_target_threshold=0.5),
+    )
+
+
+def _check_config(path: str | os.PathLike, cfg: ModelConfig, expect: ModelConfig, *,
+                  architecture_only: bool = False) -> None:
+    # kernel_impl only picks an implementation of the same function, so it may always differ.
+    if architecture_only:
+        same = _architecture(cfg) == _architecture(expect)
+    else:
+        same = cfg.replace(kernel_impl="auto") == expect.replace(kernel_impl="auto")
+    if not same:
+        suffix = " (same name, other config)" if cfg.name == expect.name else ""
+        raise CheckpointError(f"{path} holds variant {cfg.name!r}, which does not match {expect.name!r}{suffix}")
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:

@@ -15,6 +15,7 @@ from lvg.modeling import (
     build_model,
     load_beit3_pretrained,
     load_checkpoint,
+    load_weights,
     read_checkpoint_config,
     resolve_device,
     save_checkpoint,
@@ -86,6 +87,32 @@ def test_checkpoint_files_get_the_usual_permissions(tmp_path):
     ckpt = save_checkpoint(build_model("lvg-tiny"), tmp_path / "m.safetensors")
     assert ckpt.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
     assert [f.name for f in tmp_path.iterdir() if f.name.endswith(".tmp")] == []
+
+
+def test_load_weights_needs_the_architecture_not_the_thresholds(tmp_path):
+    from dataclasses import replace
+
+    base = get_config("lvg-tiny")
+    # As if lvg-tiny's thresholds and dropout had been retuned since this run was made.
+    older = base.replace(
+        encoder=replace(base.encoder, drop_path_rate=0.1),
+        preprocess=replace(base.preprocess, mask_threshold=0.2, no_target_threshold=0.8),
+    )
+    torch.manual_seed(3)
+    path = save_checkpoint(build_model(older), tmp_path / "older.safetensors")
+    model = build_model("lvg-tiny")
+    load_weights(model, path)
+    saved = load_checkpoint(path).state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert model.cfg == base  # the new run keeps its own settings
+    # Resuming (load_checkpoint's expect) still wants the run's exact config.
+    with pytest.raises(CheckpointError, match="same name, other config"):
+        load_checkpoint(path, expect=base)
+    # Another architecture under the same name is refused before any tensor is read.
+    wider = base.replace(latent=replace(base.latent, num_concepts=base.latent.num_concepts + 1))
+    other = save_checkpoint(build_model(wider), tmp_path / "wider.safetensors")
+    with pytest.raises(CheckpointError, match="same name, other config"):
+        load_weights(build_model("lvg-tiny"), other)
 
 
 def test_weights_of_another_shape_are_refused(tmp_path):
