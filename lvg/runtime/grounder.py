@@ -38,7 +38,7 @@ from lvg.runtime.image import ImageSource, load_image
 from lvg.runtime.postprocess import postprocess
 from lvg.runtime.preprocess import Letterbox, preprocess_image, unletterbox
 from lvg.runtime.result import Result
-from lvg.runtime.tokenizer import Tokenizer
+from lvg.runtime.tokenizer import Tokenizer, warn_truncated
 
 __all__ = ["TASKS", "Grounder", "default_model_path"]
 
@@ -63,6 +63,7 @@ class _Prepared:
     rgb: np.ndarray  # uint8 (H, W, 3)
     ids: np.ndarray  # int64 (L,)
     mask: np.ndarray  # bool (L,)
+    truncated: bool  # the text had more word pieces than max_text_len holds
 
 
 class Grounder:
@@ -179,8 +180,11 @@ class Grounder:
             raise InputError(f"text must be a string, got {type(text).__name__}")
         pil = load_image(image)
         arr, lb = preprocess_image(pil, self.config.preprocess)
-        ids, mask = self._tokenizer.encode(text, self.config.preprocess.max_text_len)
-        return _Prepared(arr, lb, np.asarray(pil, dtype=np.uint8), ids, mask)
+        max_len = self.config.preprocess.max_text_len
+        ids, mask, truncated = self._tokenizer.encode_checked(text, max_len)
+        if truncated:
+            warn_truncated(text, max_len)
+        return _Prepared(arr, lb, np.asarray(pil, dtype=np.uint8), ids, mask, truncated)
 
     def _run(self, prepared: Sequence[_Prepared], return_attention: bool) -> BackendOutput:
         """Run the backend over ``prepared`` in chunks its batch limit allows (padding static engines)."""
@@ -330,7 +334,7 @@ class Grounder:
                 Result(
                     text=text, task=task, mask=pred.mask, box=pred.box, score=pred.score,
                     no_target=pred.no_target, prob=pred.prob, no_target_prob=nt_prob,
-                    attention=attention, image=p.rgb, model=self.describe(),
+                    attention=attention, image=p.rgb, model=self.describe(), text_truncated=p.truncated,
                 )
             )
         t3 = time.perf_counter()

@@ -52,6 +52,8 @@ class Result:
             requested from the torch backend; else ``None``.
         image: uint8 (H, W, 3) RGB image the prediction was made on (used by :meth:`save_overlay`).
         model: short description of the model that produced it (variant, backend, device).
+        text_truncated: ``text`` had more word pieces than the model reads; it saw only the first ones
+            (``max_text_len - 2``), as the ``TextTruncatedWarning`` said.
     """
 
     text: str
@@ -66,6 +68,7 @@ class Result:
     attention: np.ndarray | None = None
     image: np.ndarray | None = field(default=None, repr=False)
     model: dict[str, Any] = field(default_factory=dict)
+    text_truncated: bool = False
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -78,6 +81,7 @@ class Result:
         area = int(self.mask.sum())
         data: dict[str, Any] = {
             "text": self.text,
+            "text_truncated": bool(self.text_truncated),
             "task": self.task,
             "image_size": [w, h],
             "box": list(self.box) if self.box is not None else None,

@@ -192,15 +192,15 @@ class Tokenizer:
         Warns:
             TextTruncatedWarning: the text had more than ``max_len - 2`` word pieces.
         """
-        _check_max_len(max_len)
-        seq, mask, truncated = self._sequence(text, max_len)
+        seq, mask, truncated = self.encode_checked(text, max_len)
         if truncated:
-            warnings.warn(
-                f"text truncated to {max_len - 2} word pieces (max_text_len {max_len}): {_preview(text)!r}",
-                TextTruncatedWarning,
-                stacklevel=2,
-            )
+            warn_truncated(text, max_len)
         return seq, mask
+
+    def encode_checked(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """:meth:`encode` that returns whether the text was truncated as a third value instead of warning."""
+        _check_max_len(max_len)
+        return self._sequence(text, max_len)
 
     def encode_batch(self, texts: Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
         """Encode several texts: int64 (B, max_len) ids and bool (B, max_len) mask.
@@ -260,6 +260,16 @@ def _cut_long_text(text: str, room: int) -> tuple[str, str]:
             cut = i
             break
     return text[:cut], text[cut:]
+
+
+def warn_truncated(text: str, max_len: int) -> None:
+    """The :class:`TextTruncatedWarning` for one text cut to ``max_len - 2`` word pieces, reported at the
+    line that called the function calling this one (``encode``'s caller, say)."""
+    warnings.warn(
+        f"text truncated to {max_len - 2} word pieces (max_text_len {max_len}): {_preview(text)!r}",
+        TextTruncatedWarning,
+        stacklevel=3,
+    )
 
 
 def _check_max_len(max_len: int) -> None:

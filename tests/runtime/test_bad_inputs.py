@@ -291,6 +291,9 @@ def test_ten_thousand_characters_truncated_with_a_warning(grounder: Grounder, mi
         warnings.simplefilter("error", TextTruncatedWarning)  # exactly `room` pieces: no warning
         ref = grounder.predict(micro.image, " ".join([word] * room))
     np.testing.assert_array_equal(r.prob, ref.prob)
+    # The result keeps the text as given and says the model read only its start.
+    assert r.text == text and r.text_truncated and r.to_dict()["text_truncated"] is True
+    assert not ref.text_truncated and ref.to_dict()["text_truncated"] is False
 
 
 @pytest.mark.parametrize(
@@ -503,6 +506,8 @@ def test_cli_valid_cases(micro: Micro, files: Path) -> None:
     res = _cli([str(micro.image), " ".join(["the"] * 2500), "--model", model])
     assert res.exit_code == 0 and res.stderr.startswith("warning: text truncated"), res.output
     assert "mask" in res.stdout
+    res = _cli([str(micro.image), " ".join(["the"] * 2500), "--model", model, "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["text_truncated"] is True
 
 
 def test_cli_unexpected_exception_is_one_line(monkeypatch) -> None:

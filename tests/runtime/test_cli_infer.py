@@ -99,7 +99,8 @@ def test_infer_never_overwrites_its_inputs_and_writes_the_named_format(artifacts
     res = runner.invoke(app, ["infer", str(image), TEXT, "--model", str(model), "--out", str(tmp_path / "ov.jpg"),
                               "--mask", str(tmp_path / "mask")])
     assert res.exit_code == 0, res.output
-    assert Image.open(tmp_path / "ov.jpg").format == "JPEG" and Image.open(tmp_path / "mask").format == "PNG"
+    with Image.open(tmp_path / "ov.jpg") as overlay, Image.open(tmp_path / "mask") as mask:
+        assert overlay.format == "JPEG" and mask.format == "PNG"
 
 
 def test_bench_table_and_json(artifacts):
