@@ -35,7 +35,7 @@ from lvg.errors import ArtifactError, InputError, LVGError
 from lvg.runtime.artifact import ArtifactInfo, artifact_kind, check_model_file
 from lvg.runtime.backends import Backend, BackendOutput, open_backend
 from lvg.runtime.image import ImageSource, load_image
-from lvg.runtime.postprocess import postprocess
+from lvg.runtime.postprocess import check_mask_threshold, postprocess
 from lvg.runtime.preprocess import Letterbox, preprocess_image, unletterbox
 from lvg.runtime.result import Result
 from lvg.runtime.tokenizer import Tokenizer, warn_truncated
@@ -303,7 +303,7 @@ class Grounder:
             raise InputError("attention maps need the torch backend: load the .safetensors checkpoint")
         task = self._task(task)
         pre = self.config.preprocess
-        threshold = pre.mask_threshold if mask_threshold is None else _check_threshold(mask_threshold)
+        threshold = pre.mask_threshold if mask_threshold is None else check_mask_threshold(mask_threshold)
         n = len(images)
 
         t0 = time.perf_counter()
@@ -364,13 +364,3 @@ def _first_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()[:300]
     return type(exc).__name__
-
-
-def _check_threshold(value: object) -> float:
-    try:
-        t = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(f"mask threshold must be a number, got {value!r}") from None
-    if not 0.0 <= t < 1.0:  # NaN fails this too
-        raise InputError(f"mask threshold must be in [0, 1), got {value!r}")
-    return t

@@ -12,12 +12,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lvg.errors import InputError
 from lvg.runtime.preprocess import Letterbox, unletterbox
 
-__all__ = ["Box", "Prediction", "box_from_mask", "mask_from_prob", "postprocess"]
+__all__ = ["Box", "Prediction", "box_from_mask", "check_mask_threshold", "mask_from_prob", "postprocess"]
 
 #: ``(x1, y1, x2, y2)`` in pixel-edge coordinates of the original image; ``x2`` / ``y2`` are exclusive.
 Box = tuple[int, int, int, int]
+
+
+def check_mask_threshold(value: object) -> float:
+    """``value`` as a mask threshold in [0, 1), else an :class:`InputError` naming it."""
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"mask threshold must be a number, got {value!r}") from None
+    if not 0.0 <= t < 1.0:  # NaN fails this too
+        raise InputError(f"mask threshold must be in [0, 1), got {value!r}")
+    return t
 
 
 def mask_from_prob(prob: np.ndarray, lb: Letterbox, threshold: float = 0.35) -> np.ndarray:

@@ -159,13 +159,18 @@ def eval_command(
     text_swap: bool = typer.Option(
         False, "--text-swap", help="Also score each image with another image's sentence (does the model read text?)."
     ),
+    threshold: Optional[float] = typer.Option(
+        None, help="Mask threshold in [0, 1) (default: the model's, as lvg infer uses)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate a checkpoint on every sentence of a split (metrics at the original image resolution)."""
     from lvg.errors import ConfigError
+    from lvg.runtime.postprocess import check_mask_threshold
 
     if task is not None and task not in ("ris", "rec", "gres"):
         raise ConfigError(f"--task must be ris, rec or gres, got {task!r}")
+    if threshold is not None:
+        check_mask_threshold(threshold)  # before minutes of loading, not after
     require("torch", extra="train", purpose="evaluation")
     require("safetensors", extra="train", purpose="evaluation")
 
@@ -181,7 +186,8 @@ def eval_command(
         source = open_dataset(data, split=split, prefer_gres=model.cfg.head.gres or task == "gres")
         tok = tokenizer_for_checkpoint(ckpt, data, model.cfg, tokenizer)
         metrics = evaluate(model, source, split, tok, task=task, batch_size=batch_size, device=dev,
-                           max_sentences=max_sentences, text_swap=text_swap, show_progress=None)
+                           max_sentences=max_sentences, text_swap=text_swap, mask_threshold=threshold,
+                           show_progress=None)
     if json_out:
         echo_json({"checkpoint": str(ckpt), "variant": model.cfg.name, **metrics})
     else:
@@ -197,6 +203,8 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
         elif key == "per_expression":
             for name, vals in value.items():
                 lines.append(f"  {name}: " + _metric_list(vals))
+        elif key == "mask_threshold":  # a setting, not a metric: printed as given
+            lines.append(f"{key}: {value:g}")
         elif value is None or isinstance(value, float):  # None: undefined here (N-acc without no-target samples)
             lines.append(f"{key}: {_pct(value)}")
         else:

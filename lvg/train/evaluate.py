@@ -49,6 +49,7 @@ def evaluate(
     max_sentences: int = 0,
     per_expression: bool = True,
     text_swap: bool = False,
+    mask_threshold: float | None = None,
     dist_info: DistInfo | None = None,
     show_progress: bool | None = False,
 ) -> dict[str, Any]:
@@ -66,23 +67,26 @@ def evaluate(
         per_expression: add ``per_expression`` metrics for latent variants.
         text_swap: add the ``text_swap`` control (module docstring); a second forward pass per batch. A
             sentence whose batch holds no other image is left out of the control only.
+        mask_threshold: threshold of the probability maps, in [0, 1) (default: the model's
+            ``preprocess.mask_threshold``, as ``lvg infer`` uses); the result names the one used.
         dist_info: under DDP, each rank evaluates every K-th sentence and the sums are gathered, so every
             rank returns the metrics of the whole split.
         show_progress: progress bar on stderr (rank 0 only); None = when stderr is a terminal.
 
     Returns:
-        ``{"task", "split", "n", <metrics>..., ["per_expression": {"input": {...}, "latent_1": {...}, ...}],
+        ``{"task", "split", "mask_threshold", "n", <metrics>..., ["per_expression": {"input": {...}, "latent_1": {...}, ...}],
         ["text_swap": {"n", "mIoU", "oIoU"} (RIS / REC) or {"n", "gIoU", "cIoU"} (GRES)]}``.
         Metric values are fractions in [0, 1] (``None`` where a denominator is empty).
     """
     from lvg._cli import progress
-    from lvg.runtime.postprocess import box_from_mask, postprocess
+    from lvg.runtime.postprocess import box_from_mask, check_mask_threshold, postprocess
     from lvg.runtime.preprocess import letterbox_geometry, unletterbox
     from lvg.train.data import GroundingDataset
 
     info = dist_info or DistInfo()
     cfg = model.cfg
     pre = cfg.preprocess
+    threshold = pre.mask_threshold if mask_threshold is None else check_mask_threshold(mask_threshold)
     task = task or ("gres" if cfg.head.gres else "ris")
     if task not in _MAIN_KEYS:
         raise ValueError(f"task must be 'ris', 'rec' or 'gres', got {task!r}")
@@ -105,7 +109,7 @@ def evaluate(
     def predict(prob_map: np.ndarray, nt: np.ndarray | None, j: int, lb: Any) -> Any:
         """Sample ``j``'s prediction at its original resolution, as ``lvg infer`` would return it."""
         logit = None if nt is None else float(nt[j])
-        return postprocess(prob_map, lb, mask_threshold=pre.mask_threshold, no_target_logit=logit,
+        return postprocess(prob_map, lb, mask_threshold=threshold, no_target_logit=logit,
                            no_target_threshold=pre.no_target_threshold)
 
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
@@ -145,11 +149,11 @@ def evaluate(
                     if pred.no_target:
                         m = np.zeros_like(gt_mask)
                     else:
-                        m = unletterbox(expr_probs[j, e], lb) > np.float32(pre.mask_threshold)
+                        m = unletterbox(expr_probs[j, e], lb) > np.float32(threshold)
                     expr_accs[e].add(m, gt_mask)
 
     merged = _gather(acc, task, info)
-    result: dict[str, Any] = {"task": task, "split": split, **merged.compute()}
+    result: dict[str, Any] = {"task": task, "split": split, "mask_threshold": threshold, **merged.compute()}
     if expr_accs:
         per: dict[str, Any] = {}
         for e, a in enumerate(expr_accs):

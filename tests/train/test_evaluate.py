@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from lvg.cli import app
 from lvg.config import get_config
+from lvg.errors import InputError
 from lvg.modeling import build_model, save_checkpoint
 from lvg.runtime.artifact import tokenizer_metadata
 from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
@@ -94,6 +95,20 @@ def test_per_expression_maps_are_thresholded_separately(synth_dataset, tokenizer
     assert per["input"]["mIoU"] == pytest.approx(result["mIoU"]) and result["mIoU"] > 0
 
 
+def test_mask_threshold_is_the_models_unless_given(synth_dataset, tokenizer) -> None:
+    source = open_dataset(synth_dataset.out_dir, split="val")
+    model = ConstantModel("lvg-tiny", [0.5, 0.5, 0.5])  # every map at 0.5: above 0.35, below 0.6
+    default = evaluate(model, source, "val", tokenizer, max_sentences=5)
+    whole = evaluate(ConstantModel("lvg-tiny", [1.0, 1.0, 1.0]), source, "val", tokenizer, max_sentences=5)
+    assert default["mask_threshold"] == model.cfg.preprocess.mask_threshold == 0.35
+    assert default["mIoU"] == pytest.approx(whole["mIoU"]) and default["mIoU"] > 0
+    high = evaluate(model, source, "val", tokenizer, max_sentences=5, mask_threshold=0.6)
+    assert high["mask_threshold"] == 0.6 and high["mIoU"] == 0.0
+    assert all(v["mIoU"] == 0.0 for v in high["per_expression"].values())  # each expression's map too
+    with pytest.raises(InputError, match=r"\[0, 1\)"):
+        evaluate(model, source, "val", tokenizer, mask_threshold=1.0)
+
+
 def test_gres_no_target_head_decides_empty_predictions(synth_dataset, tokenizer) -> None:
     source = open_dataset(synth_dataset.out_dir, split="val", prefer_gres=True)
     n_sent = source.num_sentences()
@@ -141,7 +156,14 @@ def test_lvg_eval_cli_json(tmp_path: Path, synth_dataset) -> None:
                                "--device", "cpu", "--max-sentences", "6", "--batch-size", "6", "--text-swap"])
     assert swap.exit_code == 0, swap.output
     assert "with another image's sentence" in swap.stdout
+    assert "mask_threshold: 0.35\n" in swap.stdout  # a setting: not shown as a percentage like the metrics
 
+    high = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir), "--split", "val",
+                               "--json", "--device", "cpu", "--max-sentences", "4", "--threshold", "0.9"])
+    assert high.exit_code == 0 and json.loads(high.stdout)["mask_threshold"] == 0.9, high.output
+    # An impossible threshold is refused before the checkpoint is even looked for.
+    over = runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "nope.safetensors"), "--data", "x", "--threshold", "1.5"])
+    assert over.exit_code == 2 and over.stderr.startswith("error: mask threshold must be in [0, 1)"), over.output
     bad = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir), "--task", "xyz"])
     assert bad.exit_code == 2 and "error:" in bad.stderr and "Traceback" not in bad.output
     missing = runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "nope.safetensors"), "--data",
