@@ -74,7 +74,8 @@ def evaluate(
         show_progress: progress bar on stderr (rank 0 only); None = when stderr is a terminal.
 
     Returns:
-        ``{"task", "split", "mask_threshold", "n", <metrics>..., ["per_expression": {"input": {...}, "latent_1": {...}, ...}],
+        ``{"task", "split", "mask_threshold", "n", <metrics>...,
+        ["per_expression": {"input": {...}, "latent_1": {...}, ...}],
         ["text_swap": {"n", "mIoU", "oIoU"} (RIS / REC) or {"n", "gIoU", "cIoU"} (GRES)]}``.
         Metric values are fractions in [0, 1] (``None`` where a denominator is empty).
     """

@@ -162,7 +162,8 @@ def test_lvg_eval_cli_json(tmp_path: Path, synth_dataset) -> None:
                                "--json", "--device", "cpu", "--max-sentences", "4", "--threshold", "0.9"])
     assert high.exit_code == 0 and json.loads(high.stdout)["mask_threshold"] == 0.9, high.output
     # An impossible threshold is refused before the checkpoint is even looked for.
-    over = runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "nope.safetensors"), "--data", "x", "--threshold", "1.5"])
+    over = runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "nope.safetensors"), "--data", "x",
+                               "--threshold", "1.5"])
     assert over.exit_code == 2 and over.stderr.startswith("error: mask threshold must be in [0, 1)"), over.output
     bad = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir), "--task", "xyz"])
     assert bad.exit_code == 2 and "error:" in bad.stderr and "Traceback" not in bad.output
