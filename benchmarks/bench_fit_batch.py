@@ -30,16 +30,15 @@ import torch
 from lvg.modeling import build_model, load_weights
 from lvg.train.data import open_dataset
 from lvg.train.losses import grounding_loss
+from lvg.train.metrics import mask_iou
 from lvg.train.torch_data import GroundingDataset
 from lvg.train.trainer import tokenizer_for_checkpoint
 
 
 def batch_iou(prob: torch.Tensor, target: torch.Tensor, threshold: float) -> float:
-    """Mean over the batch of IoU(prob > threshold, target > 0.5); ``(B, h, w)`` each. Empty vs empty is 1."""
-    pred, gt = prob > threshold, target > 0.5
-    inter = (pred & gt).flatten(1).sum(1).float()
-    union = (pred | gt).flatten(1).sum(1).float()
-    return float(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean())
+    """Mean over the batch of the RIS IoU of ``prob > threshold`` with ``target > 0.5``; ``(B, h, w)`` each."""
+    pred, gt = (prob > threshold).numpy(), (target > 0.5).numpy()
+    return float(np.mean([mask_iou(p, g) for p, g in zip(pred, gt)]))
 
 
 def run(variant: str, data: Path, init: Path | None, *, steps: int, lr: float, batch_size: int, every: int,

@@ -24,9 +24,11 @@ def test_batch_iou_by_hand() -> None:
     prob = torch.zeros(2, 4, 4)
     prob[0, :1] = 0.9  # 4 of them predicted: IoU 0.5
     prob[0, 3, 0] = 0.3  # below the threshold: not predicted
-    # Sample 1: empty target, empty prediction: IoU 1.
-    assert batch_iou(prob, target, 0.35) == pytest.approx((0.5 + 1.0) / 2)
-    assert batch_iou(prob, target, 0.95) == pytest.approx((0.0 + 1.0) / 2)
+    target[1, 3] = 1.0  # sample 1: 4 target pixels, none predicted: IoU 0
+    assert batch_iou(prob, target, 0.35) == pytest.approx((0.5 + 0.0) / 2)
+    prob[1, 2:] = 0.9  # now 4 of 8 predicted pixels are its target: IoU 0.5
+    assert batch_iou(prob, target, 0.35) == pytest.approx((0.5 + 0.5) / 2)
+    assert batch_iou(prob, target, 0.95) == 0.0
 
 
 def test_lvg_tiny_fits_one_batch(tmp_path: Path) -> None:
