@@ -187,23 +187,40 @@ class Grounder:
         return _Prepared(arr, lb, np.asarray(pil, dtype=np.uint8), ids, mask, truncated)
 
     def _run(self, prepared: Sequence[_Prepared], return_attention: bool) -> BackendOutput:
-        """Run the backend over ``prepared`` in chunks its batch limit allows (padding static engines)."""
-        n = len(prepared)
+        images = np.stack([c.image for c in prepared])  # (B, 3, S, S)
+        ids = np.stack([c.ids for c in prepared])  # (B, L)
+        masks = np.stack([c.mask for c in prepared])  # (B, L)
+        return self.run_arrays(images, ids, masks, return_attention=return_attention)
+
+    def run_arrays(self, images: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *,
+                   return_attention: bool = False) -> BackendOutput:
+        """The model on already preprocessed inputs, in chunks its batch limit allows (padding static engines).
+
+        Args:
+            images: float32 ``(B, 3, S, S)`` letterboxed, normalised images (``lvg.runtime.preprocess``).
+            text_ids: int64 ``(B, L)`` token ids and text_mask: bool ``(B, L)``, as
+                :meth:`Tokenizer.encode <lvg.runtime.tokenizer.Tokenizer.encode>` makes them.
+
+        Returns:
+            The raw outputs over the letterbox canvas: ``prob`` ``(B, S/4, S/4)``, ``no_target_logit``
+            ``(B,)`` for GRES models, ``attention`` when asked of the torch backend. For evaluation
+            (``lvg eval`` on an exported model); :meth:`predict` is the way to results in image pixels.
+        """
+        n = len(images)
         limit = self._backend.max_batch or n
         probs, nts, atts = [], [], []
         for start in range(0, n, limit):
-            chunk = prepared[start : start + limit]
-            k = len(chunk)
-            images = np.stack([c.image for c in chunk])  # (k, 3, S, S)
-            ids = np.stack([c.ids for c in chunk])  # (k, L)
-            masks = np.stack([c.mask for c in chunk])  # (k, L)
+            img = images[start : start + limit]  # (k, 3, S, S)
+            ids = text_ids[start : start + limit]  # (k, L)
+            masks = text_mask[start : start + limit]  # (k, L)
+            k = len(img)
             if self._backend.fixed_batch and k < limit:
                 # Static engines take exactly `limit` rows: repeat the last sample, drop its outputs.
                 pad = limit - k
-                images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
+                img = np.concatenate([img, np.repeat(img[-1:], pad, axis=0)])
                 ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)])
                 masks = np.concatenate([masks, np.repeat(masks[-1:], pad, axis=0)])
-            out = self._call_backend(images, ids, masks, return_attention)
+            out = self._call_backend(img, ids, masks, return_attention)
             probs.append(out.prob[:k])
             if out.no_target_logit is not None:
                 nts.append(out.no_target_logit[:k])

@@ -147,7 +147,9 @@ def train_command(
 
 @handle_errors
 def eval_command(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (.safetensors)."),
+    ckpt: Optional[Path] = typer.Option(
+        None, "--ckpt", help="Checkpoint (.safetensors) or exported model (.onnx, .engine/.plan); default: the "
+        "bundled model."),
     data: str = typer.Option(..., help="Dataset spec (REFER / gREFER directory)."),
     split: str = typer.Option("val", help="Split to evaluate."),
     task: Optional[str] = typer.Option(None, help="ris | rec | gres (default: gres for GRES variants, else ris)."),
@@ -175,16 +177,27 @@ def eval_command(
     require("safetensors", extra="train", purpose="evaluation")
 
     from lvg.modeling import load_checkpoint, resolve_device
+    from lvg.runtime.grounder import Grounder, default_model_path
     from lvg.train.data import open_dataset
-    from lvg.train.evaluate import evaluate
+    from lvg.train.evaluate import ExportedModel, evaluate
     from lvg.train.trainer import tokenizer_for_checkpoint
 
     with _cli_messages():
-        dev = resolve_device(device)
-        model = load_checkpoint(ckpt, device=dev)
+        ckpt = default_model_path() if ckpt is None else ckpt
+        model: Any
+        if ckpt.suffix.lower() == ".safetensors":
+            dev = resolve_device(device)
+            model = load_checkpoint(ckpt, device=dev)
+        else:
+            # An exported model runs on the runtime's backend, as lvg infer runs it; it reads its own tokenizer.
+            grounder = Grounder.load(ckpt, device=device or "auto", tokenizer=tokenizer)
+            model, dev = ExportedModel(grounder), resolve_device("cpu")
         # The dataset first: a wrong --data is the error to report, not the tokenizer missing beside it.
         source = open_dataset(data, split=split, prefer_gres=model.cfg.head.gres or task == "gres")
-        tok = tokenizer_for_checkpoint(ckpt, data, model.cfg, tokenizer)
+        if isinstance(model, ExportedModel):
+            tok = model.grounder.tokenizer
+        else:
+            tok = tokenizer_for_checkpoint(ckpt, data, model.cfg, tokenizer)
         metrics = evaluate(model, source, split, tok, task=task, batch_size=batch_size, device=dev,
                            max_sentences=max_sentences, text_swap=text_swap, mask_threshold=threshold,
                            show_progress=None)

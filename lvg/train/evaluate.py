@@ -9,6 +9,10 @@ that mask. GRES uses the no-target head (``sigmoid(logit) > no_target_threshold`
 For latent variants the result also holds ``per_expression``: the same mask metrics for each expression's
 own map (input expression and every latent one, thresholded before averaging), as in the paper's Table 11.
 
+An exported model (``.onnx``, TensorRT engine) is evaluated through :class:`ExportedModel`, the runtime's
+own backend behind the call made of a torch model; its export holds only the averaged map, so it has no
+``per_expression`` metrics.
+
 ``text_swap=True`` adds a control, ``text_swap``: the same mask metrics when every image is paired with the
 sentence of another image in its batch and scored against its own ground truth. A model that reads its text
 scores far lower there; equal numbers mean the masks ignore the sentence (a model trained from scratch can
@@ -29,6 +33,37 @@ from lvg.train.metrics import MetricAccumulator
 _MAIN_KEYS = {"ris": ("mIoU", "oIoU"), "rec": ("acc@0.5",), "gres": ("gIoU", "cIoU")}
 
 
+class ExportedModel:
+    """A runtime :class:`~lvg.runtime.grounder.Grounder` (ONNX Runtime, TensorRT) called as :func:`evaluate`
+    calls a torch model: ``model(image, text_ids, text_mask)`` -> ``{"prob": (B, S/4, S/4)}`` plus
+    ``"no_target_logit": (B,)`` for GRES models, as CPU tensors.
+
+    So the shipped artifact itself can be scored, not only the checkpoint it was exported from.
+    """
+
+    #: The export's only map is the averaged ``prob``: no per-expression maps to score.
+    expression_maps = False
+    training = False
+
+    def __init__(self, grounder: Any) -> None:
+        self.grounder = grounder
+        self.cfg = grounder.config
+
+    def eval(self) -> "ExportedModel":
+        return self
+
+    def train(self, mode: bool = True) -> "ExportedModel":
+        return self
+
+    def __call__(self, image: torch.Tensor, text_ids: torch.Tensor,
+                 text_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.grounder.run_arrays(image.cpu().numpy(), text_ids.cpu().numpy(), text_mask.cpu().numpy())
+        result = {"prob": torch.from_numpy(np.ascontiguousarray(out.prob, dtype=np.float32))}
+        if out.no_target_logit is not None:
+            result["no_target_logit"] = torch.from_numpy(np.asarray(out.no_target_logit, dtype=np.float32))
+        return result
+
+
 def select_sentences(n: int, max_sentences: int) -> list[int]:
     """All ``n`` indices, or ``max_sentences`` of them spread evenly over the split (deterministic)."""
     if max_sentences <= 0 or max_sentences >= n:
@@ -38,7 +73,7 @@ def select_sentences(n: int, max_sentences: int) -> list[int]:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | ExportedModel,
     source: Any,
     split: str,
     tokenizer: Any,
@@ -56,7 +91,8 @@ def evaluate(
     """Metrics of ``model`` on every sentence of ``split`` of ``source``.
 
     Args:
-        model: a :class:`~lvg.modeling.LatentVG` (put in eval mode here; its device is ``device``).
+        model: a :class:`~lvg.modeling.LatentVG` (put in eval mode here; its device is ``device``), or an
+            :class:`ExportedModel` (``device`` = "cpu": it takes CPU arrays and runs where it was loaded).
         source: the split's ``ReferSource`` (:func:`lvg.train.data.open_dataset` with ``split=split``).
         split: its name, e.g. ``"val"``, ``"testA"`` (must match ``source.split`` when that is set).
         tokenizer: a :class:`lvg.runtime.tokenizer.Tokenizer` matching the model's vocabulary.
@@ -64,7 +100,7 @@ def evaluate(
             (gIoU, cIoU, N-acc, T-acc); ``None`` = "gres" for GRES variants, else "ris".
         batch_size: sentences per forward pass.
         max_sentences: evaluate an evenly spread subset of this many sentences (0 = all).
-        per_expression: add ``per_expression`` metrics for latent variants.
+        per_expression: add ``per_expression`` metrics for latent variants (torch models only).
         text_swap: add the ``text_swap`` control (module docstring); a second forward pass per batch. A
             sentence whose batch holds no other image is left out of the control only.
         mask_threshold: threshold of the probability maps, in [0, 1) (default: the model's
@@ -104,7 +140,8 @@ def evaluate(
     n_expr = 1 + cfg.latent.num_expressions
     acc = MetricAccumulator(task)  # type: ignore[arg-type]
     expr_task = "gres" if task == "gres" else "ris"
-    expr_accs = [MetricAccumulator(expr_task) for _ in range(n_expr)] if per_expression and n_expr > 1 else []
+    per_expression = per_expression and n_expr > 1 and getattr(model, "expression_maps", True)
+    expr_accs = [MetricAccumulator(expr_task) for _ in range(n_expr)] if per_expression else []
     swap_acc = MetricAccumulator(expr_task) if text_swap else None  # type: ignore[arg-type]
 
     def predict(prob_map: np.ndarray, nt: np.ndarray | None, j: int, lb: Any) -> Any:

@@ -240,3 +240,38 @@ def test_eval_text_report_shows_undefined_metrics_as_na() -> None:
 
     text = _format_metrics({"n": 3, "gIoU": 0.5, "N-acc": None, "text_swap": {"n": 3, "mIoU": None}})
     assert text.splitlines() == ["n: 3", "gIoU: 50.00", "N-acc: n/a", "  with another image's sentence (3): mIoU n/a"]
+
+
+def test_eval_scores_an_exported_model_like_its_checkpoint(tmp_path: Path, synth_dataset) -> None:
+    from lvg.export.onnx_export import export_onnx
+    from tests.export.artifact_factory import make_checkpoint
+
+    # Spread logits (as the export tests use) so the masks are real regions, not all-or-nothing.
+    ckpt = make_checkpoint("lvg-tiny-gres", tmp_path / "m.safetensors", synth_dataset.tokenizer, seed=3)
+    onnx = tmp_path / "m.onnx"
+    export_onnx(ckpt, onnx, check=False)
+    runner = CliRunner()
+    args = ["--data", str(synth_dataset.out_dir), "--split", "val", "--json", "--max-sentences", "12", "--text-swap",
+            "--batch-size", "6"]
+    by_torch = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--device", "cpu", *args])
+    by_onnx = runner.invoke(app, ["eval", "--ckpt", str(onnx), "--device", "cpu", *args])
+    assert by_torch.exit_code == 0 and by_onnx.exit_code == 0, by_torch.output + by_onnx.output
+    a, b = json.loads(by_torch.stdout), json.loads(by_onnx.stdout)
+    assert a["task"] == b["task"] == "gres" and a["n"] == b["n"] == 12
+    assert 0.0 < a["gIoU"] < 1.0  # masks that are neither empty nor the whole image
+    for key in ("gIoU", "cIoU", "N-acc", "T-acc"):
+        assert b[key] == pytest.approx(a[key], abs=2e-3), key
+    assert b["text_swap"]["gIoU"] == pytest.approx(a["text_swap"]["gIoU"], abs=2e-3)
+    # The export holds only the averaged map: no per-expression scores rather than wrong ones.
+    assert "per_expression" in a and "per_expression" not in b
+
+    # Without --ckpt it scores the bundled model, with the tokenizer inside it.
+    bundled = runner.invoke(app, ["eval", "--data", str(synth_dataset.out_dir), "--split", "val", "--json",
+                                  "--max-sentences", "2"])
+    assert bundled.exit_code == 0, bundled.output
+    assert json.loads(bundled.stdout)["variant"] == "lvg-s"
+    # A file that is no model is refused by name, as lvg infer refuses it.
+    pickle = tmp_path / "weights.pth"
+    pickle.write_bytes(b"\x80\x04")
+    res = runner.invoke(app, ["eval", "--ckpt", str(pickle), "--data", str(synth_dataset.out_dir)])
+    assert res.exit_code == 2 and res.stderr.startswith("error:") and "Traceback" not in res.output
