@@ -157,7 +157,8 @@ def eval_command(
     tokenizer: Optional[str] = typer.Option(
         None, help="Sentencepiece file (default: the checkpoint's own, else the one beside the data)."),
     max_sentences: int = typer.Option(0, min=0, help="Evaluate an evenly spread subset (0: all)."),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
+    device: Optional[str] = typer.Option(
+        None, help="cpu | cuda | cuda:N, or tensorrt for an .onnx model (default: CUDA if available)."),
     text_swap: bool = typer.Option(
         False, "--text-swap", help="Also score each image with another image's sentence (does the model read text?)."
     ),
