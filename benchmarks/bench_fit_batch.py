@@ -17,9 +17,6 @@ schedule), not of the architecture's resolution. Writes ``fit_batch_<name>.json`
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from _results import write_result
 from lvg.modeling import build_model, load_weights
 from lvg.train.data import open_dataset
 from lvg.train.losses import grounding_loss
@@ -101,16 +99,12 @@ def main() -> None:
     result = run(args.variant, args.data, args.init, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                  every=max(1, args.every), seed=args.seed)
     name = args.name or f"{args.variant}-{'init' if args.init else 'scratch'}"
-    result.update({"data": str(args.data), "date": dt.date.today().isoformat(), "machine": platform.machine(),
-                   "torch": torch.__version__, "threads": torch.get_num_threads()})
+    result.update({"data": str(args.data), "threads": torch.get_num_threads()})
     print(f"{result['variant']} from {result['start']} on one batch of {args.batch_size} ({args.data}), lr {args.lr}:")
     print(f"{'step':>5} {'Dice loss':>10} {'IoU':>6}")
     for row in result["curve"]:
         print(f"{row['step']:>5} {row['dice_loss']:>10.3f} {row['IoU']:>6.3f}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"fit_batch_{name}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(result, args.out, f"fit_batch_{name}.json")
 
 
 if __name__ == "__main__":

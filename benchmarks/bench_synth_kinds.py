@@ -20,9 +20,7 @@ reverse says it grounds but its masks are coarse. Writes ``synth_kinds_<name>.js
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from _results import write_result
 from lvg.modeling import load_checkpoint
 from lvg.runtime.postprocess import postprocess
 from lvg.runtime.preprocess import letterbox_geometry
@@ -123,19 +122,14 @@ def main() -> None:
 
     result = run(args.ckpt, args.data, args.split, args.max_sentences, args.batch_size)
     name = args.name or args.ckpt.resolve().parent.name
-    result.update({"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split,
-                   "date": dt.date.today().isoformat(), "machine": platform.machine(),
-                   "torch": torch.__version__})
+    result.update({"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split})
     print(f"{result['variant']} on {args.data} ({args.split}):")
     print(f"{'kind':<10} {'n':>5} {'mIoU':>6} {'right object':>13} {'chance':>7} {'best-object IoU':>16}")
     for kind, row in result["kinds"].items():
         if row["n"]:
             print(f"{kind:<10} {row['n']:>5} {row['mIoU']:>6.3f} {row['right_object']:>13.3f} {row['chance']:>7.3f}"
                   f" {row['best_object_IoU']:>16.3f}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"synth_kinds_{name}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(result, args.out, f"synth_kinds_{name}.json")
 
 
 if __name__ == "__main__":
