@@ -33,7 +33,9 @@ class LatentExpressionInit(nn.Module):
             nn.Parameter(torch.randn(k, m) * m**-0.5) for k in cfg.lengths
         )
         self.class_tokens = nn.Parameter(torch.randn(len(cfg.lengths), dim) * 0.02)  # z_cls^i
-        self.subject_scorer = nn.Linear(dim, 1)
+        # No bias: the scores go through a softmax over the text positions, which a shared offset does not
+        # change, so a bias would get an exactly-zero gradient and never learn.
+        self.subject_scorer = nn.Linear(dim, 1, bias=False)
 
     def select_subject(self, words: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """Straight-through Gumbel-softmax in training, argmax at inference; padding and eos never win.
