@@ -171,7 +171,7 @@ def _reset_peak_rss() -> bool:
 
 
 def _tokenizer_path(cache: Path) -> Path:
-    from lvg.runtime.tokenizer import train_sentencepiece
+    from lvg.core.tokenizer import train_sentencepiece
 
     path = cache / "bench.spm"
     if not path.is_file():
@@ -214,7 +214,6 @@ def _encoder_text_len(cfg) -> int:
 
 def prepare_onnx(variant: str, cache: Path, *, fp16: bool = False) -> dict[str, Path]:
     """Export (once) the ONNX files the ``ort`` workers need; returns model -> path."""
-    import torch
 
     from lvg.export import export_onnx
 
@@ -275,7 +274,7 @@ class _Worker:
         from PIL import Image
 
         from lvg.config import get_config
-        from lvg.runtime.tokenizer import Tokenizer
+        from lvg.core.tokenizer import Tokenizer
 
         self.case = Case(**{**spec["case"], "batches": tuple(spec["case"]["batches"])})
         self.import_rss_mb = _rss_mb("VmRSS")
@@ -381,8 +380,8 @@ class _Worker:
 
     # -- one measurement
     def run(self, batch: int) -> dict[str, float]:
-        from lvg.runtime.postprocess import mask_from_prob
-        from lvg.runtime.preprocess import preprocess_batch
+        from lvg.core.postprocess import mask_from_prob
+        from lvg.core.preprocess import preprocess_batch
 
         np = self.np
         if self._cuda and hasattr(self, "torch"):

@@ -61,8 +61,8 @@ def build_default_model(root: Path) -> Path:
 
     from lvg.export.onnx_export import export_onnx
     from lvg.modeling import build_model, save_checkpoint
-    from lvg.runtime.artifact import tokenizer_metadata
-    from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
+    from lvg.core.artifact import tokenizer_metadata
+    from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 
     spm = train_sentencepiece([t for t in TEXTS] * 4, root / "soak.spm", vocab_size=200, seed=0)
     torch.manual_seed(0)

@@ -30,8 +30,8 @@ import torch
 
 from _results import write_result
 from lvg.modeling import load_checkpoint
-from lvg.runtime.postprocess import postprocess
-from lvg.runtime.preprocess import letterbox_geometry
+from lvg.core.postprocess import postprocess
+from lvg.core.preprocess import letterbox_geometry
 from lvg.train.data import decode_segmentation, open_dataset
 from lvg.train.evaluate import select_sentences
 from lvg.train.metrics import mask_iou

@@ -68,10 +68,9 @@ def info(
     if (variant is None) == (ckpt is None):
         raise ConfigError("give exactly one of --variant NAME or --ckpt PATH")
     if ckpt is not None:
-        require("torch", extra="torch", purpose="reading a checkpoint")
-        from lvg.modeling.checkpoint import read_checkpoint_config
+        from lvg.core.model_file import ModelFile
 
-        cfg = read_checkpoint_config(ckpt)
+        cfg = ModelFile.open(ckpt, checkpoint=True).config
     else:
         cfg = get_config(variant)  # type: ignore[arg-type]
     require("torch", extra="torch", purpose="counting parameters and FLOPs")

@@ -73,13 +73,31 @@ class LatentConfig:
         return len(self.lengths) if self.enabled else 0
 
     @property
-    def num_attributes(self) -> int:
-        return sum(self.lengths) if self.enabled else 0
-
-    @property
     def num_tokens(self) -> int:
         """Tokens the latent expressions add to the sequence: class + subject + attributes each."""
         return sum(k + 2 for k in self.lengths) if self.enabled else 0
+
+    # The latent tokens are the expressions one after another, each [z_cls, s, a_1..a_k] (SPEC 3.2). The
+    # offsets below (within the latent tokens) are that layout's only definition.
+
+    @property
+    def class_slots(self) -> tuple[int, ...]:
+        """Offset of each expression's class token ``z_cls``: where the expression starts."""
+        starts, pos = [], 0
+        for k in self.lengths:
+            starts.append(pos)
+            pos += k + 2
+        return tuple(starts)
+
+    @property
+    def subject_slots(self) -> tuple[int, ...]:
+        """Offset of each expression's subject token ``s`` (right after its class token)."""
+        return tuple(start + 1 for start in self.class_slots)
+
+    @property
+    def attribute_slots(self) -> tuple[int, ...]:
+        """Offsets of every attribute token ``a``, expression after expression (``N_a = sum(k)`` of them)."""
+        return tuple(i for start, k in zip(self.class_slots, self.lengths) for i in range(start + 2, start + 2 + k))
 
 
 @dataclass(frozen=True)

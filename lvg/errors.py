@@ -16,12 +16,25 @@ class ConfigError(LVGError):
     """A config or variant name is invalid."""
 
 
-class CheckpointError(LVGError):
-    """A checkpoint or pretrained-weights file is missing, corrupt or of another model."""
-
-
 class ArtifactError(LVGError):
-    """An exported model file is missing, corrupt or not a Latent-VG artifact."""
+    """A model file is missing, corrupt or not a Latent-VG model."""
+
+
+class CheckpointError(ArtifactError):
+    """A checkpoint or pretrained-weights file is missing, corrupt or of another model.
+
+    A checkpoint is a model file, so code that refuses any bad model file catches this as an
+    :class:`ArtifactError`.
+    """
+
+
+class TokenizerError(ArtifactError, ConfigError):
+    """A tokenizer that does not fit the model it is to read text for (more ids than the model embeds, or
+    not the one it was trained with).
+
+    Both a problem of the model file (``ArtifactError``, as the runtime reports it) and of a run's settings
+    (``ConfigError``, as training reports it), so either ``except`` clause catches it.
+    """
 
 
 class InputError(LVGError):
@@ -45,3 +58,12 @@ def require(module: str, *, extra: str, purpose: str, package: str | None = None
         return importlib.import_module(module)
     except ImportError:
         raise MissingDependencyError(package or module, extra, purpose) from None
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (at most ``limit`` characters), or its type name:
+    what a one-line error quotes of a third-party exception."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__

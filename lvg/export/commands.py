@@ -9,7 +9,8 @@ import typer
 
 from lvg._cli import check_outputs, echo_json, handle_errors, progress
 from lvg.errors import InputError, require
-from lvg.runtime.artifact import tokenizer_sidecars
+from lvg.core.artifact import tokenizer_sidecars
+from lvg.core.model_file import ModelFile
 
 
 @handle_errors
@@ -39,9 +40,7 @@ def export(
     fmt = fmt.lower()
     if fmt not in ("onnx", "trt", "tensorrt"):
         raise InputError(f"unknown --format {fmt!r}; choose onnx or trt")
-    if not ckpt.is_file():  # before the slow imports; load_checkpoint would say the same
-        raise InputError(f"checkpoint path is a directory, not a file: {ckpt}" if ckpt.is_dir()
-                         else f"checkpoint not found: {ckpt}")
+    checkpoint = ModelFile.open(ckpt, checkpoint=True)  # torch-free: a bad file is refused before the slow imports
     if fmt != "onnx":
         # Fail before the (slow) ONNX export when TensorRT is missing.
         require("tensorrt", extra="trt", purpose="building TensorRT engines")
@@ -58,7 +57,7 @@ def export(
     outputs = {"--out": onnx_out} if fmt == "onnx" else {"--out": engine_out, "the intermediate ONNX file": onnx_out}
     check_outputs([ckpt, tokenizer, *tokenizer_sidecars(ckpt)], outputs)
     bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
-    report = export_onnx(ckpt, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify, check=check)
+    report = export_onnx(checkpoint, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify, check=check)
     bar.update(1)
     data = {"onnx": report.to_dict()}
     if fmt != "onnx":

@@ -15,14 +15,13 @@ Decisions (SPEC section 5):
 - **Simplification**: ONNX Runtime's *basic* offline optimisation (constant folding, redundant node
   elimination; provider-independent, standard ops only) when it removes nodes; onnxsim is not required.
 - **fp16**: :func:`lvg.export.fp16.convert_to_fp16` on the fp32 graph (IO stays fp32).
-- **Metadata**: the ``lvg.*`` keys of :mod:`lvg.runtime.artifact` in ``metadata_props``, tokenizer bytes
+- **Metadata**: the ``lvg.*`` keys of :mod:`lvg.core.artifact` in ``metadata_props``, tokenizer bytes
   included, so one ``.onnx`` file is self-contained.
 """
 
 from __future__ import annotations
 
 import hashlib
-
 import os
 import tempfile
 import time
@@ -36,8 +35,10 @@ import torch
 from torch import Tensor, nn
 
 from lvg.config import ModelConfig
-from lvg.errors import CheckpointError, InputError, LVGError, require
-from lvg.runtime import artifact as art
+from lvg.core import artifact as art
+from lvg.core.model_file import ModelFile
+from lvg.core.tokenizer import Tokenizer, check_vocabulary
+from lvg.errors import InputError, LVGError, require
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -71,8 +72,9 @@ class ExportWrapper(nn.Module):
         return (out["prob"],)
 
 
-def load_for_export(ckpt: str | os.PathLike[str] | nn.Module) -> nn.Module:
-    """A model in eval mode on CPU with the reference kernels, from a checkpoint path or a live model.
+def load_for_export(ckpt: str | os.PathLike[str] | ModelFile | nn.Module) -> nn.Module:
+    """A model in eval mode on CPU with the reference kernels, from a checkpoint (path or opened
+    :class:`~lvg.core.model_file.ModelFile`) or a live model.
 
     A live model is rebuilt with ``impl="reference"`` and its weights copied, so the caller's module
     (which may use the Triton kernels, or be on a GPU) is left untouched.
@@ -244,9 +246,9 @@ def _simplify(model_proto):
     return model_proto, False
 
 
-def _source_id(ckpt: Any) -> str:
-    if isinstance(ckpt, (str, os.PathLike)):
-        p = Path(ckpt)
+def _source_id(source: ModelFile | nn.Module) -> str:
+    if isinstance(source, ModelFile):
+        p = source.path
         h = hashlib.sha256()
         with open(p, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -263,30 +265,23 @@ def _gflops(model: nn.Module) -> float | None:
     return float(count_flops(model, batch=1).total_gflops)
 
 
-def resolve_tokenizer(ckpt: Any, tokenizer: str | os.PathLike[str] | bytes | None):
-    """The tokenizer to embed: an explicit file / bytes, else the checkpoint's header entry or ``.spm`` sidecar."""
-    from lvg.errors import ArtifactError
-    from lvg.runtime.tokenizer import Tokenizer
-
-    if isinstance(tokenizer, bytes):
-        return Tokenizer.from_bytes(tokenizer)
-    if tokenizer is not None:
-        return Tokenizer.from_file(tokenizer)
-    if isinstance(ckpt, (str, os.PathLike)):
-        try:
-            info = art.checkpoint_info(ckpt)
-        except ArtifactError as exc:
-            raise CheckpointError(str(exc)) from None
-        if info.tokenizer_bytes is not None:
-            return Tokenizer.from_bytes(info.tokenizer_bytes)
-        where = f"{Path(ckpt).name}.spm beside the checkpoint"
-    else:
-        where = "a tokenizer file"
-    raise InputError(f"no tokenizer for this model: pass --tokenizer PATH (or put {where})")
+def _tokenizer(source: ModelFile | nn.Module, explicit: str | os.PathLike[str] | bytes | None) -> Tokenizer:
+    """The tokenizer to embed: ``explicit`` (a file or bytes), else the checkpoint's own (header or sidecar)."""
+    if isinstance(source, ModelFile):
+        tok = source.tokenizer(explicit)
+        if tok is None:
+            raise InputError(f"no tokenizer for this model: pass --tokenizer PATH (or put {source.path.name}.spm "
+                             "beside the checkpoint)")
+        return tok
+    if explicit is None:
+        raise InputError("no tokenizer for this model: pass a sentencepiece file (or its bytes) as tokenizer")
+    tok = Tokenizer.from_bytes(explicit) if isinstance(explicit, bytes) else Tokenizer.from_file(explicit)
+    check_vocabulary(tok, source.cfg, what="the given tokenizer")  # type: ignore[arg-type]
+    return tok
 
 
 def export_onnx(
-    ckpt: str | os.PathLike[str] | nn.Module,
+    ckpt: str | os.PathLike[str] | ModelFile | nn.Module,
     out: str | os.PathLike[str],
     *,
     fp16: bool = False,
@@ -299,7 +294,8 @@ def export_onnx(
     """Export a checkpoint (or a live model) to a self-contained ``.onnx`` file.
 
     Args:
-        ckpt: a ``.safetensors`` checkpoint path or a ``LatentVG`` module.
+        ckpt: a ``.safetensors`` checkpoint (its path or opened :class:`~lvg.core.model_file.ModelFile`) or a
+            ``LatentVG`` module.
         out: the ``.onnx`` file to write (atomically: temp file + rename).
         fp16: convert the graph to fp16 compute (fp32 IO; see :mod:`lvg.export.fp16`).
         opset: ONNX opset (20 by default; 17 is the lowest with native LayerNormalization).
@@ -322,13 +318,10 @@ def export_onnx(
                          f"writes (at most {newest})")
     start = time.perf_counter()
     out = Path(out)
-    model = load_for_export(ckpt)  # first: a broken checkpoint is the error to report, not its tokenizer
-    tok = resolve_tokenizer(ckpt, tokenizer)
+    source = ckpt if isinstance(ckpt, nn.Module) else ModelFile.open(ckpt, checkpoint=True)
+    model = load_for_export(source)  # first: a broken checkpoint is the error to report, not its tokenizer
+    tok = _tokenizer(source, tokenizer)
     cfg: ModelConfig = model.cfg  # type: ignore[assignment]
-    if tok.vocab_size > cfg.encoder.vocab_size:
-        raise InputError(
-            f"tokenizer has {tok.vocab_size} ids but {cfg.name}'s vocabulary is {cfg.encoder.vocab_size}"
-        )
     wrapper = ExportWrapper(model).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
@@ -358,7 +351,7 @@ def export_onnx(
         extra={
             art.KEY_OPSET: str(opset),
             art.KEY_EXPORTER: "; ".join(steps),
-            art.KEY_SOURCE: _source_id(ckpt),
+            art.KEY_SOURCE: _source_id(source),
         },
     )
     del proto.metadata_props[:]

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lvg.errors import ArtifactError, InputError, LVGError, require
-from lvg.runtime import artifact as art
+from lvg.core import artifact as art
+from lvg.core.model_file import ModelFile
+from lvg.errors import InputError, LVGError, require
 
 __all__ = ["EngineReport", "build_engine", "trt_major_version"]
 
@@ -52,16 +53,6 @@ class EngineReport:
         }
 
 
-def _read_onnx_meta(onnx_path: Path) -> dict[str, str]:
-    import onnxruntime as ort
-
-    try:
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ArtifactError(f"{onnx_path} is not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-    return dict(sess.get_modelmeta().custom_metadata_map)
-
-
 def build_engine(
     onnx_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -80,10 +71,11 @@ def build_engine(
     trt = require("tensorrt", extra="trt", purpose="building TensorRT engines")
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
-    onnx_path, out = Path(onnx_path), Path(out)
-    meta = _read_onnx_meta(onnx_path)
-    info = art.info_from_metadata(onnx_path, "onnx", meta)
-    cfg = info.config
+    out = Path(out)
+    info = ModelFile.open(onnx_path).info
+    if info.kind != "onnx":
+        raise InputError(f"TensorRT engines are built from an exported .onnx file, not {info.path}")
+    onnx_path, meta, cfg = info.path, info.metadata, info.config
     major = trt_major_version(trt)
     strongly_typed = major >= 11
     if strongly_typed and fp16 and info.precision != "fp16":
@@ -125,7 +117,7 @@ def build_engine(
     tmp.write_bytes(bytes(serialized))
     os.replace(tmp, out)
     precision = "fp16" if fp16 or info.precision == "fp16" else "fp32"
-    side_meta = dict(meta)
+    side_meta = dict(meta)  # the ONNX file's own metadata, plus what the engine adds
     side_meta.update(
         {
             art.KEY_TRT_BATCH: str(batch),

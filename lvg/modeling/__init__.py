@@ -23,7 +23,6 @@ from lvg.modeling.checkpoint import (  # noqa: E402  (needs build_model)
     load_beit3_pretrained,
     load_checkpoint,
     load_weights,
-    read_checkpoint_config,
     resolve_device,
     save_checkpoint,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "load_beit3_pretrained",
     "load_checkpoint",
     "load_weights",
-    "read_checkpoint_config",
     "resolve_device",
     "save_checkpoint",
 ]

@@ -1,8 +1,10 @@
 """Checkpoint IO: our safetensors checkpoints (config in the header) and official BEiT-3 ``.pth`` weights.
 
-Nothing here unpickles arbitrary objects: our checkpoints are safetensors; official ``.pth`` files are
-read with ``torch.load(weights_only=True)``, which refuses pickles that would build or call anything
-beyond tensors and plain containers.
+A checkpoint is opened, and its header read and checked, by :class:`lvg.core.model_file.ModelFile`; the
+functions here take a path or an opened ``ModelFile`` and read only the tensors. Nothing here unpickles
+arbitrary objects: our checkpoints are safetensors; official ``.pth`` files are read with
+``torch.load(weights_only=True)``, which refuses pickles that would build or call anything beyond tensors
+and plain containers.
 """
 
 from __future__ import annotations
@@ -20,13 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lvg.config import ModelConfig
-from lvg.errors import ArtifactError, CheckpointError, ConfigError, InputError
-from lvg.runtime.artifact import (
-    CHECKPOINT_CONFIG_KEY,
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_FORMAT_VERSION,
-    check_checkpoint_header,
-)
+from lvg.core.artifact import CHECKPOINT_CONFIG_KEY, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
+from lvg.core.model_file import ModelFile
+from lvg.errors import CheckpointError, InputError
 
 TRAIN_PREFIX = "train/"  # training-state tensors (optimizer moments, RNG) live under this prefix
 
@@ -98,55 +96,21 @@ def save_checkpoint(
     return path
 
 
-def _open(path: str | os.PathLike):
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint path is a directory: {path}")
-    try:
-        return safe_open(str(path), framework="pt")
-    except Exception as exc:  # safetensors raises its own error types for bad headers / truncation
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc})") from None
-
-
-def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The header metadata of a Latent-VG checkpoint (raises :class:`CheckpointError` otherwise)."""
-    with _open(path) as fh:
-        meta = fh.metadata() or {}
-    try:
-        check_checkpoint_header(meta, path)
-    except ArtifactError as exc:
-        raise CheckpointError(str(exc)) from None
-    return dict(meta)
-
-
-def read_checkpoint_config(path: str | os.PathLike) -> ModelConfig:
-    """The model config stored in a checkpoint, without loading its tensors."""
-    meta = read_checkpoint_metadata(path)
-    try:
-        return ModelConfig.from_json(meta[CHECKPOINT_CONFIG_KEY])
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: stored config is invalid: {exc}") from None
-
-
-def read_checkpoint_tensors(path: str | os.PathLike, *, model_only: bool = False) -> dict[str, Tensor]:
+def read_checkpoint_tensors(path: str | os.PathLike | ModelFile, *, model_only: bool = False) -> dict[str, Tensor]:
     """All tensors of a checkpoint (model and ``train/`` state), or with ``model_only`` the model's alone
     (the optimizer moments, twice the model's size, are then never read)."""
-    read_checkpoint_metadata(path)
+    from safetensors import safe_open
+
+    model_file = ModelFile.open(path, checkpoint=True)
     try:
-        with _open(path) as fh:
+        with safe_open(str(model_file.path), framework="pt") as fh:
             return {k: fh.get_tensor(k) for k in fh.keys() if not (model_only and k.startswith(TRAIN_PREFIX))}
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
+    except Exception as exc:  # safetensors raises its own error types for truncated or corrupt data
+        raise CheckpointError(f"{model_file.path} is truncated or corrupt ({exc})") from None
 
 
 def load_checkpoint(
-    path: str | os.PathLike,
+    path: str | os.PathLike | ModelFile,
     *,
     impl: str | None = None,
     device: str | torch.device = "cpu",
@@ -154,20 +118,22 @@ def load_checkpoint(
 ) -> nn.Module:
     """Build the model described by a checkpoint's config and load its weights (eval mode).
 
-    ``expect``: if given, the checkpoint's config must equal it (e.g. resuming a run), else
-    :class:`CheckpointError` names the variant mismatch.
+    ``path``: the checkpoint's path or its opened :class:`~lvg.core.model_file.ModelFile`. ``expect``: if
+    given, the checkpoint's config must equal it (e.g. resuming a run), else :class:`CheckpointError` names
+    the variant mismatch.
     """
     from lvg.modeling import build_model
 
-    cfg = read_checkpoint_config(path)
+    model_file = ModelFile.open(path, checkpoint=True)
+    cfg = model_file.config
     if expect is not None:
-        _check_config(path, cfg, expect)
+        _check_config(model_file.path, cfg, expect)
     model = build_model(cfg, impl=impl)
-    load_state_strict(model, read_checkpoint_tensors(path, model_only=True), str(path))
+    load_state_strict(model, read_checkpoint_tensors(model_file, model_only=True), str(model_file.path))
     return model.to(device).eval()
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+def load_weights(model: nn.Module, path: str | os.PathLike | ModelFile) -> None:
     """Load a checkpoint's model weights into an already built ``model`` (e.g. to start a new run from them).
 
     The checkpoint's architecture must equal ``model.cfg``'s, else :class:`CheckpointError` names the
@@ -175,8 +141,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     thresholds, dropout rates, the kernel implementation, the name): a variant whose default threshold was
     retuned still starts from runs made before. The ``train/`` state is never read.
     """
-    _check_config(path, read_checkpoint_config(path), model.cfg, architecture_only=True)
-    load_state_strict(model, read_checkpoint_tensors(path, model_only=True), str(path))
+    model_file = ModelFile.open(path, checkpoint=True)
+    _check_config(model_file.path, model_file.config, model.cfg, architecture_only=True)
+    load_state_strict(model, read_checkpoint_tensors(model_file, model_only=True), str(model_file.path))
 
 
 def _architecture(cfg: ModelConfig) -> ModelConfig:
@@ -330,19 +297,12 @@ def load_beit3_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadRepo
     return report
 
 
-def config_from_metadata(meta: Mapping[str, str]) -> ModelConfig:
-    """Parse the ``config`` entry of checkpoint or artifact metadata."""
-    return ModelConfig.from_json(meta[CHECKPOINT_CONFIG_KEY])
-
-
 __all__ = [
     "LoadReport",
-    "config_from_metadata",
     "load_beit3_pretrained",
     "load_checkpoint",
     "load_state_strict",
-    "read_checkpoint_config",
-    "read_checkpoint_metadata",
+    "load_weights",
     "read_checkpoint_tensors",
     "resample_vision_positions",
     "save_checkpoint",

@@ -25,11 +25,7 @@ class ConceptInjector(nn.Module):
         else:
             nn.init.normal_(self.concepts, std=dim**-0.5)
         self._vci = vci
-        attr_idx, pos = [], 0
-        for k in cfg.lengths:
-            attr_idx += range(pos + 2, pos + 2 + k)  # skip z_cls and s of each expression
-            pos += k + 2
-        self.register_buffer("attr_index", torch.tensor(attr_idx, dtype=torch.long), persistent=False)
+        self.register_buffer("attr_index", torch.tensor(cfg.attribute_slots, dtype=torch.long), persistent=False)
 
     def forward(self, patches: Tensor, t_cls: Tensor, latent: Tensor) -> tuple[Tensor, Tensor]:
         """patches ``(B, n, d)``, t_cls ``(B, d)``, latent ``(B, sum(k+2), d)``.

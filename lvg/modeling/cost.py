@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lvg.config import ModelConfig, get_config
@@ -115,6 +114,3 @@ def count_flops(model_or_cfg: LatentVG | ModelConfig | str, *, batch: int = 1) -
     }
     return CostReport(cfg.name, batch, size, tokens, params, flops)
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

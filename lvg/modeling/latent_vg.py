@@ -42,6 +42,7 @@ class LatentVG(nn.Module):
 
     - ``prob`` ``(B, S/4, S/4)``: the averaged sigmoid map of Eq. 9;
     - ``logits`` ``(B, 1 + N, S/4, S/4)``: per-expression logits (input expression first);
+    - ``expression_prob`` ``(B, 1 + N, S/4, S/4)``: their sigmoids, each expression's own map;
     - ``text_embedding`` ``(B, E)`` = ``t_o``; ``latent_embeddings`` ``(B, N, E)`` = ``z_o^i``;
     - ``no_target_logit`` ``(B,)`` (GRES variants only);
     - ``subject_index`` ``(B,)`` the text position chosen as subject (latent variants only);
@@ -60,7 +61,7 @@ class LatentVG(nn.Module):
         self.beit3 = BEiT3(enc)
         if lat.enabled:
             self.latent_init = LatentExpressionInit(lat, d, text_len)
-            self.subject_distributor = SubjectDistributor(lat.lengths) if lat.subject_distributor else None
+            self.subject_distributor = SubjectDistributor(lat) if lat.subject_distributor else None
             if lat.concept_injector:
                 vci = get_vci(self.kernel_impl)
                 # One injector between each pair of layers: after the last layer the attribute tokens feed
@@ -73,13 +74,10 @@ class LatentVG(nn.Module):
             self.latent_heads = nn.ModuleList(
                 TokenMLP(d, head.mlp_hidden, head.embed_dim) for _ in range(lat.num_expressions)
             )
-            starts, pos = [], 0
-            for k in lat.lengths:
-                starts.append(pos)
-                pos += k + 2
-            # The same offsets twice: a device tensor for index_select, Python ints for slicing without a sync.
-            self._latent_starts = tuple(starts)
-            self.register_buffer("latent_cls_index", torch.tensor(starts, dtype=torch.long), persistent=False)
+            # A device tensor of the class slots for index_select (the Python ints, lat.class_slots, slice
+            # without a device sync).
+            self.register_buffer("latent_cls_index", torch.tensor(lat.class_slots, dtype=torch.long),
+                                 persistent=False)
         self.text_head = TokenMLP(d, head.mlp_hidden, head.embed_dim)
         self.pixel_decoder = PixelDecoder(head, enc)
         self.empty_head = EmptyHead(d, head.empty_heads, enc.layernorm_eps) if head.gres else None
@@ -107,7 +105,7 @@ class LatentVG(nn.Module):
 
         probe_rows = None
         if return_attention:
-            rows = [nv] + ([nv + text_len + int(i) for i in self.latent_cls_index] if lat.enabled else [])
+            rows = [nv] + ([nv + text_len + i for i in lat.class_slots] if lat.enabled else [])
             probe_rows = torch.tensor(rows, device=xv.device)
         attn_sum = None
 
@@ -142,17 +140,19 @@ class LatentVG(nn.Module):
         if lat.enabled:
             z_cls = xt[:, text_len:].index_select(1, self.latent_cls_index)  # (B, N, d)
             if cfg.head.class_pool == "cls_mean":
-                # Expression j is [z_cls, s, a_1..a_k] at latent_cls_index[j]: its own tokens follow its class token.
+                # Expression j is [z_cls, s, a_1..a_k] at class_slots[j]: its own tokens follow its class token.
                 z_cls = z_cls + torch.stack(
                     [xt[:, text_len + start + 1: text_len + start + 2 + k].mean(1)
-                     for start, k in zip(self._latent_starts, lat.lengths)], dim=1)  # (B, N, d)
+                     for start, k in zip(lat.class_slots, lat.lengths)], dim=1)  # (B, N, d)
             embeddings += [head(z_cls[:, j]) for j, head in enumerate(self.latent_heads)]
         emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)
 
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
         logits = self.pixel_decoder(levels, emb) * emb.shape[-1] ** -0.5  # (B, 1+N, S/4, S/4)
         out["logits"] = logits
-        out["prob"] = logits.float().sigmoid().mean(dim=1)  # Eq. 9
+        # Each expression's map once: Eq. 9 averages them, evaluation scores them one by one.
+        out["expression_prob"] = logits.float().sigmoid()  # (B, 1+N, S/4, S/4)
+        out["prob"] = out["expression_prob"].mean(dim=1)  # Eq. 9
         out["text_embedding"] = emb[:, 0]
         out["latent_embeddings"] = emb[:, 1:]
         if self.empty_head is not None:

@@ -9,18 +9,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lvg.config import LatentConfig
+
 
 class SubjectDistributor(nn.Module):
     """Parameter-free: writes ``s_V`` into the subject slot of every latent expression."""
 
-    def __init__(self, lengths: tuple[int, ...]) -> None:
+    def __init__(self, cfg: LatentConfig) -> None:
         super().__init__()
-        starts, pos = [], 0
-        for k in lengths:
-            starts.append(pos + 1)  # [z_cls, s, a_1..a_k]: the subject sits right after the class token
-            pos += k + 2
-        self.register_buffer("slots", torch.tensor(starts, dtype=torch.long), persistent=False)
-        self.num_tokens = pos
+        self.register_buffer("slots", torch.tensor(cfg.subject_slots, dtype=torch.long), persistent=False)
 
     def forward(self, latent: Tensor, s_v: Tensor) -> Tensor:
         """latent ``(B, sum(k+2), d)``, s_v ``(B, d)`` -> latent with subject slots replaced."""

@@ -128,15 +128,11 @@ def bench(
     """
     import numpy as np
 
-    from lvg.runtime.artifact import artifact_kind, check_model_file
     from lvg.runtime.backends import open_backend
     from lvg.runtime.grounder import default_model_path
 
     sizes = _parse_batches(batch)
-    path = model if model is not None else default_model_path()
-    artifact_kind(path)  # refuses pickles and unknown suffixes before opening anything
-    check_model_file(path)
-    be = open_backend(path, backend=backend, device=device)
+    be = open_backend(model if model is not None else default_model_path(), backend=backend, device=device)
     info = be.info
     cfg = info.config
     s, length = cfg.encoder.img_size, cfg.preprocess.max_text_len

@@ -31,14 +31,16 @@ from typing import Sequence
 import numpy as np
 
 from lvg.config import ModelConfig, list_variants
-from lvg.errors import ArtifactError, InputError, LVGError
-from lvg.runtime.artifact import ArtifactInfo, artifact_kind, check_model_file
-from lvg.runtime.backends import Backend, BackendOutput, open_backend
-from lvg.runtime.image import ImageSource, load_image
-from lvg.runtime.postprocess import check_mask_threshold, postprocess
-from lvg.runtime.preprocess import Letterbox, preprocess_image, unletterbox
+from lvg.core.artifact import ArtifactInfo
+from lvg.core.image import ImageSource, load_image
+from lvg.core.model_file import ModelFile
+from lvg.core.outputs import ModelOutput
+from lvg.core.postprocess import check_mask_threshold, postprocess
+from lvg.core.preprocess import Letterbox, preprocess_image, unletterbox
+from lvg.core.tokenizer import Tokenizer, check_vocabulary, warn_truncated
+from lvg.errors import ArtifactError, InputError, TokenizerError
+from lvg.runtime.backends import Backend, open_backend
 from lvg.runtime.result import Result
-from lvg.runtime.tokenizer import Tokenizer, warn_truncated
 
 __all__ = ["TASKS", "Grounder", "default_model_path"]
 
@@ -72,21 +74,16 @@ class Grounder:
     def __init__(self, backend: Backend, tokenizer: Tokenizer) -> None:
         self._backend = backend
         self._tokenizer = tokenizer
-        info = backend.info
-        if info.tokenizer_identity is not None and info.tokenizer_identity != tokenizer.identity:
-            raise ArtifactError(
-                f"{info.path}: tokenizer {tokenizer.identity} does not match the model's {info.tokenizer_identity}"
-            )
-        if tokenizer.vocab_size > info.config.encoder.vocab_size:
-            raise ArtifactError(
-                f"tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary is "
-                f"{info.config.encoder.vocab_size}: it belongs to another model"
-            )
+        model_file = backend.model_file
+        check_vocabulary(tokenizer, model_file.config)
+        if not model_file.is_own(tokenizer):
+            raise TokenizerError(f"{model_file.path}: tokenizer {tokenizer.identity} does not match the model's "
+                                 f"{model_file.info.tokenizer_identity or 'own (beside it)'}")
 
     @classmethod
     def load(
         cls,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str] | ModelFile | None = None,
         *,
         backend: str = "auto",
         device: str = "auto",
@@ -114,19 +111,14 @@ class Grounder:
         """
         if variant is not None and variant not in list_variants():
             raise InputError(f"unknown variant {variant!r}; choose one of {', '.join(list_variants())}")
-        p = Path(path) if path is not None else default_model_path()
-        artifact_kind(p)  # refuses pickles and unknown suffixes by name, before touching the file
-        check_model_file(p)
-        be = open_backend(p, backend=backend, device=device)
-        if variant is not None and be.info.config.name != variant:
-            found = be.info.config.name
+        be = open_backend(path if path is not None else default_model_path(), backend=backend, device=device)
+        p = be.info.path
+        if variant is not None and be.config.name != variant:
+            found = be.config.name
             be.close()
             raise ArtifactError(f"{p} holds variant {found!r}, not the expected {variant!r}")
-        if tokenizer is not None:
-            tok = Tokenizer.from_file(tokenizer)
-        elif be.info.tokenizer_bytes is not None:
-            tok = Tokenizer.from_bytes(be.info.tokenizer_bytes)
-        else:
+        tok = be.model_file.tokenizer(tokenizer)
+        if tok is None:
             raise ArtifactError(
                 f"{p} carries no tokenizer: pass tokenizer=PATH (--tokenizer) or put the .spm file beside it as {p.name}.spm"
             )
@@ -186,85 +178,11 @@ class Grounder:
             warn_truncated(text, max_len)
         return _Prepared(arr, lb, np.asarray(pil, dtype=np.uint8), ids, mask, truncated)
 
-    def _run(self, prepared: Sequence[_Prepared], return_attention: bool) -> BackendOutput:
+    def _run(self, prepared: Sequence[_Prepared], return_attention: bool) -> ModelOutput:
         images = np.stack([c.image for c in prepared])  # (B, 3, S, S)
         ids = np.stack([c.ids for c in prepared])  # (B, L)
         masks = np.stack([c.mask for c in prepared])  # (B, L)
-        return self.run_arrays(images, ids, masks, return_attention=return_attention)
-
-    def run_arrays(self, images: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *,
-                   return_attention: bool = False) -> BackendOutput:
-        """The model on already preprocessed inputs, in chunks its batch limit allows (padding static engines).
-
-        Args:
-            images: float32 ``(B, 3, S, S)`` letterboxed, normalised images (``lvg.runtime.preprocess``).
-            text_ids: int64 ``(B, L)`` token ids and text_mask: bool ``(B, L)``, as
-                :meth:`Tokenizer.encode <lvg.runtime.tokenizer.Tokenizer.encode>` makes them.
-
-        Returns:
-            The raw outputs over the letterbox canvas: ``prob`` ``(B, S/4, S/4)``, ``no_target_logit``
-            ``(B,)`` for GRES models, ``attention`` when asked of the torch backend. For evaluation
-            (``lvg eval`` on an exported model); :meth:`predict` is the way to results in image pixels.
-        """
-        n = len(images)
-        limit = self._backend.max_batch or n
-        probs, nts, atts = [], [], []
-        for start in range(0, n, limit):
-            img = images[start : start + limit]  # (k, 3, S, S)
-            ids = text_ids[start : start + limit]  # (k, L)
-            masks = text_mask[start : start + limit]  # (k, L)
-            k = len(img)
-            if self._backend.fixed_batch and k < limit:
-                # Static engines take exactly `limit` rows: repeat the last sample, drop its outputs.
-                pad = limit - k
-                img = np.concatenate([img, np.repeat(img[-1:], pad, axis=0)])
-                ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)])
-                masks = np.concatenate([masks, np.repeat(masks[-1:], pad, axis=0)])
-            out = self._call_backend(img, ids, masks, return_attention)
-            probs.append(out.prob[:k])
-            if out.no_target_logit is not None:
-                nts.append(out.no_target_logit[:k])
-            if out.attention is not None:
-                atts.append(out.attention[:k])
-        return BackendOutput(
-            prob=np.concatenate(probs),
-            no_target_logit=np.concatenate(nts) if nts else None,
-            attention=np.concatenate(atts) if atts else None,
-        )
-
-    def _call_backend(
-        self, images: np.ndarray, ids: np.ndarray, masks: np.ndarray, return_attention: bool
-    ) -> BackendOutput:
-        """One backend call whose failures and malformed outputs become one-line :class:`ArtifactError`.
-
-        The inputs were built here to the model's own metadata, so a failure means the file's graph or
-        weights do not match its metadata (or the runtime broke): an error about the model, not the input.
-        """
-        b = images.shape[0]
-        try:
-            out = self._backend.run(images, ids, masks, return_attention=return_attention)
-        except LVGError:
-            raise
-        except MemoryError:
-            raise ArtifactError(f"out of memory running {self.info.path.name} on a batch of {b}") from None
-        except Exception as exc:  # ORT / TensorRT / torch raise their own types
-            raise ArtifactError(
-                f"{self.info.path} failed on inputs built to its own metadata ({_first_line(exc)}); "
-                "the file does not match its metadata or is corrupt"
-            ) from None
-        p = self.config.prob_size
-        prob = np.asarray(out.prob)
-        if prob.shape != (b, p, p):
-            raise ArtifactError(
-                f"{self.info.path} returned prob of shape {prob.shape}, expected {(b, p, p)} for "
-                f"{self.config.name}: the graph does not match its metadata"
-            )
-        # Whether the head exists was checked at load (Backend.check_io); the sizes only show here.
-        if out.no_target_logit is not None and np.shape(out.no_target_logit) != (b,):
-            raise ArtifactError(f"{self.info.path} returned no_target of shape {np.shape(out.no_target_logit)}, expected {(b,)}")
-        if not np.isfinite(prob).all() or (out.no_target_logit is not None and np.isnan(out.no_target_logit).any()):
-            raise ArtifactError(f"{self.info.path} produced NaN / infinite probabilities: the model is broken")
-        return out
+        return self._backend.run_arrays(images, ids, masks, return_attention=return_attention)
 
     def predict(
         self,
@@ -291,7 +209,7 @@ class Grounder:
 
         Raises:
             InputError: the image cannot be used (missing, a directory, empty, truncated, not an image,
-                over :data:`lvg.runtime.image.MAX_PIXELS`), the text is not a string or is empty after
+                over :data:`lvg.core.image.MAX_PIXELS`), the text is not a string or is empty after
                 normalisation, an unknown task, or a threshold outside [0, 1).
             ArtifactError: the model failed on inputs built to its own metadata, or returned outputs of
                 the wrong shape or non-finite values (a file whose graph does not match its metadata).
@@ -330,19 +248,14 @@ class Grounder:
         t2 = time.perf_counter()
         results = []
         for i, (p, text) in enumerate(zip(prepared, texts)):
-            logit = None
-            if out.no_target_logit is not None:
-                logit = float(out.no_target_logit[i])
             pred = postprocess(
                 out.prob[i],
                 p.lb,
                 mask_threshold=threshold,
-                no_target_logit=logit if task == "gres" else None,
+                no_target_logit=None if out.no_target_logit is None else float(out.no_target_logit[i]),
                 no_target_threshold=pre.no_target_threshold,
+                decide_no_target=task == "gres",
             )
-            nt_prob = pred.no_target_prob
-            if nt_prob is None and logit is not None:
-                nt_prob = float(1.0 / (1.0 + np.exp(-np.float64(logit))))
             attention = None
             if out.attention is not None:
                 # (1 + N, g, g) maps over the canvas -> (1 + N, H, W) over the original image.
@@ -350,7 +263,7 @@ class Grounder:
             results.append(
                 Result(
                     text=text, task=task, mask=pred.mask, box=pred.box, score=pred.score,
-                    no_target=pred.no_target, prob=pred.prob, no_target_prob=nt_prob,
+                    no_target=pred.no_target, prob=pred.prob, no_target_prob=pred.no_target_prob,
                     attention=attention, image=p.rgb, model=self.describe(), text_truncated=p.truncated,
                 )
             )
@@ -374,10 +287,3 @@ class Grounder:
     def __repr__(self) -> str:
         return f"Grounder({self.config.name!r}, backend={self._backend.name!r}, device={self._backend.device!r})"
 
-
-def _first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (at most 300 characters), or its type name."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return type(exc).__name__

@@ -168,7 +168,7 @@ def eval_command(
 ) -> None:
     """Evaluate a checkpoint on every sentence of a split (metrics at the original image resolution)."""
     from lvg.errors import ConfigError
-    from lvg.runtime.postprocess import check_mask_threshold
+    from lvg.core.postprocess import check_mask_threshold
 
     if task is not None and task not in ("ris", "rec", "gres"):
         raise ConfigError(f"--task must be ris, rec or gres, got {task!r}")

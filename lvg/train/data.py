@@ -273,7 +273,7 @@ class ReferSource:
 
     def load_image(self, sample: ReferSample | int) -> Image.Image:
         """The sample's image as RGB (EXIF applied); :class:`InputError` if missing or corrupt."""
-        from lvg.runtime.image import load_image
+        from lvg.core.image import load_image
 
         return load_image(self._sample(sample).image_path)
 

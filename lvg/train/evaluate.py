@@ -1,7 +1,7 @@
 """Evaluation of a model on a REFER / gREFER split at the ORIGINAL image resolution (SPEC 4).
 
 Every sentence of the split is one evaluation sample. The model's ``(S/4, S/4)`` probability map is mapped
-back through the image's letterbox (:func:`lvg.runtime.postprocess.postprocess`, the runtime's own code,
+back through the image's letterbox (:func:`lvg.core.postprocess.postprocess`, the runtime's own code,
 so the numbers match what ``lvg infer`` would produce), thresholded at the variant's ``mask_threshold``,
 and compared with the ground-truth mask decoded at the original size; the REC box is the tight box of
 that mask. GRES uses the no-target head (``sigmoid(logit) > no_target_threshold`` -> empty prediction).
@@ -57,7 +57,7 @@ class ExportedModel:
 
     def __call__(self, image: torch.Tensor, text_ids: torch.Tensor,
                  text_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.grounder.run_arrays(image.cpu().numpy(), text_ids.cpu().numpy(), text_mask.cpu().numpy())
+        out = self.grounder.backend.run_arrays(image.cpu().numpy(), text_ids.cpu().numpy(), text_mask.cpu().numpy())
         result = {"prob": torch.from_numpy(np.ascontiguousarray(out.prob, dtype=np.float32))}
         if out.no_target_logit is not None:
             result["no_target_logit"] = torch.from_numpy(np.asarray(out.no_target_logit, dtype=np.float32))
@@ -95,7 +95,7 @@ def evaluate(
             :class:`ExportedModel` (``device`` = "cpu": it takes CPU arrays and runs where it was loaded).
         source: the split's ``ReferSource`` (:func:`lvg.train.data.open_dataset` with ``split=split``).
         split: its name, e.g. ``"val"``, ``"testA"`` (must match ``source.split`` when that is set).
-        tokenizer: a :class:`lvg.runtime.tokenizer.Tokenizer` matching the model's vocabulary.
+        tokenizer: a :class:`lvg.core.tokenizer.Tokenizer` matching the model's vocabulary.
         task: ``"ris"`` (mIoU, oIoU, prec@X and REC acc@0.5), ``"rec"`` (acc@0.5 only) or ``"gres"``
             (gIoU, cIoU, N-acc, T-acc); ``None`` = "gres" for GRES variants, else "ris".
         batch_size: sentences per forward pass.
@@ -116,8 +116,8 @@ def evaluate(
         Metric values are fractions in [0, 1] (``None`` where a denominator is empty).
     """
     from lvg._cli import progress
-    from lvg.runtime.postprocess import box_from_mask, check_mask_threshold, postprocess
-    from lvg.runtime.preprocess import letterbox_geometry, unletterbox
+    from lvg.core.postprocess import box_from_mask, check_mask_threshold, postprocess
+    from lvg.core.preprocess import letterbox_geometry, unletterbox
     from lvg.train.data import GroundingDataset
 
     info = dist_info or DistInfo()

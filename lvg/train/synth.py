@@ -793,7 +793,7 @@ def generate(
     Raises:
         InputError: bad arguments.
     """
-    from lvg.runtime.tokenizer import train_sentencepiece
+    from lvg.core.tokenizer import train_sentencepiece
 
     if images < 1:
         raise InputError(f"--images must be at least 1, got {images}")

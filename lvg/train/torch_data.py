@@ -3,11 +3,11 @@
 Items are dicts (default-collatable):
 
 - ``image``: float32 (3, S, S), letterboxed and normalised exactly as the runtime does
-  (:func:`lvg.runtime.preprocess.preprocess_image`);
-- ``text_ids``: int64 (L,), ``text_mask``: bool (L,) (:meth:`lvg.runtime.tokenizer.Tokenizer.encode`,
+  (:func:`lvg.core.preprocess.preprocess_image`);
+- ``text_ids``: int64 (L,), ``text_mask``: bool (L,) (:meth:`lvg.core.tokenizer.Tokenizer.encode`,
   L = ``preprocess.max_text_len``);
 - ``target``: float32 (S/4, S/4), the target mask letterboxed and area-averaged to the model's output
-  grid (:func:`lvg.runtime.preprocess.letterbox_mask` with ``out_size = S // 4``): a soft target;
+  grid (:func:`lvg.core.preprocess.letterbox_mask` with ``out_size = S // 4``): a soft target;
 - ``no_target``: float32 scalar, 1.0 for a no-target expression;
 - ``index``: int. Training: the sample index. Evaluation: the position in
   :meth:`ReferSource.sentences_flat` (every sentence is one item);
@@ -39,8 +39,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from lvg.config import PreprocessConfig
 from lvg.errors import InputError
-from lvg.runtime.preprocess import letterbox_mask, preprocess_image
-from lvg.runtime.tokenizer import Tokenizer
+from lvg.core.preprocess import letterbox_mask, preprocess_image
+from lvg.core.tokenizer import Tokenizer
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
 
 __all__ = ["GroundingDataset", "JITTER_RANGE", "FLIP_PROBABILITY", "JITTER_PROBABILITY"]

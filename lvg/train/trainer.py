@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lvg.errors import CheckpointError, ConfigError, InputError
+from lvg.core.model_file import ModelFile
+from lvg.core.tokenizer import Tokenizer, check_vocabulary
+from lvg.errors import CheckpointError, ConfigError, InputError, TokenizerError
 from lvg.train.config import EXACTNESS_FIELDS, TrainConfig
 from lvg.train.distributed import (
     DistInfo,
@@ -229,18 +231,21 @@ def preserved_rng(device: torch.device) -> Iterator[None]:
 
 @dataclass
 class _Loaded:
-    path: Path
+    model_file: ModelFile
     tensors: dict[str, Tensor]
     state: dict[str, Any]
     config: TrainConfig
 
+    @property
+    def path(self) -> Path:
+        return self.model_file.path
 
-def _read_train_header(path: Path) -> tuple[dict[str, Any], TrainConfig]:
-    """The training state and config in a checkpoint's header (no tensors read); :class:`CheckpointError`
-    if the file is not a training checkpoint this code can resume."""
-    from lvg.modeling.checkpoint import read_checkpoint_metadata
 
-    meta = read_checkpoint_metadata(path)
+def _read_train_header(path: Path) -> tuple[ModelFile, dict[str, Any], TrainConfig]:
+    """The checkpoint, and the training state and config in its header (no tensors read);
+    :class:`CheckpointError` if the file is not a training checkpoint this code can resume."""
+    model_file = ModelFile.open(path, checkpoint=True)
+    meta = model_file.metadata
     if "train_state" not in meta or "train_config" not in meta:
         raise CheckpointError(f"{path} holds no training state (a weights-only checkpoint cannot be resumed)")
     try:
@@ -250,16 +255,16 @@ def _read_train_header(path: Path) -> tuple[dict[str, Any], TrainConfig]:
         raise CheckpointError(f"{path}: training state is unreadable ({exc})") from None
     if state.get("version") != STATE_VERSION:
         raise CheckpointError(f"{path}: training state version {state.get('version')} is not {STATE_VERSION}")
-    return state, config
+    return model_file, state, config
 
 
 def _read_train_checkpoint(path: Path) -> _Loaded:
     """Read and validate a full training checkpoint; :class:`CheckpointError` if anything is off."""
     from lvg.modeling.checkpoint import read_checkpoint_tensors
 
-    state, config = _read_train_header(path)
-    tensors = read_checkpoint_tensors(path)  # reads every tensor: a truncated file fails here
-    return _Loaded(path=path, tensors=tensors, state=state, config=config)
+    model_file, state, config = _read_train_header(path)
+    tensors = read_checkpoint_tensors(model_file)  # reads every tensor: a truncated file fails here
+    return _Loaded(model_file=model_file, tensors=tensors, state=state, config=config)
 
 
 def find_resume_checkpoint(out_dir: Path) -> _Loaded | None:
@@ -293,7 +298,7 @@ def run_config(out_dir: str | os.PathLike) -> TrainConfig | None:
     """
     for name in (LAST, PREV):
         try:
-            return _read_train_header(Path(out_dir) / name)[1]
+            return _read_train_header(Path(out_dir) / name)[2]
         except CheckpointError:
             continue  # missing or unusable: find_resume_checkpoint reports why, the config is only a default
     return None
@@ -303,7 +308,7 @@ def _tokenizer_metadata(tokenizer: Any) -> dict[str, str]:
     """Header entries that carry the run's tokenizer, so a checkpoint alone can be served or exported."""
     if tokenizer is None:
         return {}
-    from lvg.runtime.artifact import tokenizer_metadata
+    from lvg.core.artifact import tokenizer_metadata
 
     return tokenizer_metadata(tokenizer.model_bytes, tokenizer.identity)
 
@@ -423,63 +428,45 @@ def data_path(spec: str) -> Path:
     return Path(spec)
 
 
-def load_tokenizer(source: str | Path | bytes, model_cfg: Any) -> Any:
-    """Load a sentencepiece file (or serialized model bytes) and check it fits the model's vocabulary."""
-    from lvg.runtime.tokenizer import Tokenizer
-
-    tok = Tokenizer.from_bytes(source) if isinstance(source, bytes) else Tokenizer.from_file(source)
-    what = "the embedded tokenizer" if isinstance(source, bytes) else f"tokenizer {source}"
-    if tok.vocab_size > model_cfg.encoder.vocab_size:
-        raise ConfigError(
-            f"{what} has {tok.vocab_size} ids but variant {model_cfg.name!r} embeds only "
-            f"{model_cfg.encoder.vocab_size}; use a larger variant or a smaller tokenizer"
-        )
-    return tok
-
-
 class TokenizerMismatchWarning(UserWarning):
     """A tokenizer other than the one a checkpoint was trained with: its text ids mean other words."""
 
 
-def tokenizer_for_checkpoint(ckpt: str | os.PathLike | None, data: str, model_cfg: Any,
-                             explicit: str | None = None, *, strict: bool = False) -> Any:
+def tokenizer_for_checkpoint(ckpt: str | os.PathLike | ModelFile | None, data: str, model_cfg: Any,
+                             explicit: str | None = None, *, strict: bool = False) -> Tokenizer:
     """The tokenizer to run checkpoint ``ckpt`` (None: freshly initialised weights) with on ``data``.
 
     ``explicit`` if given; else the one the checkpoint carries (its header, or a ``.spm`` beside it), since
-    the text embeddings were learnt for those ids; else the variant's file found beside the data. A
-    dataset made by another ``lvg data synth`` call has its own tokenizer, so "beside the data" is only
-    the last resort. An explicit file that differs from the checkpoint's own warns
+    the text embeddings were learnt for those ids (:meth:`ModelFile.tokenizer`); else the variant's file
+    found beside the data. A dataset made by another ``lvg data synth`` call has its own tokenizer, so
+    "beside the data" is only the last resort. An explicit file that differs from the checkpoint's own warns
     (:class:`TokenizerMismatchWarning`), or with ``strict`` (resuming a run) is a :class:`ConfigError`.
     """
-    from lvg.errors import ArtifactError
-    from lvg.runtime.artifact import checkpoint_info
-
-    own = None
     if ckpt is not None:
-        try:
-            own = checkpoint_info(ckpt).tokenizer_bytes
-        except ArtifactError as exc:
-            raise CheckpointError(str(exc)) from None
-    if explicit:
-        tok = load_tokenizer(Path(explicit), model_cfg)
-        if own is not None and tok.model_bytes != own:
-            if strict:
-                raise ConfigError(f"tokenizer {explicit} is not the one this run was trained with (it is in {ckpt}); "
-                                  "unset tokenizer to continue with the run's own")
-            warnings.warn(f"{explicit} is not the tokenizer {ckpt} was trained with; its text ids mean other "
-                          "words to this model (leave --tokenizer out to use the checkpoint's own)",
-                          TokenizerMismatchWarning, stacklevel=2)
-        return tok
-    if own is not None:
-        return load_tokenizer(own, model_cfg)
-    return load_tokenizer(find_tokenizer(data, model_cfg.preprocess.tokenizer), model_cfg)
+        model_file = ModelFile.open(ckpt, checkpoint=True)
+        tok = model_file.tokenizer(explicit or None)
+        if tok is not None:
+            if explicit and not model_file.is_own(tok):
+                if strict:
+                    raise TokenizerError(f"tokenizer {explicit} is not the one this run was trained with (it is in "
+                                         f"{model_file.path}); unset tokenizer to continue with the run's own")
+                warnings.warn(f"{explicit} is not the tokenizer {model_file.path} was trained with; its text ids mean "
+                              "other words to this model (leave --tokenizer out to use the checkpoint's own)",
+                              TokenizerMismatchWarning, stacklevel=2)
+            return tok
+    path = Path(explicit) if explicit else find_tokenizer(data, model_cfg.preprocess.tokenizer)
+    tok = Tokenizer.from_file(path)
+    check_vocabulary(tok, model_cfg, what=f"tokenizer {path}")
+    return tok
 
 
-def build_data(cfg: TrainConfig, model_cfg: Any, *, weights_from: str | os.PathLike | None = None) -> TrainData:
+def build_data(cfg: TrainConfig, model_cfg: Any, *, weights_from: str | os.PathLike | ModelFile | None = None,
+               resuming: bool = False) -> TrainData:
     """Open ``cfg.data``'s training and validation splits (gREFER data first for GRES variants).
 
     ``weights_from``: the checkpoint the run's weights come from (the one it resumes, else
-    ``cfg.init_from``); its tokenizer reads the text, since the text embeddings were learnt for its ids.
+    ``cfg.init_from``, opened here when not given); its tokenizer reads the text, since the text embeddings
+    were learnt for its ids. ``resuming``: ``weights_from`` is the run's own last checkpoint.
     """
     from lvg.train.data import GroundingDataset, open_dataset
 
@@ -488,10 +475,9 @@ def build_data(cfg: TrainConfig, model_cfg: Any, *, weights_from: str | os.PathL
     gres = model_cfg.head.gres
     # The dataset first: a wrong path is the error to report, not the tokenizer missing beside it.
     train_source = open_dataset(cfg.data, split=cfg.train_split, prefer_gres=gres)
-    resuming = weights_from is not None
     # Resuming with other ids under the trained embeddings would quietly spoil the run: an error (strict).
-    tok = tokenizer_for_checkpoint(weights_from if resuming else cfg.init_from or None, cfg.data, model_cfg,
-                                   cfg.tokenizer, strict=resuming)
+    tok = tokenizer_for_checkpoint(weights_from or cfg.init_from or None, cfg.data, model_cfg, cfg.tokenizer,
+                                   strict=resuming)
     train_ds = GroundingDataset(train_source, preprocess=model_cfg.preprocess, tokenizer=tok, train=True,
                                 seed=cfg.seed)
     val_source = open_dataset(cfg.data, split=cfg.val_split, prefer_gres=gres) if cfg.val_split else None
@@ -574,8 +560,10 @@ def train(
             report = load_beit3_pretrained(model, cfg.pretrained)
             if info.is_main:
                 log.info("pretrained BEiT-3 %s: %s", cfg.pretrained, report.summary())
+        weights_from = loaded.model_file if loaded is not None else None
         if loaded is None and cfg.init_from:
-            load_weights(model, cfg.init_from)
+            weights_from = ModelFile.open(cfg.init_from, checkpoint=True)
+            load_weights(model, weights_from)
             if info.is_main:
                 log.info("initialised from %s", cfg.init_from)
         if loaded is not None:
@@ -587,10 +575,9 @@ def train(
             with warnings.catch_warnings():
                 if not info.is_main:  # every rank reads the same files: one warning for the run, not one per rank
                     warnings.simplefilter("ignore", TokenizerMismatchWarning)
-                data = build_data(cfg, model_cfg, weights_from=loaded.path if loaded is not None else None)
-        elif data.tokenizer is not None and data.tokenizer.vocab_size > model_cfg.encoder.vocab_size:
-            raise ConfigError(f"tokenizer has {data.tokenizer.vocab_size} ids, more than variant "
-                              f"{model_cfg.name!r}'s vocabulary of {model_cfg.encoder.vocab_size}")
+                data = build_data(cfg, model_cfg, weights_from=weights_from, resuming=loaded is not None)
+        elif data.tokenizer is not None:
+            check_vocabulary(data.tokenizer, model_cfg)
         n_train = len(data.train)
         spe = ShardedBatchSampler.steps_per_epoch(n_train, cfg.batch_size, info.world_size)
         if spe == 0:
@@ -898,7 +885,6 @@ __all__ = [
     "check_output_dir",
     "find_resume_checkpoint",
     "find_tokenizer",
-    "load_tokenizer",
     "lr_factor",
     "param_groups",
     "read_log",

@@ -55,8 +55,8 @@ def make_checkpoint(
 
     from lvg.export.onnx_export import example_inputs
     from lvg.modeling import build_model, save_checkpoint
-    from lvg.runtime.artifact import tokenizer_metadata
-    from lvg.runtime.tokenizer import Tokenizer
+    from lvg.core.artifact import tokenizer_metadata
+    from lvg.core.tokenizer import Tokenizer
 
     torch.manual_seed(seed)
     model = build_model(variant, impl="reference").eval()
@@ -80,7 +80,7 @@ def get_artifacts(tmp_path_factory) -> Artifacts:
     if "default" in _CACHE:
         return _CACHE["default"]
     from lvg.export.onnx_export import export_onnx
-    from lvg.runtime.tokenizer import train_sentencepiece
+    from lvg.core.tokenizer import train_sentencepiece
 
     root = Path(tmp_path_factory.mktemp("lvg-artifacts"))
     spm = train_sentencepiece(CORPUS * 3, root / "tiny.spm", vocab_size=120, seed=0)

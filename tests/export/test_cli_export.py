@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lvg.cli import app
-from lvg.runtime import artifact as art
+from lvg.core import artifact as art
 
 
 def test_cli_export_onnx_then_infer(artifacts, tmp_path):

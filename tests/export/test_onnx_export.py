@@ -14,8 +14,8 @@ from lvg.config import get_config
 from lvg.errors import InputError
 from lvg.export.onnx_export import ExportWrapper, check_onnx, example_inputs, export_onnx, load_for_export
 from lvg.modeling.checkpoint import load_checkpoint
-from lvg.runtime import artifact as art
-from lvg.runtime.tokenizer import Tokenizer
+from lvg.core import artifact as art
+from lvg.core.tokenizer import Tokenizer
 
 VARIANTS = ("lvg-tiny", "lvg-tiny-gres")
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from lvg.cli import app
 from lvg.errors import MissingDependencyError
-from lvg.runtime import artifact as art
+from lvg.core import artifact as art
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from lvg.config import get_config
+from lvg.core.model_file import ModelFile
 from lvg.errors import CheckpointError, InputError
 from lvg.modeling import (
     build_model,
     load_beit3_pretrained,
     load_checkpoint,
     load_weights,
-    read_checkpoint_config,
     resolve_device,
     save_checkpoint,
 )
@@ -35,7 +35,7 @@ def test_round_trip_reproduces_outputs_exactly(tmp_path):
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
     assert json.loads(meta["config"])["name"] == "lvg-tiny-gres"
-    assert read_checkpoint_config(path) == model.cfg
+    assert ModelFile.open(path).config == model.cfg
 
     loaded = load_checkpoint(path)
     image, ids, mask = make_inputs(model.cfg, batch=2)
@@ -74,10 +74,9 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="format version '99'"):
         load_checkpoint(newer)
     from lvg.errors import ArtifactError
-    from lvg.runtime.artifact import checkpoint_info
 
     with pytest.raises(ArtifactError, match="format version '99'"):
-        checkpoint_info(newer)
+        ModelFile.open(newer)
 
 
 def test_checkpoint_files_get_the_usual_permissions(tmp_path):

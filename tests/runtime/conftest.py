@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
+from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from tests.export.artifact_factory import CORPUS
 
 

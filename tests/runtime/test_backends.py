@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from lvg.errors import ArtifactError, InputError
-from lvg.runtime import artifact as art
+from lvg.core import artifact as art
+from lvg.core.headers import read_safetensors_metadata
+from lvg.core.model_file import ModelFile
 from lvg.runtime.backends import open_backend
 from lvg.runtime.backends.ort_backend import OnnxRuntimeBackend, providers_for
 from tests.export.artifact_factory import get_artifacts
@@ -130,11 +132,12 @@ def test_providers_for():
 
 
 def test_safetensors_header_read_is_torch_free_and_matches(artifacts):
-    from lvg.modeling.checkpoint import read_checkpoint_metadata
+    from safetensors import safe_open
 
-    ours = art.read_safetensors_metadata(artifacts.ckpt["lvg-tiny"])
-    assert ours == read_checkpoint_metadata(artifacts.ckpt["lvg-tiny"])
-    info = art.checkpoint_info(artifacts.ckpt["lvg-tiny"])
+    ours = read_safetensors_metadata(artifacts.ckpt["lvg-tiny"])
+    with safe_open(str(artifacts.ckpt["lvg-tiny"]), framework="numpy") as fh:
+        assert ours == fh.metadata()
+    info = ModelFile.open(artifacts.ckpt["lvg-tiny"]).info
     assert info.tokenizer_bytes == artifacts.spm.read_bytes()
 
 

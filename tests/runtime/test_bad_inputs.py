@@ -22,7 +22,6 @@ import sys
 import warnings
 import zlib
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -33,7 +32,7 @@ from typer.testing import CliRunner
 from lvg.cli import app
 from lvg.errors import ArtifactError, CheckpointError, InputError, LVGError
 from lvg.runtime.grounder import Grounder
-from lvg.runtime.tokenizer import TextTruncatedWarning
+from lvg.core.tokenizer import TextTruncatedWarning
 from tests.runtime.micro_model import Micro, get_micro
 
 TEXT = "the man on the left"
@@ -386,10 +385,10 @@ def _bad_model(kind: str, micro: Micro, d: Path) -> Path:
     if kind == "other-variant-tensors":
         from safetensors.numpy import load_file, save_file
 
-        from lvg.runtime.artifact import read_safetensors_metadata
+        from lvg.core.model_file import ModelFile
 
         # lvg-tiny's tensors under lvg-tiny-gres's header: a checkpoint of another variant.
-        save_file(load_file(str(micro.ckpt)), str(d / "mixed.safetensors"), metadata=read_safetensors_metadata(micro.gres_ckpt))
+        save_file(load_file(str(micro.ckpt)), str(d / "mixed.safetensors"), metadata=ModelFile.open(micro.gres_ckpt).metadata)
         return d / "mixed.safetensors"
     if kind.startswith("pickle"):
         suffix = kind.split("-", 1)[1]

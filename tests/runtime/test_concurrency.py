@@ -17,7 +17,7 @@ from PIL import Image
 
 from lvg.errors import InputError
 from lvg.runtime.grounder import Grounder
-from lvg.runtime.tokenizer import TextTruncatedWarning
+from lvg.core.tokenizer import TextTruncatedWarning
 from tests.export.artifact_factory import make_image
 from tests.runtime.micro_model import Micro, get_micro
 
@@ -132,7 +132,7 @@ def test_bad_requests_among_good_ones_do_not_disturb_them(micro: Micro, tmp_path
 
 
 # The micro model reads 14 word pieces; one of TEXTS is longer, and that truncation is not what this tests.
-@pytest.mark.filterwarnings("ignore::lvg.runtime.tokenizer.TextTruncatedWarning")
+@pytest.mark.filterwarnings("ignore::lvg.core.tokenizer.TextTruncatedWarning")
 def test_torch_backend_shared_by_threads(micro: Micro) -> None:
     # The torch backend serialises run() with a lock; results must still match sequential calls.
     g = Grounder.load(micro.ckpt, device="cpu")

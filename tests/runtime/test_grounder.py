@@ -12,7 +12,7 @@ from PIL import Image
 from lvg.errors import ArtifactError, InputError
 from lvg.runtime.grounder import Grounder, default_model_path
 from lvg.runtime.result import mask_to_rle
-from lvg.runtime.tokenizer import TextTruncatedWarning
+from lvg.core.tokenizer import TextTruncatedWarning
 from tests.export.artifact_factory import get_artifacts, make_checkpoint, make_image
 
 TEXT = "the man on the left"
@@ -173,7 +173,7 @@ def test_load_errors(artifacts, tmp_path):
     g = Grounder.load(bare, tokenizer=artifacts.spm, device="cpu")
     assert g.tokenizer.model_bytes == artifacts.spm.read_bytes()
     # A tokenizer that is not the artifact's is refused.
-    from lvg.runtime.tokenizer import train_sentencepiece
+    from lvg.core.tokenizer import train_sentencepiece
 
     other = train_sentencepiece(["completely different words here"] * 3, tmp_path / "other.spm", vocab_size=40)
     with pytest.raises(ArtifactError, match="does not match"):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lvg.errors import InputError
-from lvg.runtime.image import MAX_PIXELS, load_image
+from lvg.core.image import MAX_PIXELS, load_image
 
 
 def _gradient(w: int, h: int) -> np.ndarray:

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lvg.runtime.postprocess import Prediction, box_from_mask, mask_from_prob, postprocess
-from lvg.runtime.preprocess import letterbox_geometry
+from lvg.core.postprocess import Prediction, box_from_mask, mask_from_prob, postprocess
+from lvg.core.preprocess import letterbox_geometry
 
 
 def test_box_worked_examples() -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from lvg.config import PreprocessConfig
-from lvg.runtime.preprocess import (
+from lvg.core.preprocess import (
     Letterbox,
     letterbox_geometry,
     letterbox_mask,

@@ -3,7 +3,7 @@
 - ``letterbox_mask`` then ``unletterbox_mask`` gives the mask back exactly whenever the letterbox does
   not shrink the image (any size up to the canvas, any aspect ratio); when it shrinks, exactly on the
   rows / columns the letterbox kept (the others are gone: no inverse can exist) - see
-  :func:`lvg.runtime.preprocess.unletterbox_mask`.
+  :func:`lvg.core.preprocess.unletterbox_mask`.
 - post-processing any probability map gives a mask of the original image size, and the box always
   contains the mask (tightly);
 - tokenisation never raises for text with any visible character and always yields the fixed length.
@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from lvg.errors import InputError
-from lvg.runtime.postprocess import postprocess
-from lvg.runtime.preprocess import _nearest_index, letterbox_geometry, letterbox_mask, unletterbox_mask
-from lvg.runtime.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTruncatedWarning, Tokenizer, normalize_text
+from lvg.core.postprocess import postprocess
+from lvg.core.preprocess import _nearest_index, letterbox_geometry, letterbox_mask, unletterbox_mask
+from lvg.core.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTruncatedWarning, Tokenizer, normalize_text
 
 masks_seed = st.integers(0, 2**32 - 1)
 

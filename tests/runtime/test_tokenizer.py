@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvg.errors import ArtifactError, InputError
-from lvg.runtime.tokenizer import TextTruncatedWarning, Tokenizer, normalize_text, train_sentencepiece
+from lvg.core.tokenizer import TextTruncatedWarning, Tokenizer, normalize_text, train_sentencepiece
 
 
 @pytest.fixture(scope="module")

@@ -309,9 +309,9 @@ def test_data_module_imports_without_torch():
 torch = pytest.importorskip("torch")
 
 from lvg.config import PreprocessConfig  # noqa: E402
-from lvg.runtime.image import load_image  # noqa: E402
-from lvg.runtime.preprocess import letterbox_mask, preprocess_image  # noqa: E402
-from lvg.runtime.tokenizer import Tokenizer  # noqa: E402
+from lvg.core.image import load_image  # noqa: E402
+from lvg.core.preprocess import letterbox_mask, preprocess_image  # noqa: E402
+from lvg.core.tokenizer import Tokenizer  # noqa: E402
 from lvg.train.data import GroundingDataset  # noqa: E402
 
 S = 64

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from lvg.modeling import build_model, save_checkpoint
-from lvg.runtime.artifact import tokenizer_metadata
-from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
+from lvg.core.artifact import tokenizer_metadata
+from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.train.data import open_dataset
 from tests.export.artifact_factory import CORPUS
 

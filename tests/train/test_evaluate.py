@@ -19,8 +19,8 @@ from lvg.cli import app
 from lvg.config import get_config
 from lvg.errors import InputError
 from lvg.modeling import build_model, save_checkpoint
-from lvg.runtime.artifact import tokenizer_metadata
-from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
+from lvg.core.artifact import tokenizer_metadata
+from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.train.data import open_dataset
 from lvg.train.evaluate import _swap_partners, evaluate
 from lvg.train.trainer import TokenizerMismatchWarning, tokenizer_for_checkpoint

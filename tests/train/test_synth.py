@@ -195,7 +195,7 @@ def test_expressions_are_true_and_unique(synth_dataset):
 
 
 def test_tokenizer_covers_every_expression(synth_dataset):
-    from lvg.runtime.tokenizer import UNK_ID, Tokenizer
+    from lvg.core.tokenizer import UNK_ID, Tokenizer
 
     tok = Tokenizer.from_file(synth_dataset.tokenizer)
     grefer = load_grefer(synth_dataset.out_dir, "grefcoco-synth", split=None)

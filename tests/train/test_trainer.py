@@ -20,9 +20,10 @@ import torch
 from lvg.errors import CheckpointError, ConfigError, InputError
 from lvg.config import get_config
 from lvg.modeling import build_model, save_checkpoint
-from lvg.runtime.artifact import checkpoint_info, tokenizer_metadata
-from lvg.runtime.tokenizer import Tokenizer, train_sentencepiece
-from lvg.modeling.checkpoint import read_checkpoint_metadata, read_checkpoint_tensors
+from lvg.core.artifact import tokenizer_metadata
+from lvg.core.model_file import ModelFile
+from lvg.core.tokenizer import Tokenizer, train_sentencepiece
+from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.config import TrainConfig
 from lvg.train.trainer import (
     LAST,
@@ -58,7 +59,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 
     part = train(cfg, tmp_path / "split", data=_data(4), show_progress=False, stop_at_step=1)
     assert part.stopped and part.step == 1
-    assert read_checkpoint_metadata(tmp_path / "split" / LAST)["train_state"]
+    assert ModelFile.open(tmp_path / "split" / LAST).metadata["train_state"]
     resumed = train(cfg, tmp_path / "split", data=_data(4), show_progress=False, resume=True)
     assert resumed.step == 3 and not resumed.stopped
 
@@ -78,7 +79,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 def test_corrupt_last_falls_back_to_prev(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(_cfg(steps=2, save_every=1), out, data=_data(), show_progress=False)
-    assert json.loads(read_checkpoint_metadata(out / PREV)["train_state"])["step"] == 1
+    assert json.loads(ModelFile.open(out / PREV).metadata["train_state"])["step"] == 1
     good_last = (out / LAST).read_bytes()
 
     for garbage in (b"not a checkpoint at all", good_last[: len(good_last) // 2]):
@@ -90,7 +91,7 @@ def test_corrupt_last_falls_back_to_prev(tmp_path: Path) -> None:
     with pytest.warns(ResumeWarning):
         result = train(_cfg(steps=2, save_every=1), out, data=_data(), show_progress=False, resume=True)
     assert result.step == 2
-    assert json.loads(read_checkpoint_metadata(out / LAST)["train_state"])["step"] == 2
+    assert json.loads(ModelFile.open(out / LAST).metadata["train_state"])["step"] == 2
 
     (out / LAST).write_bytes(b"x")
     (out / PREV).write_bytes(b"y")
@@ -148,7 +149,7 @@ def test_signal_finishes_step_checkpoints_and_exits_zero(tmp_path: Path, sig: in
     step = int(stdout.split("RESULT")[1].split()[0])
     assert "True" in stdout.split("RESULT")[1]
     assert 1 <= step < 1000
-    state = json.loads(read_checkpoint_metadata(out / LAST)["train_state"])
+    state = json.loads(ModelFile.open(out / LAST).metadata["train_state"])
     assert state["step"] == step
     assert read_log(out)[-2]["event"] == "stopped"
 
@@ -229,7 +230,7 @@ def test_resume_reads_text_with_the_runs_own_tokenizer(tmp_path: Path, synth_dat
     assert spm.read_bytes() != original
     done = train(cfg, tmp_path / "run", show_progress=False, resume=True)
     assert done.step == 2
-    assert checkpoint_info(done.checkpoint).tokenizer_bytes == original
+    assert ModelFile.open(done.checkpoint).info.tokenizer_bytes == original
     # Naming the new file explicitly is refused rather than trained on.
     with pytest.raises(ConfigError, match="not the one this run was trained with"), \
             pytest.warns(ResumeWarning, match="tokenizer"):
@@ -318,7 +319,7 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
     assert (out / LAST).exists() and json.loads((out / "train_config.json").read_text())["batch_size"] == 2
     # The checkpoint carries the run's tokenizer: it can be served with no sentencepiece file beside it.
     from lvg.runtime.grounder import Grounder
-    from lvg.runtime.tokenizer import Tokenizer
+    from lvg.core.tokenizer import Tokenizer
 
     alone = tmp_path / "alone" / "model.safetensors"
     alone.parent.mkdir()
@@ -340,7 +341,7 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
     assert piece.exit_code == 0, piece.output
     summary = json.loads(piece.stdout)
     assert (summary["step"], summary["total_steps"], summary["stopped"]) == (3, 4, True)
-    assert json.loads(read_checkpoint_metadata(out / LAST)["train_state"])["step"] == 3
+    assert json.loads(ModelFile.open(out / LAST).metadata["train_state"])["step"] == 3
     # Without --config or flags, --resume continues with the run's own settings (from its checkpoint).
     rest = runner.invoke(app, ["train", "--out", str(out), "--device", "cpu", "--resume", "--json"])
     assert rest.exit_code == 0, rest.output
@@ -386,7 +387,7 @@ def test_tokenizer_larger_than_the_vocabulary_is_a_clear_error(tmp_path: Path, s
     import random
 
     from lvg.errors import ConfigError
-    from lvg.runtime.tokenizer import train_sentencepiece
+    from lvg.core.tokenizer import train_sentencepiece
     from lvg.train.trainer import build_data
 
     rng = random.Random(0)

@@ -1,44 +1,36 @@
 """The one contract every inference backend implements.
 
 A backend owns one loaded model (an ONNX Runtime session, a TensorRT execution context or a PyTorch
-module) created once in its constructor, and maps model inputs to model outputs as numpy arrays:
+module) created once in its constructor from a :class:`~lvg.core.model_file.ModelFile`, and maps model
+inputs to model outputs as numpy arrays (:mod:`lvg.core.outputs`):
 
 - ``image`` float32 (B, 3, S, S), normalised; ``text_ids`` int64 (B, L); ``text_mask`` bool (B, L);
-- returns :class:`BackendOutput` with ``prob`` float32 (B, S/4, S/4) and, for GRES models,
+- returns :class:`~lvg.core.outputs.ModelOutput` with ``prob`` float32 (B, S/4, S/4) and, for GRES models,
   ``no_target_logit`` float32 (B,).
 
-``run`` is safe to call from several threads at once (each backend documents how). Pre- and
-post-processing live outside the backends (:mod:`lvg.runtime.preprocess`, :mod:`lvg.runtime.postprocess`).
+:meth:`Backend.run` takes one batch the model accepts; :meth:`Backend.run_arrays` any number of samples
+(chunked and padded to what the model accepts, outputs checked), which makes every backend an
+:class:`~lvg.core.outputs.ArrayModel`. ``run`` is safe to call from several threads at once (each backend
+documents how). Pre- and post-processing live outside the backends (:mod:`lvg.core.preprocess`,
+:mod:`lvg.core.postprocess`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lvg.errors import ArtifactError, InputError
-from lvg.runtime.artifact import INPUT_NAMES, OUTPUT_NO_TARGET, OUTPUT_PROB, ArtifactInfo
+from lvg.config import ModelConfig
+from lvg.core.artifact import INPUT_NAMES, OUTPUT_NO_TARGET, OUTPUT_PROB, ArtifactInfo
+from lvg.core.model_file import ModelFile
+from lvg.core.outputs import ModelOutput
+from lvg.errors import ArtifactError, InputError, LVGError, first_line
 
-__all__ = ["Backend", "BackendOutput"]
-
-
-@dataclass(frozen=True)
-class BackendOutput:
-    """Raw model outputs for a batch of B samples.
-
-    Attributes:
-        prob: float32 (B, h, w) probability map over the letterbox canvas.
-        no_target_logit: float32 (B,) GRES no-target logits, ``None`` for RIS models.
-        attention: float32 (B, 1 + N, g, g) per-expression attention maps (torch backend only, on request).
-    """
-
-    prob: np.ndarray
-    no_target_logit: np.ndarray | None = None
-    attention: np.ndarray | None = None
+__all__ = ["Backend"]
 
 
 class Backend(ABC):
@@ -47,8 +39,17 @@ class Backend(ABC):
     #: Short backend name: ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``.
     name: str = ""
 
-    def __init__(self, info: ArtifactInfo) -> None:
-        self.info = info
+    def __init__(self, model_file: ModelFile) -> None:
+        self.model_file = model_file
+
+    @property
+    def info(self) -> ArtifactInfo:
+        """What the model file says about itself (config, precision, tokenizer, metadata)."""
+        return self.model_file.info
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model_file.config
 
     @property
     def device(self) -> str:
@@ -67,6 +68,11 @@ class Backend(ABC):
 
     @property
     def supports_attention(self) -> bool:
+        return False
+
+    @property
+    def supports_expressions(self) -> bool:
+        """Whether outputs can hold each expression's own map (exports hold only the averaged ``prob``)."""
         return False
 
     def input_dims(self) -> dict[str, tuple[int, ...]]:
@@ -126,9 +132,84 @@ class Backend(ABC):
 
     @abstractmethod
     def run(
-        self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False
-    ) -> BackendOutput:
-        """Run the model on one batch (see the module docstring for shapes)."""
+        self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False,
+        return_expressions: bool = False,
+    ) -> ModelOutput:
+        """Run the model on one batch of at most :attr:`max_batch` samples (see the module docstring for
+        shapes). ``return_expressions`` is honoured where :attr:`supports_expressions` (else ignored)."""
+
+    def run_arrays(self, images: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *,
+                   return_attention: bool = False, return_expressions: bool = False) -> ModelOutput:
+        """The model on any number of preprocessed samples, in chunks its batch limit allows (padding
+        static engines), with every call's failures and malformed outputs turned into one-line errors.
+
+        Args:
+            images: float32 ``(B, 3, S, S)`` letterboxed, normalised images (:mod:`lvg.core.preprocess`).
+            text_ids: int64 ``(B, L)`` token ids and text_mask: bool ``(B, L)``, as
+                :meth:`Tokenizer.encode <lvg.core.tokenizer.Tokenizer.encode>` makes them.
+
+        Returns:
+            The raw outputs over the letterbox canvas (:class:`~lvg.core.outputs.ModelOutput`).
+
+        Raises:
+            ArtifactError: the model failed on inputs built to its own metadata, or returned outputs of the
+                wrong shape or non-finite values (a file whose graph does not match its metadata).
+        """
+        n = len(images)
+        limit = self.max_batch or n
+        chunks: dict[str, list[np.ndarray]] = {f.name: [] for f in dataclasses.fields(ModelOutput)}
+        for start in range(0, n, limit):
+            img = images[start : start + limit]  # (k, 3, S, S)
+            ids = text_ids[start : start + limit]  # (k, L)
+            masks = text_mask[start : start + limit]  # (k, L)
+            k = len(img)
+            if self.fixed_batch and k < limit:
+                # Static engines take exactly `limit` rows: repeat the last sample, drop its outputs.
+                pad = limit - k
+                img = np.concatenate([img, np.repeat(img[-1:], pad, axis=0)])
+                ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)])
+                masks = np.concatenate([masks, np.repeat(masks[-1:], pad, axis=0)])
+            out = self._checked_run(img, ids, masks, return_attention, return_expressions)
+            for name, parts in chunks.items():
+                value = getattr(out, name)
+                if value is not None:
+                    parts.append(value[:k])
+        return ModelOutput(**{name: np.concatenate(parts) if parts else None for name, parts in chunks.items()})
+
+    def _checked_run(self, images: np.ndarray, ids: np.ndarray, masks: np.ndarray, return_attention: bool,
+                     return_expressions: bool) -> ModelOutput:
+        """One :meth:`run` whose failures and malformed outputs become one-line :class:`ArtifactError`.
+
+        The inputs were built to the model's own metadata, so a failure means the file's graph or weights do
+        not match its metadata (or the runtime broke): an error about the model, not the input.
+        """
+        b, path = images.shape[0], self.info.path
+        try:
+            out = self.run(images, ids, masks, return_attention=return_attention,
+                           return_expressions=return_expressions)
+        except LVGError:
+            raise
+        except MemoryError:
+            raise ArtifactError(f"out of memory running {path.name} on a batch of {b}") from None
+        except Exception as exc:  # ORT / TensorRT / torch raise their own types
+            raise ArtifactError(
+                f"{path} failed on inputs built to its own metadata ({first_line(exc)}); "
+                "the file does not match its metadata or is corrupt"
+            ) from None
+        p = self.config.prob_size
+        prob = np.asarray(out.prob)
+        if prob.shape != (b, p, p):
+            raise ArtifactError(
+                f"{path} returned prob of shape {prob.shape}, expected {(b, p, p)} for "
+                f"{self.config.name}: the graph does not match its metadata"
+            )
+        # Whether the head exists was checked at load (check_io); the sizes only show here.
+        nt = out.no_target_logit
+        if nt is not None and np.shape(nt) != (b,):
+            raise ArtifactError(f"{path} returned no_target of shape {np.shape(nt)}, expected {(b,)}")
+        if not np.isfinite(prob).all() or (nt is not None and np.isnan(nt).any()):
+            raise ArtifactError(f"{path} produced NaN / infinite probabilities: the model is broken")
+        return out
 
     def close(self) -> None:
         """Release the model's resources (optional; garbage collection does it too)."""

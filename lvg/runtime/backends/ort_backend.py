@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lvg.errors import ArtifactError, InputError
-from lvg.runtime.artifact import OUTPUT_NO_TARGET, OUTPUT_PROB, ArtifactInfo, info_from_metadata
-from lvg.runtime.backends.base import Backend, BackendOutput
+from lvg.core.artifact import OUTPUT_NO_TARGET, OUTPUT_PROB
+from lvg.core.model_file import ModelFile
+from lvg.core.outputs import ModelOutput
+from lvg.errors import ArtifactError, InputError, first_line
+from lvg.runtime.backends.base import Backend
 
 __all__ = ["OnnxRuntimeBackend", "physical_cores", "providers_for", "session_options"]
 
@@ -95,21 +97,17 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike[str], *, device: str = "auto", threads: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike[str] | ModelFile, *, device: str = "auto", threads: int = 0) -> None:
         import onnxruntime as ort  # a core dependency of latent-vg (not an extra)
 
-        p = Path(path)
-        if not p.is_file():
-            raise ArtifactError(f"model not found: {p}")
+        super().__init__(ModelFile.open(path))
+        p = self.info.path
         opts = session_options(ort, threads=threads)
         providers = providers_for(device, list(ort.get_available_providers()))
         try:
             self._session = ort.InferenceSession(str(p), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / NoSuchFile types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ArtifactError(f"{p} is not a loadable ONNX model ({first[:300]})") from None
-        meta = dict(self._session.get_modelmeta().custom_metadata_map)
-        super().__init__(info_from_metadata(p, "onnx", meta))
+            raise ArtifactError(f"{p} is not a loadable ONNX model ({first_line(exc)})") from None
         names = {o.name for o in self._session.get_outputs()}
         self.check_io(p, {i.name: tuple(i.shape) for i in self._session.get_inputs()}, names)
         self._outputs = [OUTPUT_PROB] + ([OUTPUT_NO_TARGET] if OUTPUT_NO_TARGET in names else [])
@@ -125,15 +123,11 @@ class OnnxRuntimeBackend(Backend):
         return list(self._providers)
 
     def run(
-        self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False
-    ) -> BackendOutput:
+        self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False,
+        return_expressions: bool = False,
+    ) -> ModelOutput:
         feeds = self.feeds(image, text_ids, text_mask, return_attention=return_attention)
         out = self._session.run(self._outputs, feeds)
         prob = np.asarray(out[0], dtype=np.float32)
         nt = np.asarray(out[1], dtype=np.float32) if len(out) > 1 else None
-        return BackendOutput(prob=prob, no_target_logit=nt)
-
-
-def read_onnx_info(path: str | os.PathLike[str]) -> ArtifactInfo:
-    """The :class:`ArtifactInfo` of an ``.onnx`` file (opens a CPU session; torch-free)."""
-    return OnnxRuntimeBackend(path, device="cpu").info
+        return ModelOutput(prob=prob, no_target_logit=nt)

@@ -17,18 +17,14 @@ import os
 import site
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 
+from lvg.core.artifact import OUTPUT_NO_TARGET, OUTPUT_PROB
+from lvg.core.model_file import ModelFile
+from lvg.core.outputs import ModelOutput
 from lvg.errors import ArtifactError, InputError, LVGError, require
-from lvg.runtime.artifact import (
-    OUTPUT_NO_TARGET,
-    OUTPUT_PROB,
-    info_from_metadata,
-    read_engine_metadata,
-)
-from lvg.runtime.backends.base import Backend, BackendOutput
+from lvg.runtime.backends.base import Backend
 
 __all__ = ["CudaRuntime", "TensorRTBackend"]
 
@@ -115,12 +111,9 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike[str], *, device: str = "auto") -> None:
-        p = Path(path)
-        if not p.is_file():
-            raise ArtifactError(f"model not found: {p}")
-        info = info_from_metadata(p, "tensorrt", read_engine_metadata(p))
-        super().__init__(info)
+    def __init__(self, path: str | os.PathLike[str] | ModelFile, *, device: str = "auto") -> None:
+        super().__init__(ModelFile.open(path))
+        p = self.info.path
         kind, _, index = device.partition(":")
         if kind not in ("auto", "cuda") or (index and not index.isdigit()):
             raise InputError(f"TensorRT engines run on a GPU: device must be auto, cuda or cuda:N, got {device!r}")
@@ -169,8 +162,9 @@ class TensorRTBackend(Backend):
         return True
 
     def run(
-        self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False
-    ) -> BackendOutput:
+        self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False,
+        return_expressions: bool = False,
+    ) -> ModelOutput:
         feeds = self.feeds(image, text_ids, text_mask, return_attention=return_attention)
         with self._lock:
             for name, arr in feeds.items():
@@ -186,7 +180,7 @@ class TensorRTBackend(Backend):
                 outs[name] = host
             self._cuda.sync(self._stream)
         nt = outs[OUTPUT_NO_TARGET].astype(np.float32) if self._has_nt else None
-        return BackendOutput(prob=outs[OUTPUT_PROB].astype(np.float32), no_target_logit=nt)
+        return ModelOutput(prob=outs[OUTPUT_PROB].astype(np.float32), no_target_logit=nt)
 
     def close(self) -> None:
         for ptr, _, _ in self._buffers.values():

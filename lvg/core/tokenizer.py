@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lvg.errors import ArtifactError, InputError
+from lvg.config import ModelConfig
+from lvg.errors import ArtifactError, InputError, TokenizerError, first_line
 
 __all__ = [
     "BOS_ID",
@@ -43,6 +44,7 @@ __all__ = [
     "UNK_ID",
     "TextTruncatedWarning",
     "Tokenizer",
+    "check_vocabulary",
     "normalize_text",
     "train_sentencepiece",
 ]
@@ -232,6 +234,19 @@ class Tokenizer:
         return self._sp.DecodeIds([p for p in pieces if 0 < p < self._sp.GetPieceSize()])
 
 
+def check_vocabulary(tokenizer: Tokenizer, config: ModelConfig, *, what: str = "the tokenizer") -> None:
+    """Refuse a tokenizer whose ids do not all fit the model's text embedding (another model's tokenizer).
+
+    Raises:
+        TokenizerError: ``tokenizer.vocab_size`` exceeds ``config.encoder.vocab_size``.
+    """
+    if tokenizer.vocab_size > config.encoder.vocab_size:
+        raise TokenizerError(
+            f"{what} has {tokenizer.vocab_size} ids but variant {config.name!r} embeds only "
+            f"{config.encoder.vocab_size}: it is another model's; use that model's tokenizer, or a larger variant"
+        )
+
+
 #: Characters read per kept word piece before a long text is cut (see :func:`_cut_long_text`).
 _SCAN_PER_PIECE = 64
 #: Texts up to this many characters are never cut before tokenisation.
@@ -328,7 +343,7 @@ def train_sentencepiece(
     try:
         _train_spm(spm, clean, buf, pieces)
     except RuntimeError as exc:  # sentencepiece's own checks; keep its first line
-        raise InputError(f"sentencepiece training failed: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"sentencepiece training failed: {first_line(exc)}") from None
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, out)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lvg.errors import InputError
-from lvg.runtime.preprocess import Letterbox, unletterbox
+from lvg.core.preprocess import Letterbox, unletterbox
 
 __all__ = ["Box", "Prediction", "box_from_mask", "check_mask_threshold", "mask_from_prob", "postprocess"]
 
@@ -86,6 +86,7 @@ def postprocess(
     mask_threshold: float = 0.35,
     no_target_logit: float | None = None,
     no_target_threshold: float = 0.5,
+    decide_no_target: bool = True,
 ) -> Prediction:
     """Turn one (h, w) probability map over the letterbox canvas into a :class:`Prediction`.
 
@@ -96,10 +97,12 @@ def postprocess(
         no_target_logit: GRES models' no-target logit; ``None`` for RIS models.
         no_target_threshold: ``sigmoid(no_target_logit) > no_target_threshold`` means no target:
             empty mask, no box, score 0.
+        decide_no_target: apply that decision (the GRES task); when False the mask is kept whatever the
+            head says, and ``no_target_prob`` still reports it.
     """
     full = unletterbox(prob, lb)  # (orig_h, orig_w) float32
     nt_prob = None if no_target_logit is None else _sigmoid(float(no_target_logit))
-    no_target = nt_prob is not None and nt_prob > no_target_threshold
+    no_target = decide_no_target and nt_prob is not None and nt_prob > no_target_threshold
     if no_target:
         mask = np.zeros(full.shape, dtype=bool)
     else:

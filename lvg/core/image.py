@@ -24,7 +24,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lvg.errors import InputError
+from lvg.errors import InputError, first_line
 
 __all__ = ["MAX_PIXELS", "ImageSource", "load_image"]
 
@@ -121,7 +121,7 @@ def _from_path(path: Path) -> Image.Image:
         # (bad headers in some plugins), ValueError, EOFError, and its plugins' parsers (EXIF, ICC, TIFF
         # tags) can raise struct.error, KeyError, ZeroDivisionError... on hostile files: every one means
         # "this file is not a usable image". Keep only the first line of its message.
-        raise InputError(f"corrupt or truncated image ({_detail(exc)}): {path}") from None
+        raise InputError(f"corrupt or truncated image ({first_line(exc, 200)}): {path}") from None
 
 
 def _to_rgb(img: Image.Image, *, name: str) -> Image.Image:
@@ -136,7 +136,7 @@ def _to_rgb(img: Image.Image, *, name: str) -> Image.Image:
     except MemoryError:
         raise InputError(f"image too large to decode in the available memory: {name}") from None
     except Exception as exc:  # see _from_path: hostile EXIF / data raises many types
-        raise InputError(f"corrupt or truncated image ({_detail(exc)}): {name}") from None
+        raise InputError(f"corrupt or truncated image ({first_line(exc, 200)}): {name}") from None
     # exif_transpose returns a new image (a copy when there is nothing to rotate), so the caller's
     # image is never modified and a file-backed image may be closed after this.
     img = oriented if oriented is not None else img.copy()
@@ -177,10 +177,3 @@ def _to_rgb(img: Image.Image, *, name: str) -> Image.Image:
     except (ValueError, OSError) as exc:
         raise InputError(f"unsupported image mode {mode!r}: {name}") from exc
 
-
-def _detail(exc: BaseException) -> str:
-    """First non-empty line of an exception's message (at most 200 characters), or its type name."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()[:200]
-    return type(exc).__name__

@@ -89,7 +89,7 @@ def preprocess_image(image: Image.Image, cfg: PreprocessConfig) -> tuple[np.ndar
 
     Args:
         image: a ``PIL.Image.Image``; converted to RGB if it is not (use
-            :func:`lvg.runtime.image.load_image` for files: it also applies EXIF orientation).
+            :func:`lvg.core.image.load_image` for files: it also applies EXIF orientation).
         cfg: ``size``, ``mean`` and ``std`` are used.
 
     Returns:

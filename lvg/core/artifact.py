@@ -30,8 +30,9 @@ is applied in numpy post-processing, so it stays configurable at run time.
 
 Where the metadata lives: ONNX ``metadata_props``; TensorRT engines a JSON sidecar ``<engine>.json``
 (a TensorRT plan must start with the engine bytes for other tools to open it); torch checkpoints the
-safetensors header (``config`` plus the optional ``lvg.tokenizer_*`` entries), read here by parsing the
-header directly so that no torch or safetensors import is needed.
+safetensors header (``format``, ``format_version``, ``config`` plus the optional ``lvg.tokenizer_*``
+entries). :mod:`lvg.core.headers` reads each of them without torch, onnx or safetensors;
+:class:`lvg.core.model_file.ModelFile` is the one place that opens a model file.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import base64
 import binascii
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -59,15 +59,11 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "TORCH_SUFFIXES",
     "TRT_SUFFIXES",
-    "artifact_kind",
     "build_metadata",
-    "check_model_file",
     "engine_sidecar",
     "info_from_metadata",
     "input_spec",
     "output_spec",
-    "read_engine_metadata",
-    "read_safetensors_metadata",
     "tokenizer_metadata",
     "tokenizer_sidecars",
 ]
@@ -107,66 +103,6 @@ OUTPUT_NO_TARGET = "no_target"
 CHECKPOINT_CONFIG_KEY = "config"
 CHECKPOINT_FORMAT = "latent-vg-checkpoint"
 CHECKPOINT_FORMAT_VERSION = "1"
-
-
-def check_checkpoint_header(meta: Mapping[str, str], path: str | os.PathLike[str]) -> None:
-    """Raise :class:`ArtifactError` unless ``meta`` (a safetensors header's metadata) is a Latent-VG
-    checkpoint of the format version this lvg reads (a newer one may store what this code would misread)."""
-    if meta.get("format") != CHECKPOINT_FORMAT or CHECKPOINT_CONFIG_KEY not in meta:
-        raise ArtifactError(f"{path} is a safetensors file but not a Latent-VG checkpoint (no config in its header)")
-    version = meta.get("format_version", "")
-    if version != CHECKPOINT_FORMAT_VERSION:
-        raise ArtifactError(f"{path} has checkpoint format version {version!r}; this lvg reads "
-                            f"{CHECKPOINT_FORMAT_VERSION!r} (a newer lvg wrote it?)")
-
-
-def artifact_kind(path: str | os.PathLike[str]) -> str:
-    """``"onnx"``, ``"tensorrt"`` or ``"torch"`` from the file suffix.
-
-    Raises:
-        ArtifactError: any other suffix.
-    """
-    if Path(path).is_dir():
-        raise ArtifactError(f"model path is a directory, not a model file: {path}")
-    suffix = Path(path).suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        raise ArtifactError(
-            f"{path}: unknown model file type {suffix!r}: {suffix} files are pickles, which can run code when "
-            "loaded, so lvg never opens them; use a .safetensors checkpoint or an exported .onnx"
-        )
-    if suffix in ONNX_SUFFIXES:
-        return "onnx"
-    if suffix in TRT_SUFFIXES:
-        return "tensorrt"
-    if suffix in TORCH_SUFFIXES:
-        return "torch"
-    known = ", ".join(ONNX_SUFFIXES + TRT_SUFFIXES + TORCH_SUFFIXES)
-    raise ArtifactError(f"{path}: unknown model file type {suffix or '(no suffix)'!r}; expected one of {known}")
-
-
-def check_model_file(path: str | os.PathLike[str]) -> Path:
-    """Refuse a model path that cannot be a model file, with a message saying why.
-
-    Raises:
-        ArtifactError: the path does not exist, is a directory, is not a regular file (a FIFO or
-            device would block or never end), is empty, or cannot be read.
-    """
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise ArtifactError(f"model not found: {p}") from None
-    except OSError as exc:
-        raise ArtifactError(f"cannot read model {p}: {exc.strerror or exc}") from None
-    if p.is_dir():
-        raise ArtifactError(f"model path is a directory, not a file: {p}")
-    if not p.is_file():
-        raise ArtifactError(f"model path is not a regular file: {p}")
-    if st.st_size == 0:
-        raise ArtifactError(f"model file is empty (0 bytes): {p}")
-    if not os.access(p, os.R_OK):
-        raise ArtifactError(f"permission denied reading model: {p}")
-    return p
 
 
 def input_spec(cfg: ModelConfig) -> list[dict[str, Any]]:
@@ -291,44 +227,59 @@ def _decode_tokenizer(meta: Mapping[str, str], where: str) -> tuple[bytes | None
     return data, identity
 
 
+def _check_format(meta: Mapping[str, str], path: Path, kind: str) -> str:
+    """The config JSON of Latent-VG metadata, after checking its format marker and version; a newer
+    version may store what this code would misread, so it is refused rather than guessed at."""
+    if kind == "torch":
+        if meta.get("format") != CHECKPOINT_FORMAT or CHECKPOINT_CONFIG_KEY not in meta:
+            raise ArtifactError(f"{path} is a safetensors file but not a Latent-VG checkpoint (no config in its header)")
+        version, expected, what = meta.get("format_version", ""), CHECKPOINT_FORMAT_VERSION, "checkpoint"
+        text = meta[CHECKPOINT_CONFIG_KEY]
+    else:
+        if meta.get(KEY_FORMAT) != FORMAT or KEY_CONFIG not in meta:
+            raise ArtifactError(f"{path} is not a Latent-VG model (no {KEY_CONFIG} in its metadata); "
+                                "export it with lvg export")
+        version, expected, what = meta.get(KEY_FORMAT_VERSION, ""), FORMAT_VERSION, "artifact"
+        text = meta[KEY_CONFIG]
+    if version != expected:
+        raise ArtifactError(f"{path} has {what} format version {version!r}; this lvg reads {expected!r} "
+                            "(a newer lvg wrote it?)")
+    return text
+
+
+def _optional_number(meta: Mapping[str, str], key: str, parse: type, path: Path) -> Any:
+    if key not in meta:
+        return None
+    try:
+        return parse(meta[key])
+    except ValueError:
+        noun = "an integer" if parse is int else "a number"
+        raise ArtifactError(f"{path}: {key} is not {noun}: {meta[key]!r}") from None
+
+
 def info_from_metadata(path: Path, kind: str, meta: Mapping[str, str]) -> ArtifactInfo:
-    """Parse ``lvg.*`` metadata (ONNX properties or an engine sidecar) into an :class:`ArtifactInfo`.
+    """Parse a model file's metadata (ONNX properties, an engine sidecar or a checkpoint's safetensors
+    header; ``kind`` says which) into an :class:`ArtifactInfo`.
 
     Raises:
-        ArtifactError: the metadata is not a Latent-VG artifact's, of a newer format, or corrupt.
+        ArtifactError: the metadata is not a Latent-VG model's, of a newer format, or corrupt.
     """
-    if meta.get(KEY_FORMAT) != FORMAT or KEY_CONFIG not in meta:
-        raise ArtifactError(f"{path} is not a Latent-VG model (no {KEY_CONFIG} in its metadata); export it with lvg export")
-    version = meta.get(KEY_FORMAT_VERSION, "")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(f"{path} has artifact format version {version!r}; this lvg reads {FORMAT_VERSION!r}")
+    path = Path(path)
+    text = _check_format(meta, path, kind)
     try:
-        cfg = ModelConfig.from_json(meta[KEY_CONFIG])
+        cfg = ModelConfig.from_json(text)
     except ConfigError as exc:
         raise ArtifactError(f"{path}: stored config is invalid: {exc}") from None
     tok, identity = _decode_tokenizer(meta, str(path))
-    gflops = None
-    if KEY_GFLOPS in meta:
-        try:
-            gflops = float(meta[KEY_GFLOPS])
-        except ValueError:
-            raise ArtifactError(f"{path}: {KEY_GFLOPS} is not a number: {meta[KEY_GFLOPS]!r}") from None
-    batch = None
-    if KEY_TRT_BATCH in meta:
-        try:
-            batch = int(meta[KEY_TRT_BATCH])
-        except ValueError:
-            raise ArtifactError(f"{path}: {KEY_TRT_BATCH} is not an integer: {meta[KEY_TRT_BATCH]!r}") from None
-    precision = meta.get(KEY_PRECISION, "fp32")
     return ArtifactInfo(
         path=path,
         kind=kind,
         config=cfg,
-        precision=precision,
+        precision=meta.get(KEY_PRECISION, "fp32"),
         tokenizer_bytes=tok,
         tokenizer_identity=identity,
-        gflops_per_sample=gflops,
-        batch=batch,
+        gflops_per_sample=_optional_number(meta, KEY_GFLOPS, float, path),
+        batch=_optional_number(meta, KEY_TRT_BATCH, int, path),
         metadata=dict(meta),
     )
 
@@ -339,93 +290,8 @@ def engine_sidecar(engine_path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def read_engine_metadata(engine_path: str | os.PathLike[str]) -> dict[str, str]:
-    """The metadata sidecar of a TensorRT engine.
-
-    Raises:
-        ArtifactError: the sidecar is missing or not a JSON object of strings.
-    """
-    side = engine_sidecar(engine_path)
-    if not side.is_file():
-        raise ArtifactError(f"{engine_path}: metadata sidecar {side.name} not found (build engines with lvg export --format trt)")
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{side}: unreadable engine metadata ({exc})") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ArtifactError(f"{side}: engine metadata must be a JSON object of strings")
-    return data
-
-
-# A safetensors header is at most this large (the format's own reader refuses more).
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
-
-
-def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file, parsed directly (no torch, no safetensors package).
-
-    Format: 8-byte little-endian header length, then that many bytes of JSON whose ``__metadata__``
-    entry is a string -> string map.
-
-    Raises:
-        ArtifactError: missing file, or not a safetensors file.
-    """
-    p = Path(path)
-    if p.is_dir():
-        raise ArtifactError(f"checkpoint path is a directory, not a file: {p}")
-    if not p.is_file():
-        raise ArtifactError(f"checkpoint not found: {p}")
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(8)
-            if len(head) != 8:
-                raise ArtifactError(f"{p} is not a safetensors checkpoint (file too short)")
-            (n,) = struct.unpack("<Q", head)
-            if n <= 0 or n > _MAX_SAFETENSORS_HEADER:
-                raise ArtifactError(f"{p} is not a safetensors checkpoint (bad header length)")
-            raw = fh.read(n)
-    except OSError as exc:
-        raise ArtifactError(f"cannot read {p}: {exc.strerror or exc}") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactError(f"{p} is not a safetensors checkpoint (header is not JSON)") from None
-    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{p} is not a safetensors checkpoint (bad header)")
-    return {str(k): str(v) for k, v in meta.items()}
-
-
 def tokenizer_sidecars(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Where a checkpoint's tokenizer may lie beside it, in the order they are tried: ``<name>.spm``
+    """Where a model's tokenizer may lie beside it, in the order they are tried: ``<name>.spm``
     (``model.safetensors.spm``), then ``<stem>.spm`` (``model.spm``)."""
     p = Path(path)
     return p.with_name(p.name + ".spm"), p.with_suffix(".spm")
-
-
-def checkpoint_info(path: str | os.PathLike[str]) -> ArtifactInfo:
-    """:class:`ArtifactInfo` of a torch checkpoint, from its header alone (torch-free).
-
-    The tokenizer comes from the header (``lvg.tokenizer_spm``) or, failing that, a sentencepiece file
-    beside the checkpoint: ``<name>.spm`` (``model.safetensors.spm``) or ``<stem>.spm`` (``model.spm``).
-    """
-    p = Path(path)
-    meta = read_safetensors_metadata(p)
-    check_checkpoint_header(meta, p)
-    try:
-        cfg = ModelConfig.from_json(meta[CHECKPOINT_CONFIG_KEY])
-    except ConfigError as exc:
-        raise ArtifactError(f"{p}: stored config is invalid: {exc}") from None
-    tok, identity = _decode_tokenizer(meta, str(p))
-    if tok is None:
-        for side in tokenizer_sidecars(p):
-            if side.is_file():
-                try:
-                    tok, identity = side.read_bytes(), None
-                except OSError as exc:
-                    raise ArtifactError(f"cannot read tokenizer {side}: {exc.strerror or exc}") from None
-                break
-    return ArtifactInfo(
-        path=p, kind="torch", config=cfg, precision="fp32", tokenizer_bytes=tok, tokenizer_identity=identity,
-        metadata=meta,
-    )
