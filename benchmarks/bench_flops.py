@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
-    from lvg._cli import progress
+    from lvg._progress import progress
 
     base = get_config("lvg-b")
     jobs = [("variant", v, get_config(v), None, None) for v in list_variants()]

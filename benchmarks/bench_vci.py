@@ -123,7 +123,7 @@ def _tune(batch: int, dtype: torch.dtype, device: torch.device, *, warmup: int, 
     """Time the concept-attention kernel over a grid of block sizes; fastest first."""
     from lvg.kernels.concept_attention import concept_attention_triton
     from lvg.kernels.patch_select import patch_select_reference
-    from lvg._cli import progress
+    from lvg._progress import progress
 
     v, t, _, c = _inputs(batch, dtype, device)
     mask = patch_select_reference(v, t)[1]
@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
-    from lvg._cli import progress
+    from lvg._progress import progress
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")

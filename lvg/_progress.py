@@ -1,10 +1,15 @@
-"""A dependency-free progress bar (stderr), so the torch-free runtime needs no tqdm."""
+"""A dependency-free progress bar (stderr), so the torch-free runtime needs no tqdm.
+
+Training, evaluation, export and the benchmarks report progress through :func:`progress`; none of them
+depends on the command line for it.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 
 class Progress:
@@ -64,3 +69,11 @@ class Progress:
             sys.stderr.write("\n")
             sys.stderr.flush()
             self.disable = True
+
+
+def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "",
+             disable: bool | None = None) -> Progress:
+    """A :class:`Progress` bar on stderr; ``disable=None`` hides it when stderr is not a terminal."""
+    if disable is None:
+        disable = not sys.stderr.isatty()
+    return Progress(iterable, total=total, desc=desc, disable=disable)

@@ -1,4 +1,4 @@
-"""lvg/cli.py: the console entry point itself (the commands have their own tests)."""
+"""lvg/cli/__init__.py: the console entry point itself (the commands have their own tests)."""
 
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ def evaluate(
         ["text_swap": {"n", "mIoU", "oIoU"} (RIS / REC) or {"n", "gIoU", "cIoU"} (GRES)]}``.
         Metric values are fractions in [0, 1] (``None`` where a denominator is empty).
     """
-    from lvg._cli import progress
+    from lvg._progress import progress
     from lvg.core.postprocess import box_from_mask, check_mask_threshold, postprocess
     from lvg.core.preprocess import letterbox_geometry, unletterbox
     from lvg.train.data import GroundingDataset

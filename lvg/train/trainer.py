@@ -628,7 +628,7 @@ def train(
                           "total_steps": total, "world_size": info.world_size, "device": str(dev),
                           "variant": cfg.variant, "train_samples": n_train})
 
-        from lvg._cli import progress as make_progress
+        from lvg._progress import progress as make_progress
 
         hide: bool | None = None if show_progress is None else not show_progress
         bar = make_progress(total=total, desc="train", disable=True if not info.is_main else hide)

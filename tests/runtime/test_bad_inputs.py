@@ -511,7 +511,7 @@ def test_cli_valid_cases(micro: Micro, files: Path) -> None:
 
 def test_cli_unexpected_exception_is_one_line(monkeypatch) -> None:
     # A bug (any non-LVGError exception) becomes one line and exit 1; LVG_DEBUG=1 shows the traceback.
-    from lvg._cli import handle_errors
+    from lvg.cli._common import handle_errors
 
     probe = typer.Typer()
 

@@ -297,7 +297,7 @@ def test_augmentation_guards():
 def test_data_module_imports_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import lvg.train.data, lvg.train.synth, lvg.train.data_commands\n"
+        "import lvg.train.data, lvg.train.synth, lvg.cli.data\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -236,9 +236,9 @@ def test_text_swap_control_equals_the_main_numbers_for_a_text_blind_model(synth_
 
 
 def test_eval_text_report_shows_undefined_metrics_as_na() -> None:
-    from lvg.train.commands import _format_metrics
+    from lvg.cli.train import format_metrics
 
-    text = _format_metrics({"n": 3, "gIoU": 0.5, "N-acc": None, "text_swap": {"n": 3, "mIoU": None}})
+    text = format_metrics({"n": 3, "gIoU": 0.5, "N-acc": None, "text_swap": {"n": 3, "mIoU": None}})
     assert text.splitlines() == ["n: 3", "gIoU: 50.00", "N-acc: n/a", "  with another image's sentence (3): mIoU n/a"]
 
 

@@ -1,4 +1,4 @@
-"""CLI commands of the runtime: ``lvg infer`` and ``lvg bench`` (registered on the app by :mod:`lvg.cli`).
+"""``lvg infer`` and ``lvg bench``: the runtime's commands.
 
 Torch-free at import; a ``.safetensors`` model loads the torch backend when the command runs.
 """
@@ -14,13 +14,9 @@ from typing import Optional
 
 import typer
 
-from lvg._cli import check_outputs, echo_json, handle_errors, progress
+from lvg._progress import progress
+from lvg.cli._common import check_outputs, echo_json, echo_warnings, handle_errors
 from lvg.errors import InputError
-
-
-def _warn_lines(caught: list[warnings.WarningMessage]) -> None:
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
 
 
 @handle_errors
@@ -59,7 +55,7 @@ def infer(
         warnings.simplefilter("always")
         g = Grounder.load(model, backend=backend, device=device, tokenizer=tokenizer)
         result = g.predict(image, text, task=task, mask_threshold=threshold, return_attention=attention is not None)
-    _warn_lines([w for w in caught if not issubclass(w.category, DeprecationWarning)])
+    echo_warnings(caught)
     if out is not None:
         result.save_overlay(out)
     if mask is not None:

@@ -1,4 +1,4 @@
-"""CLI command ``lvg export`` (registered on the app by :mod:`lvg.cli`). Torch is imported when it runs."""
+"""``lvg export``: a checkpoint to ONNX (fp32 / fp16) or a TensorRT engine. Torch is imported when it runs."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Optional
 
 import typer
 
-from lvg._cli import check_outputs, echo_json, handle_errors, progress
-from lvg.errors import InputError, require
+from lvg._progress import progress
+from lvg.cli._common import check_outputs, echo_json, handle_errors
 from lvg.core.artifact import tokenizer_sidecars
 from lvg.core.model_file import ModelFile
+from lvg.errors import InputError, require
 
 
 @handle_errors

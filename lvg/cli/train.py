@@ -1,4 +1,4 @@
-"""``lvg train`` and ``lvg eval`` (registered on the ``lvg`` app by :mod:`lvg.cli`).
+"""``lvg train`` and ``lvg eval``.
 
 torch is imported inside the command bodies only, so ``lvg --help`` works without it.
 
@@ -12,55 +12,13 @@ Examples::
 
 from __future__ import annotations
 
-import logging
-import sys
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import typer
 
-from lvg._cli import echo_json, handle_errors
+from lvg.cli._common import echo_json, handle_errors, messages_as_lines
 from lvg.errors import require
-
-
-@contextmanager
-def _cli_messages() -> Iterator[None]:
-    """Warnings as ``warning: <message>`` lines and the trainer's info log on stderr (no tracebacks).
-
-    Repetitive warnings (e.g. one truncated expression after another) are shown a few times per kind;
-    the rest are counted and summarised at the end.
-    """
-    shown: dict[str, int] = {}
-    limit = 3
-
-    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        kind = getattr(category, "__name__", "Warning")
-        shown[kind] = shown.get(kind, 0) + 1
-        if shown[kind] <= limit:
-            sys.stderr.write(f"warning: {message}\n")
-
-    logger = logging.getLogger("lvg.train")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    old_show = warnings.showwarning
-    warnings.showwarning = show
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = show
-            yield
-    finally:
-        warnings.showwarning = old_show
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        for kind, count in shown.items():
-            if count > limit:
-                sys.stderr.write(f"warning: {count - limit} more {kind} warnings not shown\n")
 
 
 def _train_config(config: Optional[Path], overrides: dict[str, Any], resume_from: Optional[Path] = None) -> Any:
@@ -129,7 +87,7 @@ def train_command(
         cfg = cfg.replace(val_split=val_split or None)
     from lvg.train.trainer import train
 
-    with _cli_messages():
+    with messages_as_lines():
         result = train(cfg, out, resume=resume, device=device, stop_at_step=stop_at)
     summary = {
         "out": str(result.out_dir), "step": result.step, "total_steps": result.total_steps,
@@ -142,7 +100,7 @@ def train_command(
         state = "stopped" if result.stopped else "finished"
         typer.echo(f"{state} at step {result.step}/{result.total_steps}; checkpoint: {summary['checkpoint']}")
         if result.metrics:
-            typer.echo(_format_metrics(result.metrics))
+            typer.echo(format_metrics(result.metrics))
 
 
 @handle_errors
@@ -183,7 +141,7 @@ def eval_command(
     from lvg.train.evaluate import ExportedModel, evaluate
     from lvg.train.trainer import tokenizer_for_checkpoint
 
-    with _cli_messages():
+    with messages_as_lines():
         ckpt = default_model_path() if ckpt is None else ckpt
         model: Any
         if ckpt.suffix.lower() == ".safetensors":
@@ -205,10 +163,12 @@ def eval_command(
     if json_out:
         echo_json({"checkpoint": str(ckpt), "variant": model.cfg.name, **metrics})
     else:
-        typer.echo(_format_metrics(metrics))
+        typer.echo(format_metrics(metrics))
 
 
-def _format_metrics(metrics: dict[str, Any]) -> str:
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """The metrics of :func:`lvg.train.evaluate.evaluate` as text: fractions as percentages, ``n/a`` where a
+    metric is undefined, the threshold as given."""
     lines = []
     for key, value in metrics.items():
         if key == "text_swap":

@@ -1,4 +1,4 @@
-"""``lvg data ...``: generate the synthetic dataset and summarise datasets (no torch needed).
+"""``lvg data synth`` and ``lvg data stats``: generate the synthetic dataset, summarise datasets (no torch).
 
 Examples::
 
@@ -15,7 +15,8 @@ from typing import Optional
 
 import typer
 
-from lvg._cli import echo_json, handle_errors, progress
+from lvg._progress import progress
+from lvg.cli._common import echo_json, handle_errors
 from lvg.train.synth import MIN_VOCAB_SIZE
 
 data_app = typer.Typer(
@@ -116,5 +117,5 @@ def stats(
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app`` (as the ``lvg data`` group)."""
+    """Add the ``lvg data`` group to ``app``."""
     app.add_typer(data_app, name="data")

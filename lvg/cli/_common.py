@@ -1,21 +1,26 @@
-"""Shared CLI plumbing: one-line errors instead of tracebacks, progress bars, JSON output."""
+"""What every command shares: one-line errors instead of tracebacks, warnings as lines, JSON output, and the
+refusal of output paths that would overwrite an input.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from typer.exceptions import TyperException
 
-from lvg.errors import InputError, LVGError
+from lvg.errors import InputError, LVGError, first_line
 
 F = TypeVar("F", bound=Callable[..., Any])
-
 
 #: Exit status of an unexpected exception (a bug): distinct from an :class:`LVGError`'s 2.
 INTERNAL_ERROR_EXIT = 1
@@ -59,13 +64,61 @@ def handle_errors(fn: F) -> F:
             if isinstance(exc, MemoryError):
                 typer.echo("error: out of memory (use a smaller image or batch, or a machine with more memory)", err=True)
             else:
-                lines = one_line(str(exc)).split("; ")
-                detail = lines[0][:300] if lines[0] else ""
+                detail = first_line(exc) if str(exc).strip() else ""
                 what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
                 typer.echo(f"error: internal error: {what} (set {DEBUG_ENV}=1 for the traceback)", err=True)
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def echo_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout (the ``--json`` output mode)."""
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def echo_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
+    """Recorded warnings as ``warning: <message>`` lines on stderr (deprecations of other packages left out)."""
+    for w in caught:
+        if not issubclass(w.category, DeprecationWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+
+
+@contextmanager
+def messages_as_lines(logger_name: str = "lvg.train", limit: int = 3) -> Iterator[None]:
+    """For a long-running command: warnings as ``warning: <message>`` lines and ``logger_name``'s info log on
+    stderr, as they happen (no tracebacks).
+
+    Repetitive warnings (e.g. one truncated expression after another) are shown ``limit`` times per kind;
+    the rest are counted and summarised at the end.
+    """
+    shown: dict[str, int] = {}
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        kind = getattr(category, "__name__", "Warning")
+        shown[kind] = shown.get(kind, 0) + 1
+        if shown[kind] <= limit:
+            sys.stderr.write(f"warning: {message}\n")
+
+    logger = logging.getLogger(logger_name)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    old_show = warnings.showwarning
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show
+            yield
+    finally:
+        warnings.showwarning = old_show
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        for kind, count in shown.items():
+            if count > limit:
+                sys.stderr.write(f"warning: {count - limit} more {kind} warnings not shown\n")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -76,8 +129,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def check_outputs(inputs: Iterable[Path | None], outputs: dict[str, Path | None]) -> None:
     """Refuse, before any work is done, an output path that is a directory, names one of the command's
-    input files or another output (``outputs`` maps an option name such as ``"--out"`` to its path): the input would be
-    lost, or one output silently replaced by the other."""
+    input files or another output (``outputs`` maps an option name such as ``"--out"`` to its path): the
+    input would be lost, or one output silently replaced by the other."""
     named = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
     for opt, out in named:
         if out.is_dir():
@@ -89,17 +142,3 @@ def check_outputs(inputs: Iterable[Path | None], outputs: dict[str, Path | None]
         for other, path in named[i + 1:]:
             if _same_file(out, path):
                 raise InputError(f"{opt} and {other} name the same file {out}")
-
-
-def echo_json(data: Any) -> None:
-    """Print ``data`` as JSON on stdout (the ``--json`` output mode)."""
-    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def progress(iterable: Any = None, *, total: int | None = None, desc: str = "", disable: bool | None = None):
-    """A progress bar on stderr (hidden when stderr is not a terminal unless forced)."""
-    from lvg._progress import Progress
-
-    if disable is None:
-        disable = not sys.stderr.isatty()
-    return Progress(iterable, total=total, desc=desc, disable=disable)
