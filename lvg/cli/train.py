@@ -124,7 +124,8 @@ def eval_command(
         None, help="Mask threshold in [0, 1) (default: the model's, as lvg infer uses)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """Evaluate a checkpoint on every sentence of a split (metrics at the original image resolution)."""
+    """Evaluate a checkpoint or an exported model on every sentence of a split (metrics at the original image
+    resolution)."""
     from lvg.errors import ConfigError
     from lvg.core.postprocess import check_mask_threshold
 
@@ -135,33 +136,29 @@ def eval_command(
     require("torch", extra="train", purpose="evaluation")
     require("safetensors", extra="train", purpose="evaluation")
 
-    from lvg.modeling import load_checkpoint, resolve_device
+    from lvg.core.model_file import ModelFile
+    from lvg.runtime.backends import open_backend
     from lvg.runtime.grounder import Grounder, default_model_path
     from lvg.train.data import open_dataset
-    from lvg.train.evaluate import ExportedModel, evaluate
+    from lvg.train.evaluate import evaluate
     from lvg.train.trainer import tokenizer_for_checkpoint
 
     with messages_as_lines():
-        ckpt = default_model_path() if ckpt is None else ckpt
-        model: Any
-        if ckpt.suffix.lower() == ".safetensors":
-            dev = resolve_device(device)
-            model = load_checkpoint(ckpt, device=dev)
-        else:
-            # An exported model runs on the runtime's backend, as lvg infer runs it; it reads its own tokenizer.
-            grounder = Grounder.load(ckpt, device=device or "auto", tokenizer=tokenizer)
-            model, dev = ExportedModel(grounder), resolve_device("cpu")
+        model_file = ModelFile.open(default_model_path() if ckpt is None else ckpt)
+        cfg = model_file.config
+        # An exported model runs as lvg infer runs it and reads text with its own tokenizer; a checkpoint
+        # runs on the torch backend (which also gives each expression's map) with the tokenizer its run used.
+        grounder = None if model_file.kind == "torch" else Grounder.load(model_file, device=device or "auto",
+                                                                         tokenizer=tokenizer)
+        backend = grounder.backend if grounder else open_backend(model_file, device=device or "auto")
         # The dataset first: a wrong --data is the error to report, not the tokenizer missing beside it.
-        source = open_dataset(data, split=split, prefer_gres=model.cfg.head.gres or task == "gres")
-        if isinstance(model, ExportedModel):
-            tok = model.grounder.tokenizer
-        else:
-            tok = tokenizer_for_checkpoint(ckpt, data, model.cfg, tokenizer)
-        metrics = evaluate(model, source, split, tok, task=task, batch_size=batch_size, device=dev,
+        source = open_dataset(data, split=split, prefer_gres=cfg.head.gres or task == "gres")
+        tok = grounder.tokenizer if grounder else tokenizer_for_checkpoint(model_file, data, cfg, tokenizer)
+        metrics = evaluate(backend, source, split, tok, task=task, batch_size=batch_size,
                            max_sentences=max_sentences, text_swap=text_swap, mask_threshold=threshold,
                            show_progress=None)
     if json_out:
-        echo_json({"checkpoint": str(ckpt), "variant": model.cfg.name, **metrics})
+        echo_json({"checkpoint": str(model_file.path), "variant": cfg.name, **metrics})
     else:
         typer.echo(format_metrics(metrics))
 

@@ -6,12 +6,12 @@ so the numbers match what ``lvg infer`` would produce), thresholded at the varia
 and compared with the ground-truth mask decoded at the original size; the REC box is the tight box of
 that mask. GRES uses the no-target head (``sigmoid(logit) > no_target_threshold`` -> empty prediction).
 
-For latent variants the result also holds ``per_expression``: the same mask metrics for each expression's
-own map (input expression and every latent one, thresholded before averaging), as in the paper's Table 11.
-
-An exported model (``.onnx``, TensorRT engine) is evaluated through :class:`ExportedModel`, the runtime's
-own backend behind the call made of a torch model; its export holds only the averaged map, so it has no
-``per_expression`` metrics.
+The model is anything that runs numpy batches (:class:`lvg.core.outputs.ArrayModel`): a runtime backend
+(ONNX Runtime, TensorRT, or the torch backend of a checkpoint, as ``lvg infer`` runs them) or a live model
+behind :class:`lvg.modeling.runner.ArrayRunner` (training). For latent variants the result also holds
+``per_expression``: the same mask metrics for each expression's own map (input expression and every latent
+one, thresholded before averaging), as in the paper's Table 11, from models that return those maps (the
+PyTorch model; an export holds only the averaged map).
 
 ``text_swap=True`` adds a control, ``text_swap``: the same mask metrics when every image is paired with the
 sentence of another image in its batch and scored against its own ground truth. A model that reads its text
@@ -24,44 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
+from lvg.core.outputs import ArrayModel, ModelOutput
 from lvg.train.distributed import DistInfo, eval_shard, gather_objects
 from lvg.train.metrics import MetricAccumulator
 
 _MAIN_KEYS = {"ris": ("mIoU", "oIoU"), "rec": ("acc@0.5",), "gres": ("gIoU", "cIoU")}
-
-
-class ExportedModel:
-    """A runtime :class:`~lvg.runtime.grounder.Grounder` (ONNX Runtime, TensorRT) called as :func:`evaluate`
-    calls a torch model: ``model(image, text_ids, text_mask)`` -> ``{"prob": (B, S/4, S/4)}`` plus
-    ``"no_target_logit": (B,)`` for GRES models, as CPU tensors.
-
-    So the shipped artifact itself can be scored, not only the checkpoint it was exported from.
-    """
-
-    #: The export's only map is the averaged ``prob``: no per-expression maps to score.
-    expression_maps = False
-    training = False
-
-    def __init__(self, grounder: Any) -> None:
-        self.grounder = grounder
-        self.cfg = grounder.config
-
-    def eval(self) -> "ExportedModel":
-        return self
-
-    def train(self, mode: bool = True) -> "ExportedModel":
-        return self
-
-    def __call__(self, image: torch.Tensor, text_ids: torch.Tensor,
-                 text_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.grounder.backend.run_arrays(image.cpu().numpy(), text_ids.cpu().numpy(), text_mask.cpu().numpy())
-        result = {"prob": torch.from_numpy(np.ascontiguousarray(out.prob, dtype=np.float32))}
-        if out.no_target_logit is not None:
-            result["no_target_logit"] = torch.from_numpy(np.asarray(out.no_target_logit, dtype=np.float32))
-        return result
 
 
 def select_sentences(n: int, max_sentences: int) -> list[int]:
@@ -71,15 +39,13 @@ def select_sentences(n: int, max_sentences: int) -> list[int]:
     return sorted({(i * n) // max_sentences for i in range(max_sentences)})
 
 
-@torch.no_grad()
 def evaluate(
-    model: nn.Module | ExportedModel,
+    model: ArrayModel,
     source: Any,
     split: str,
     tokenizer: Any,
     task: str | None = None,
     batch_size: int = 8,
-    device: str | torch.device = "cpu",
     *,
     max_sentences: int = 0,
     per_expression: bool = True,
@@ -91,8 +57,8 @@ def evaluate(
     """Metrics of ``model`` on every sentence of ``split`` of ``source``.
 
     Args:
-        model: a :class:`~lvg.modeling.LatentVG` (put in eval mode here; its device is ``device``), or an
-            :class:`ExportedModel` (``device`` = "cpu": it takes CPU arrays and runs where it was loaded).
+        model: what runs the model on numpy batches (:class:`~lvg.core.outputs.ArrayModel`): a runtime
+            backend, or a live model in an :class:`~lvg.modeling.runner.ArrayRunner`.
         source: the split's ``ReferSource`` (:func:`lvg.train.data.open_dataset` with ``split=split``).
         split: its name, e.g. ``"val"``, ``"testA"`` (must match ``source.split`` when that is set).
         tokenizer: a :class:`lvg.core.tokenizer.Tokenizer` matching the model's vocabulary.
@@ -100,7 +66,8 @@ def evaluate(
             (gIoU, cIoU, N-acc, T-acc); ``None`` = "gres" for GRES variants, else "ris".
         batch_size: sentences per forward pass.
         max_sentences: evaluate an evenly spread subset of this many sentences (0 = all).
-        per_expression: add ``per_expression`` metrics for latent variants (torch models only).
+        per_expression: add ``per_expression`` metrics for latent variants (models that return each
+            expression's map: ``model.supports_expressions``).
         text_swap: add the ``text_swap`` control (module docstring); a second forward pass per batch. A
             sentence whose batch holds no other image is left out of the control only.
         mask_threshold: threshold of the probability maps, in [0, 1) (default: the model's
@@ -121,15 +88,12 @@ def evaluate(
     from lvg.train.data import GroundingDataset
 
     info = dist_info or DistInfo()
-    cfg = model.cfg
+    cfg = model.config
     pre = cfg.preprocess
     threshold = pre.mask_threshold if mask_threshold is None else check_mask_threshold(mask_threshold)
     task = task or ("gres" if cfg.head.gres else "ris")
     if task not in _MAIN_KEYS:
         raise ValueError(f"task must be 'ris', 'rec' or 'gres', got {task!r}")
-    dev = torch.device(device)
-    was_training = model.training
-    model.eval()
 
     if getattr(source, "split", None) not in (None, split):
         raise ValueError(f"source holds split {source.split!r}, not {split!r}")
@@ -140,39 +104,37 @@ def evaluate(
     n_expr = 1 + cfg.latent.num_expressions
     acc = MetricAccumulator(task)  # type: ignore[arg-type]
     expr_task = "gres" if task == "gres" else "ris"
-    per_expression = per_expression and n_expr > 1 and getattr(model, "expression_maps", True)
+    per_expression = per_expression and n_expr > 1 and model.supports_expressions
     expr_accs = [MetricAccumulator(expr_task) for _ in range(n_expr)] if per_expression else []
     swap_acc = MetricAccumulator(expr_task) if text_swap else None  # type: ignore[arg-type]
 
-    def predict(prob_map: np.ndarray, nt: np.ndarray | None, j: int, lb: Any) -> Any:
+    def predict(out: ModelOutput, j: int, lb: Any) -> Any:
         """Sample ``j``'s prediction at its original resolution, as ``lvg infer`` would return it."""
-        logit = None if nt is None else float(nt[j])
-        return postprocess(prob_map, lb, mask_threshold=threshold, no_target_logit=logit,
-                           no_target_threshold=pre.no_target_threshold)
+        logit = None if out.no_target_logit is None else float(out.no_target_logit[j])
+        return postprocess(out.prob[j], lb, mask_threshold=threshold, no_target_logit=logit,
+                           no_target_threshold=pre.no_target_threshold, decide_no_target=task == "gres")
 
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     bar = progress(batches, desc=f"eval {split}", disable=True if not info.is_main else
                    (None if show_progress is None else not show_progress))
     for chunk in bar:
-        items = [dataset[i] for i in chunk]
-        image = torch.stack([torch.as_tensor(it["image"]) for it in items]).to(dev)
-        ids = torch.stack([torch.as_tensor(it["text_ids"]) for it in items]).to(dev)
-        mask = torch.stack([torch.as_tensor(it["text_mask"]) for it in items]).to(dev)
-        out = model(image, ids, mask)
-        probs, nt_logits = _maps(out, task)
-        expr_probs = out["logits"].float().sigmoid().cpu().numpy() if expr_accs else None  # (B, 1+N, h, w)
-        samples = [source.samples[int(it["sample_index"])] for it in items]
+        items = [dataset.arrays(i) for i in chunk]
+        image = np.stack([it["image"] for it in items])  # (B, 3, S, S)
+        ids = np.stack([it["text_ids"] for it in items])  # (B, L)
+        mask = np.stack([it["text_mask"] for it in items])  # (B, L)
+        out = model.run_arrays(image, ids, mask, return_expressions=bool(expr_accs))
+        samples = [source.samples[it["sample_index"]] for it in items]
         partner: list[int | None] = []
         if swap_acc is not None:
             partner = _swap_partners([smp.image_id for smp in samples])
             if any(k is not None for k in partner):
                 # Sentences without a partner keep their own (their swapped result is never recorded).
-                order = torch.tensor([j if k is None else k for j, k in enumerate(partner)], device=dev)
-                sw_probs, sw_nt = _maps(model(image, ids[order], mask[order]), task)
+                order = np.array([j if k is None else k for j, k in enumerate(partner)])
+                swapped = model.run_arrays(image, ids[order], mask[order])
         for j, sample in enumerate(samples):
             lb = letterbox_geometry(sample.width, sample.height, pre.size)
             gt_mask = np.asarray(source.mask(sample), dtype=bool)
-            pred = predict(probs[j], nt_logits, j, lb)
+            pred = predict(out, j, lb)
             gt_box = None if task == "gres" else _gt_box(source, sample, gt_mask, box_from_mask)
             if task == "rec":
                 acc.add(None, None, pred.box, gt_box)
@@ -181,14 +143,13 @@ def evaluate(
             else:
                 acc.add(pred.mask, gt_mask)
             if partner and partner[j] is not None:
-                swap_acc.add(predict(sw_probs[j], sw_nt, j, lb).mask, gt_mask)  # type: ignore[union-attr]
-            if expr_probs is not None:
-                for e in range(n_expr):
-                    if pred.no_target:
-                        m = np.zeros_like(gt_mask)
-                    else:
-                        m = unletterbox(expr_probs[j, e], lb) > np.float32(threshold)
-                    expr_accs[e].add(m, gt_mask)
+                swap_acc.add(predict(swapped, j, lb).mask, gt_mask)  # type: ignore[union-attr]
+            for e, expr_acc in enumerate(expr_accs):
+                if pred.no_target:
+                    m = np.zeros_like(gt_mask)
+                else:
+                    m = unletterbox(out.expression_prob[j, e], lb) > np.float32(threshold)  # type: ignore[index]
+                expr_acc.add(m, gt_mask)
 
     merged = _gather(acc, task, info)
     result: dict[str, Any] = {"task": task, "split": split, "mask_threshold": threshold, **merged.compute()}
@@ -202,15 +163,7 @@ def evaluate(
     if swap_acc is not None:
         metrics = _gather(swap_acc, expr_task, info).compute()
         result["text_swap"] = {"n": metrics["n"], **{k: metrics[k] for k in _MAIN_KEYS[expr_task]}}
-    if was_training:
-        model.train()
     return result
-
-
-def _maps(out: dict[str, Any], task: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """The averaged probability maps ``(B, h, w)`` and, for GRES evaluation only, the no-target logits ``(B,)``."""
-    nt = out["no_target_logit"].float().cpu().numpy() if task == "gres" and "no_target_logit" in out else None
-    return out["prob"].float().cpu().numpy(), nt
 
 
 def _swap_partners(image_ids: list[int]) -> list[int | None]:

@@ -118,7 +118,9 @@ class GroundingDataset(torch.utils.data.Dataset):
         jitter = self.augment and not mentions_colour(sentence) and jitter_draw < JITTER_PROBABILITY
         return index, sentence, flip, jitter
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def arrays(self, index: int) -> dict[str, Any]:
+        """Item ``index`` as numpy arrays (what evaluation feeds a model through the numpy contract of
+        :mod:`lvg.core.outputs`); :meth:`__getitem__` is the same item as tensors."""
         sample_index, sentence, flip, jitter = self.plan(int(index))
         sample = self.source.samples[sample_index]
         image = self.source.load_image(sample)
@@ -138,11 +140,23 @@ class GroundingDataset(torch.utils.data.Dataset):
         target = letterbox_mask(mask, lb, out_size=self.preprocess.size // 4)  # (S/4, S/4) float32
         ids, text_mask = self.tokenizer.encode(sentence, self.preprocess.max_text_len)
         return {
-            "image": torch.from_numpy(pixels),
-            "text_ids": torch.from_numpy(ids),
-            "text_mask": torch.from_numpy(text_mask),
-            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
-            "no_target": torch.tensor(1.0 if sample.no_target else 0.0, dtype=torch.float32),
+            "image": pixels,
+            "text_ids": ids,
+            "text_mask": text_mask,
+            "target": np.ascontiguousarray(target, dtype=np.float32),
+            "no_target": bool(sample.no_target),
             "index": int(index),
             "sample_index": int(sample_index),
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.arrays(index)
+        return {
+            "image": torch.from_numpy(item["image"]),
+            "text_ids": torch.from_numpy(item["text_ids"]),
+            "text_mask": torch.from_numpy(item["text_mask"]),
+            "target": torch.from_numpy(item["target"]),
+            "no_target": torch.tensor(1.0 if item["no_target"] else 0.0, dtype=torch.float32),
+            "index": item["index"],
+            "sample_index": item["sample_index"],
         }

@@ -655,17 +655,16 @@ def train(
             nonlocal best
             if not data.val_split or data.source is None:
                 return None
+            from lvg.modeling.runner import ArrayRunner
             from lvg.train.evaluate import evaluate
 
-            model.eval()
             with preserved_rng(dev), _autocast(amp, dev):
                 result = evaluate(
-                    model, data.source, data.val_split, data.tokenizer, task=cfg.resolved_task(gres),
-                    batch_size=cfg.eval_batch_size, device=dev,
+                    ArrayRunner(model, dev), data.source, data.val_split, data.tokenizer,
+                    task=cfg.resolved_task(gres), batch_size=cfg.eval_batch_size,
                     max_sentences=0 if final else cfg.eval_max_sentences, dist_info=info,
                     text_swap=cfg.eval_text_swap,
                 )
-            model.train()
             key = "gIoU" if "gIoU" in result else "mIoU" if "mIoU" in result else "acc@0.5"
             score = result.get(key)
             if info.is_main:

@@ -19,6 +19,7 @@ from lvg.cli import app
 from lvg.config import get_config
 from lvg.errors import InputError
 from lvg.modeling import build_model, save_checkpoint
+from lvg.modeling.runner import ArrayRunner
 from lvg.core.artifact import tokenizer_metadata
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.train.data import open_dataset
@@ -40,7 +41,7 @@ class ConstantModel(nn.Module):
         b, q = image.shape[0], self.cfg.prob_size
         p = torch.tensor(self.expr_probs).clamp(1e-6, 1 - 1e-6)
         logits = torch.logit(p)[None, :, None, None].expand(b, -1, q, q)  # (B, 1+N, q, q)
-        out = {"logits": logits, "prob": logits.sigmoid().mean(1)}
+        out = {"logits": logits, "expression_prob": logits.sigmoid(), "prob": logits.sigmoid().mean(1)}
         if self.no_target_logit is not None:
             out["no_target_logit"] = torch.full((b,), self.no_target_logit)
         return out
@@ -62,7 +63,7 @@ def tokenizer(synth_dataset) -> Tokenizer:
 def test_whole_image_prediction_gives_area_fractions(synth_dataset, tokenizer) -> None:
     source = open_dataset(synth_dataset.out_dir, split="val")
     model = ConstantModel("lvg-tiny", [1.0, 1.0, 1.0])
-    result = evaluate(model, source, "val", tokenizer, batch_size=4)
+    result = evaluate(ArrayRunner(model), source, "val", tokenizer, batch_size=4)
 
     ious, inter, union, box_ok = [], 0, 0, []
     for sample in source.samples:
@@ -88,7 +89,7 @@ def test_per_expression_maps_are_thresholded_separately(synth_dataset, tokenizer
     # Input expression says "everywhere", latent 1 "nowhere", latent 2 "everywhere": the average
     # (2/3 > 0.35) predicts everywhere.
     model = ConstantModel("lvg-tiny", [1.0, 0.0, 1.0])
-    result = evaluate(model, source, "val", tokenizer, batch_size=3, max_sentences=5)
+    result = evaluate(ArrayRunner(model), source, "val", tokenizer, batch_size=3, max_sentences=5)
     assert result["n"] == 5
     per = result["per_expression"]
     assert per["latent_1"]["mIoU"] == 0.0 and per["latent_1"]["oIoU"] == 0.0
@@ -98,15 +99,15 @@ def test_per_expression_maps_are_thresholded_separately(synth_dataset, tokenizer
 def test_mask_threshold_is_the_models_unless_given(synth_dataset, tokenizer) -> None:
     source = open_dataset(synth_dataset.out_dir, split="val")
     model = ConstantModel("lvg-tiny", [0.5, 0.5, 0.5])  # every map at 0.5: above 0.35, below 0.6
-    default = evaluate(model, source, "val", tokenizer, max_sentences=5)
-    whole = evaluate(ConstantModel("lvg-tiny", [1.0, 1.0, 1.0]), source, "val", tokenizer, max_sentences=5)
+    default = evaluate(ArrayRunner(model), source, "val", tokenizer, max_sentences=5)
+    whole = evaluate(ArrayRunner(ConstantModel("lvg-tiny", [1.0, 1.0, 1.0])), source, "val", tokenizer, max_sentences=5)
     assert default["mask_threshold"] == model.cfg.preprocess.mask_threshold == 0.35
     assert default["mIoU"] == pytest.approx(whole["mIoU"]) and default["mIoU"] > 0
-    high = evaluate(model, source, "val", tokenizer, max_sentences=5, mask_threshold=0.6)
+    high = evaluate(ArrayRunner(model), source, "val", tokenizer, max_sentences=5, mask_threshold=0.6)
     assert high["mask_threshold"] == 0.6 and high["mIoU"] == 0.0
     assert all(v["mIoU"] == 0.0 for v in high["per_expression"].values())  # each expression's map too
     with pytest.raises(InputError, match=r"\[0, 1\)"):
-        evaluate(model, source, "val", tokenizer, mask_threshold=1.0)
+        evaluate(ArrayRunner(model), source, "val", tokenizer, mask_threshold=1.0)
 
 
 def test_gres_no_target_head_decides_empty_predictions(synth_dataset, tokenizer) -> None:
@@ -115,14 +116,14 @@ def test_gres_no_target_head_decides_empty_predictions(synth_dataset, tokenizer)
     n_empty = sum(len(s.sentences) for s in source.samples if s.no_target)
     assert 0 < n_empty < n_sent
 
-    always_empty = evaluate(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=8.0), source, "val",
+    always_empty = evaluate(ArrayRunner(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=8.0)), source, "val",
                             tokenizer)
     assert always_empty["task"] == "gres" and always_empty["n"] == n_sent
     assert always_empty["N-acc"] == 1.0 and always_empty["T-acc"] == 0.0
     assert always_empty["gIoU"] == pytest.approx(n_empty / n_sent)
     assert always_empty["cIoU"] == 0.0
 
-    never_empty = evaluate(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=-8.0), source, "val",
+    never_empty = evaluate(ArrayRunner(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=-8.0)), source, "val",
                            tokenizer)
     assert never_empty["N-acc"] == 0.0 and never_empty["T-acc"] == 1.0
     fractions = [source.mask(s).mean() for s in source.samples if not s.no_target for _ in s.sentences]
@@ -133,13 +134,13 @@ def test_real_model_is_batch_independent_and_split_checked(synth_dataset, tokeni
     torch.manual_seed(0)
     model = build_model("lvg-tiny").train()
     source = open_dataset(synth_dataset.out_dir, split="val")
-    a = evaluate(model, source, "val", tokenizer, batch_size=4, task="rec", max_sentences=6)
+    a = evaluate(ArrayRunner(model), source, "val", tokenizer, batch_size=4, task="rec", max_sentences=6)
     assert a["task"] == "rec" and a["n"] == 6 and 0.0 <= a["acc@0.5"] <= 1.0
-    assert model.training  # evaluate restores the caller's mode
-    b = evaluate(model, source, "val", tokenizer, batch_size=3, task="rec", max_sentences=6)
+    assert model.training  # evaluation restores the caller's mode
+    b = evaluate(ArrayRunner(model), source, "val", tokenizer, batch_size=3, task="rec", max_sentences=6)
     assert a == b  # eval mode is deterministic and batch-independent
     with pytest.raises(ValueError, match="split"):
-        evaluate(model, source, "train", tokenizer)
+        evaluate(ArrayRunner(model), source, "train", tokenizer)
 
 
 def test_lvg_eval_cli_json(tmp_path: Path, synth_dataset) -> None:
@@ -228,7 +229,7 @@ def test_text_swap_control_equals_the_main_numbers_for_a_text_blind_model(synth_
     for variant, probs, task in (("lvg-tiny", [1.0, 0.2, 1.0], "ris"), ("lvg-tiny-gres", [1.0, 1.0, 1.0], "gres")):
         model = ConstantModel(variant, probs, no_target_logit=-8.0 if variant.endswith("gres") else None)
         # One batch holds every sentence, so every sentence has a partner from another image.
-        result = evaluate(model, source, "val", tokenizer, task=task, batch_size=1000, text_swap=True)
+        result = evaluate(ArrayRunner(model), source, "val", tokenizer, task=task, batch_size=1000, text_swap=True)
         control = result["text_swap"]
         assert control["n"] == result["n"] > len(ids)
         for key in ("gIoU", "cIoU") if task == "gres" else ("mIoU", "oIoU"):
