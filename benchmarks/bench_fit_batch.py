@@ -30,7 +30,7 @@ from lvg.train.data import open_dataset
 from lvg.train.losses import grounding_loss
 from lvg.train.metrics import mask_iou
 from lvg.train.torch_data import GroundingDataset
-from lvg.train.trainer import tokenizer_for_checkpoint
+from lvg.train.run_data import tokenizer_for_checkpoint
 
 
 def batch_iou(prob: torch.Tensor, target: torch.Tensor, threshold: float) -> float:

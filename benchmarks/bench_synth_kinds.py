@@ -37,7 +37,7 @@ from lvg.train.evaluate import select_sentences
 from lvg.train.metrics import mask_iou
 from lvg.train.synth import expression_kind
 from lvg.train.torch_data import GroundingDataset
-from lvg.train.trainer import tokenizer_for_checkpoint
+from lvg.train.run_data import tokenizer_for_checkpoint
 
 KINDS = ("attribute", "position", "relation")
 

@@ -29,7 +29,7 @@ def _train_config(config: Optional[Path], overrides: dict[str, Any], resume_from
     if config is not None:
         base = TrainConfig.from_file(config)
     else:
-        from lvg.train.trainer import run_config
+        from lvg.train.state import run_config
 
         base = (run_config(resume_from) if resume_from is not None else None) or TrainConfig()
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -141,7 +141,7 @@ def eval_command(
     from lvg.runtime.grounder import Grounder, default_model_path
     from lvg.train.data import open_dataset
     from lvg.train.evaluate import evaluate
-    from lvg.train.trainer import tokenizer_for_checkpoint
+    from lvg.train.run_data import tokenizer_for_checkpoint
 
     with messages_as_lines():
         model_file = ModelFile.open(default_model_path() if ckpt is None else ckpt)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from _train_fakes import FakeGrounding
 from lvg.train.config import TrainConfig
-from lvg.train.trainer import TrainData, train
+from lvg.train.run_data import TrainData
+from lvg.train.trainer import train
 
 
 def run_signal(out: Path) -> None:

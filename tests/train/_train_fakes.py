@@ -1,7 +1,7 @@
 """Test helpers for the training tests: a fake GroundingDataset of random tensors (no files needed).
 
 Imported by tests/train/test_trainer.py, test_ddp.py and the worker scripts they start (their directory is
-on ``sys.path``). Items follow :class:`lvg.train.data.GroundingDataset`'s format.
+on ``sys.path``). Items follow :class:`lvg.train.torch_data.GroundingDataset`'s format.
 """
 
 from __future__ import annotations
@@ -40,6 +40,6 @@ class FakeGrounding(torch.utils.data.Dataset):
 
 
 def fake_data(n: int = 6):
-    from lvg.train.trainer import TrainData
+    from lvg.train.run_data import TrainData
 
     return TrainData(train=FakeGrounding(n), source=None, tokenizer=None, val_split=None)

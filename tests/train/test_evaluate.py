@@ -24,7 +24,7 @@ from lvg.core.artifact import tokenizer_metadata
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.train.data import open_dataset
 from lvg.train.evaluate import _swap_partners, evaluate
-from lvg.train.trainer import TokenizerMismatchWarning, tokenizer_for_checkpoint
+from lvg.train.run_data import TokenizerMismatchWarning, tokenizer_for_checkpoint
 from tests.export.artifact_factory import CORPUS
 
 

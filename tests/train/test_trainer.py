@@ -25,17 +25,11 @@ from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.config import TrainConfig
-from lvg.train.trainer import (
-    LAST,
-    PREV,
-    ResumeWarning,
-    build_data,
-    find_resume_checkpoint,
-    lr_factor,
-    param_groups,
-    read_log,
-    train,
-)
+from lvg.train.optim import lr_factor, param_groups
+from lvg.train.run_data import build_data
+from lvg.train.run_dir import read_log
+from lvg.train.state import LAST, PREV, ResumeWarning, find_resume_checkpoint
+from lvg.train.trainer import train
 
 from _train_fakes import fake_data as _data
 from tests.export.artifact_factory import CORPUS
@@ -388,7 +382,7 @@ def test_tokenizer_larger_than_the_vocabulary_is_a_clear_error(tmp_path: Path, s
 
     from lvg.errors import ConfigError
     from lvg.core.tokenizer import train_sentencepiece
-    from lvg.train.trainer import build_data
+    from lvg.train.run_data import build_data
 
     rng = random.Random(0)
     words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 7))) for _ in range(3000)]
@@ -413,7 +407,8 @@ def test_training_beats_the_untrained_model_on_held_out_data(tmp_path: Path, cap
     from lvg.modeling.runner import ArrayRunner
     from lvg.train.evaluate import evaluate
     from lvg.train.synth import generate
-    from lvg.train.trainer import build_data, seed_everything
+    from lvg.train.run_data import build_data
+    from lvg.train.state import seed_everything
 
     data_dir = tmp_path / "synth"
     generate(data_dir, images=40, seed=1, size_range=(96, 192))

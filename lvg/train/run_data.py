@@ -1,0 +1,124 @@
+"""The data of a training run: its training and validation splits, and the tokenizer that reads their text.
+
+The tokenizer is the one the run's weights were trained with whenever there is one (a resumed run's, else
+``init_from``'s): a dataset made by another ``lvg data synth`` call carries its own tokenizer, with other
+ids for the same words, so the file beside the data is only the last resort.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lvg.config import ModelConfig
+from lvg.core.model_file import ModelFile
+from lvg.core.tokenizer import Tokenizer, check_vocabulary
+from lvg.errors import ConfigError, TokenizerError
+from lvg.train.config import TrainConfig
+
+__all__ = [
+    "TokenizerMismatchWarning",
+    "TrainData",
+    "build_data",
+    "data_path",
+    "find_tokenizer",
+    "tokenizer_for_checkpoint",
+]
+
+
+@dataclass
+class TrainData:
+    """The data of a run (built by :func:`build_data`; tests may pass their own).
+
+    ``train``: a map-style dataset of GroundingDataset items (with ``set_epoch``); ``source``: the
+    validation split's ``ReferSource`` (None: no evaluation); ``tokenizer``: the run's tokenizer.
+    """
+
+    train: Any
+    source: Any
+    tokenizer: Any
+    val_split: str | None
+
+
+def find_tokenizer(data: str, name: str, explicit: str | None = None) -> Path:
+    """The tokenizer file: ``explicit`` if given, else the file ``name`` (the variant's
+    ``preprocess.tokenizer``, e.g. ``synthetic.spm``) in the data directory or one of its parents."""
+    if explicit:
+        return Path(explicit)
+    root = data_path(data) if data else Path(".")
+    for folder in [root, *root.resolve().parents]:
+        if (folder / name).is_file():
+            return folder / name
+    raise ConfigError(f"no tokenizer given and no {name!r} found in {root} or its parents; pass --tokenizer FILE")
+
+
+def data_path(spec: str) -> Path:
+    """The directory a data spec (``DIR``, ``DIR:DATASET`` or ``DIR:DATASET:SPLITBY``) points into."""
+    if Path(spec).is_dir():
+        return Path(spec)
+    pieces = spec.split(":")
+    for k in (2, 1):
+        if len(pieces) > k and Path(":".join(pieces[:-k])).is_dir():
+            root = Path(":".join(pieces[:-k]))
+            return root / pieces[-k] if (root / pieces[-k]).is_dir() else root
+    return Path(spec)
+
+
+class TokenizerMismatchWarning(UserWarning):
+    """A tokenizer other than the one a checkpoint was trained with: its text ids mean other words."""
+
+
+def tokenizer_for_checkpoint(ckpt: str | os.PathLike | ModelFile | None, data: str, model_cfg: ModelConfig,
+                             explicit: str | None = None, *, strict: bool = False) -> Tokenizer:
+    """The tokenizer to run checkpoint ``ckpt`` (None: freshly initialised weights) with on ``data``.
+
+    ``explicit`` if given; else the one the checkpoint carries (its header, or a ``.spm`` beside it), since
+    the text embeddings were learnt for those ids (:meth:`ModelFile.tokenizer`); else the variant's file
+    found beside the data. A dataset made by another ``lvg data synth`` call has its own tokenizer, so
+    "beside the data" is only the last resort. An explicit file that differs from the checkpoint's own warns
+    (:class:`TokenizerMismatchWarning`), or with ``strict`` (resuming a run) is a :class:`ConfigError`.
+    """
+    if ckpt is not None:
+        model_file = ModelFile.open(ckpt, checkpoint=True)
+        tok = model_file.tokenizer(explicit or None)
+        if tok is not None:
+            if explicit and not model_file.is_own(tok):
+                if strict:
+                    raise TokenizerError(f"tokenizer {explicit} is not the one this run was trained with (it is in "
+                                         f"{model_file.path}); unset tokenizer to continue with the run's own")
+                warnings.warn(f"{explicit} is not the tokenizer {model_file.path} was trained with; its text ids mean "
+                              "other words to this model (leave --tokenizer out to use the checkpoint's own)",
+                              TokenizerMismatchWarning, stacklevel=2)
+            return tok
+    path = Path(explicit) if explicit else find_tokenizer(data, model_cfg.preprocess.tokenizer)
+    tok = Tokenizer.from_file(path)
+    check_vocabulary(tok, model_cfg, what=f"tokenizer {path}")
+    return tok
+
+
+def build_data(cfg: TrainConfig, model_cfg: ModelConfig, *, weights_from: str | os.PathLike | ModelFile | None = None,
+               resuming: bool = False) -> TrainData:
+    """Open ``cfg.data``'s training and validation splits (gREFER data first for GRES variants).
+
+    ``weights_from``: the checkpoint the run's weights come from (the one it resumes, else
+    ``cfg.init_from``, opened here when not given); its tokenizer reads the text, since the text embeddings
+    were learnt for its ids. ``resuming``: ``weights_from`` is the run's own last checkpoint.
+    """
+    from lvg.train.data import open_dataset
+    from lvg.train.torch_data import GroundingDataset
+
+    if not cfg.data:
+        raise ConfigError("no training data: set 'data' in the config or pass --data")
+    gres = model_cfg.head.gres
+    # The dataset first: a wrong path is the error to report, not the tokenizer missing beside it.
+    train_source = open_dataset(cfg.data, split=cfg.train_split, prefer_gres=gres)
+    # Resuming with other ids under the trained embeddings would quietly spoil the run: an error (strict).
+    tok = tokenizer_for_checkpoint(weights_from or cfg.init_from or None, cfg.data, model_cfg, cfg.tokenizer,
+                                   strict=resuming)
+    train_ds = GroundingDataset(train_source, preprocess=model_cfg.preprocess, tokenizer=tok, train=True,
+                                seed=cfg.seed)
+    val_source = open_dataset(cfg.data, split=cfg.val_split, prefer_gres=gres) if cfg.val_split else None
+    return TrainData(train=train_ds, source=val_source, tokenizer=tok, val_split=cfg.val_split)
