@@ -32,7 +32,8 @@ from _results import write_result
 from lvg.modeling import load_checkpoint
 from lvg.core.postprocess import postprocess
 from lvg.core.preprocess import letterbox_geometry
-from lvg.train.data import decode_segmentation, open_dataset
+from lvg.train.data import open_dataset
+from lvg.train.refer_files import decode_segmentation
 from lvg.train.evaluate import select_sentences
 from lvg.train.metrics import mask_iou
 from lvg.train.synth import expression_kind

@@ -85,7 +85,7 @@ def evaluate(
     from lvg._progress import progress
     from lvg.core.postprocess import box_from_mask, check_mask_threshold, postprocess
     from lvg.core.preprocess import letterbox_geometry, unletterbox
-    from lvg.train.data import GroundingDataset
+    from lvg.train.torch_data import GroundingDataset
 
     info = dist_info or DistInfo()
     cfg = model.config

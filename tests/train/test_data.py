@@ -14,15 +14,8 @@ import pytest
 from PIL import Image
 
 from lvg.errors import InputError, MissingDependencyError
-from lvg.train.data import (
-    decode_segmentation,
-    flip_allowed,
-    load_grefer,
-    load_refer,
-    mentions_colour,
-    open_dataset,
-    read_refs_pickle,
-)
+from lvg.train.data import flip_allowed, load_grefer, load_refer, mentions_colour, open_dataset
+from lvg.train.refer_files import decode_segmentation, read_refs_pickle
 
 mask_api = pytest.importorskip("pycocotools.mask")
 # pycocotools 2.0.x under numpy 2 warns about its own __array__ on every encode / decode.
@@ -297,7 +290,7 @@ def test_augmentation_guards():
 def test_data_module_imports_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import lvg.train.data, lvg.train.synth, lvg.cli.data\n"
+        "import lvg.train.data, lvg.train.refer_files, lvg.train.synth, lvg.cli.data\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -312,7 +305,7 @@ from lvg.config import PreprocessConfig  # noqa: E402
 from lvg.core.image import load_image  # noqa: E402
 from lvg.core.preprocess import letterbox_mask, preprocess_image  # noqa: E402
 from lvg.core.tokenizer import Tokenizer  # noqa: E402
-from lvg.train.data import GroundingDataset  # noqa: E402
+from lvg.train.torch_data import GroundingDataset  # noqa: E402
 
 S = 64
 PRE = PreprocessConfig(size=S, max_text_len=16)
