@@ -108,12 +108,9 @@ class HeadConfig:
     token; ``"cls_mean"`` adds the mean of that expression's own tokens (the valid words of the input
     expression; subject + attribute tokens of a latent expression). A class token only carries the sentence
     once its attention has learned to gather it, which BEiT-3's pretraining provides; trained from scratch
-    it stays text-independent (cosine 0.98 between different sentences at init, 1.00 after 1,200 steps of
-    lvg-s) and ``t_o`` collapses into a constant. The mean gives the heads the words from the first step
-    (cosine 0.27 after 300 steps). Measured on lvg-s from scratch it did not pay off: after 1,170 steps the
-    masks did not depend on the sentence at all (held-out IoU 0.207 with the right sentence, 0.208 with
-    another sample's), while the collapsed "cls" model had learnt to route the sentence through the image
-    tokens by 1,200 steps (0.272 vs 0.188). So every shipped variant keeps the paper's "cls".
+    it can stay text-independent, and ``t_o`` then collapses into a constant. The mean gives the heads the
+    words from the first step. From scratch on lvg-s it did not make the masks follow the sentence (the
+    runs are in MODEL_CARD.md), so every shipped variant keeps the paper's ``"cls"``.
     """
 
     pyramid_layers: tuple[int, ...] = (4, 6, 8, 12)
