@@ -8,8 +8,6 @@ import torch
 from lvg.kernels.attribute_attention import attribute_attention_backward, attribute_attention_reference
 from tests.kernels.conftest import DEVICE, DTYPES, assert_close, randn, requires_triton
 
-pytestmark = requires_triton
-
 # (batch, attributes, width, concepts): awkward sizes, then the paper's (14, 768, 100).
 SIZES = [(2, 13, 72, 37), (2, 14, 768, 100), (3, 1, 3, 1)]
 SMALL_BLOCKS = {"BLOCK_A": 16, "BLOCK_C": 16, "BLOCK_DK": 16, "BLOCK_DO": 16}
@@ -25,6 +23,7 @@ def _poisoned(b: int, na: int, d: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.full((b, na, d), float("nan"), device=DEVICE, dtype=dtype)
 
 
+@requires_triton
 @pytest.mark.parametrize("size", SIZES)
 def test_matches_reference_and_writes_everything(size, rng):
     b, na, d, nc = size
@@ -33,6 +32,7 @@ def test_matches_reference_and_writes_everything(size, rng):
     assert_close(got, attribute_attention_reference(a, cv, d**-0.5), torch.float32, f"size={size}")
 
 
+@requires_triton
 def test_small_blocks_cover_every_tile(rng):
     b, na, d, nc = 2, 13, 40, 37  # 3 concept blocks (one padded), 3 width chunks, 3 output blocks
     a, cv = randn(rng, b, na, d), randn(rng, b, nc, d)
@@ -40,6 +40,7 @@ def test_small_blocks_cover_every_tile(rng):
     assert_close(got, attribute_attention_reference(a, cv, d**-0.5), torch.float32)
 
 
+@requires_triton
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dtypes_and_strided_inputs(dtype, rng):
     b, na, d, nc = 2, 13, 72, 37
@@ -50,6 +51,7 @@ def test_dtypes_and_strided_inputs(dtype, rng):
     assert_close(got, attribute_attention_reference(a, cv, d**-0.5), dtype, f"dtype={dtype}")
 
 
+@requires_triton
 def test_one_attribute_takes_every_concept(rng):
     """With a single attribute token each concept's weight over attributes is 1: the output is sum(C_V)."""
     b, d, nc = 2, 24, 6
@@ -58,6 +60,7 @@ def test_one_attribute_takes_every_concept(rng):
     torch.testing.assert_close(got, cv.sum(dim=1, keepdim=True), atol=1e-5, rtol=1e-5)
 
 
+@requires_triton
 def test_columns_are_normalised_over_attributes(rng):
     """Identical attribute tokens split every concept equally: each output is sum(C_V) / Na."""
     b, na, d, nc = 1, 13, 24, 7

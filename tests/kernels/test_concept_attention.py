@@ -8,8 +8,6 @@ import torch
 from lvg.kernels.concept_attention import concept_attention_backward, concept_attention_reference
 from tests.kernels.conftest import DEVICE, DTYPES, assert_close, randn, requires_triton
 
-pytestmark = requires_triton
-
 # (batch, patches, width, concepts): awkward sizes, then the paper's (900, 768, 100).
 SIZES = [(2, 899, 72, 37), (2, 900, 768, 100), (3, 5, 3, 1)]
 SMALL_BLOCKS = {"BLOCK_C": 16, "BLOCK_N": 16, "BLOCK_DK": 16, "BLOCK_DO": 16}
@@ -32,6 +30,7 @@ def _poisoned(b: int, nc: int, d: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.full((b, nc, d), float("nan"), device=DEVICE, dtype=dtype)
 
 
+@requires_triton
 @pytest.mark.parametrize("size", SIZES)
 def test_matches_reference_and_writes_everything(size, rng):
     b, n, d, nc = size
@@ -41,6 +40,7 @@ def test_matches_reference_and_writes_everything(size, rng):
     assert_close(got, concept_attention_reference(v, mask, c, scale), torch.float32, f"size={size}")
 
 
+@requires_triton
 def test_small_blocks_cover_every_tile(rng):
     """Many concept blocks (with padding), patch tiles, logit-width chunks and output-width blocks; the
     first patch tiles hold no selected patch (the running max starts at -inf)."""
@@ -52,6 +52,7 @@ def test_small_blocks_cover_every_tile(rng):
     assert_close(got, concept_attention_reference(v, mask, c, d**-0.5), torch.float32)
 
 
+@requires_triton
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dtypes_and_strided_inputs(dtype, rng):
     b, n, d, nc = 2, 899, 72, 37
@@ -63,6 +64,7 @@ def test_dtypes_and_strided_inputs(dtype, rng):
     assert_close(got, concept_attention_reference(v, mask, c, d**-0.5), dtype, f"dtype={dtype}")
 
 
+@requires_triton
 def test_single_selected_patch_returns_that_patch(rng):
     """Softmax over one selected patch is 1 there: every concept token equals that patch, whatever C is."""
     b, n, d, nc = 2, 50, 24, 5

@@ -8,8 +8,6 @@ import torch
 from lvg.kernels.patch_select import patch_select_backward, patch_select_reference
 from tests.kernels.conftest import DEVICE, DTYPES, assert_mask_matches, randn, requires_triton
 
-pytestmark = requires_triton
-
 # (batch, patches, width): awkward sizes, then the paper's (900 patches, width 768).
 SIZES = [(3, 899, 72), (2, 900, 768), (1, 5, 3)]
 
@@ -27,6 +25,7 @@ def _poisoned(b: int, n: int, fill: bool):
     return scores, mask
 
 
+@requires_triton
 @pytest.mark.parametrize("size", SIZES)
 def test_matches_reference_and_writes_everything(size, rng):
     b, n, d = size
@@ -38,6 +37,7 @@ def test_matches_reference_and_writes_everything(size, rng):
         assert_mask_matches(mask, ref_scores, ref_mask)
 
 
+@requires_triton
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dtypes_and_strided_inputs(dtype, rng):
     b, n, d = 2, 899, 72
@@ -54,6 +54,7 @@ def test_dtypes_and_strided_inputs(dtype, rng):
     assert_mask_matches(mask, ref_scores, ref_mask)
 
 
+@requires_triton
 def test_small_blocks_cover_every_tile(rng):
     """Blocks much smaller than the sizes: many patch blocks, width chunks and threshold passes."""
     b, n, d = 2, 77, 40
@@ -64,6 +65,7 @@ def test_small_blocks_cover_every_tile(rng):
     assert_mask_matches(mask, ref_scores, ref_mask)
 
 
+@requires_triton
 def test_selects_the_patches_at_or_above_the_mean():
     """Hand-built scores with an independently known answer, including ties with the mean."""
     d = 4
@@ -76,6 +78,7 @@ def test_selects_the_patches_at_or_above_the_mean():
     assert mask.cpu().tolist() == [[True, False, True, True, False, True]]
 
 
+@requires_triton
 def test_equal_scores_select_every_patch():
     # All scores equal: their float mean may round above them; the kernel must still select patches.
     v = torch.full((2, 899, 72), 0.1, device=DEVICE)

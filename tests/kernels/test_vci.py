@@ -1,4 +1,5 @@
-"""The chained Triton VCI (``vci_triton`` / the ``lvg::vci_*`` operators) against ``vci_reference``."""
+"""The chained Triton VCI (``vci_triton`` / the ``lvg::vci_*`` operators) against ``vci_reference``, and both
+against an independent loop implementation (the reference's check runs without triton)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from lvg.kernels.patch_select import patch_select_reference
 from lvg.kernels.vci import vci_reference
 from tests.kernels.conftest import DEVICE, DTYPES, ON_GPU, assert_close, assert_mask_matches, gpu_only, randn
 from tests.kernels.conftest import requires_triton
-
-pytestmark = requires_triton
 
 # (batch, patches, width, concepts, attributes): awkward sizes, then the paper's.
 SIZES = [(2, 899, 72, 37, 13), (1, 900, 768, 100, 14)]
@@ -52,7 +51,7 @@ def _naive_vci(v, t, a, c):
     return torch.from_numpy(out), torch.from_numpy(masks)
 
 
-@pytest.mark.parametrize("impl", ["reference", "triton"])
+@pytest.mark.parametrize("impl", ["reference", pytest.param("triton", marks=requires_triton)])
 def test_matches_a_loop_implementation(impl, rng):
     v, t, a, c = _inputs(rng, 2, 11, 6, 3, 4)
     got = visual_concept_injection(v, t, a, c, impl=impl)
@@ -61,6 +60,7 @@ def test_matches_a_loop_implementation(impl, rng):
     torch.testing.assert_close(got.attrs.cpu().double(), want, atol=1e-5, rtol=1e-5)
 
 
+@requires_triton
 @pytest.mark.parametrize("size", SIZES)
 def test_forward_and_backward_match_the_reference(size, rng):
     v, t, a, c = _inputs(rng, *size, grad=True)
@@ -78,6 +78,7 @@ def test_forward_and_backward_match_the_reference(size, rng):
         torch.testing.assert_close(x, w, atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"grad {name}: {m}")
 
 
+@requires_triton
 @pytest.mark.parametrize("rule", ["none", "topk"])
 def test_other_threshold_rules(rule, rng):
     v, t, a, c = _inputs(rng, 2, 60, 24, 5, 3)
@@ -87,6 +88,7 @@ def test_other_threshold_rules(rule, rng):
     assert_close(got.attrs, want.attrs, torch.float32)
 
 
+@requires_triton
 def test_operators_pass_opcheck(rng):
     """Schema, fake (meta) functions, autograd registration and AOT dispatch of the three operators."""
     get_vci("triton")  # registers lvg::vci_*
@@ -100,6 +102,7 @@ def test_operators_pass_opcheck(rng):
     torch.library.opcheck(ops.vci_attribute_attention.default, (a, cv, 0.25))
 
 
+@requires_triton
 def test_compile_and_export_see_the_operators(rng):
     vci = get_vci("triton")
     v, t, a, c = _inputs(rng, 2, 40, 16, 5, 3)
@@ -125,6 +128,7 @@ def test_compile_and_export_see_the_operators(rng):
             "lvg.vci_attribute_attention.default"} <= targets
 
 
+@requires_triton
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_onnx_export_traces_the_reference(tmp_path, rng):
     onnx = pytest.importorskip("onnx")
@@ -149,6 +153,7 @@ def test_onnx_export_traces_the_reference(tmp_path, rng):
     torch.testing.assert_close(torch.from_numpy(got), vci_reference(v, t, a, c).attrs, atol=1e-5, rtol=1e-4)
 
 
+@requires_triton
 def test_tiny_model_with_triton_matches_reference():
     """The whole model, built once per implementation with the same weights, gives the same outputs."""
     from lvg.modeling import build_model
@@ -168,6 +173,7 @@ def test_tiny_model_with_triton_matches_reference():
     torch.testing.assert_close(got["prob"], want["prob"], atol=1e-5, rtol=1e-4)
 
 
+@requires_triton
 @pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -186,6 +192,7 @@ def test_gpu_dtypes_real_size(dtype, batch, rng):
         assert_close(x, w, dtype)
 
 
+@requires_triton
 @pytest.mark.gpu
 @gpu_only
 def test_gpu_torch_compile_of_the_model(rng):
