@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lvg._version import __version__
 from lvg.errors import LVGError
-
-__version__ = "0.1.0"
 
 __all__ = ["Grounder", "LVGError", "__version__"]
 

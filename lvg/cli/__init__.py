@@ -26,7 +26,7 @@ import sys
 
 import typer
 
-from lvg import __version__
+from lvg._version import __version__
 from lvg.cli import data, export, infer, info, train
 from lvg.cli._common import one_line
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from lvg._version import __version__
 from lvg.config import ModelConfig
 from lvg.errors import ArtifactError, ConfigError
 
@@ -148,8 +149,6 @@ def build_metadata(
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The full ``lvg.*`` metadata dictionary of an artifact (all values strings)."""
-    from lvg import __version__
-
     meta = {
         KEY_FORMAT: FORMAT,
         KEY_FORMAT_VERSION: FORMAT_VERSION,

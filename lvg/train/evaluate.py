@@ -25,7 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from lvg._progress import progress
+from lvg.config import PreprocessConfig
 from lvg.core.outputs import ArrayModel, ModelOutput
+from lvg.core.postprocess import Prediction, box_from_mask, check_mask_threshold, postprocess
+from lvg.core.preprocess import Letterbox, letterbox_geometry, unletterbox
 from lvg.train.distributed import DistInfo, eval_shard, gather_objects
 from lvg.train.metrics import MetricAccumulator
 
@@ -82,37 +86,23 @@ def evaluate(
         ["text_swap": {"n", "mIoU", "oIoU"} (RIS / REC) or {"n", "gIoU", "cIoU"} (GRES)]}``.
         Metric values are fractions in [0, 1] (``None`` where a denominator is empty).
     """
-    from lvg._progress import progress
-    from lvg.core.postprocess import box_from_mask, check_mask_threshold, postprocess
-    from lvg.core.preprocess import letterbox_geometry, unletterbox
     from lvg.train.torch_data import GroundingDataset
 
     info = dist_info or DistInfo()
     cfg = model.config
-    pre = cfg.preprocess
-    threshold = pre.mask_threshold if mask_threshold is None else check_mask_threshold(mask_threshold)
+    threshold = cfg.preprocess.mask_threshold if mask_threshold is None else check_mask_threshold(mask_threshold)
     task = task or ("gres" if cfg.head.gres else "ris")
     if task not in _MAIN_KEYS:
         raise ValueError(f"task must be 'ris', 'rec' or 'gres', got {task!r}")
-
     if getattr(source, "split", None) not in (None, split):
         raise ValueError(f"source holds split {source.split!r}, not {split!r}")
-    dataset = GroundingDataset(source, preprocess=pre, tokenizer=tokenizer, train=False)
+    dataset = GroundingDataset(source, preprocess=cfg.preprocess, tokenizer=tokenizer, train=False)
     selected = select_sentences(len(dataset), max_sentences)
     indices = [selected[i] for i in eval_shard(len(selected), info)]
-
     n_expr = 1 + cfg.latent.num_expressions
-    acc = MetricAccumulator(task)  # type: ignore[arg-type]
-    expr_task = "gres" if task == "gres" else "ris"
-    per_expression = per_expression and n_expr > 1 and model.supports_expressions
-    expr_accs = [MetricAccumulator(expr_task) for _ in range(n_expr)] if per_expression else []
-    swap_acc = MetricAccumulator(expr_task) if text_swap else None  # type: ignore[arg-type]
-
-    def predict(out: ModelOutput, j: int, lb: Any) -> Any:
-        """Sample ``j``'s prediction at its original resolution, as ``lvg infer`` would return it."""
-        logit = None if out.no_target_logit is None else float(out.no_target_logit[j])
-        return postprocess(out.prob[j], lb, mask_threshold=threshold, no_target_logit=logit,
-                           no_target_threshold=pre.no_target_threshold, decide_no_target=task == "gres")
+    scores = _Scores(task, threshold, cfg.preprocess, source,
+                     expressions=n_expr if per_expression and n_expr > 1 and model.supports_expressions else 0,
+                     text_swap=text_swap)
 
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     bar = progress(batches, desc=f"eval {split}", disable=True if not info.is_main else
@@ -122,48 +112,72 @@ def evaluate(
         image = np.stack([it["image"] for it in items])  # (B, 3, S, S)
         ids = np.stack([it["text_ids"] for it in items])  # (B, L)
         mask = np.stack([it["text_mask"] for it in items])  # (B, L)
-        out = model.run_arrays(image, ids, mask, return_expressions=bool(expr_accs))
+        out = model.run_arrays(image, ids, mask, return_expressions=bool(scores.expressions))
         samples = [source.samples[it["sample_index"]] for it in items]
-        partner: list[int | None] = []
-        if swap_acc is not None:
-            partner = _swap_partners([smp.image_id for smp in samples])
-            if any(k is not None for k in partner):
-                # Sentences without a partner keep their own (their swapped result is never recorded).
-                order = np.array([j if k is None else k for j, k in enumerate(partner)])
-                swapped = model.run_arrays(image, ids[order], mask[order])
+        partner = _swap_partners([smp.image_id for smp in samples]) if text_swap else [None] * len(samples)
+        swapped = None
+        if any(k is not None for k in partner):
+            # Sentences without a partner keep their own (their swapped result is never recorded).
+            order = np.array([j if k is None else k for j, k in enumerate(partner)])
+            swapped = model.run_arrays(image, ids[order], mask[order])
         for j, sample in enumerate(samples):
-            lb = letterbox_geometry(sample.width, sample.height, pre.size)
-            gt_mask = np.asarray(source.mask(sample), dtype=bool)
-            pred = predict(out, j, lb)
-            gt_box = None if task == "gres" else _gt_box(source, sample, gt_mask, box_from_mask)
-            if task == "rec":
-                acc.add(None, None, pred.box, gt_box)
-            elif task == "ris":
-                acc.add(pred.mask, gt_mask, pred.box, gt_box)
-            else:
-                acc.add(pred.mask, gt_mask)
-            if partner and partner[j] is not None:
-                swap_acc.add(predict(swapped, j, lb).mask, gt_mask)  # type: ignore[union-attr]
-            for e, expr_acc in enumerate(expr_accs):
-                if pred.no_target:
-                    m = np.zeros_like(gt_mask)
-                else:
-                    m = unletterbox(out.expression_prob[j, e], lb) > np.float32(threshold)  # type: ignore[index]
-                expr_acc.add(m, gt_mask)
+            scores.add(sample, out, j, swapped if partner[j] is not None else None)
+    return {"task": task, "split": split, "mask_threshold": threshold, **scores.result(info)}
 
-    merged = _gather(acc, task, info)
-    result: dict[str, Any] = {"task": task, "split": split, "mask_threshold": threshold, **merged.compute()}
-    if expr_accs:
-        per: dict[str, Any] = {}
-        for e, a in enumerate(expr_accs):
-            name = "input" if e == 0 else f"latent_{e}"
-            metrics = _gather(a, expr_task, info).compute()
-            per[name] = {k: metrics[k] for k in _MAIN_KEYS[expr_task]}
-        result["per_expression"] = per
-    if swap_acc is not None:
-        metrics = _gather(swap_acc, expr_task, info).compute()
-        result["text_swap"] = {"n": metrics["n"], **{k: metrics[k] for k in _MAIN_KEYS[expr_task]}}
-    return result
+
+class _Scores:
+    """The metric accumulators of one evaluation, and how one sample's outputs feed them."""
+
+    def __init__(self, task: str, threshold: float, pre: PreprocessConfig, source: Any, *, expressions: int,
+                 text_swap: bool) -> None:
+        self.task, self.threshold, self.pre, self.source = task, threshold, pre, source
+        self.main = MetricAccumulator(task)  # type: ignore[arg-type]
+        # The per-expression and text-swap controls score masks only: RIS metrics (GRES ones for GRES).
+        self.mask_task = "gres" if task == "gres" else "ris"
+        self.expressions = [MetricAccumulator(self.mask_task) for _ in range(expressions)]  # type: ignore[arg-type]
+        self.swap = MetricAccumulator(self.mask_task) if text_swap else None  # type: ignore[arg-type]
+
+    def predict(self, out: ModelOutput, j: int, lb: Letterbox) -> Prediction:
+        """Sample ``j``'s prediction at its original resolution, as ``lvg infer`` would return it."""
+        logit = None if out.no_target_logit is None else float(out.no_target_logit[j])
+        return postprocess(out.prob[j], lb, mask_threshold=self.threshold, no_target_logit=logit,
+                           no_target_threshold=self.pre.no_target_threshold, decide_no_target=self.task == "gres")
+
+    def add(self, sample: Any, out: ModelOutput, j: int, swapped: ModelOutput | None) -> None:
+        """Score row ``j`` of ``out`` (and of ``swapped``, the same image with another image's sentence)."""
+        lb = letterbox_geometry(sample.width, sample.height, self.pre.size)
+        gt_mask = np.asarray(self.source.mask(sample), dtype=bool)
+        pred = self.predict(out, j, lb)
+        gt_box = None if self.task == "gres" else _gt_box(self.source, sample, gt_mask)
+        if self.task == "rec":
+            self.main.add(None, None, pred.box, gt_box)
+        elif self.task == "ris":
+            self.main.add(pred.mask, gt_mask, pred.box, gt_box)
+        else:
+            self.main.add(pred.mask, gt_mask)
+        if swapped is not None and self.swap is not None:
+            self.swap.add(self.predict(swapped, j, lb).mask, gt_mask)
+        for e, acc in enumerate(self.expressions):
+            if pred.no_target:
+                m = np.zeros_like(gt_mask)
+            else:
+                m = unletterbox(out.expression_prob[j, e], lb) > np.float32(self.threshold)  # type: ignore[index]
+            acc.add(m, gt_mask)
+
+    def result(self, info: DistInfo) -> dict[str, Any]:
+        """The metrics over every rank's samples (see :func:`evaluate`'s Returns)."""
+        keys = _MAIN_KEYS[self.mask_task]
+        result: dict[str, Any] = _gather(self.main, self.task, info).compute()
+        if self.expressions:
+            per: dict[str, Any] = {}
+            for e, acc in enumerate(self.expressions):
+                metrics = _gather(acc, self.mask_task, info).compute()
+                per["input" if e == 0 else f"latent_{e}"] = {k: metrics[k] for k in keys}
+            result["per_expression"] = per
+        if self.swap is not None:
+            metrics = _gather(self.swap, self.mask_task, info).compute()
+            result["text_swap"] = {"n": metrics["n"], **{k: metrics[k] for k in keys}}
+        return result
 
 
 def _swap_partners(image_ids: list[int]) -> list[int | None]:
@@ -179,7 +193,7 @@ def _swap_partners(image_ids: list[int]) -> list[int | None]:
     return out
 
 
-def _gt_box(source: Any, sample: Any, gt_mask: np.ndarray, box_from_mask: Any) -> Any:
+def _gt_box(source: Any, sample: Any, gt_mask: np.ndarray) -> Any:
     """The dataset's ground-truth box (xyxy); falls back to the tight box of the mask."""
     box = source.box(sample) if hasattr(source, "box") else None
     return box if box is not None else box_from_mask(gt_mask)

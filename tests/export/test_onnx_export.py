@@ -163,7 +163,7 @@ def test_export_of_live_model_and_check(tmp_path, artifacts):
 
 
 def test_export_needs_a_tokenizer(tmp_path, artifacts):
-    from tests.export.artifact_factory import make_checkpoint
+    from tests.helpers.artifacts import make_checkpoint
 
     ckpt = make_checkpoint("lvg-tiny", tmp_path / "bare.safetensors", artifacts.spm, with_tokenizer=False)
     with pytest.raises(InputError, match="no tokenizer"):

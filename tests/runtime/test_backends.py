@@ -13,12 +13,7 @@ from lvg.core.headers import read_safetensors_metadata
 from lvg.core.model_file import ModelFile
 from lvg.runtime.backends import open_backend
 from lvg.runtime.backends.ort_backend import OnnxRuntimeBackend, providers_for
-from tests.export.artifact_factory import get_artifacts
 
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return get_artifacts(tmp_path_factory)
 
 
 def _inputs(cfg, batch, seed=0):

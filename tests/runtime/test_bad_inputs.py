@@ -33,14 +33,10 @@ from lvg.cli import app
 from lvg.errors import ArtifactError, CheckpointError, InputError, LVGError
 from lvg.runtime.grounder import Grounder
 from lvg.core.tokenizer import TextTruncatedWarning
-from tests.runtime.micro_model import Micro, get_micro
+from tests.helpers.micro_model import Micro
 
 TEXT = "the man on the left"
 
-
-@pytest.fixture(scope="module")
-def micro(tmp_path_factory) -> Micro:
-    return get_micro(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +363,7 @@ def _bad_model(kind: str, micro: Micro, d: Path) -> Path:
         return d / "image-only.onnx"
     if kind in ("onnx-wrong-text-length", "onnx-wrong-size", "onnx-wrong-head"):
         from lvg.config import get_config
-        from tests.runtime.micro_model import micro_config
+        from tests.helpers.micro_model import micro_config
 
         if kind == "onnx-wrong-text-length":
             base = micro_config("lvg-tiny")

@@ -18,18 +18,14 @@ from PIL import Image
 from lvg.errors import InputError
 from lvg.runtime.grounder import Grounder
 from lvg.core.tokenizer import TextTruncatedWarning
-from tests.export.artifact_factory import make_image
-from tests.runtime.micro_model import Micro, get_micro
+from tests.helpers.artifacts import make_image
+from tests.helpers.micro_model import Micro
 
 THREADS = 8
 PER_THREAD = 50
 TEXTS = ["the man on the left", "dog sitting on the green grass", "blue car", "small child with a yellow balloon",
          " ".join(["left most person holding an umbrella"] * 10)]
 
-
-@pytest.fixture(scope="module")
-def micro(tmp_path_factory) -> Micro:
-    return get_micro(tmp_path_factory)
 
 
 def _sources(d: Path, micro: Micro) -> list:

@@ -13,14 +13,10 @@ from lvg.errors import ArtifactError, InputError
 from lvg.runtime.grounder import Grounder, default_model_path
 from lvg.runtime.result import mask_to_rle
 from lvg.core.tokenizer import TextTruncatedWarning
-from tests.export.artifact_factory import get_artifacts, make_checkpoint, make_image
+from tests.helpers.artifacts import make_checkpoint, make_image
 
 TEXT = "the man on the left"
 
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return get_artifacts(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,10 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
-from tests.export.artifact_factory import get_artifacts
 
 BLOCK = "import sys; sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
 
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return get_artifacts(tmp_path_factory)
 
 
 def _run(code: str, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.micro_model import Micro, get_micro
+from tests.helpers.micro_model import Micro
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_soak.py"
 
-
-@pytest.fixture(scope="module")
-def micro(tmp_path_factory) -> Micro:
-    return get_micro(tmp_path_factory)
 
 
 _PROBE = """

@@ -4,7 +4,6 @@ evaluation sharded across ranks and gathered."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -18,9 +17,9 @@ from lvg.modeling import build_model, save_checkpoint
 from lvg.core.artifact import tokenizer_metadata
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.train.data import open_dataset
-from tests.export.artifact_factory import CORPUS
+from tests.helpers import ddp_worker
+from tests.helpers.artifacts import CORPUS
 
-HERE = Path(__file__).parent
 
 
 def _free_port() -> int:
@@ -36,10 +35,9 @@ def test_two_process_ddp_training_and_evaluation(tmp_path: Path, synth_dataset) 
     own = Tokenizer.from_file(train_sentencepiece(CORPUS * 3, tmp_path / "own.spm", vocab_size=120, seed=0))
     init = save_checkpoint(build_model("lvg-tiny-gres"), tmp_path / "init.safetensors",
                            metadata=tokenizer_metadata(own.model_bytes, own.identity))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = ddp_worker.worker_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(HERE / "_ddp_worker.py"), "ddp", str(base),
+           "--master_port", str(_free_port()), str(ddp_worker.SCRIPT), "ddp", str(base),
            str(synth_dataset.out_dir), str(init)]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)

@@ -25,7 +25,7 @@ from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.train.data import open_dataset
 from lvg.train.evaluate import _swap_partners, evaluate
 from lvg.train.run_data import TokenizerMismatchWarning, tokenizer_for_checkpoint
-from tests.export.artifact_factory import CORPUS
+from tests.helpers.artifacts import CORPUS
 
 
 class ConstantModel(nn.Module):
@@ -245,7 +245,7 @@ def test_eval_text_report_shows_undefined_metrics_as_na() -> None:
 
 def test_eval_scores_an_exported_model_like_its_checkpoint(tmp_path: Path, synth_dataset) -> None:
     from lvg.export.onnx_export import export_onnx
-    from tests.export.artifact_factory import make_checkpoint
+    from tests.helpers.artifacts import make_checkpoint
 
     # Spread logits (as the export tests use) so the masks are real regions, not all-or-nothing.
     ckpt = make_checkpoint("lvg-tiny-gres", tmp_path / "m.safetensors", synth_dataset.tokenizer, seed=3)

@@ -18,23 +18,20 @@ import pytest
 import torch
 
 from lvg.errors import CheckpointError, ConfigError, InputError
-from lvg.config import get_config
-from lvg.modeling import build_model, save_checkpoint
-from lvg.core.artifact import tokenizer_metadata
+from lvg.modeling import build_model
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.config import TrainConfig
-from lvg.train.optim import lr_factor, param_groups
 from lvg.train.run_data import build_data
 from lvg.train.run_dir import read_log
 from lvg.train.state import LAST, PREV, ResumeWarning, find_resume_checkpoint
 from lvg.train.trainer import train
 
-from _train_fakes import fake_data as _data
-from tests.export.artifact_factory import CORPUS
+from tests.helpers import ddp_worker
+from tests.helpers.train_fakes import fake_data as _data
+from tests.helpers.artifacts import CORPUS
 
-HERE = Path(__file__).parent
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -125,9 +122,8 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_finishes_step_checkpoints_and_exits_zero(tmp_path: Path, sig: int) -> None:
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(HERE / "_ddp_worker.py"), "signal", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, str(ddp_worker.SCRIPT), "signal", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ddp_worker.worker_env())
     try:
         deadline = time.time() + 120
         while not (out / "step-marker").exists():
@@ -200,17 +196,6 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path) ->
         _cfg(init_from="x.safetensors", pretrained="beit3.pth")
 
 
-def test_init_from_trains_with_the_checkpoints_tokenizer(tmp_path: Path, synth_dataset) -> None:
-    own = Tokenizer.from_file(train_sentencepiece(CORPUS * 3, tmp_path / "own.spm", vocab_size=120, seed=0))
-    ckpt = save_checkpoint(build_model("lvg-tiny"), tmp_path / "init.safetensors",
-                           metadata=tokenizer_metadata(own.model_bytes, own.identity))
-    cfg = _cfg(data=str(synth_dataset.out_dir), init_from=str(ckpt))
-    model_cfg = get_config("lvg-tiny")
-    assert build_data(cfg, model_cfg).tokenizer.model_bytes == own.model_bytes
-    beside = Path(synth_dataset.tokenizer).read_bytes()
-    assert build_data(cfg.replace(init_from=None), model_cfg).tokenizer.model_bytes == beside
-
-
 def test_resume_reads_text_with_the_runs_own_tokenizer(tmp_path: Path, synth_dataset) -> None:
     # Regenerating the data between two pieces of a run replaces the tokenizer beside it; the resumed run
     # must keep the ids its text embeddings were trained with.
@@ -229,36 +214,6 @@ def test_resume_reads_text_with_the_runs_own_tokenizer(tmp_path: Path, synth_dat
     with pytest.raises(ConfigError, match="not the one this run was trained with"), \
             pytest.warns(ResumeWarning, match="tokenizer"):
         train(cfg.replace(tokenizer=str(spm)), tmp_path / "run", show_progress=False, resume=True)
-
-
-def test_param_groups_split_backbone_and_no_decay() -> None:
-    model = build_model("lvg-tiny-gres")
-    groups = param_groups(model, lr=1e-4, backbone_mult=0.1, weight_decay=0.05)
-    names = {id(p): n for n, p in model.named_parameters()}
-    by_name = {g["name"]: g for g in groups}
-    assert sorted(by_name) == ["backbone/decay", "backbone/no_decay", "new/decay", "new/no_decay"]
-    assert by_name["backbone/decay"]["lr"] == pytest.approx(1e-5)
-    assert by_name["new/decay"]["lr"] == pytest.approx(1e-4)
-    seen = [names[id(p)] for g in groups for p in g["params"]]
-    assert sorted(seen) == sorted(names.values())  # every parameter exactly once
-    no_decay = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
-    for expected in ("beit3.text_embed.weight", "beit3.encoder.embed_positions.A.weight",
-                     "beit3.encoder.layers.0.self_attn.q_proj.A.bias", "concept_injectors.0.concepts",
-                     "latent_init.class_tokens", "empty_head.empty_token", "pixel_decoder.fuse.1.weight"):
-        assert expected in no_decay
-    for expected in ("beit3.encoder.layers.0.self_attn.q_proj.A.weight", "text_head.fc1.weight"):
-        assert expected not in no_decay
-    assert all(names[id(p)].startswith("beit3.") for p in by_name["backbone/decay"]["params"])
-
-
-def test_lr_schedule_warmup_then_cosine() -> None:
-    total, warm = 10, 2
-    assert lr_factor(0, total, warm, "cosine", 0.0) == pytest.approx(0.5)
-    assert lr_factor(1, total, warm, "cosine", 0.0) == pytest.approx(1.0)
-    assert lr_factor(2, total, warm, "cosine", 0.0) == pytest.approx(1.0)
-    assert lr_factor(6, total, warm, "cosine", 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
-    assert lr_factor(9, total, warm, "cosine", 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
-    assert lr_factor(7, total, warm, "constant", 0.0) == 1.0
 
 
 def test_logged_learning_rate_follows_the_schedule(tmp_path: Path) -> None:
@@ -313,7 +268,6 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
     assert (out / LAST).exists() and json.loads((out / "train_config.json").read_text())["batch_size"] == 2
     # The checkpoint carries the run's tokenizer: it can be served with no sentencepiece file beside it.
     from lvg.runtime.grounder import Grounder
-    from lvg.core.tokenizer import Tokenizer
 
     alone = tmp_path / "alone" / "model.safetensors"
     alone.parent.mkdir()
@@ -377,37 +331,12 @@ def test_periodic_evaluation_logs_the_text_swap_control(tmp_path: Path, synth_da
     assert "text_swap" in json.loads(res.stdout)["metrics"]
 
 
-def test_tokenizer_larger_than_the_vocabulary_is_a_clear_error(tmp_path: Path, synth_dataset) -> None:
-    import random
-
-    from lvg.errors import ConfigError
-    from lvg.core.tokenizer import train_sentencepiece
-    from lvg.train.run_data import build_data
-
-    rng = random.Random(0)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 7))) for _ in range(3000)]
-    big = train_sentencepiece([" ".join(words[i : i + 8]) for i in range(0, 3000, 8)], tmp_path / "big.spm",
-                              vocab_size=900)
-    cfg = TrainConfig(variant="lvg-tiny", data=str(synth_dataset.out_dir), tokenizer=str(big), steps=1)
-    with pytest.raises(ConfigError, match="embeds only 512"):
-        build_data(cfg, build_model("lvg-tiny").cfg)
-    # A dataset without its tokenizer names the file it looked for; no dataset at all is that error first.
-    data = tmp_path / "data"
-    shutil.copytree(synth_dataset.out_dir, data)
-    (data / Path(synth_dataset.tokenizer).name).unlink()
-    with pytest.raises(ConfigError, match="synthetic.spm"):
-        build_data(TrainConfig(variant="lvg-tiny", data=str(data), steps=1), build_model("lvg-tiny").cfg)
-    with pytest.raises(InputError, match="no refs"):
-        build_data(TrainConfig(variant="lvg-tiny", data=str(tmp_path), steps=1), build_model("lvg-tiny").cfg)
-
-
 @pytest.mark.slow
 def test_training_beats_the_untrained_model_on_held_out_data(tmp_path: Path, capsys) -> None:
     """lvg-tiny learns on a small synthetic set: held-out mIoU clearly above the untrained model's."""
     from lvg.modeling.runner import ArrayRunner
     from lvg.train.evaluate import evaluate
     from lvg.train.synth import generate
-    from lvg.train.run_data import build_data
     from lvg.train.state import seed_everything
 
     data_dir = tmp_path / "synth"

@@ -1,7 +1,7 @@
 """Test helpers for the training tests: a fake GroundingDataset of random tensors (no files needed).
 
-Imported by tests/train/test_trainer.py, test_ddp.py and the worker scripts they start (their directory is
-on ``sys.path``). Items follow :class:`lvg.train.torch_data.GroundingDataset`'s format.
+Used by tests/train/test_trainer.py and by :mod:`tests.helpers.ddp_worker`, the script that test and
+test_ddp.py start. Items follow :class:`lvg.train.torch_data.GroundingDataset`'s format.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 lvg-tiny at 480 x 480 takes ~80 ms per request on a 2-core CI machine; the concurrency, soak and
 bad-input matrix tests run hundreds of requests, so they use the same architecture on a 96 x 96
 canvas (prob map 24 x 24), ~10 ms per request. Built once per test session (cached in this module)
-under a pytest temp folder. Import as ``from tests.runtime.micro_model import get_micro``.
+under a pytest temp folder. Import as ``from tests.helpers.micro_model import get_micro``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.export.artifact_factory import CORPUS, make_image
+from tests.helpers.artifacts import CORPUS, make_image
 
 SIZE = 96
 

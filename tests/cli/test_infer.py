@@ -14,14 +14,9 @@ from typer.testing import CliRunner
 
 from lvg.cli import app
 from lvg.runtime.grounder import Grounder
-from tests.export.artifact_factory import get_artifacts
 
 TEXT = "the man on the left"
 
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return get_artifacts(tmp_path_factory)
 
 
 def test_infer_writes_overlay_mask_and_json(artifacts, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
-from tests.export.artifact_factory import CORPUS
+from tests.helpers.artifacts import CORPUS
 
 
 @pytest.fixture(scope="session")

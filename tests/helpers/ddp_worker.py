@@ -1,11 +1,13 @@
 """Worker processes started by the training tests (not a test module).
 
-    python _ddp_worker.py signal OUT          train "forever" on fake data; the test sends a signal
-    torchrun --nproc_per_node 2 _ddp_worker.py ddp BASE [DATA_DIR INIT]
+    python ddp_worker.py signal OUT           train "forever" on fake data; the test sends a signal
+    torchrun --nproc_per_node 2 ddp_worker.py ddp BASE [DATA_DIR INIT]
                                              a few DDP steps; every rank writes its own record to BASE
                                              (never into the run directory, which only rank 0 may write);
                                              with DATA_DIR, starts from checkpoint INIT but reads text with
                                              the data's own tokenizer (a TokenizerMismatchWarning)
+
+Started with the repository root on ``PYTHONPATH`` (:func:`worker_env`), so that it imports ``tests.helpers``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,20 @@ import sys
 import warnings
 from pathlib import Path
 
-from _train_fakes import FakeGrounding
 from lvg.train.config import TrainConfig
 from lvg.train.run_data import TrainData
 from lvg.train.trainer import train
+from tests.helpers.train_fakes import FakeGrounding
+
+#: This script, for subprocess command lines.
+SCRIPT = Path(__file__).resolve()
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment to start this script in: the repository root on ``PYTHONPATH``, one OpenMP thread."""
+    root = str(SCRIPT.parents[2])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **extra}
 
 
 def run_signal(out: Path) -> None:

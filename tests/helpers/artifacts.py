@@ -1,7 +1,7 @@
 """Test artifacts shared by tests/export and tests/runtime: a tiny tokenizer, checkpoints and ONNX files.
 
 Built once per test session (cached in this module) under a pytest temp folder. Import as
-``from tests.export.artifact_factory import Artifacts, get_artifacts``.
+``from tests.helpers.artifacts import Artifacts, get_artifacts``.
 """
 
 from __future__ import annotations
