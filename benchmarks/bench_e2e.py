@@ -129,7 +129,8 @@ def _versions() -> dict[str, str | None]:
     from importlib import metadata
 
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("latent-vg", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "pillow", "triton", "tensorrt"):
+    packages = ("latent-vg", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "pillow", "triton", "tensorrt")
+    for pkg in packages:
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -286,7 +287,7 @@ class _Worker:
         self.tok = Tokenizer.from_file(spec["tokenizer"])
         rng = np.random.default_rng(0)
         self.images = []
-        for i in range(max(self.case.batches)):
+        for _ in range(max(self.case.batches)):
             arr = rng.integers(0, 256, size=(IMAGE_WH[1], IMAGE_WH[0], 3), dtype=np.uint8)
             self.images.append(Image.fromarray(arr))
         self.texts = [TEXTS[i % len(TEXTS)] for i in range(max(self.case.batches))]
@@ -443,7 +444,9 @@ def worker_main(spec_json: str) -> None:
         worker = _Worker(json.loads(spec_json))
         proto.write(json.dumps({"ok": True, "ready": True}) + "\n")
     except Exception as exc:  # reported to the parent as a skipped case
-        proto.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}) + "\n")
+        from lvg.errors import first_line
+
+        proto.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {first_line(exc)}"}) + "\n")
         return
     for line in sys.stdin:
         req = json.loads(line)
@@ -607,7 +610,8 @@ def _model_costs(variant: str) -> dict[str, dict[str, Any]]:
     with torch.device("meta"):
         enc = BEiT3(cfg.encoder).eval().requires_grad_(False)
         s = cfg.encoder.img_size
-        args = (torch.empty(1, 3, s, s), torch.zeros(1, length, dtype=torch.long), torch.ones(1, length, dtype=torch.bool))
+        args = (torch.empty(1, 3, s, s), torch.zeros(1, length, dtype=torch.long),
+                torch.ones(1, length, dtype=torch.bool))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         enc(*args)
@@ -720,7 +724,8 @@ def analyse(result: dict[str, Any]) -> None:
                 e1["flop_ratio_encoder_part"] = fr_enc_encoder_only
             if batch == b1 and e2 is not None and backend == "eager" and prec == lowp:
                 targets.append({
-                    "target": f"lvg latency <= {TARGET_LATENT_OVERHEAD}x the bare backbone (nolatent, {lab}, batch {batch})",
+                    "target": (f"lvg latency <= {TARGET_LATENT_OVERHEAD}x the bare backbone (nolatent, {lab}, "
+                               f"batch {batch})"),
                     "value": e2["paired_median"], "limit": TARGET_LATENT_OVERHEAD,
                     "met": e2["paired_median"] <= TARGET_LATENT_OVERHEAD,
                 })

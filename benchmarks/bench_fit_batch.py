@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from _results import write_result
+
 from lvg.modeling import build_model, load_weights
 from lvg.train.data import open_dataset
 from lvg.train.losses import grounding_loss
 from lvg.train.metrics import mask_iou
-from lvg.train.torch_data import GroundingDataset
 from lvg.train.run_data import tokenizer_for_checkpoint
+from lvg.train.torch_data import GroundingDataset
 
 
 def batch_iou(prob: torch.Tensor, target: torch.Tensor, threshold: float) -> float:

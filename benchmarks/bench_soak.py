@@ -59,10 +59,10 @@ def build_default_model(root: Path) -> Path:
     """A random-weight lvg-tiny exported to ONNX (with its tokenizer) under ``root``."""
     import torch
 
-    from lvg.export.onnx_export import export_onnx
-    from lvg.modeling import build_model, save_checkpoint
     from lvg.core.artifact import tokenizer_metadata
     from lvg.core.tokenizer import Tokenizer, train_sentencepiece
+    from lvg.export.onnx_export import export_onnx
+    from lvg.modeling import build_model, save_checkpoint
 
     spm = train_sentencepiece([t for t in TEXTS] * 4, root / "soak.spm", vocab_size=200, seed=0)
     torch.manual_seed(0)
@@ -145,7 +145,8 @@ def soak(
                 one(i)
             return
         workers = [
-            threading.Thread(target=lambda t=t: [one(i) for i in range(start + t, stop, threads)]) for t in range(threads)
+            threading.Thread(target=lambda t=t: [one(i) for i in range(start + t, stop, threads)])
+            for t in range(threads)
         ]
         for w in workers:
             w.start()
@@ -195,7 +196,8 @@ def soak(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="a .onnx / .safetensors model (default: build lvg-tiny)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a .onnx / .safetensors model (default: build lvg-tiny)")
     parser.add_argument("--requests", type=int, default=2000, help="measured requests after the warm-up")
     parser.add_argument("--warmup", type=int, default=200, help="requests before the baseline RSS is taken")
     parser.add_argument("--threads", type=int, default=1, help="threads sharing the one Grounder")

@@ -27,18 +27,18 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from _results import write_result
-from lvg.modeling import load_checkpoint
+
 from lvg.core.postprocess import postprocess
 from lvg.core.preprocess import letterbox_geometry
+from lvg.modeling import load_checkpoint
 from lvg.train.data import open_dataset
-from lvg.train.refer_files import decode_segmentation
 from lvg.train.evaluate import select_sentences
 from lvg.train.metrics import mask_iou
+from lvg.train.refer_files import decode_segmentation
+from lvg.train.run_data import tokenizer_for_checkpoint
 from lvg.train.synth import expression_kind
 from lvg.train.torch_data import GroundingDataset
-from lvg.train.run_data import tokenizer_for_checkpoint
 
 KINDS = ("attribute", "position", "relation")
 

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import itertools
 import json
 import platform
 import re
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -121,9 +123,9 @@ def _check(out: VCIOutput, ref: VCIOutput) -> dict[str, float]:
 
 def _tune(batch: int, dtype: torch.dtype, device: torch.device, *, warmup: int, iters: int) -> list[dict]:
     """Time the concept-attention kernel over a grid of block sizes; fastest first."""
+    from lvg._progress import progress
     from lvg.kernels.concept_attention import concept_attention_triton
     from lvg.kernels.patch_select import patch_select_reference
-    from lvg._progress import progress
 
     v, t, _, c = _inputs(batch, dtype, device)
     mask = patch_select_reference(v, t)[1]
@@ -138,7 +140,7 @@ def _tune(batch: int, dtype: torch.dtype, device: torch.device, *, warmup: int, 
     rows = []
     for cfg in progress(configs, desc="tuning", disable=False):
         try:
-            sec = _time(lambda: concept_attention_triton(v, mask, c, scale, config=cfg), device,
+            sec = _time(functools.partial(concept_attention_triton, v, mask, c, scale, config=cfg), device,
                         warmup=warmup, iters=iters, reps=3)
         except Exception as err:  # noqa: BLE001 - a config that does not compile (e.g. out of shared memory)
             rows.append({"config": cfg, "error": type(err).__name__})
@@ -189,20 +191,20 @@ def main() -> None:
     jobs = list(itertools.product(batches, impls))
     for batch, name in progress(jobs, desc="vci", disable=False):
         v, t, a, c = _inputs(batch, dtype, device)
-        fn = impls[name]
-        sec = _time(lambda: fn(v, t, a, c), device, warmup=warmup, iters=iters)
+        call = functools.partial(impls[name], v, t, a, c)
+        sec = _time(call, device, warmup=warmup, iters=iters)
         v_bytes = batch * N_PATCHES * WIDTH * elt
         floor = v_bytes / copy_bw
         row = {
             "batch": batch, "impl": name, "ms": sec * 1e3,
             "v_bytes": v_bytes, "effective_gbps": v_bytes / sec / 1e9,
             "bandwidth_share": (v_bytes / sec) / copy_bw, "x_floor": sec / floor,
-            "peak_mem_mb": None, **_check(fn(v, t, a, c), vci_reference(v, t, a, c)),
+            "peak_mem_mb": None, **_check(call(), vci_reference(v, t, a, c)),
         }
-        peak = _peak_memory(lambda: fn(v, t, a, c), device)
+        peak = _peak_memory(call, device)
         row["peak_mem_mb"] = None if peak is None else peak / 2**20
         rows.append(row)
-        del v, t, a, c
+        del v, t, a, c, call
 
     by_key = {(r["batch"], r["impl"]): r for r in rows}
     for r in rows:
@@ -232,7 +234,7 @@ def main() -> None:
         "sizes": {"patches": N_PATCHES, "width": WIDTH, "concepts": N_CONCEPTS, "attributes": N_ATTRS},
         "copy_bandwidth_gbps": copy_bw / 1e9,
         "notes": "one VCI call (one encoder layer); effective bandwidth = bytes of V read once / time; "
-                 "floor = V bytes / copy bandwidth (read + write counted); quick=%s" % args.quick,
+                 f"floor = V bytes / copy bandwidth (read + write counted); quick={args.quick}",
         "rows": rows,
         "targets": targets,
         "tune_top": tune[:10] if tune else None,

@@ -32,7 +32,7 @@ class Progress:
         finally:
             self.close()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:

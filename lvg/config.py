@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from lvg.errors import ConfigError
 
@@ -184,7 +185,7 @@ class ModelConfig:
         """Side of the probability map: the input at 1/4 scale (120 for 480)."""
         return self.encoder.img_size // 4
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         """A copy with top-level fields replaced (``cfg.replace(latent=LatentConfig(enabled=False))``)."""
         return dataclasses.replace(self, **changes)
 
@@ -195,11 +196,11 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         return dataclass_from_dict(cls, data, "config")
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -18,7 +19,7 @@ def test_named_variants_exist_and_are_frozen():
     for required in ("lvg-b", "lvg-b-nolatent", "lvg-b-gres", "lvg-tiny"):
         assert required in names
     cfg = get_config("lvg-b")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.name = "x"  # type: ignore[misc]
     assert get_config("lvg-b") == cfg and get_config("lvg-b") is not cfg
 

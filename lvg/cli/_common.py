@@ -62,7 +62,8 @@ def handle_errors(fn: F) -> F:
             if os.environ.get(DEBUG_ENV, "") == "1":
                 raise
             if isinstance(exc, MemoryError):
-                typer.echo("error: out of memory (use a smaller image or batch, or a machine with more memory)", err=True)
+                typer.echo("error: out of memory (use a smaller image or batch, or a machine with more memory)",
+                           err=True)
             else:
                 detail = first_line(exc) if str(exc).strip() else ""
                 what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__

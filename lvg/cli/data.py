@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -40,7 +39,7 @@ def synth(
     min_size: int = typer.Option(320, "--min-size", min=64, help="Smallest image side in pixels."),
     max_size: int = typer.Option(640, "--max-size", min=64, help="Largest image side in pixels."),
     image_format: str = typer.Option("jpg", "--format", help="Image format: jpg or png."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+    workers: int | None = typer.Option(None, "--workers", min=1,
                                           help="Rendering processes (default: CPU count, at most 8)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty output directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -88,9 +87,9 @@ def synth(
 @handle_errors
 def stats(
     dataset: str = typer.Argument(..., help="DIR (synthetic), DIR:DATASET or DIR:DATASET:SPLITBY."),
-    split: Optional[str] = typer.Option(None, "--split", help="One split (default: all)."),
+    split: str | None = typer.Option(None, "--split", help="One split (default: all)."),
     gres: bool = typer.Option(False, "--gres", help="For a synthetic DIR, read grefcoco-synth."),
-    image_dir: Optional[Path] = typer.Option(None, "--image-dir", help="Images directory (default ROOT/images)."),
+    image_dir: Path | None = typer.Option(None, "--image-dir", help="Images directory (default ROOT/images)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Count samples, sentences, images, multi-target and no-target refs of a dataset."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,15 +18,17 @@ def export(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (.safetensors) to export."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | trt (TensorRT engine, built via ONNX)."),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 compute (IO stays fp32; LayerNorm/softmax kept fp32)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: beside the checkpoint)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: beside the checkpoint)."),
     opset: int = typer.Option(20, "--opset", help="ONNX opset (>= 17)."),
     batch: int = typer.Option(1, "--batch", min=1, help="Static batch size of a TensorRT engine."),
     workspace: float = typer.Option(4.0, "--workspace-gib", help="TensorRT builder workspace limit (GiB)."),
-    tokenizer: Optional[Path] = typer.Option(
+    tokenizer: Path | None = typer.Option(
         None, "--tokenizer", help="Sentencepiece model to embed (default: the checkpoint's, or <ckpt>.spm)."
     ),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare ONNX Runtime against torch."),
-    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Graph simplification (ONNX Runtime basic level)."),
+    simplify: bool = typer.Option(
+        True, "--simplify/--no-simplify", help="Graph simplification (ONNX Runtime basic level)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:
     """Export a checkpoint to ONNX (fp32 / fp16) or a TensorRT engine.
@@ -58,7 +59,8 @@ def export(
     outputs = {"--out": onnx_out} if fmt == "onnx" else {"--out": engine_out, "the intermediate ONNX file": onnx_out}
     check_outputs([ckpt, tokenizer, *tokenizer_sidecars(ckpt)], outputs)
     bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
-    report = export_onnx(checkpoint, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify, check=check)
+    report = export_onnx(checkpoint, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify,
+                         check=check)
     bar.update(1)
     data = {"onnx": report.to_dict()}
     if fmt != "onnx":
@@ -72,7 +74,8 @@ def export(
         echo_json(data)
         return
     c = report.check
-    typer.echo(f"wrote {report.path} ({report.precision}, opset {report.opset}, {report.nodes} nodes, {report.seconds:.1f} s)")
+    typer.echo(f"wrote {report.path} ({report.precision}, opset {report.opset}, {report.nodes} nodes, "
+               f"{report.seconds:.1f} s)")
     if c is not None:
         typer.echo(
             f"check vs torch at batch {','.join(map(str, c.batches))}: max |prob diff| {c.max_abs_prob:.2e} "
@@ -80,7 +83,8 @@ def export(
         )
     if "engine" in data:
         e = data["engine"]
-        typer.echo(f"wrote {e['path']} (TensorRT {e['trt_version']}, batch {e['batch']}, {e['precision']}) + {Path(e['sidecar']).name}")
+        typer.echo(f"wrote {e['path']} (TensorRT {e['trt_version']}, batch {e['batch']}, {e['precision']}) "
+                   f"+ {Path(e['sidecar']).name}")
 
 
 def register(app: typer.Typer) -> None:

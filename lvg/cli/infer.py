@@ -10,7 +10,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,20 +22,27 @@ from lvg.errors import InputError
 def infer(
     image: Path = typer.Argument(..., help="Image file (any format Pillow reads)."),
     text: str = typer.Argument(..., help="Referring expression, e.g. \"man on the left\"."),
-    model: Optional[Path] = typer.Option(
+    model: Path | None = typer.Option(
         None, "--model", "-m", help="Model file: .onnx, .engine/.plan or .safetensors (default: the bundled model)."
     ),
-    task: Optional[str] = typer.Option(None, "--task", help="ris | rec | gres (default: gres for GRES models, else ris)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the overlay (mask and box over the image); format by suffix (.png, .jpg, ...)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Write the mask (255 = object) as .png (or lossless .tif / .bmp)."),
-    attention: Optional[Path] = typer.Option(
-        None, "--attention", help="Write per-expression attention maps as an image, format by suffix (torch checkpoints only)."
+    task: str | None = typer.Option(None, "--task", help="ris | rec | gres (default: gres for GRES models, else ris)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write the overlay (mask and box over the image); format by suffix (.png, .jpg, ...)."
+    ),
+    mask: Path | None = typer.Option(
+        None, "--mask", help="Write the mask (255 = object) as .png (or lossless .tif / .bmp)."
+    ),
+    attention: Path | None = typer.Option(
+        None, "--attention",
+        help="Write per-expression attention maps as an image, format by suffix (torch checkpoints only).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (mask as COCO RLE)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | tensorrt (ONNX Runtime's TRT EP)."),
+    device: str = typer.Option(
+        "auto", "--device", help="auto | cpu | cuda | cuda:N | tensorrt (ONNX Runtime's TRT EP)."
+    ),
     backend: str = typer.Option("auto", "--backend", help="auto (by file suffix) | onnxruntime | tensorrt | torch."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Sentencepiece file overriding the embedded one."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Mask threshold (default: the model's, 0.35)."),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Sentencepiece file overriding the embedded one."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Mask threshold (default: the model's, 0.35)."),
 ) -> None:
     """Segment and box the object TEXT refers to in IMAGE.
 
@@ -73,7 +79,8 @@ def infer(
         typer.echo(f"no target (p={result.no_target_prob:.3f}) for {text!r}")
     else:
         box = "none" if result.box is None else "[" + ", ".join(str(v) for v in result.box) + "]"
-        typer.echo(f"mask {area} px ({100 * area / max(w * h, 1):.1f}% of {w}x{h}), box {box}, score {result.score:.3f}")
+        share = 100 * area / max(w * h, 1)
+        typer.echo(f"mask {area} px ({share:.1f}% of {w}x{h}), box {box}, score {result.score:.3f}")
     t = result.timings
     typer.echo(
         f"time {t['total']:.1f} ms (preprocess {t['preprocess']:.1f}, inference {t['inference']:.1f}, "
@@ -106,7 +113,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 @handle_errors
 def bench(
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file (default: the bundled model)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Model file (default: the bundled model)."),
     batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,8."),
     runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per batch size."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per batch size."),
@@ -144,7 +151,8 @@ def bench(
         ids = np.full((b, length), 1, dtype=np.int64)  # (B, L) pad
         mask = np.zeros((b, length), dtype=bool)
         n = max(3, length // 2)
-        ids[:, 0], ids[:, 1 : n - 1], ids[:, n - 1] = 0, rng.integers(4, min(cfg.encoder.vocab_size, 500), (b, n - 2)), 2
+        words = rng.integers(4, min(cfg.encoder.vocab_size, 500), (b, n - 2))  # (B, n - 2) random word ids
+        ids[:, 0], ids[:, 1 : n - 1], ids[:, n - 1] = 0, words, 2
         mask[:, :n] = True
         times = []
         for i in range(warmup + runs):

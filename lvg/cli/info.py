@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,8 +12,8 @@ from lvg.errors import ConfigError, require
 
 @handle_errors
 def info(
-    variant: Optional[str] = typer.Option(None, "--variant", "-v", help="Named variant (see --list)."),
-    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="A Latent-VG safetensors checkpoint."),
+    variant: str | None = typer.Option(None, "--variant", "-v", help="Named variant (see --list)."),
+    ckpt: Path | None = typer.Option(None, "--ckpt", help="A Latent-VG safetensors checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     list_: bool = typer.Option(False, "--list", help="List the named variants and exit."),
 ) -> None:

@@ -13,7 +13,7 @@ Examples::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -21,7 +21,7 @@ from lvg.cli._common import echo_json, handle_errors, messages_as_lines
 from lvg.errors import require
 
 
-def _train_config(config: Optional[Path], overrides: dict[str, Any], resume_from: Optional[Path] = None) -> Any:
+def _train_config(config: Path | None, overrides: dict[str, Any], resume_from: Path | None = None) -> Any:
     """``config`` (else, when resuming, the run's own settings from its checkpoint, else the defaults) with
     the flags that were given applied on top."""
     from lvg.train.config import TrainConfig
@@ -39,36 +39,36 @@ def _train_config(config: Optional[Path], overrides: dict[str, Any], resume_from
 @handle_errors
 def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (checkpoints, log.jsonl)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TrainConfig file (.json or .toml)."),
-    variant: Optional[str] = typer.Option(None, help="Model variant, e.g. lvg-b, lvg-tiny."),
-    data: Optional[str] = typer.Option(None, help="Dataset spec (REFER / gREFER directory)."),
-    steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs, when --steps is 0."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Batch size per process."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of the new parts."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N steps (0: only at the end)."),
-    eval_text_swap: Optional[bool] = typer.Option(
+    config: Path | None = typer.Option(None, "--config", "-c", help="TrainConfig file (.json or .toml)."),
+    variant: str | None = typer.Option(None, help="Model variant, e.g. lvg-b, lvg-tiny."),
+    data: str | None = typer.Option(None, help="Dataset spec (REFER / gREFER directory)."),
+    steps: int | None = typer.Option(None, help="Optimizer steps (overrides epochs)."),
+    epochs: int | None = typer.Option(None, help="Epochs, when --steps is 0."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Batch size per process."),
+    lr: float | None = typer.Option(None, help="Peak learning rate of the new parts."),
+    eval_every: int | None = typer.Option(None, help="Evaluate every N steps (0: only at the end)."),
+    eval_text_swap: bool | None = typer.Option(
         None, "--eval-text-swap/--no-eval-text-swap",
         help="Add the text-swap control (lvg eval --text-swap) to every evaluation."),
-    save_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps."),
-    log_every: Optional[int] = typer.Option(None, help="Log every N steps."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
-    amp: Optional[str] = typer.Option(None, help="Mixed precision on CUDA: off | bf16 | fp16."),
-    contrastive: Optional[str] = typer.Option(None, help="pos_margin | infonce | triplet | arcface."),
-    pretrained: Optional[str] = typer.Option(None, help="Official BEiT-3 .pth for the backbone."),
-    init: Optional[str] = typer.Option(
+    save_every: int | None = typer.Option(None, help="Checkpoint every N steps."),
+    log_every: int | None = typer.Option(None, help="Log every N steps."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+    amp: str | None = typer.Option(None, help="Mixed precision on CUDA: off | bf16 | fp16."),
+    contrastive: str | None = typer.Option(None, help="pos_margin | infonce | triplet | arcface."),
+    pretrained: str | None = typer.Option(None, help="Official BEiT-3 .pth for the backbone."),
+    init: str | None = typer.Option(
         None, "--init", help="Start from this Latent-VG checkpoint's weights (same variant; new optimizer and "
         "schedule)."),
-    tokenizer: Optional[str] = typer.Option(
+    tokenizer: str | None = typer.Option(
         None, help="Sentencepiece file (default: the --init checkpoint's own, else the one beside the data)."),
-    val_split: Optional[str] = typer.Option(None, help="Validation split ('' disables evaluation)."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
+    val_split: str | None = typer.Option(None, help="Validation split ('' disables evaluation)."),
+    num_workers: int | None = typer.Option(None, help="DataLoader worker processes."),
+    device: str | None = typer.Option(None, help="cpu | cuda | cuda:N (default: CUDA if available)."),
     resume: bool = typer.Option(
         False, "--resume",
         help="Continue the run in --out from its last checkpoint, with its own settings unless --config or "
         "flags change them."),
-    stop_at: Optional[int] = typer.Option(
+    stop_at: int | None = typer.Option(
         None, "--stop-at", min=1,
         help="Checkpoint and exit 0 after this step, as a signal would; the schedule still plans --steps."),
     json_out: bool = typer.Option(False, "--json", help="Print the final result as JSON."),
@@ -105,29 +105,29 @@ def train_command(
 
 @handle_errors
 def eval_command(
-    ckpt: Optional[Path] = typer.Option(
+    ckpt: Path | None = typer.Option(
         None, "--ckpt", help="Checkpoint (.safetensors) or exported model (.onnx, .engine/.plan); default: the "
         "bundled model."),
     data: str = typer.Option(..., help="Dataset spec (REFER / gREFER directory)."),
     split: str = typer.Option("val", help="Split to evaluate."),
-    task: Optional[str] = typer.Option(None, help="ris | rec | gres (default: gres for GRES variants, else ris)."),
+    task: str | None = typer.Option(None, help="ris | rec | gres (default: gres for GRES variants, else ris)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Sentences per forward pass."),
-    tokenizer: Optional[str] = typer.Option(
+    tokenizer: str | None = typer.Option(
         None, help="Sentencepiece file (default: the checkpoint's own, else the one beside the data)."),
     max_sentences: int = typer.Option(0, min=0, help="Evaluate an evenly spread subset (0: all)."),
-    device: Optional[str] = typer.Option(
+    device: str | None = typer.Option(
         None, help="cpu | cuda | cuda:N, or tensorrt for an .onnx model (default: CUDA if available)."),
     text_swap: bool = typer.Option(
         False, "--text-swap", help="Also score each image with another image's sentence (does the model read text?)."
     ),
-    threshold: Optional[float] = typer.Option(
+    threshold: float | None = typer.Option(
         None, help="Mask threshold in [0, 1) (default: the model's, as lvg infer uses)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate a checkpoint or an exported model on every sentence of a split (metrics at the original image
     resolution)."""
-    from lvg.errors import ConfigError
     from lvg.core.postprocess import check_mask_threshold
+    from lvg.errors import ConfigError
 
     if task is not None and task not in ("ris", "rec", "gres"):
         raise ConfigError(f"--task must be ris, rec or gres, got {task!r}")

@@ -41,9 +41,10 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from lvg._version import __version__
 from lvg.config import ModelConfig
@@ -231,7 +232,8 @@ def _check_format(meta: Mapping[str, str], path: Path, kind: str) -> str:
     version may store what this code would misread, so it is refused rather than guessed at."""
     if kind == "torch":
         if meta.get("format") != CHECKPOINT_FORMAT or CHECKPOINT_CONFIG_KEY not in meta:
-            raise ArtifactError(f"{path} is a safetensors file but not a Latent-VG checkpoint (no config in its header)")
+            raise ArtifactError(f"{path} is a safetensors file but not a Latent-VG checkpoint "
+                                "(no config in its header)")
         version, expected, what = meta.get("format_version", ""), CHECKPOINT_FORMAT_VERSION, "checkpoint"
         text = meta[CHECKPOINT_CONFIG_KEY]
     else:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lvg.errors import InputError
 from lvg.core.preprocess import Letterbox, unletterbox
+from lvg.errors import InputError
 
 __all__ = ["Box", "Prediction", "box_from_mask", "check_mask_threshold", "mask_from_prob", "postprocess"]
 

@@ -182,7 +182,8 @@ def check_onnx(
         image, ids, mask = example_inputs(cfg, b, seed=seed + i)
         with torch.inference_mode():
             ref = model(image, ids, mask)
-        got = dict(zip(names, sess.run(None, {"image": image.numpy(), "text_ids": ids.numpy(), "text_mask": mask.numpy()})))
+        feeds = {"image": image.numpy(), "text_ids": ids.numpy(), "text_mask": mask.numpy()}
+        got = dict(zip(names, sess.run(None, feeds)))
         p_ref, p_got = ref["prob"].float().numpy(), got[art.OUTPUT_PROB]
         worst = max(worst, float(np.abs(p_got.astype(np.float64) - p_ref).max()))
         agree_num += int(((p_got > thr) == (p_ref > thr)).sum())

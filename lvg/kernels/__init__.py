@@ -9,7 +9,7 @@ implementation once, when it is built.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor
 

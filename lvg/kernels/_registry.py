@@ -19,7 +19,8 @@ Triton backward kernel would buy little and add a second place for the math to g
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor

@@ -12,7 +12,8 @@ the process: triton jits its own ``tl.*`` helpers at import time, in the mode th
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def interpreting() -> bool:

@@ -57,7 +57,7 @@ MAX_ATTRIBUTES = 256  # one block holds every attribute token of a row (the pape
 
 @lazy_jit
 def _attribute_attention_kernel(
-    A, CV, O,
+    A, CV, OUT,
     na, nc, d, qk_scale,
     s_ab, s_aa, s_ad, s_cb, s_cc, s_cd, s_ob, s_oa, s_od,
     BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DO: tl.constexpr,
@@ -94,8 +94,8 @@ def _attribute_attention_kernel(
         cvo = tl.load(cv_row + offs_c[:, None] * s_cc + offs_o[None, :] * s_cd,
                       mask=in_c[:, None] & in_o[None, :], other=0.0)  # (BLOCK_C, BLOCK_DO)
         acc = tl.dot(p.to(cvo.dtype), cvo, acc, input_precision=PRECISION)
-    tl.store(O + b * s_ob + offs_a[:, None] * s_oa + offs_o[None, :] * s_od,
-             acc.to(O.dtype.element_ty), mask=in_a[:, None] & in_o[None, :])
+    tl.store(OUT + b * s_ob + offs_a[:, None] * s_oa + offs_o[None, :] * s_od,
+             acc.to(OUT.dtype.element_ty), mask=in_a[:, None] & in_o[None, :])
 
 
 def _config(na: int, d: int) -> dict[str, int]:

@@ -59,7 +59,7 @@ _LOG2E = 1.4426950408889634
 
 @lazy_jit
 def _concept_attention_kernel(
-    V, M, C, O,
+    V, M, C, OUT,
     n, d, nc, qk_scale,
     s_vb, s_vn, s_vd, s_mb, s_mn, s_cc, s_cd, s_ob, s_oc, s_od,
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DO: tl.constexpr,
@@ -104,8 +104,8 @@ def _concept_attention_kernel(
         acc = tl.dot(p.to(vo.dtype), vo, acc * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
     out = acc / l_i[:, None]  # a row with no selected patch gives NaN, as the reference does
-    tl.store(O + b * s_ob + offs_c[:, None] * s_oc + offs_o[None, :] * s_od,
-             out.to(O.dtype.element_ty), mask=in_c[:, None] & in_o[None, :])
+    tl.store(OUT + b * s_ob + offs_c[:, None] * s_oc + offs_o[None, :] * s_od,
+             out.to(OUT.dtype.element_ty), mask=in_c[:, None] & in_o[None, :])
 
 
 def _config(b: int, d: int, nc: int) -> dict[str, int]:

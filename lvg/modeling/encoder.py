@@ -10,7 +10,7 @@ q_proj.A.weight`` and so on) so official checkpoints load by name.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,8 @@
 """Subject distributor (Figure 2: "SD", paper Eq. 3).
 
-After every encoder layer but the last (whose latent outputs feed nothing) each latent expression's subject slot is overwritten with the visual subject
-token ``s_V`` (position 0 of the vision stream), so all expressions keep pointing at the same subject.
+After every encoder layer but the last (whose latent outputs feed nothing) each latent expression's subject
+slot is overwritten with the visual subject token ``s_V`` (position 0 of the vision stream), so all
+expressions keep pointing at the same subject.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class Grounder:
         device: str = "auto",
         tokenizer: str | os.PathLike[str] | None = None,
         variant: str | None = None,
-    ) -> "Grounder":
+    ) -> Grounder:
         """Load a model file.
 
         Args:
@@ -120,7 +120,8 @@ class Grounder:
         tok = be.model_file.tokenizer(tokenizer)
         if tok is None:
             raise ArtifactError(
-                f"{p} carries no tokenizer: pass tokenizer=PATH (--tokenizer) or put the .spm file beside it as {p.name}.spm"
+                f"{p} carries no tokenizer: pass tokenizer=PATH (--tokenizer) or put the .spm file beside it as "
+                f"{p.name}.spm"
             )
         return cls(be, tok)
 

@@ -146,7 +146,7 @@ class TrainConfig:
 
     # -- (de)serialisation ------------------------------------------------------------------------
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A validated copy with fields replaced (``None`` values in ``changes`` are NOT skipped)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
@@ -157,11 +157,11 @@ class TrainConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "train config") -> "TrainConfig":
+    def from_dict(cls, data: Any, where: str = "train config") -> TrainConfig:
         return dataclass_from_dict(cls, data, where)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
+    def from_json(cls, text: str) -> TrainConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -169,7 +169,7 @@ class TrainConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TrainConfig":
+    def from_file(cls, path: str | Path) -> TrainConfig:
         """Load a ``.json`` or ``.toml`` file (decided by the suffix; anything else is tried as JSON)."""
         path = Path(path)
         try:

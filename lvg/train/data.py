@@ -313,7 +313,8 @@ def _detect(base: Path, split_by: str | None) -> tuple[Literal["refer", "grefer"
         found = [f for f in found if f[1] == split_by]
     kinds = sorted(set(found))
     if not kinds:
-        want = f"refs({split_by}).p or grefs({split_by}).json" if split_by else "refs(<splitBy>).p or grefs(<splitBy>).json"
+        by = split_by or "<splitBy>"
+        want = f"refs({by}).p or grefs({by}).json"
         raise InputError(f"no {want} in {base}")
     if len(kinds) > 1:
         options = ", ".join(f"{base}:{k[1]}" if k[0] == "refer" else f"{base}:{k[1]} (gREFER)" for k in kinds)

@@ -38,9 +38,9 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from lvg.config import PreprocessConfig
-from lvg.errors import InputError
 from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
+from lvg.errors import InputError
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
 
 __all__ = ["GroundingDataset", "JITTER_RANGE", "FLIP_PROBABILITY", "JITTER_PROBABILITY"]

@@ -28,7 +28,8 @@ def test_cli_export_onnx_then_infer(artifacts, tmp_path):
     # infer uses the new file.
     overlay = tmp_path / "ov.png"
     res = CliRunner().invoke(
-        app, ["infer", str(artifacts.image), "the man on the left", "--model", str(out), "--out", str(overlay), "--json"]
+        app, ["infer", str(artifacts.image), "the man on the left", "--model", str(out), "--out", str(overlay),
+              "--json"]
     )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)

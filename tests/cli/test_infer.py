@@ -44,7 +44,8 @@ def test_infer_writes_overlay_mask_and_json(artifacts, tmp_path):
 
 def test_infer_human_output_and_task(artifacts):
     res = CliRunner().invoke(
-        app, ["infer", str(artifacts.image), TEXT, "--model", str(artifacts.onnx[("lvg-tiny-gres", False)]), "--task", "rec"]
+        app, ["infer", str(artifacts.image), TEXT, "--model", str(artifacts.onnx[("lvg-tiny-gres", False)]),
+              "--task", "rec"]
     )
     assert res.exit_code == 0, res.output
     assert "box [" in res.stdout and "time" in res.stdout
@@ -134,6 +135,7 @@ def test_subprocess_infer_and_bench(artifacts, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "samples/s" in proc.stdout
     proc = subprocess.run(
-        [*base, "infer", str(tmp_path / "missing.png"), TEXT, "--model", model], capture_output=True, text=True, timeout=60
+        [*base, "infer", str(tmp_path / "missing.png"), TEXT, "--model", model], capture_output=True, text=True,
+        timeout=60
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lvg.errors import InputError
 from lvg.core.image import MAX_PIXELS, load_image
+from lvg.errors import InputError
 
 
 def _gradient(w: int, h: int) -> np.ndarray:

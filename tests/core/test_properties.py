@@ -19,10 +19,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lvg.errors import InputError
 from lvg.core.postprocess import postprocess
 from lvg.core.preprocess import _nearest_index, letterbox_geometry, letterbox_mask, unletterbox_mask
 from lvg.core.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTruncatedWarning, Tokenizer, normalize_text
+from lvg.errors import InputError
 
 masks_seed = st.integers(0, 2**32 - 1)
 

@@ -12,8 +12,8 @@ import sentencepiece as spm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lvg.errors import ArtifactError, InputError
 from lvg.core.tokenizer import TextTruncatedWarning, Tokenizer, normalize_text, train_sentencepiece
+from lvg.errors import ArtifactError, InputError
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from lvg.config import get_config
+from lvg.core import artifact as art
+from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
 from lvg.export.onnx_export import ExportWrapper, check_onnx, example_inputs, export_onnx, load_for_export
 from lvg.modeling.checkpoint import load_checkpoint
-from lvg.core import artifact as art
-from lvg.core.tokenizer import Tokenizer
 
 VARIANTS = ("lvg-tiny", "lvg-tiny-gres")
 
@@ -64,7 +64,8 @@ def test_batch_rows_are_independent(artifacts):
     image, ids, mask = example_inputs(cfg, 3, seed=4)
     sess = ort.InferenceSession(str(artifacts.onnx[("lvg-tiny", False)]), providers=["CPUExecutionProvider"])
     full = sess.run(["prob"], {"image": image.numpy(), "text_ids": ids.numpy(), "text_mask": mask.numpy()})[0]
-    one = sess.run(["prob"], {"image": image[1:2].numpy(), "text_ids": ids[1:2].numpy(), "text_mask": mask[1:2].numpy()})[0]
+    one = sess.run(["prob"], {"image": image[1:2].numpy(), "text_ids": ids[1:2].numpy(),
+                              "text_mask": mask[1:2].numpy()})[0]
     np.testing.assert_allclose(one[0], full[1], atol=1e-5)
 
 

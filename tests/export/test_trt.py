@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lvg.cli import app
-from lvg.errors import MissingDependencyError
 from lvg.core import artifact as art
+from lvg.errors import MissingDependencyError
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -53,10 +53,10 @@ def make_checkpoint(
 ) -> Path:
     import torch
 
-    from lvg.export.onnx_export import example_inputs
-    from lvg.modeling import build_model, save_checkpoint
     from lvg.core.artifact import tokenizer_metadata
     from lvg.core.tokenizer import Tokenizer
+    from lvg.export.onnx_export import example_inputs
+    from lvg.modeling import build_model, save_checkpoint
 
     torch.manual_seed(seed)
     model = build_model(variant, impl="reference").eval()
@@ -79,8 +79,8 @@ def get_artifacts(tmp_path_factory) -> Artifacts:
     """Session-wide artifacts: lvg-tiny and lvg-tiny-gres checkpoints and their fp32 / fp16 ONNX files."""
     if "default" in _CACHE:
         return _CACHE["default"]
-    from lvg.export.onnx_export import export_onnx
     from lvg.core.tokenizer import train_sentencepiece
+    from lvg.export.onnx_export import export_onnx
 
     root = Path(tmp_path_factory.mktemp("lvg-artifacts"))
     spm = train_sentencepiece(CORPUS * 3, root / "tiny.spm", vocab_size=120, seed=0)

@@ -44,9 +44,9 @@ def micro_config(variant: str):
 def _checkpoint(variant: str, path: Path, spm: Path, seed: int) -> Path:
     import torch
 
-    from lvg.modeling import build_model, save_checkpoint
     from lvg.core.artifact import tokenizer_metadata
     from lvg.core.tokenizer import Tokenizer
+    from lvg.modeling import build_model, save_checkpoint
 
     torch.manual_seed(seed)
     model = build_model(micro_config(variant), impl="reference")
@@ -62,8 +62,8 @@ def _checkpoint(variant: str, path: Path, spm: Path, seed: int) -> Path:
 def get_micro(tmp_path_factory) -> Micro:
     if "micro" in _CACHE:
         return _CACHE["micro"]
-    from lvg.export.onnx_export import export_onnx
     from lvg.core.tokenizer import train_sentencepiece
+    from lvg.export.onnx_export import export_onnx
 
     root = Path(tmp_path_factory.mktemp("lvg-micro"))
     spm = train_sentencepiece(CORPUS * 3, root / "tiny.spm", vocab_size=120, seed=0)

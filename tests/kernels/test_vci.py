@@ -12,8 +12,16 @@ from lvg.kernels.attribute_attention import attribute_attention_reference
 from lvg.kernels.concept_attention import concept_attention_reference
 from lvg.kernels.patch_select import patch_select_reference
 from lvg.kernels.vci import vci_reference
-from tests.kernels.conftest import DEVICE, DTYPES, ON_GPU, assert_close, assert_mask_matches, gpu_only, randn
-from tests.kernels.conftest import requires_triton
+from tests.kernels.conftest import (
+    DEVICE,
+    DTYPES,
+    ON_GPU,
+    assert_close,
+    assert_mask_matches,
+    gpu_only,
+    randn,
+    requires_triton,
+)
 
 # (batch, patches, width, concepts, attributes): awkward sizes, then the paper's.
 SIZES = [(2, 899, 72, 37, 13), (1, 900, 768, 100, 14)]

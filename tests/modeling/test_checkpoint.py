@@ -118,8 +118,8 @@ def test_weights_of_another_shape_are_refused(tmp_path):
     model = build_model("lvg-tiny")
     path = save_checkpoint(model, tmp_path / "m.safetensors")
     # Same header config, but tensors of another variant: rewrite the file by hand.
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()

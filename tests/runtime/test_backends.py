@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from lvg.errors import ArtifactError, InputError
 from lvg.core import artifact as art
 from lvg.core.headers import read_safetensors_metadata
 from lvg.core.model_file import ModelFile
+from lvg.errors import ArtifactError, InputError
 from lvg.runtime.backends import open_backend
 from lvg.runtime.backends.ort_backend import OnnxRuntimeBackend, providers_for
-
 
 
 def _inputs(cfg, batch, seed=0):

@@ -30,9 +30,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lvg.cli import app
+from lvg.core.tokenizer import TextTruncatedWarning
 from lvg.errors import ArtifactError, CheckpointError, InputError, LVGError
 from lvg.runtime.grounder import Grounder
-from lvg.core.tokenizer import TextTruncatedWarning
 from tests.helpers.micro_model import Micro
 
 TEXT = "the man on the left"
@@ -63,7 +63,8 @@ def _png_chunk(tag: bytes, data: bytes) -> bytes:
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width x height`` 8-bit gray pixels with almost no pixel data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + _png_chunk(b"IEND", b""))
 
 
 class _Evil:
@@ -133,7 +134,8 @@ def _valid_image(kind: str, d: Path) -> tuple[Path, np.ndarray]:
         raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in gray16)
         ihdr = struct.pack(">IIBBBBB", 50, 30, 16, 0, 0, 0, 0)
         path = d / "gray16.png"
-        path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw))
+                         + _png_chunk(b"IEND", b""))
         g8 = np.rint(gray16.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
         return path, np.repeat(g8[..., None], 3, axis=2)
     if kind == "cmyk-jpeg":
@@ -304,7 +306,8 @@ def test_invisible_characters_are_ignored(grounder: Grounder, micro: Micro, text
     np.testing.assert_array_equal(grounder.predict(micro.image, text).prob, grounder.predict(micro.image, clean).prob)
 
 
-@pytest.mark.parametrize("text", ["the dog 🐶 on the left 😀", "الرجل على اليسار", "האיש משמאל", "左边的男人", "👍🏽" * 30])
+@pytest.mark.parametrize("text", ["the dog 🐶 on the left 😀", "الرجل على اليسار", "האיש משמאל", "左边的男人",
+                                  "👍🏽" * 30])
 def test_emoji_and_right_to_left_give_valid_output(grounder: Grounder, micro: Micro, text: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TextTruncatedWarning)
@@ -384,7 +387,8 @@ def _bad_model(kind: str, micro: Micro, d: Path) -> Path:
         from lvg.core.model_file import ModelFile
 
         # lvg-tiny's tensors under lvg-tiny-gres's header: a checkpoint of another variant.
-        save_file(load_file(str(micro.ckpt)), str(d / "mixed.safetensors"), metadata=ModelFile.open(micro.gres_ckpt).metadata)
+        save_file(load_file(str(micro.ckpt)), str(d / "mixed.safetensors"),
+                  metadata=ModelFile.open(micro.gres_ckpt).metadata)
         return d / "mixed.safetensors"
     if kind.startswith("pickle"):
         suffix = kind.split("-", 1)[1]
@@ -480,7 +484,7 @@ def test_cli_matrix(micro: Micro, files: Path) -> None:
     model = str(micro.onnx)
     for kind, pattern in BAD_IMAGES.items():
         _assert_cli_error(_cli([str(_bad_image(kind, files)), TEXT, "--model", model]), pattern)
-    for kind, text in BAD_TEXTS.items():
+    for text in BAD_TEXTS.values():
         _assert_cli_error(_cli([str(micro.image), text, "--model", model]), "text is empty")
     for kind, (_, pattern) in BAD_MODELS.items():
         _assert_cli_error(_cli([str(micro.image), TEXT, "--model", str(_bad_model(kind, micro, files))]), pattern)
@@ -553,7 +557,8 @@ def test_cli_subprocess(micro: Micro, files: Path, case: str) -> None:
     else:
         path, expected = _valid_image("exif-rotated", files)
         image, pattern = str(path), ""
-    proc = subprocess.run([*_lvg(), "infer", image, TEXT, "--model", model, "--json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*_lvg(), "infer", image, TEXT, "--model", model, "--json"], capture_output=True, text=True,
+                          timeout=120)
     assert "Traceback" not in proc.stderr
     if pattern:
         assert proc.returncode == 2 and proc.stdout == ""

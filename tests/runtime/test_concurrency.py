@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lvg.core.tokenizer import TextTruncatedWarning
 from lvg.errors import InputError
 from lvg.runtime.grounder import Grounder
-from lvg.core.tokenizer import TextTruncatedWarning
 from tests.helpers.artifacts import make_image
 from tests.helpers.micro_model import Micro
 

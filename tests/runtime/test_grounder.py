@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lvg.core.tokenizer import TextTruncatedWarning
 from lvg.errors import ArtifactError, InputError
 from lvg.runtime.grounder import Grounder, default_model_path
 from lvg.runtime.result import mask_to_rle
-from lvg.core.tokenizer import TextTruncatedWarning
 from tests.helpers.artifacts import make_checkpoint, make_image
 
 TEXT = "the man on the left"

@@ -7,14 +7,13 @@ import subprocess
 import sys
 import textwrap
 
-
-
 BLOCK = "import sys; sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
 
 
 
 def _run(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCK + textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", BLOCK + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_torch_is_really_blocked():
@@ -32,7 +31,8 @@ def test_runtime_end_to_end_without_torch(artifacts, tmp_path):
         r = g.predict({str(artifacts.image)!r}, "the man on the left")
         r.save_overlay({str(tmp_path / "ov.png")!r})
         open({str(out)!r}, "w").write(r.to_json())
-        loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.") or m.startswith("lvg.modeling"))
+        loaded = sorted(m for m in sys.modules
+                        if m == "torch" or m.startswith("torch.") or m.startswith("lvg.modeling"))
         print(json.dumps(loaded))
         """
     )
@@ -42,7 +42,8 @@ def test_runtime_end_to_end_without_torch(artifacts, tmp_path):
     # Same answer as the in-process (torch available) runtime.
     from lvg.runtime.grounder import Grounder
 
-    ref = Grounder.load(artifacts.onnx[("lvg-tiny-gres", False)], device="cpu").predict(artifacts.image, "the man on the left")
+    grounder = Grounder.load(artifacts.onnx[("lvg-tiny-gres", False)], device="cpu")
+    ref = grounder.predict(artifacts.image, "the man on the left")
     assert data["box"] == list(ref.box) and data["mask_area"] == int(ref.mask.sum())
     assert (tmp_path / "ov.png").is_file()
 
@@ -51,7 +52,8 @@ def test_cli_infer_without_torch_and_torch_backend_names_the_extra(artifacts, tm
     proc = _run(
         f"""
         from lvg.cli import main
-        sys.argv = ["lvg", "infer", {str(artifacts.image)!r}, "dog", "--model", {str(artifacts.onnx[("lvg-tiny", True)])!r}, "--json"]
+        model = {str(artifacts.onnx[("lvg-tiny", True)])!r}
+        sys.argv = ["lvg", "infer", {str(artifacts.image)!r}, "dog", "--model", model, "--json"]
         main()
         """
     )

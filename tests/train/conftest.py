@@ -8,6 +8,7 @@ import pytest
 
 from lvg.train.synth import SynthSummary, generate
 
+
 @pytest.fixture(scope="session")
 def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> SynthSummary:
     """A 10-image synthetic dataset (train / val split 0.7 / 0.3), written once per test session."""

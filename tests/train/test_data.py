@@ -271,7 +271,7 @@ def test_python2_refs_pickle(tmp_path):
     def short_binstring(b: bytes) -> bytes:
         return b"U" + bytes([len(b)]) + b
 
-    data = (b"\x80\x02]q\x00}q\x01(" + short_binstring(b"sent") + short_binstring("café".encode("utf-8"))
+    data = (b"\x80\x02]q\x00}q\x01(" + short_binstring(b"sent") + short_binstring("café".encode())
             + short_binstring(b"ref_id") + b"K\x07" + b"ua.")
     path = tmp_path / "py2.p"
     path.write_bytes(data)

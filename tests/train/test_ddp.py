@@ -13,13 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lvg.modeling import build_model, save_checkpoint
 from lvg.core.artifact import tokenizer_metadata
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
+from lvg.modeling import build_model, save_checkpoint
 from lvg.train.data import open_dataset
 from tests.helpers import ddp_worker
 from tests.helpers.artifacts import CORPUS
-
 
 
 def _free_port() -> int:

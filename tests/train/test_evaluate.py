@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 
 from lvg.cli import app
 from lvg.config import get_config
+from lvg.core.artifact import tokenizer_metadata
+from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.errors import InputError
 from lvg.modeling import build_model, save_checkpoint
 from lvg.modeling.runner import ArrayRunner
-from lvg.core.artifact import tokenizer_metadata
-from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.train.data import open_dataset
 from lvg.train.evaluate import _swap_partners, evaluate
 from lvg.train.run_data import TokenizerMismatchWarning, tokenizer_for_checkpoint
@@ -116,15 +116,15 @@ def test_gres_no_target_head_decides_empty_predictions(synth_dataset, tokenizer)
     n_empty = sum(len(s.sentences) for s in source.samples if s.no_target)
     assert 0 < n_empty < n_sent
 
-    always_empty = evaluate(ArrayRunner(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=8.0)), source, "val",
-                            tokenizer)
+    always_empty = evaluate(ArrayRunner(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=8.0)), source,
+                            "val", tokenizer)
     assert always_empty["task"] == "gres" and always_empty["n"] == n_sent
     assert always_empty["N-acc"] == 1.0 and always_empty["T-acc"] == 0.0
     assert always_empty["gIoU"] == pytest.approx(n_empty / n_sent)
     assert always_empty["cIoU"] == 0.0
 
-    never_empty = evaluate(ArrayRunner(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=-8.0)), source, "val",
-                           tokenizer)
+    never_empty = evaluate(ArrayRunner(ConstantModel("lvg-tiny-gres", [1.0, 1.0, 1.0], no_target_logit=-8.0)), source,
+                           "val", tokenizer)
     assert never_empty["N-acc"] == 0.0 and never_empty["T-acc"] == 1.0
     fractions = [source.mask(s).mean() for s in source.samples if not s.no_target for _ in s.sentences]
     assert never_empty["gIoU"] == pytest.approx(float(np.sum(fractions)) / n_sent, rel=1e-9)
@@ -177,7 +177,8 @@ def test_lvg_eval_cli_json(tmp_path: Path, synth_dataset) -> None:
     assert nodata.exit_code == 2 and "tokenizer" not in nodata.stderr and str(tmp_path / "nope") in nodata.stderr
     devices = ["mps", "nonsense"] + ([] if torch.cuda.is_available() else ["cuda"])
     for device in devices:
-        res = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir), "--device", device])
+        res = runner.invoke(app, ["eval", "--ckpt", str(ckpt), "--data", str(synth_dataset.out_dir),
+                                  "--device", device])
         assert res.exit_code == 2 and res.stderr.startswith("error:") and device in res.stderr, res.output
 
 

@@ -72,8 +72,8 @@ def denote(text: str, objects) -> set[int]:
             refs = _select(ref[4:], objects)
             assert len(refs) == 1, f"reference of {text!r} is not unique"
             b = objects[refs[0]]
-            side = {"left": lambda a: a.cx < b.cx, "right": lambda a: a.cx > b.cx,
-                    "above": lambda a: a.cy < b.cy, "below": lambda a: a.cy > b.cy}[rel]
+            side = {"left": lambda a, b=b: a.cx < b.cx, "right": lambda a, b=b: a.cx > b.cx,
+                    "above": lambda a, b=b: a.cy < b.cy, "below": lambda a, b=b: a.cy > b.cy}[rel]
             return {i for i in _select(head, objects) if i != refs[0] and side(objects[i])}
     for word, direction in EXTREMES.items():
         if body.startswith(word + " ") or body.endswith(" " + word):

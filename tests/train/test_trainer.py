@@ -17,21 +17,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from lvg.errors import CheckpointError, ConfigError, InputError
-from lvg.modeling import build_model
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
+from lvg.errors import CheckpointError, ConfigError, InputError
+from lvg.modeling import build_model
 from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.config import TrainConfig
 from lvg.train.run_data import build_data
 from lvg.train.run_dir import read_log
 from lvg.train.state import LAST, PREV, ResumeWarning, find_resume_checkpoint
 from lvg.train.trainer import train
-
 from tests.helpers import ddp_worker
-from tests.helpers.train_fakes import fake_data as _data
 from tests.helpers.artifacts import CORPUS
-
+from tests.helpers.train_fakes import fake_data as _data
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -174,7 +172,7 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path) ->
     second = train(cfg, tmp_path / "b", data=_data(), show_progress=False, stop_at_step=1)
     got = read_checkpoint_tensors(second.checkpoint)
     fresh = build_model("lvg-tiny").state_dict()
-    for key, value in fresh.items():
+    for key in fresh:
         assert torch.allclose(got[key].float(), trained[key].float(), atol=1e-6), key
     assert any(not torch.allclose(v.float(), trained[k].float(), atol=1e-3) for k, v in fresh.items())
     # Its own schedule and step count, not the first run's: it logs a start at step 0 of 3.
@@ -336,8 +334,8 @@ def test_training_beats_the_untrained_model_on_held_out_data(tmp_path: Path, cap
     """lvg-tiny learns on a small synthetic set: held-out mIoU clearly above the untrained model's."""
     from lvg.modeling.runner import ArrayRunner
     from lvg.train.evaluate import evaluate
-    from lvg.train.synth import generate
     from lvg.train.state import seed_everything
+    from lvg.train.synth import generate
 
     data_dir = tmp_path / "synth"
     generate(data_dir, images=40, seed=1, size_range=(96, 192))
@@ -356,7 +354,8 @@ def test_training_beats_the_untrained_model_on_held_out_data(tmp_path: Path, cap
     seconds = time.perf_counter() - start
     after = result.metrics
     with capsys.disabled():
-        print(f"\nlearning test: {seconds:.0f}s; val mIoU untrained {before['mIoU']:.4f} -> trained {after['mIoU']:.4f}; "
+        print(f"\nlearning test: {seconds:.0f}s; val mIoU untrained {before['mIoU']:.4f} -> trained "
+              f"{after['mIoU']:.4f}; "
               f"oIoU {before['oIoU']:.4f} -> {after['oIoU']:.4f}; per expression {after['per_expression']}")
     assert after["n"] == before["n"] == data.source.num_sentences()
     assert after["mIoU"] > max(0.04, 3 * before["mIoU"])

@@ -211,5 +211,5 @@ class Backend(ABC):
             raise ArtifactError(f"{path} produced NaN / infinite probabilities: the model is broken")
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a backend without resources of its own keeps this
         """Release the model's resources (optional; garbage collection does it too)."""

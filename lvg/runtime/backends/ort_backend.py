@@ -44,7 +44,8 @@ def providers_for(device: str, available: list[str]) -> list[str | tuple[str, di
     if kind == "cuda":
         if _CUDA not in available:
             raise InputError(
-                "device 'cuda' needs onnxruntime's CUDA provider, which this install lacks: pip install 'latent-vg[gpu]'"
+                "device 'cuda' needs onnxruntime's CUDA provider, which this install lacks: "
+                "pip install 'latent-vg[gpu]'"
             )
         return [(_CUDA, opts), _CPU]
     if kind == "tensorrt":
