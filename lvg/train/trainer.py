@@ -87,18 +87,15 @@ class TrainResult:
     model: nn.Module | None = field(default=None, repr=False)
 
 
-def train(
-    cfg: TrainConfig,
-    out_dir: str | os.PathLike,
-    *,
-    resume: bool = False,
-    device: str | torch.device | None = None,
-    show_progress: bool | None = None,
-    stop_at_step: int | None = None,
-    on_step: Callable[[int, dict[str, Any]], None] | None = None,
-    data: TrainData | None = None,
-) -> TrainResult:
-    """Train ``cfg.variant`` on ``cfg.data``, writing checkpoints and logs to ``out_dir``.
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, **options: Any) -> TrainResult:
+    """Train ``cfg.variant`` on ``cfg.data``, writing checkpoints and logs to ``out_dir``: one
+    :class:`Trainer` run (``options`` are its keyword arguments: ``resume``, ``device``, ``show_progress``,
+    ``stop_at_step``, ``on_step``, ``data``)."""
+    return Trainer(cfg, out_dir, **options).run()
+
+
+class Trainer:
+    """One training run of ``cfg.variant`` on ``cfg.data`` into ``out_dir``; :meth:`run` does it once.
 
     Args:
         resume: continue from ``out_dir``'s newest usable checkpoint (``last``, else ``prev``); without a
@@ -112,14 +109,8 @@ def train(
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) it joins the process group, shards the data, wraps the model in
     DDP and leaves the group at the end. SIGINT/SIGTERM: the current step finishes, a checkpoint is written,
-    and the function returns normally with ``stopped=True``.
+    and :meth:`run` returns normally with ``stopped=True``.
     """
-    return Trainer(cfg, out_dir, resume=resume, device=device, show_progress=show_progress,
-                   stop_at_step=stop_at_step, on_step=on_step, data=data).run()
-
-
-class Trainer:
-    """One training run (the arguments are :func:`train`'s). :meth:`run` does it once."""
 
     def __init__(
         self,
