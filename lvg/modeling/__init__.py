@@ -1,4 +1,5 @@
-"""The PyTorch Latent-VG model, its checkpoints and its cost (parameters, FLOPs)."""
+"""The PyTorch Latent-VG model, its checkpoints, its cost (parameters, FLOPs) and a runner that feeds it numpy
+batches (:mod:`lvg.modeling.runner`)."""
 
 from __future__ import annotations
 
