@@ -124,8 +124,7 @@ def eval_command(
         None, help="Mask threshold in [0, 1) (default: the model's, as lvg infer uses)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """Evaluate a checkpoint or an exported model on every sentence of a split (metrics at the original image
-    resolution)."""
+    """Evaluate a checkpoint or an exported model on every sentence of a split, at original image resolution."""
     from lvg.core.postprocess import check_mask_threshold
     from lvg.errors import ConfigError
 
