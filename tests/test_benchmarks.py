@@ -137,3 +137,15 @@ def test_plan_skips_what_the_machine_cannot_run() -> None:
     cases, _ = bench_e2e.plan("cuda", ["eager", "compile"], [1, 8, 64], [1, 8, 64], gpu)
     labels = {c.label for c in cases}
     assert "lvg/compile-fp16+cudagraphs/vci-triton" in labels and "lvg/eager-fp16/vci-triton" in labels
+
+
+def test_plan_on_cuda_picks_precisions_models_and_compiled_batches() -> None:
+    gpu = {"triton": True, "tensorrt": False, "ort_cuda": False, "compiler": True}
+    cases, skipped = bench_e2e.plan("cuda", ["eager", "compile"], [1, 64, 8], [1, 64, 8], gpu,
+                                    precisions=("bf16", "fp16"), models=("lvg",), compile_batches=[1, 64])
+    got = {c.label: c.batches for c in cases}
+    eager = ["lvg/eager-fp32", "lvg/eager-bf16", "lvg/eager-bf16/vci-triton", "lvg/eager-fp16",
+             "lvg/eager-fp16/vci-triton"]
+    compiled = ["lvg/compile-bf16", "lvg/compile-bf16+cudagraphs", "lvg/compile-bf16+cudagraphs/vci-triton"]
+    assert got == {**{label: (1, 64, 8) for label in eager}, **{label: (1, 64) for label in compiled}}
+    assert skipped == []
