@@ -48,6 +48,7 @@ from typing import Any
 
 from lvg._version import __version__
 from lvg.config import ModelConfig
+from lvg.core.limits import check_config, parse_json_object
 from lvg.errors import ArtifactError, ConfigError
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "info_from_metadata",
     "input_spec",
     "output_spec",
+    "in_own_folder",
     "tokenizer_metadata",
     "tokenizer_sidecars",
 ]
@@ -248,14 +250,35 @@ def _check_format(meta: Mapping[str, str], path: Path, kind: str) -> str:
     return text
 
 
-def _optional_number(meta: Mapping[str, str], key: str, parse: type, path: Path) -> Any:
+#: The largest static batch an engine's metadata may declare.
+MAX_ENGINE_BATCH = 4096
+PRECISIONS = ("fp32", "fp16")
+
+
+def _optional_number(meta: Mapping[str, str], key: str, parse: type, path: Path, lo: float, hi: float) -> Any:
+    """``meta[key]`` parsed as ``parse`` and checked to lie in ``[lo, hi]`` (NaN never does); None if absent."""
     if key not in meta:
         return None
+    noun = "an integer" if parse is int else "a number"
     try:
-        return parse(meta[key])
-    except ValueError:
-        noun = "an integer" if parse is int else "a number"
-        raise ArtifactError(f"{path}: {key} is not {noun}: {meta[key]!r}") from None
+        value = parse(meta[key])
+    except (ValueError, OverflowError):
+        raise ArtifactError(f"{path}: {key} is not {noun}: {meta[key][:40]!r}") from None
+    if not lo <= value <= hi:
+        raise ArtifactError(f"{path}: {key} is {meta[key][:40]!r}; it must be {noun} in {lo:g}..{hi:g}")
+    return value
+
+
+def _config(text: str, path: Path) -> ModelConfig:
+    """The stored config, parsed and within :mod:`lvg.core.limits`' bounds."""
+    data = parse_json_object(text, f"{path}: the stored config")
+    try:
+        cfg = ModelConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ArtifactError(f"{path}: stored config is invalid: {exc}") from None
+    except RecursionError:
+        raise ArtifactError(f"{path}: stored config is nested too deeply") from None
+    return check_config(cfg, str(path))
 
 
 def info_from_metadata(path: Path, kind: str, meta: Mapping[str, str]) -> ArtifactInfo:
@@ -263,26 +286,40 @@ def info_from_metadata(path: Path, kind: str, meta: Mapping[str, str]) -> Artifa
     header; ``kind`` says which) into an :class:`ArtifactInfo`.
 
     Raises:
-        ArtifactError: the metadata is not a Latent-VG model's, of a newer format, or corrupt.
+        ArtifactError: the metadata is not a Latent-VG model's, of a newer format, corrupt, or declares sizes
+            or settings outside :mod:`lvg.core.limits`' bounds.
     """
     path = Path(path)
-    text = _check_format(meta, path, kind)
-    try:
-        cfg = ModelConfig.from_json(text)
-    except ConfigError as exc:
-        raise ArtifactError(f"{path}: stored config is invalid: {exc}") from None
+    cfg = _config(_check_format(meta, path, kind), path)
+    precision = meta.get(KEY_PRECISION, "fp32")
+    if precision not in PRECISIONS:
+        raise ArtifactError(f"{path}: {KEY_PRECISION} is {precision[:20]!r}, not one of {', '.join(PRECISIONS)}")
     tok, identity = _decode_tokenizer(meta, str(path))
     return ArtifactInfo(
         path=path,
         kind=kind,
         config=cfg,
-        precision=meta.get(KEY_PRECISION, "fp32"),
+        precision=precision,
         tokenizer_bytes=tok,
         tokenizer_identity=identity,
-        gflops_per_sample=_optional_number(meta, KEY_GFLOPS, float, path),
-        batch=_optional_number(meta, KEY_TRT_BATCH, int, path),
+        gflops_per_sample=_optional_number(meta, KEY_GFLOPS, float, path, 0.0, 1e9),
+        batch=_optional_number(meta, KEY_TRT_BATCH, int, path, 1, MAX_ENGINE_BATCH),
         metadata=dict(meta),
     )
+
+
+def in_own_folder(path: Path, what: str) -> Path:
+    """``path`` (a file beside a model or in a data folder, named by the model or its metadata) if it stays in
+    its folder: a symbolic link to a file in another folder is refused (:class:`ArtifactError`), so metadata
+    never makes lvg read a file elsewhere."""
+    try:
+        target = path.resolve()
+        folder = path.parent.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a component over the name limit
+        raise ArtifactError(f"cannot resolve {what} {path}: {exc}") from None
+    if target.parent != folder:
+        raise ArtifactError(f"{what} {path} is a link to {target}, outside its folder; copy the file there instead")
+    return path
 
 
 def engine_sidecar(engine_path: str | os.PathLike[str]) -> Path:

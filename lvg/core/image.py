@@ -10,13 +10,16 @@ What every loaded image goes through (SPEC section 4, "Preprocessing"):
 - Animated images (GIF, APNG, WebP) use their first frame.
 
 Every failure is an :class:`lvg.errors.InputError` with a one-line message naming the path. Pixel-count
-guarding is done here, from the header, before any decode: images over :data:`MAX_PIXELS` are refused.
-Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` is never changed.
+guarding is done here for every kind of input, before any pixel is decoded or converted: a file from its
+header, a ``PIL.Image`` from its size (a lazily opened one is not decoded first), an array from its shape;
+images over :data:`MAX_PIXELS` are refused. Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` is never
+changed.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Union
@@ -26,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lvg.errors import InputError, first_line
 
-__all__ = ["MAX_PIXELS", "ImageSource", "load_image"]
+__all__ = ["MAX_PIXELS", "ImageSource", "check_pixels", "load_image"]
 
 #: Largest accepted image, in pixels (width * height): 100 megapixels.
 MAX_PIXELS = 100_000_000
@@ -51,11 +54,21 @@ def load_image(src: ImageSource) -> Image.Image:
     if isinstance(src, np.ndarray):
         return _from_array(src)
     if isinstance(src, Image.Image):
+        check_pixels(src.width, src.height, "<PIL image>")
         return _to_rgb(src, name="<PIL image>")
     if not isinstance(src, (str, os.PathLike)):
         raise InputError(f"cannot load an image from a {type(src).__name__}: pass a path, PIL image or numpy array")
     path = Path(src)
     return _from_path(path)
+
+
+def check_pixels(width: int, height: int, name: str) -> None:
+    """The decompression-bomb guard every image input passes: :class:`InputError` over :data:`MAX_PIXELS`."""
+    if width * height > MAX_PIXELS:
+        raise InputError(
+            f"image too large (decompression-bomb guard, limit {MAX_PIXELS:,} pixels): "
+            f"{width}x{height} = {width * height:,} pixels: {name}"
+        )
 
 
 def _from_array(arr: np.ndarray) -> Image.Image:
@@ -69,37 +82,32 @@ def _from_array(arr: np.ndarray) -> Image.Image:
         raise InputError(f"image array must be HxWx3 (RGB) or HxW (grayscale) uint8, got shape {tuple(arr.shape)}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"image array is empty (shape {tuple(arr.shape)})")
-    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
-        raise InputError(f"image array has {arr.shape[1]}x{arr.shape[0]} pixels, over the {MAX_PIXELS:,} limit")
+    check_pixels(int(arr.shape[1]), int(arr.shape[0]), "<image array>")
     img = Image.fromarray(np.ascontiguousarray(arr))
     return img.convert("RGB") if mode != "RGB" else img
 
 
 def _from_path(path: Path) -> Image.Image:
-    if not path.exists():
-        raise InputError(f"image not found: {path}")
-    if path.is_dir():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"image not found: {path}") from None
+    except OSError as exc:  # a name over the system's limit, a loop of links, no permission on a folder
+        raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"image path is a directory: {path}")
-    if not path.is_file():
+    if not stat.S_ISREG(st.st_mode):
         # A FIFO, socket or device: opening it could block forever or never reach the end.
         raise InputError(f"image path is not a regular file: {path}")
-    try:
-        if path.stat().st_size == 0:
-            raise InputError(f"image file is empty (0 bytes): {path}")
-    except OSError as exc:
-        raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if st.st_size == 0:
+        raise InputError(f"image file is empty (0 bytes): {path}")
     try:
         # Our own MAX_PIXELS check below replaces Pillow's bomb *warning* (it starts at ~89 MP, below
         # our 100 MP limit), silenced for this call only; Pillow's bomb *error* is still caught below.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise InputError(
-                        f"image too large (decompression-bomb guard, limit {MAX_PIXELS:,} pixels): "
-                        f"{width}x{height} = {width * height:,} pixels: {path}"
-                    )
+                check_pixels(img.width, img.height, str(path))
                 if getattr(img, "is_animated", False):
                     img.seek(0)
                 # Force the full decode here so truncated data fails now, inside this try.

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lvg.config import ModelConfig
@@ -26,12 +28,14 @@ from lvg.core.artifact import (
     TORCH_SUFFIXES,
     TRT_SUFFIXES,
     ArtifactInfo,
+    in_own_folder,
     info_from_metadata,
     tokenizer_sidecars,
 )
-from lvg.core.headers import read_header
+from lvg.core.headers import TensorEntry, read_header
+from lvg.core.limits import check_tensors
 from lvg.core.tokenizer import Tokenizer, check_vocabulary
-from lvg.errors import ArtifactError, CheckpointError
+from lvg.errors import ArtifactError, CheckpointError, InputError
 
 __all__ = ["KINDS", "ModelFile"]
 
@@ -44,9 +48,12 @@ class ModelFile:
 
     Attributes:
         info: what the file says about itself: its kind, config, precision, own tokenizer and raw metadata.
+        tensors: a checkpoint's tensor table (name -> dtype, shape, byte range), checked against the file and
+            the config; empty for other kinds.
     """
 
     info: ArtifactInfo
+    tensors: Mapping[str, TensorEntry] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | ModelFile, *, checkpoint: bool = False) -> ModelFile:
@@ -56,8 +63,9 @@ class ModelFile:
            (``.pth``, ``.pt``, ``.bin``, ...) are refused by name and never opened: unpickling can run code.
         2. It must be a readable, non-empty regular file (a FIFO or device would block or never end).
         3. Its metadata is read once and must be a Latent-VG model's, of a format version this lvg reads,
-           with a valid config.
-        4. Its own tokenizer is the embedded one, else a ``.spm`` file beside it.
+           with a valid config within :mod:`lvg.core.limits`' bounds; a checkpoint's tensor table must be
+           the file's and its config's (so nothing is built from a config its tensors do not back).
+        4. Its own tokenizer is the embedded one, else a ``.spm`` file beside it (not a link elsewhere).
 
         Args:
             checkpoint: the caller needs a ``.safetensors`` checkpoint (loading weights, training, export):
@@ -71,18 +79,23 @@ class ModelFile:
             if checkpoint and path.kind != "torch":
                 raise CheckpointError(f"{path.path} is not a .safetensors checkpoint")
             return path
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"a model path must be a str or os.PathLike, got {type(path).__name__}")
         p = Path(path)
         kind = _kind(p, checkpoint)
         try:
             _check_file(p, kind)
-            info = info_from_metadata(p, kind, read_header(p, kind))
+            header = read_header(p, kind)
+            info = info_from_metadata(p, kind, header.metadata)
+            if kind == "torch":
+                check_tensors({name: t.shape for name, t in header.tensors.items()}, info.config, str(p))
             if info.tokenizer_bytes is None:
                 info = dataclasses.replace(info, tokenizer_bytes=_sidecar_tokenizer(p))
         except ArtifactError as exc:
             if kind == "torch" and not isinstance(exc, CheckpointError):
                 raise CheckpointError(str(exc)) from None
             raise
-        return cls(info)
+        return cls(info, header.tensors)
 
     @property
     def path(self) -> Path:
@@ -135,7 +148,11 @@ def _kind(path: Path, checkpoint: bool) -> str:
     """The file kind from the suffix, before the file is touched."""
     noun = "checkpoint" if checkpoint or path.suffix.lower() in TORCH_SUFFIXES else "model"
     error = CheckpointError if noun == "checkpoint" else ArtifactError
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:  # e.g. a name component over the system's limit
+        raise error(f"cannot use {noun} path {path}: {exc.strerror or exc}") from None
+    if is_dir:
         raise error(f"{noun} path is a directory, not a file: {path}")
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
@@ -161,7 +178,7 @@ def _check_file(path: Path, kind: str) -> None:
         raise ArtifactError(f"{noun} not found: {path}") from None
     except OSError as exc:
         raise ArtifactError(f"cannot read {noun} {path}: {exc.strerror or exc}") from None
-    if not path.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise ArtifactError(f"{noun} path is not a regular file: {path}")
     if st.st_size == 0:
         raise ArtifactError(f"{noun} file is empty (0 bytes): {path}")
@@ -171,9 +188,14 @@ def _check_file(path: Path, kind: str) -> None:
 
 def _sidecar_tokenizer(path: Path) -> bytes | None:
     for side in tokenizer_sidecars(path):
-        if side.is_file():
-            try:
-                return side.read_bytes()
-            except OSError as exc:
-                raise ArtifactError(f"cannot read tokenizer {side}: {exc.strerror or exc}") from None
+        try:
+            if not side.is_file():
+                continue
+        except OSError:  # a sidecar name over the system's limit cannot exist
+            continue
+        in_own_folder(side, "tokenizer")
+        try:
+            return side.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"cannot read tokenizer {side}: {exc.strerror or exc}") from None
     return None

@@ -160,17 +160,11 @@ class Tokenizer:
 
     def _sequence(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray, bool]:
         room = max_len - 2
-        ids: list[int] | None = None
+        # Only a fixed budget of characters is ever read, whatever follows: normalising and tokenising cost
+        # O(max_len) for any text (a text of one unknown character repeated is one word piece however long).
         head, rest = _cut_long_text(text, room)
-        if rest:
-            clean = normalize_text(head)
-            pieces = self._ids(clean) if clean else []
-            if len(pieces) > room:  # the head alone overflows: the cut changed nothing that is kept
-                ids = pieces
-        if ids is None:
-            # Short text, or a long one that is mostly whitespace / control characters: encode it all.
-            ids = self.word_ids(text)
-        truncated = len(ids) > room
+        ids = self.word_ids(head)
+        truncated = len(ids) > room or (bool(rest) and not rest.isspace())
         ids = ids[:room]
         seq = np.full(max_len, PAD_ID, dtype=np.int64)  # (max_len,)
         n = len(ids) + 2
@@ -254,15 +248,17 @@ _SCAN_MIN = 8192
 
 
 def _cut_long_text(text: str, room: int) -> tuple[str, str]:
-    """Split an over-long text into ``(head, rest)`` so tokenising ``head`` costs O(room), not O(len).
+    """Split an over-long text into ``(head, rest)``: the tokenizer reads ``head`` only, so a text costs
+    O(room) however long it is.
 
     Only the first ``room`` word pieces are kept, so a 10 MB string would otherwise be normalised and
-    tokenised in full just to be thrown away. Texts up to ``max(_SCAN_MIN, 64 * room)`` characters are
-    not cut (``rest == ""``). Longer ones are cut at the last whitespace before that limit (in its second
-    half): sentencepiece segments whitespace-separated words independently, so the first ``room`` pieces
-    are unchanged whenever ``head`` alone gives more than ``room`` pieces (the caller checks, and encodes
-    the whole text otherwise). Only a text without whitespace for thousands of characters (no natural
-    language) is cut inside a "word", where the segmentation near the cut may differ.
+    tokenised in full just to be thrown away. Texts up to ``max(_SCAN_MIN, 64 * room)`` characters (the
+    budget) are not cut (``rest == ""``). Longer ones are cut at the last whitespace before that limit (in
+    its second half): sentencepiece segments whitespace-separated words independently, so the pieces of
+    ``head`` are those the whole text starts with. Only a text without whitespace for thousands of
+    characters (no natural language) is cut inside a "word", where the segmentation near the cut may differ.
+    What follows the budget is never read: a text that is only whitespace or control characters up to it
+    is empty.
     """
     if not isinstance(text, str):
         return text, ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -222,3 +223,20 @@ def test_pillow_bomb_warning_range_not_refused(tmp_path: Path) -> None:
     path.write_bytes(_png_bytes(10000, 9500, 1, b"\x00" * 100))
     with pytest.raises(InputError, match="truncated|corrupt"):
         load_image(path)
+
+
+def test_pil_and_array_inputs_pass_the_same_pixel_guard(tmp_path: Path) -> None:
+    # 11000 x 11000 = 121 MP, claimed by a PNG header over almost no data: opened lazily, a PIL image knows its
+    # size before any pixel is decoded, so it is refused as a file is, without decoding 121 MP.
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_bytes(11000, 11000, 8, b"\x00" * 100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        lazy = Image.open(path)
+    with pytest.raises(InputError, match="decompression-bomb guard"):
+        load_image(lazy)
+    one_bit = Image.new("1", (11000, 11000))  # 15 MB in memory, 363 MB once converted to RGB
+    with pytest.raises(InputError, match="decompression-bomb guard"):
+        load_image(one_bit)
+    with pytest.raises(InputError, match="decompression-bomb guard"):
+        load_image(np.broadcast_to(np.zeros((1, 1), np.uint8), (11000, 11000)))

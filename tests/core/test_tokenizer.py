@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from pathlib import Path
 
@@ -188,3 +189,17 @@ def test_train_vocab_size_bounds_tokenizer_vocab(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="too small"):
         train_sentencepiece(["abc abc"], tmp_path / "s.spm", vocab_size=7)
     assert Tokenizer.from_file(train_sentencepiece(["abc abc"], tmp_path / "s.spm", vocab_size=8)).vocab_size <= 8
+
+
+@pytest.mark.parametrize("char", ["\u20ac", "\u0f0f", "\U0001f642", "x"])
+def test_a_long_text_is_cut_to_a_fixed_budget_before_normalisation(tokenizer: Tokenizer, char: str) -> None:
+    # One character repeated ten million times: a rare or unknown one gives a single word piece for the whole
+    # run, so "cut once the head gives enough pieces" never applies; the budget must bound the work anyway.
+    text = char * 10_000_000
+    start = time.perf_counter()
+    ids, mask, truncated = tokenizer.encode_checked(text, 16)
+    assert time.perf_counter() - start < 0.3
+    assert truncated and mask[0] and ids[0] == 0
+    # Whatever follows the budget is never read: a text that is empty there is empty.
+    with pytest.raises(InputError, match="text is empty"):
+        tokenizer.encode_checked(" " * 10_000_000 + "the man", 16)
