@@ -76,6 +76,7 @@ class ReferSource:
 
     ``samples`` keep the order of the refs file. Refs without sentences are left out (counted in
     ``skipped``). Masks are decoded on demand (nothing is cached, so memory stays flat on RefCOCO).
+    ``instances`` is the COCO file the annotations came from (every object of the images, referred or not).
     """
 
     def __init__(
@@ -88,8 +89,10 @@ class ReferSource:
         annotations: dict[int, dict[str, Any]],
         image_dir: Path,
         skipped: int = 0,
+        instances: Path | None = None,
     ) -> None:
         self.name = name
+        self.instances = instances
         self.kind = kind
         self.split = split
         self.samples = samples
@@ -230,7 +233,7 @@ def _build_source(
         known = ", ".join(sorted(splits_seen)) or "none"
         raise InputError(f"{name} has no split {split!r} (splits: {known})")
     return ReferSource(name=name, kind=kind, split=split, samples=samples, annotations=used,
-                       image_dir=image_dir, skipped=skipped)
+                       image_dir=image_dir, skipped=skipped, instances=instances)
 
 
 def _check_split_by(split_by: str) -> None:
