@@ -5,15 +5,24 @@ functions here take a path or an opened ``ModelFile`` and read only the tensors.
 arbitrary objects: our checkpoints are safetensors; official ``.pth`` files are read with
 ``torch.load(weights_only=True)``, which refuses pickles that would build or call anything beyond tensors
 and plain containers.
+
+Integrity: every checkpoint carries the CRC-32 of each tensor's bytes in its header (``tensor_crc32``, a JSON
+object name -> 8 hex digits). Reading verifies the tensors it reads against it and refuses floating-point
+tensors that hold NaN or infinite values, so damage inside the tensor data (the header intact) is a
+:class:`CheckpointError` instead of weights a model is run or trained with. Files written before the
+checksums existed are read without them (the finiteness check still applies). Writing goes through a
+temporary file in the same folder, fsynced and renamed; an I/O error (a full disk) is a
+:class:`CheckpointError` that leaves any existing file under the name untouched.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
-import uuid
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +33,13 @@ from torch import Tensor, nn
 
 from lvg.config import ModelConfig
 from lvg.core.artifact import CHECKPOINT_CONFIG_KEY, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
+from lvg.core.atomic import atomic_output
+from lvg.core.limits import parse_json_object
 from lvg.core.model_file import ModelFile
-from lvg.errors import CheckpointError, InputError
+from lvg.errors import CheckpointError, InputError, first_line
 
 TRAIN_PREFIX = "train/"  # training-state tensors (optimizer moments, RNG) live under this prefix
+CHECKSUM_KEY = "tensor_crc32"  # header entry: {tensor name: CRC-32 of its bytes, 8 hex digits}
 
 
 def resolve_device(device: str | torch.device | None = None, *, index: int = 0) -> torch.device:
@@ -55,18 +67,32 @@ def resolve_device(device: str | torch.device | None = None, *, index: int = 0) 
     return dev
 
 
+def tensor_crc32(tensor: Tensor) -> str:
+    """CRC-32 of a tensor's bytes as safetensors stores them (C order, native little-endian), 8 hex digits."""
+    flat = tensor.detach().contiguous().cpu().reshape(-1)
+    return f"{zlib.crc32(flat.view(torch.uint8).numpy()) & 0xFFFFFFFF:08x}"
+
+
 def save_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,
     *,
     extra_tensors: Mapping[str, Tensor] | None = None,
     metadata: Mapping[str, str] | None = None,
+    before_replace: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``model``'s weights and config to a safetensors file, atomically (temp file + rename).
 
     ``extra_tensors`` keys must start with ``"train/"``; ``metadata`` values are strings (JSON for
-    structured data). A reader never sees a half-written file under ``path``.
+    structured data). The header also gets every tensor's checksum (module docstring). A reader never sees a
+    half-written file under ``path``. ``before_replace(tmp)`` runs once the new file is complete and synced,
+    just before it is renamed over ``path`` (the training checkpoints rotate ``last`` there).
+
+    Raises:
+        CheckpointError: the file could not be written (a full disk, no permission); nothing under ``path``
+            changed.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     cfg: ModelConfig = model.cfg  # type: ignore[assignment]
@@ -78,36 +104,61 @@ def save_checkpoint(
     meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION,
             CHECKPOINT_CONFIG_KEY: cfg.to_json()}
     meta.update(metadata or {})
+    meta[CHECKSUM_KEY] = json.dumps({k: tensor_crc32(v) for k, v in tensors.items()}, sort_keys=True)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-    open(tmp, "xb").close()
     try:
-        # safetensors writes its files private (0600), as mkstemp would; give the checkpoint the mode any
-        # new file of this user gets (the umask's), read from the placeholder created just above.
-        mode = tmp.stat().st_mode & 0o777
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, mode)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path, error=CheckpointError) as tmp:
+            open(tmp, "xb").close()
+            # safetensors writes its files private (0600), as mkstemp would; give the checkpoint the mode any
+            # new file of this user gets (the umask's), read from the placeholder created just above.
+            mode = tmp.stat().st_mode & 0o777
+            save_file(tensors, tmp, metadata=meta)
+            os.chmod(tmp, mode)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            if before_replace is not None:
+                before_replace(tmp)
+    except (OSError, SafetensorError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc, 200)
+        raise CheckpointError(f"cannot write checkpoint {path}: {detail}") from None
     return path
 
 
-def read_checkpoint_tensors(path: str | os.PathLike | ModelFile, *, model_only: bool = False) -> dict[str, Tensor]:
+def read_checkpoint_tensors(path: str | os.PathLike | ModelFile, *, model_only: bool = False,
+                            verify: bool = True) -> dict[str, Tensor]:
     """All tensors of a checkpoint (model and ``train/`` state), or with ``model_only`` the model's alone
-    (the optimizer moments, twice the model's size, are then never read)."""
+    (the optimizer moments, twice the model's size, are then never read).
+
+    ``verify``: check the tensors read against the header's checksums and refuse non-finite values
+    (:func:`verify_tensors`); the loaders below verify after checking that the tensors fit the model, so
+    that a checkpoint of another variant is reported as one.
+    """
     from safetensors import safe_open
 
     model_file = ModelFile.open(path, checkpoint=True)
     try:
         with safe_open(str(model_file.path), framework="pt") as fh:
-            return {k: fh.get_tensor(k) for k in fh.keys() if not (model_only and k.startswith(TRAIN_PREFIX))}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys() if not (model_only and k.startswith(TRAIN_PREFIX))}
     except Exception as exc:  # safetensors raises its own error types for truncated or corrupt data
-        raise CheckpointError(f"{model_file.path} is truncated or corrupt ({exc})") from None
+        raise CheckpointError(f"{model_file.path} is truncated or corrupt ({first_line(exc, 200)})") from None
+    if verify:
+        verify_tensors(model_file, tensors)
+    return tensors
+
+
+def verify_tensors(model_file: ModelFile, tensors: Mapping[str, Tensor]) -> None:
+    """Refuse tensors of ``model_file`` that do not match the checksums in its header, or floating-point
+    tensors holding NaN or infinite values (:class:`CheckpointError` naming the first one)."""
+    path = model_file.path
+    table = model_file.metadata.get(CHECKSUM_KEY)
+    sums = parse_json_object(table, f"{path}: {CHECKSUM_KEY}", CheckpointError) if table is not None else {}
+    for name, tensor in tensors.items():
+        want = sums.get(name)
+        if table is not None and (want is None or tensor_crc32(tensor) != want):
+            raise CheckpointError(f"{path} is damaged: tensor {name} does not match its checksum")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path} is damaged: tensor {name} holds values that are not finite (NaN or inf)")
 
 
 def load_checkpoint(
@@ -130,7 +181,7 @@ def load_checkpoint(
     if expect is not None:
         _check_config(model_file.path, cfg, expect)
     model = build_model(cfg, impl=impl)
-    load_state_strict(model, read_checkpoint_tensors(model_file, model_only=True), str(model_file.path))
+    _load_verified(model, model_file)
     return model.to(device).eval()
 
 
@@ -144,7 +195,16 @@ def load_weights(model: nn.Module, path: str | os.PathLike | ModelFile) -> None:
     """
     model_file = ModelFile.open(path, checkpoint=True)
     _check_config(model_file.path, model_file.config, model.cfg, architecture_only=True)
-    load_state_strict(model, read_checkpoint_tensors(model_file, model_only=True), str(model_file.path))
+    _load_verified(model, model_file)
+
+
+def _load_verified(model: nn.Module, model_file: ModelFile) -> None:
+    """Read the model's tensors, check that they fit ``model`` (names, shapes), then that they are intact, then
+    load them: a checkpoint of another variant is reported as that, damage as damage."""
+    state = read_checkpoint_tensors(model_file, model_only=True, verify=False)
+    check_state_fits(model, state, str(model_file.path))
+    verify_tensors(model_file, state)
+    model.load_state_dict(state, strict=True)
 
 
 def _architecture(cfg: ModelConfig) -> ModelConfig:
@@ -152,7 +212,8 @@ def _architecture(cfg: ModelConfig) -> ModelConfig:
     return cfg.replace(
         name="",
         kernel_impl="auto",
-        encoder=replace(cfg.encoder, dropout=0.0, drop_path_rate=0.0),
+        # Initialisation settings matter only before any weight is loaded.
+        encoder=replace(cfg.encoder, dropout=0.0, drop_path_rate=0.0, init_std=0.0, position_init="random"),
         latent=replace(cfg.latent, dropout=(0.0,) * len(cfg.latent.dropout)),
         preprocess=replace(cfg.preprocess, mask_threshold=0.5, no_target_threshold=0.5),
     )
@@ -172,6 +233,12 @@ def _check_config(path: str | os.PathLike, cfg: ModelConfig, expect: ModelConfig
 
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """Load a full state dict, turning key or shape mismatches into one clear :class:`CheckpointError`."""
+    check_state_fits(model, state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def check_state_fits(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """:class:`CheckpointError` naming the missing, unexpected and reshaped keys, if ``state`` is not ``model``'s."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -186,7 +253,6 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: str
             k = shapes[0]
             parts.append(f"{len(shapes)} of other shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
         raise CheckpointError(f"{source} does not fit this model: " + ", ".join(parts))
-    model.load_state_dict(state, strict=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,7 +365,9 @@ def load_beit3_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadRepo
 
 
 __all__ = [
+    "CHECKSUM_KEY",
     "LoadReport",
+    "check_state_fits",
     "load_beit3_pretrained",
     "load_checkpoint",
     "load_state_strict",
@@ -307,5 +375,7 @@ __all__ = [
     "read_checkpoint_tensors",
     "resample_vision_positions",
     "save_checkpoint",
+    "tensor_crc32",
+    "verify_tensors",
 ]
 

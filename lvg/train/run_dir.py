@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from lvg.core.atomic import atomic_output
 from lvg.errors import InputError
 
-__all__ = ["CONFIG_FILE", "LOG_FILE", "JsonlLog", "StopFlag", "check_output_dir", "checkpoint_bytes", "read_log"]
+__all__ = ["CONFIG_FILE", "LOG_FILE", "JsonlLog", "StopFlag", "check_output_dir", "checkpoint_bytes", "read_log",
+           "truncate_log"]
 
 LOG_FILE, CONFIG_FILE = "log.jsonl", "train_config.json"
 
@@ -117,3 +119,32 @@ def read_log(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return records
+
+
+def truncate_log(out_dir: str | os.PathLike, step: int) -> None:
+    """Cut ``<out_dir>/log.jsonl`` back to the records of steps up to ``step`` (the step a resumed run continues
+    from): the records a killed run wrote after its last checkpoint are dropped, so the steps it runs again
+    are logged once. Records without a step and torn lines are dropped with them only when they follow."""
+    path = Path(out_dir) / LOG_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the run's log {path}: {exc}") from None
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a torn line: the run was killed while writing it
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+            break
+        kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) == len(lines):
+        return
+    try:
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(kept), encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot rewrite the run's log {path}: {exc.strerror or exc}") from None

@@ -12,6 +12,15 @@ random state the step uses (torch CPU/CUDA per rank, numpy, python ``random``), 
 steps and resumed to n ends with the same parameters as an uninterrupted n-step run (tested bit-exactly on
 CPU).
 
+Integrity: a checkpoint is resumed from only if every tensor matches the checksum in its header, every
+floating-point tensor (weights, optimizer moments) is finite and its training state can be restored (valid
+random states, an optimizer state of this shape); otherwise it is skipped like a truncated file. Saving writes
+the new checkpoint completely (temporary file, fsync) before anything is renamed, and ``last`` becomes
+``prev`` only when it is a checkpoint that was verified readable (written by this process, or resumed from);
+an unverified ``last`` (one that resuming skipped as damaged) is replaced without touching ``prev``. A save
+that fails (a full disk) is a :class:`~lvg.errors.CheckpointError` that leaves ``last`` and ``prev`` as they
+were. Resuming also cuts ``log.jsonl`` back to the step it resumes from.
+
 Checkpoint layout (safetensors, :func:`lvg.modeling.save_checkpoint`): model tensors as usual;
 ``train/optim/<i>/<key>`` optimizer state tensors of parameter ``i`` (AdamW ``exp_avg``, ``exp_avg_sq``,
 ``step``); ``train/rng/torch/<rank>``, ``train/rng/cuda/<rank>/<device>`` and ``train/rng/numpy/<rank>``
@@ -36,12 +45,15 @@ import torch
 from torch import Tensor, nn
 
 from lvg.core.artifact import tokenizer_metadata
+from lvg.core.headers import read_safetensors_header
+from lvg.core.limits import parse_json_object
 from lvg.core.model_file import ModelFile
-from lvg.errors import CheckpointError, ConfigError
+from lvg.errors import ArtifactError, CheckpointError, ConfigError
 from lvg.modeling import save_checkpoint
 from lvg.modeling.checkpoint import TRAIN_PREFIX, read_checkpoint_tensors
 from lvg.train.config import EXACTNESS_FIELDS, TrainConfig
 from lvg.train.distributed import DistInfo, gather_objects
+from lvg.train.run_dir import truncate_log
 
 __all__ = [
     "BEST",
@@ -190,10 +202,11 @@ def read_train_header(path: Path) -> tuple[ModelFile, dict[str, Any], TrainConfi
     meta = model_file.metadata
     if "train_state" not in meta or "train_config" not in meta:
         raise CheckpointError(f"{path} holds no training state (a weights-only checkpoint cannot be resumed)")
+    state = parse_json_object(meta["train_state"], f"{path}: training state", CheckpointError)
+    config_data = parse_json_object(meta["train_config"], f"{path}: training config", CheckpointError)
     try:
-        state = json.loads(meta["train_state"])
-        config = TrainConfig.from_json(meta["train_config"])
-    except (json.JSONDecodeError, ConfigError) as exc:
+        config = TrainConfig.from_dict(config_data)
+    except ConfigError as exc:
         raise CheckpointError(f"{path}: training state is unreadable ({exc})") from None
     if state.get("version") != STATE_VERSION:
         raise CheckpointError(f"{path}: training state version {state.get('version')} is not {STATE_VERSION}")
@@ -201,10 +214,45 @@ def read_train_header(path: Path) -> tuple[ModelFile, dict[str, Any], TrainConfi
 
 
 def read_resume_point(path: Path) -> ResumePoint:
-    """Read and validate a full training checkpoint; :class:`CheckpointError` if anything is off."""
+    """Read and validate a full training checkpoint; :class:`CheckpointError` if anything is off: a
+    truncated file, a tensor that does not match its checksum, a non-finite weight or optimizer moment, or a
+    training state that cannot be restored."""
     model_file, state, config = read_train_header(path)
-    tensors = read_checkpoint_tensors(model_file)  # reads every tensor: a truncated file fails here
-    return ResumePoint(model_file=model_file, tensors=tensors, state=state, config=config)
+    tensors = read_checkpoint_tensors(model_file)  # every tensor, checked against its checksum and for NaN / inf
+    point = ResumePoint(model_file=model_file, tensors=tensors, state=state, config=config)
+    _check_restorable(point)
+    _VERIFIED[str(Path(path).resolve())] = _identity(Path(path))
+    return point
+
+
+def _check_restorable(point: ResumePoint) -> None:
+    """Restore the saved random states and optimizer layout on scratch objects: what cannot be restored is
+    refused now, while another checkpoint can still be chosen, rather than half-way through setting up."""
+    state, tensors = point.state, point.tensors
+    try:
+        step, world = int(state["step"]), int(state.get("world_size", 1))
+        if step < 0 or world < 1 or len(state["rng"]) != world:
+            raise ValueError(f"step {step}, world size {world}, {len(state['rng'])} random states")
+        for rank in range(world):
+            torch.Generator().set_state(tensors[f"train/rng/torch/{rank}"])
+            meta = state["rng"][rank]
+            _set_scratch_rng(tensors[f"train/rng/numpy/{rank}"], meta["numpy"], meta["python"])
+        groups = state["optimizer"]["param_groups"]
+        if not isinstance(groups, list) or not all(isinstance(g.get("params"), list) for g in groups):
+            raise ValueError("optimizer parameter groups are malformed")
+        for key in tensors:
+            if key.startswith("train/optim/"):
+                int(key.split("/")[2])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"{point.path}: the training state cannot be restored (random state or "
+                              f"optimizer: {str(exc).strip()[:160] or type(exc).__name__})") from None
+
+
+def _set_scratch_rng(numpy_keys: Tensor, numpy_meta: list[Any], python_meta: list[Any]) -> None:
+    keys = numpy_keys.numpy().astype(np.uint32)
+    name, pos, has_gauss, gauss = numpy_meta
+    np.random.RandomState().set_state((name, keys, int(pos), int(has_gauss), float(gauss)))
+    random.Random().setstate(_py_state_from_json(python_meta))
 
 
 def find_resume_checkpoint(out_dir: Path) -> ResumePoint | None:
@@ -251,17 +299,61 @@ def tokenizer_header(tokenizer: Any) -> dict[str, str]:
     return tokenizer_metadata(tokenizer.model_bytes, tokenizer.identity)
 
 
+#: Checkpoints known to be readable, by resolved path: (inode, size, mtime) when they were verified (resumed
+#: from, or written and checked by this process). A cache: a checkpoint not in it is verified by reading it.
+_VERIFIED: dict[str, tuple[int, int, int]] = {}
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _verified_readable(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint that was verified readable (and has not changed since), else whether
+    reading it now succeeds."""
+    try:
+        if _VERIFIED.get(str(path.resolve())) == _identity(path):
+            return True
+    except OSError:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read_resume_point(path)
+    except CheckpointError:
+        return False
+    return True
+
+
 def save_training_checkpoint(model: nn.Module, out_dir: Path, *, tensors: dict[str, Tensor],
                               state: dict[str, Any], cfg: TrainConfig, extra: dict[str, str]) -> Path:
-    """Rotate ``last`` to ``prev`` and write the new ``last`` atomically."""
+    """Write the new ``last`` atomically; the current ``last`` becomes ``prev`` only if it was verified readable.
+
+    The new file is written and synced completely first; then ``last`` -> ``prev`` (one rename, when ``last``
+    is verified), then the new file -> ``last`` (one rename). At every instant a complete, verified checkpoint
+    exists under ``last`` or ``prev``.
+
+    Raises:
+        CheckpointError: the new checkpoint could not be written (a full disk): ``last`` and ``prev`` are as
+            they were, and the run can stop cleanly or save again later.
+    """
     last, prev = out_dir / LAST, out_dir / PREV
-    if last.exists():
-        # last -> prev is one rename: at every instant a complete checkpoint exists under one of the names.
-        os.replace(last, prev)
-    return save_checkpoint(
-        model, last, extra_tensors=tensors,
+
+    def rotate(new: Path) -> None:
+        try:
+            read_safetensors_header(new)  # the new file is complete: its header matches its size
+        except ArtifactError as exc:
+            raise CheckpointError(f"the new checkpoint {last} was not written completely ({exc})") from None
+        if last.exists() and _verified_readable(last):
+            os.replace(last, prev)  # a verified checkpoint replaces prev; a damaged last is just overwritten
+
+    path = save_checkpoint(
+        model, last, extra_tensors=tensors, before_replace=rotate,
         metadata={"train_state": json.dumps(state), "train_config": cfg.to_json(), **extra},
     )
+    _VERIFIED[str(path.resolve())] = _identity(path)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,9 +422,21 @@ def check_resume_config(loaded: ResumePoint, cfg: TrainConfig) -> None:
 def restore_state(point: ResumePoint, opt: torch.optim.Optimizer, scaler: Any, info: DistInfo,
                   dev: torch.device) -> tuple[int, Any]:
     """Put the optimizer, the grad scaler and this rank's random streams back as ``point`` saved them;
-    returns the step and the best score so far."""
-    _load_optimizer_state(opt, point.tensors, point.state["optimizer"])
-    if point.state.get("scaler") and scaler.is_enabled():
-        scaler.load_state_dict(point.state["scaler"])
-    _restore_rng(point, info, dev)
-    return int(point.state["step"]), point.state.get("best")
+    returns the step and the best score so far. ``log.jsonl`` is cut back to that step (rank 0), so the steps
+    run again after an interruption are logged once.
+
+    Raises:
+        CheckpointError: the saved state does not fit this run's optimizer or cannot be restored.
+    """
+    try:
+        _load_optimizer_state(opt, point.tensors, point.state["optimizer"])
+        if point.state.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(point.state["scaler"])
+        _restore_rng(point, info, dev)
+        step = int(point.state["step"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{point.path}: the training state cannot be restored "
+                              f"({str(exc).strip()[:160] or type(exc).__name__})") from None
+    if info.is_main:
+        truncate_log(point.path.parent, step)
+    return step, point.state.get("best")

@@ -110,10 +110,10 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     names = sorted(p.name for p in out.iterdir())
     assert not any(n.endswith(".tmp") for n in names), names
-    # No partial file under a checkpoint name: `last` is gone (rotated away), `prev` is the complete old one.
-    assert LAST not in names
+    # No partial file under a checkpoint name, and nothing renamed before the new file was complete: `last` is
+    # still the complete old checkpoint.
     loaded = find_resume_checkpoint(out)
-    assert loaded is not None and loaded.path == out / PREV
+    assert loaded is not None and loaded.path == out / LAST and loaded.state["step"] == 1
     assert all(torch.equal(before[k], loaded.tensors[k]) for k in before)
 
 
