@@ -29,6 +29,11 @@ INTERNAL_ERROR_EXIT = 1
 DEBUG_ENV = "LVG_DEBUG"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while a command runs (:func:`lvg.cli.main` raises it from the signal handler): unwinds like Ctrl-C,
+    so every ``finally`` and context manager removes its temporary files, then exits 143."""
+
+
 def one_line(text: str) -> str:
     """Join a message's non-empty lines with ``"; "`` so the CLI always prints exactly one line."""
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
@@ -38,7 +43,8 @@ def handle_errors(fn: F) -> F:
     """Decorate a typer command so that it never prints a traceback.
 
     - :class:`LVGError` -> ``error: <message>`` on stderr, exit ``exc.exit_code`` (2);
-    - ``KeyboardInterrupt`` -> ``interrupted``, exit 130;
+    - ``KeyboardInterrupt`` -> ``interrupted``, exit 130; :class:`Terminated` (SIGTERM) -> ``terminated``, 143;
+    - ``OSError`` (a path the system refused that no check named first) -> ``error: <reason>: <path>``, exit 2;
     - ``MemoryError`` -> ``error: out of memory ...``, exit 1;
     - any other exception (a bug) -> ``error: internal error: <Type>: <first line>``, exit 1, unless the
       environment sets ``LVG_DEBUG=1``, which re-raises it (full traceback) for debugging.
@@ -53,11 +59,18 @@ def handle_errors(fn: F) -> F:
         except LVGError as exc:
             typer.echo(f"error: {one_line(str(exc)) or type(exc).__name__}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            typer.echo("terminated" if terminated else "interrupted", err=True)
+            raise typer.Exit(143 if terminated else 130) from None
         except (typer.Exit, typer.Abort, TyperException):
             raise
+        except OSError as exc:
+            # A path the system refuses (a name over its limit, a folder that is a file, no permission) that no
+            # check named first: still the user's to fix, so one line and exit 2 like any LVGError.
+            where = f": {exc.filename}" if exc.filename else ""
+            typer.echo(f"error: {exc.strerror or first_line(exc)}{where}", err=True)
+            raise typer.Exit(2) from None
         except Exception as exc:
             if os.environ.get(DEBUG_ENV, "") == "1":
                 raise

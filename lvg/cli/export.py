@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -59,17 +60,26 @@ def export(
     outputs = {"--out": onnx_out} if fmt == "onnx" else {"--out": engine_out, "the intermediate ONNX file": onnx_out}
     check_outputs([ckpt, tokenizer, *tokenizer_sidecars(ckpt)], outputs)
     bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
-    report = export_onnx(checkpoint, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify,
-                         check=check)
-    bar.update(1)
-    data = {"onnx": report.to_dict()}
-    if fmt != "onnx":
-        from lvg.export.trt import build_engine
-
-        eng = build_engine(onnx_out, engine_out, batch=batch, fp16=fp16, workspace_gib=workspace)
+    onnx_existed = os.path.lexists(onnx_out)
+    try:
+        report = export_onnx(checkpoint, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify,
+                             check=check)
         bar.update(1)
-        data["engine"] = eng.to_dict()
-    bar.close()
+        data = {"onnx": report.to_dict()}
+        if fmt != "onnx":
+            from lvg.export.trt import build_engine
+
+            eng = build_engine(onnx_out, engine_out, batch=batch, fp16=fp16, workspace_gib=workspace)
+            bar.update(1)
+            data["engine"] = eng.to_dict()
+    except BaseException:
+        # Each file is written whole or not at all; a failed engine build also takes back the ONNX file it was
+        # built from, when this command created it: a failed command leaves none of its new outputs.
+        if fmt != "onnx" and not onnx_existed:
+            onnx_out.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
     if json_out:
         echo_json(data)
         return

@@ -62,12 +62,7 @@ def infer(
         g = Grounder.load(model, backend=backend, device=device, tokenizer=tokenizer)
         result = g.predict(image, text, task=task, mask_threshold=threshold, return_attention=attention is not None)
     echo_warnings(caught)
-    if out is not None:
-        result.save_overlay(out)
-    if mask is not None:
-        result.save_mask(mask)
-    if attention is not None:
-        result.save_attention(attention)
+    result.write_outputs(overlay=out, mask=mask, attention=attention)  # all of them, or none
     if json_out:
         data = result.to_dict()
         data["outputs"] = {k: str(v) for k, v in (("overlay", out), ("mask", mask), ("attention", attention)) if v}

@@ -5,6 +5,8 @@ is renamed over its name once complete.
   over the destination (an existing file is replaced in one step, never left half-written); on every exit
   path that is not a success (an exception, ``KeyboardInterrupt``, the ``SystemExit`` a handled SIGTERM
   raises) the temporary file is removed.
+- :func:`scratch_path`: a temporary file beside an output for intermediate data (an exporter's own file),
+  removed on every exit path.
 - :class:`OutputSet`: several files of one command (an overlay and a mask, an engine and its sidecar): all
   are written to temporary files first and renamed only when every one was written, so a command that fails
   leaves none of its new outputs.
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from lvg.errors import InputError, LVGError
 
-__all__ = ["OutputSet", "atomic_output", "remove_stale", "temp_path"]
+__all__ = ["OutputSet", "atomic_output", "remove_stale", "scratch_path", "temp_path"]
 
 
 def temp_path(dest: Path) -> Path:
@@ -76,6 +78,19 @@ def atomic_output(dest: str | os.PathLike[str], *, error: type[LVGError] = Input
     """
     with OutputSet(error=error) as outputs:
         yield outputs.stage(dest)
+
+
+@contextmanager
+def scratch_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """``with scratch_path(out) as tmp``: a temporary file beside ``out`` (named like its temporaries, so the
+    next write of ``out`` removes it if this process is killed outright), removed when the block ends."""
+    dest = Path(dest)
+    remove_stale(dest)
+    tmp = temp_path(dest)
+    try:
+        yield tmp
+    finally:
+        _unlink(tmp)
 
 
 class OutputSet:

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from lvg.config import ModelConfig
 from lvg.core import artifact as art
+from lvg.core.atomic import atomic_output, scratch_path
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import Tokenizer, check_vocabulary
 from lvg.errors import InputError, LVGError, require
@@ -324,9 +325,13 @@ def export_onnx(
     tok = _tokenizer(source, tokenizer)
     cfg: ModelConfig = model.cfg  # type: ignore[assignment]
     wrapper = ExportWrapper(model).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        raw = Path(tmp) / "raw.onnx"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder for {out}: {exc.strerror or exc}") from None
+    # The exporter's own file is a temporary file beside the output (never a folder): removed on every exit
+    # path, and by the next export of the same output if this process is killed outright.
+    with scratch_path(out) as raw:
         _torch_export(wrapper, cfg, raw, opset, exporter)
         proto = onnx.load(str(raw))
     simplified = False
@@ -361,18 +366,17 @@ def export_onnx(
         entry.key, entry.value = key, value
     proto.producer_name = "latent-vg"
     onnx.checker.check_model(proto)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    try:
-        onnx.save(proto, str(tmp_out))
+    with atomic_output(out) as tmp_out:
+        try:
+            onnx.save(proto, str(tmp_out))
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
         report_check = check_onnx(tmp_out, model) if check else None
         if report_check is not None and not report_check.passed:
             raise LVGError(
                 f"exported {precision} model does not match torch: max |prob diff| {report_check.max_abs_prob:.3g} "
                 f"(tolerance {report_check.tolerance:g}), mask agreement {report_check.mask_agreement:.4f}"
             )
-        os.replace(tmp_out, out)
-    finally:
-        tmp_out.unlink(missing_ok=True)
     return ExportReport(
         path=out, precision=precision, opset=opset, nodes=len(proto.graph.node),
         seconds=time.perf_counter() - start, simplified=simplified, check=report_check, metadata=meta,

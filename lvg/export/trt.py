@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lvg.core import artifact as art
+from lvg.core.atomic import OutputSet
 from lvg.core.model_file import ModelFile
 from lvg.errors import InputError, LVGError, require
 
@@ -112,10 +113,6 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise LVGError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, out)
     precision = "fp16" if fp16 or info.precision == "fp16" else "fp32"
     side_meta = dict(meta)  # the ONNX file's own metadata, plus what the engine adds
     side_meta.update(
@@ -127,7 +124,13 @@ def build_engine(
         }
     )
     sidecar = art.engine_sidecar(out)
-    sidecar.write_text(json.dumps(side_meta, indent=1, sort_keys=True), encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with OutputSet() as outputs:  # the engine and its sidecar together, or neither
+            outputs.stage(out).write_bytes(bytes(serialized))
+            outputs.stage(sidecar).write_text(json.dumps(side_meta, indent=1, sort_keys=True), encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
     return EngineReport(
         path=out, sidecar=sidecar, batch=batch, precision=precision, trt_version=str(trt.__version__),
         strongly_typed=strongly_typed, seconds=time.perf_counter() - start,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lvg.core.atomic import OutputSet
 from lvg.errors import InputError
 from lvg.runtime.draw import attention_panel, overlay
 
@@ -103,11 +104,9 @@ class Result:
 
     def save_mask(self, path: str | os.PathLike[str]) -> Path:
         """Write the mask as an 8-bit grayscale image (255 = mask, 0 = background) of the image's size, in a
-        lossless format named by the suffix (``.png``, ``.tif``, ``.bmp``; no suffix: PNG)."""
-        p = Path(path)
-        _parent(p)
-        _write_image(Image.fromarray(self.mask.astype(np.uint8) * 255), p, lossless=True)
-        return p
+        lossless format named by the suffix (``.png``, ``.tif``, ``.bmp``; no suffix: PNG). Like every writer
+        here it writes a temporary file beside ``path`` and renames it: ``path`` is whole or unchanged."""
+        return self.write_outputs(mask=path)["mask"]
 
     def overlay(self, *, alpha: float = 0.5, label: bool = True) -> np.ndarray:
         """uint8 (H, W, 3): the image with the mask tinted red and the box outlined green."""
@@ -121,20 +120,47 @@ class Result:
     def save_overlay(self, path: str | os.PathLike[str], *, alpha: float = 0.5, label: bool = True) -> Path:
         """Write :meth:`overlay` in the format the suffix names (``.png``, ``.jpg``, ``.webp``, ...; no suffix:
         PNG)."""
-        p = Path(path)
-        _parent(p)
-        _write_image(Image.fromarray(self.overlay(alpha=alpha, label=label)), p)
-        return p
+        return self.write_outputs(overlay=path, alpha=alpha, label=label)["overlay"]
 
     def save_attention(self, path: str | os.PathLike[str]) -> Path:
         """Write the per-expression attention maps side by side over the image (paper Fig. 4), in the
         format the suffix names (no suffix: PNG)."""
-        if self.attention is None or self.image is None:
-            raise InputError("no attention maps: predict with return_attention=True on a .safetensors checkpoint")
-        p = Path(path)
-        _parent(p)
-        _write_image(Image.fromarray(attention_panel(self.image, self.attention)), p)
-        return p
+        return self.write_outputs(attention=path)["attention"]
+
+    def write_outputs(self, *, overlay: str | os.PathLike[str] | None = None,
+                      mask: str | os.PathLike[str] | None = None, attention: str | os.PathLike[str] | None = None,
+                      alpha: float = 0.5, label: bool = True) -> dict[str, Path]:
+        """Write any of the overlay, the mask and the attention panel together: each goes to a temporary file
+        beside it, and they are renamed into place only when every one was written, so a failure (a full
+        disk, a folder that cannot be created, an unknown suffix) leaves none of the new files and every
+        existing one unchanged. Returns the paths written, by name.
+
+        Raises:
+            InputError: an output cannot be written (its message names it).
+        """
+        wanted = {"overlay": overlay, "mask": mask, "attention": attention}
+        paths = {name: Path(p) for name, p in wanted.items() if p is not None}
+        formats = {name: _image_format(p, lossless=name == "mask") for name, p in paths.items()}
+        images = {}
+        for name in paths:  # everything that can fail before a byte is written
+            if name == "overlay":
+                images[name] = Image.fromarray(self.overlay(alpha=alpha, label=label))
+            elif name == "mask":
+                images[name] = Image.fromarray(self.mask.astype(np.uint8) * 255)
+            else:
+                if self.attention is None or self.image is None:
+                    raise InputError("no attention maps: predict with return_attention=True on a .safetensors "
+                                     "checkpoint")
+                images[name] = Image.fromarray(attention_panel(self.image, self.attention))
+        with OutputSet() as outputs:
+            for name, p in paths.items():
+                _parent(p)
+                tmp = outputs.stage(p)
+                try:
+                    images[name].save(tmp, format=formats[name])
+                except OSError as exc:
+                    raise InputError(f"cannot write {p}: {exc.strerror or exc}") from None
+        return paths
 
 
 def _parent(p: Path) -> None:
@@ -148,17 +174,18 @@ def _parent(p: Path) -> None:
 _LOSSLESS = frozenset({"PNG", "TIFF", "BMP"})
 
 
-def _write_image(img: Image.Image, p: Path, *, lossless: bool = False) -> None:
-    """Save ``img`` in the format ``p``'s suffix names; an unknown or (for masks) lossy one is an error,
-    never an image written in another format than its name says."""
-    if p.is_dir():
+def _image_format(p: Path, *, lossless: bool = False) -> str:
+    """The Pillow format ``p``'s suffix names; an unknown or (for masks) lossy one is an error, never an image
+    written in another format than its name says."""
+    try:
+        is_dir = p.is_dir()
+    except OSError as exc:  # a name over the system's limit
+        raise InputError(f"cannot write {p}: {exc.strerror or exc}") from None
+    if is_dir:
         raise InputError(f"cannot write {p}: it is a directory")
     fmt = Image.registered_extensions().get(p.suffix.lower(), None) if p.suffix else "PNG"
     if fmt is None or fmt not in Image.SAVE:
         raise InputError(f"cannot write {p}: unknown image suffix {p.suffix!r} (use .png)")
     if lossless and fmt not in _LOSSLESS:
         raise InputError(f"cannot write the mask as {fmt} ({p}): it is lossy; use .png")
-    try:
-        img.save(p, format=fmt)
-    except OSError as exc:
-        raise InputError(f"cannot write {p}: {exc.strerror or exc}") from None
+    return fmt

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +55,34 @@ def test_usage_errors_are_one_line_with_exit_2(monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 0 and "Usage" in capsys.readouterr().out
+
+
+def _lvg_command() -> list[str]:
+    import shutil
+
+    exe = shutil.which("lvg") or str(Path(sys.executable).with_name("lvg"))
+    return [exe] if Path(exe).exists() else [sys.executable, "-m", "lvg.cli"]
+
+
+@pytest.mark.parametrize("entry", ["console-script", "module"])
+def test_sigint_at_any_moment_of_start_up_exits_130_without_a_traceback(micro, entry: str) -> None:
+    # Ctrl-C while lvg's modules import, while the model loads, while it runs: one line at most, exit 130, no
+    # traceback. Before the interpreter runs a line of lvg (its own start-up, its `site` import, finding the
+    # lvg package) nothing of lvg's can act: those cases (no frame of lvg in the traceback, or death by the
+    # signal) are counted, not judged.
+    command = _lvg_command() if entry == "console-script" else [sys.executable, "-m", "lvg.cli"]
+    command += ["infer", str(micro.image), "the man on the left", "--model", str(micro.onnx)]
+    codes = []
+    for delay in [i * 0.02 for i in range(16)] + [0.5, 0.8]:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+        if "Traceback" in stderr and not re.search(r'File "[^"]*/lvg/', stderr):  # before any line of lvg
+            codes.append("start-up")
+            continue
+        assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, (delay, stderr)
+        assert proc.returncode in (130, -signal.SIGINT, 0), (delay, proc.returncode, stderr)
+        assert stderr.strip() in ("", "interrupted") or proc.returncode == 0, (delay, stderr)
+        codes.append(proc.returncode)
+    assert codes.count(130) >= len(codes) // 2 and codes.count("start-up") <= 4, codes
