@@ -124,6 +124,8 @@ class ModelFile:
             TokenizerError: the tokenizer has more ids than the model's vocabulary.
         """
         if explicit is not None:
+            if not isinstance(explicit, (str, os.PathLike, bytes)):
+                raise InputError(f"a tokenizer must be a path or sentencepiece bytes, got {type(explicit).__name__}")
             if isinstance(explicit, bytes):
                 tok, what = Tokenizer.from_bytes(explicit), "the given tokenizer"
             else:

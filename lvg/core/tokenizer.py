@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
@@ -108,14 +109,19 @@ class Tokenizer:
         Raises:
             ArtifactError: the file is missing, a directory, unreadable or not a sentencepiece model.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"a tokenizer path must be a str or os.PathLike, got {type(path).__name__}")
         p = Path(path)
-        if not p.exists():
-            raise ArtifactError(f"tokenizer model not found: {p}")
-        if p.is_dir():
-            raise ArtifactError(f"tokenizer model path is a directory: {p}")
         try:
+            st = p.stat()
+            if stat.S_ISDIR(st.st_mode):
+                raise ArtifactError(f"tokenizer model path is a directory: {p}")
+            if not stat.S_ISREG(st.st_mode):
+                raise ArtifactError(f"tokenizer model path is not a regular file: {p}")
             data = p.read_bytes()
-        except OSError as exc:
+        except FileNotFoundError:
+            raise ArtifactError(f"tokenizer model not found: {p}") from None
+        except OSError as exc:  # no permission, a name over the system's limit
             raise ArtifactError(f"cannot read tokenizer model {p}: {exc.strerror or exc}") from None
         return cls(data, name=str(p))
 

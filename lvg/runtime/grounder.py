@@ -161,6 +161,8 @@ class Grounder:
     # ------------------------------------------------------------------ prediction
 
     def _task(self, task: str | None) -> str:
+        if task is not None and not isinstance(task, str):
+            raise InputError(f"task must be one of {', '.join(TASKS)} or None, got {type(task).__name__}")
         task = self.default_task if task is None else task.lower()
         if task not in TASKS:
             raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -228,9 +230,14 @@ class Grounder:
         mask_threshold: float | None = None,
         return_attention: bool = False,
     ) -> list[Result]:
-        """:meth:`predict` over pairs ``(images[i], texts[i])`` in as few backend calls as the model allows."""
-        if isinstance(texts, str):
-            raise InputError("predict_batch takes a list of texts; use predict for one")
+        """:meth:`predict` over pairs ``(images[i], texts[i])`` in as few backend calls as the model allows.
+
+        ``images`` and ``texts`` may be any iterables (lists, tuples, generators; a (B, H, W, 3) uint8 array is
+        B images); a single image or a single string is refused with a hint to use :meth:`predict`.
+        """
+        images, texts = _as_list(images, "images"), _as_list(texts, "texts")
+        if not isinstance(return_attention, bool):
+            raise InputError(f"return_attention must be True or False, got {type(return_attention).__name__}")
         if len(images) != len(texts):
             raise InputError(f"got {len(images)} images but {len(texts)} texts")
         if not len(images):
@@ -288,3 +295,16 @@ class Grounder:
     def __repr__(self) -> str:
         return f"Grounder({self.config.name!r}, backend={self._backend.name!r}, device={self._backend.device!r})"
 
+
+def _as_list(items: object, what: str) -> list:
+    """``items`` (any iterable of images or of texts) as a list; one image or one text is an :class:`InputError`."""
+    if isinstance(items, (str, bytes)) or (what == "images" and isinstance(items, (str, os.PathLike))):
+        raise InputError(f"predict_batch takes a sequence of {what}, got one {type(items).__name__}; use predict "
+                         "for one")
+    if isinstance(items, np.ndarray) and (what != "images" or items.ndim != 4):
+        raise InputError(f"predict_batch takes a sequence of {what}; a numpy array of shape {items.shape} is one "
+                         "image (a batch of images is a (B, H, W, 3) array): use predict for one")
+    try:
+        return list(items)  # type: ignore[call-overload]
+    except TypeError:
+        raise InputError(f"predict_batch takes a sequence of {what}, got {type(items).__name__}") from None

@@ -26,9 +26,12 @@ def open_backend(path: str | os.PathLike[str] | ModelFile, *, backend: str = "au
 
     Raises:
         ArtifactError: unknown suffix, a pickle, or a file that is not a Latent-VG model.
-        InputError: a backend name that does not fit the file type.
+        InputError: a backend name that does not fit the file type, or a backend / device that is no string.
         MissingDependencyError: the backend's optional dependency is missing (names the extra).
     """
+    for name, value in (("backend", backend), ("device", device)):
+        if not isinstance(value, str):
+            raise InputError(f"{name} must be a string such as 'auto', got {type(value).__name__}")
     model_file = ModelFile.open(path)
     kind = model_file.kind
     if backend != "auto":
