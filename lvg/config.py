@@ -20,11 +20,20 @@ ThresholdRule = Literal["mean", "none", "topk"]
 ConceptInit = Literal["orthogonal", "normal"]
 KernelImpl = Literal["reference", "triton", "auto"]
 ClassPool = Literal["cls", "cls_mean"]
+PositionInit = Literal["random", "sincos"]
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """BEiT-3 multiway encoder. Defaults are BEiT-3 base."""
+    """BEiT-3 multiway encoder. Defaults are BEiT-3 base.
+
+    ``init_std`` and ``position_init`` only matter for weights that no checkpoint overwrites (training from
+    scratch): ``init_std = 0`` keeps PyTorch's default initialisation; ``init_std > 0`` draws every linear
+    layer and embedding of the model from a normal distribution of that std truncated at 2 std, with zero
+    biases (BEiT-3's and ViT's scheme, 0.02 there). ``position_init = "sincos"`` starts the patch rows of
+    the vision position table as a fixed 2-D sine-cosine code (MAE's), so that a patch's row and column are
+    readable from its token before anything is learnt; the table stays trainable.
+    """
 
     img_size: int = 480
     patch_size: int = 16
@@ -38,6 +47,8 @@ class EncoderConfig:
     layernorm_eps: float = 1e-5
     dropout: float = 0.0
     drop_path_rate: float = 0.0
+    init_std: float = 0.0
+    position_init: PositionInit = "random"
 
     @property
     def grid(self) -> int:
@@ -170,6 +181,10 @@ class ModelConfig:
             problems.append(f"head.pyramid_layers {head.pyramid_layers} must lie in 1..{enc.depth}")
         if head.gres and enc.embed_dim % head.empty_heads:
             problems.append(f"embed_dim {enc.embed_dim} not divisible by head.empty_heads {head.empty_heads}")
+        if not 0 <= enc.init_std <= 1:
+            problems.append(f"encoder.init_std must lie in 0..1, got {enc.init_std}")
+        if enc.position_init == "sincos" and enc.embed_dim % 4:
+            problems.append(f"position_init 'sincos' needs embed_dim divisible by 4, got {enc.embed_dim}")
         if pre.max_text_len < 2 or pre.max_text_len > enc.max_text_positions:
             problems.append(f"max_text_len {pre.max_text_len} must lie in 2..{enc.max_text_positions}")
         if problems:
@@ -336,7 +351,8 @@ def _small(gres: bool, latent: bool, name: str) -> ModelConfig:
     return ModelConfig(
         name=name,
         encoder=EncoderConfig(
-            patch_size=32, embed_dim=192, depth=6, num_heads=6, ffn_dim=768, vocab_size=1000, max_text_positions=64
+            patch_size=32, embed_dim=192, depth=6, num_heads=6, ffn_dim=768, vocab_size=1000, max_text_positions=64,
+            init_std=0.02, position_init="sincos",
         ),
         latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres),
         head=HeadConfig(

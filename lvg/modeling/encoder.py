@@ -186,6 +186,35 @@ class TransformerStack(nn.Module):
         self.layer_norm = Multiway(lambda: nn.LayerNorm(cfg.embed_dim, eps=cfg.layernorm_eps))
 
 
+def sincos_2d(dim: int, grid: int) -> Tensor:
+    """MAE's fixed 2-D position code ``(grid * grid, dim)``, rows in raster order: the first half of the
+    channels encodes the row, the second half the column, each as sines and cosines of geometric
+    frequencies."""
+    if dim % 4:
+        raise ValueError(f"dim must be divisible by 4, got {dim}")
+    quarter = dim // 4
+    freq = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                                indexing="ij")
+
+    def code(pos: Tensor) -> Tensor:
+        angle = pos.reshape(-1, 1) * freq[None]  # (grid*grid, dim/4)
+        return torch.cat([angle.sin(), angle.cos()], dim=1)  # (grid*grid, dim/2)
+
+    return torch.cat([code(rows), code(cols)], dim=1).float()
+
+
+def truncated_normal_init(module: nn.Module, std: float) -> None:
+    """BEiT-3's and ViT's initialisation: every linear layer's and embedding's weight from N(0, std^2)
+    truncated at 2 std, linear biases zero. Other parameters (norms, convolutions, learned tokens with
+    their own initialisation) keep theirs."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
 class BEiT3(nn.Module):
     """Embeddings + multiway transformer, with parameter names of the official ``beit3`` module."""
 
@@ -195,6 +224,16 @@ class BEiT3(nn.Module):
         self.text_embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
         self.vision_embed = VisionEmbedding(cfg)
         self.encoder = TransformerStack(cfg)
+        self.init_positions()
+
+    def init_positions(self) -> None:
+        """Apply ``cfg.position_init`` to the patch rows of the vision position table (after the fairseq
+        offset and the class token's row); ``"random"`` leaves the table as it is."""
+        if self.cfg.position_init == "sincos":
+            start = PositionTables.OFFSET + 1
+            with torch.no_grad():
+                self.encoder.embed_positions.A.weight[start : start + self.cfg.num_patches] = sincos_2d(
+                    self.cfg.embed_dim, self.cfg.grid)
 
     def embed(self, image: Tensor, text_ids: Tensor) -> tuple[Tensor, Tensor]:
         """Token embeddings with positions: vision ``(B, 1 + n, d)`` and text ``(B, L, d)``."""

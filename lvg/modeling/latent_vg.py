@@ -15,7 +15,7 @@ from lvg.config import ModelConfig
 from lvg.kernels import get_vci, resolve_impl
 from lvg.modeling.concept_injector import ConceptInjector
 from lvg.modeling.empty_head import EmptyHead
-from lvg.modeling.encoder import BEiT3
+from lvg.modeling.encoder import BEiT3, truncated_normal_init
 from lvg.modeling.latent_init import LatentExpressionInit
 from lvg.modeling.pixel_decoder import PixelDecoder
 from lvg.modeling.subject_distributor import SubjectDistributor
@@ -82,6 +82,9 @@ class LatentVG(nn.Module):
         self.pixel_decoder = PixelDecoder(head, enc)
         self.empty_head = EmptyHead(d, head.empty_heads, enc.layernorm_eps) if head.gres else None
         self._pyramid = {i - 1: j for j, i in enumerate(head.pyramid_layers)}  # layer index -> level slot
+        if enc.init_std > 0:
+            truncated_normal_init(self, enc.init_std)
+            self.beit3.init_positions()  # the truncated normal overwrote the position code
 
     def forward(
         self, image: Tensor, text_ids: Tensor, text_mask: Tensor, *, return_attention: bool = False

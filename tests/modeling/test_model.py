@@ -264,3 +264,28 @@ def test_cls_mean_makes_the_untrained_text_embedding_depend_on_the_words():
         return 1 - ((t @ t.T).sum() - 8) / 56  # 1 - mean off-diagonal cosine
 
     assert spread(mean_model) > 3 * spread(cls_model)
+
+
+def test_from_scratch_initialisation_of_the_small_variants(tmp_path):
+    from dataclasses import replace
+
+    from lvg.modeling import load_weights, save_checkpoint
+    from lvg.modeling.encoder import sincos_2d
+
+    code = sincos_2d(64, 7)  # (49, 64)
+    # A position's code is closest to itself: row/column are readable by a dot product.
+    assert (code @ code.T).argmax(dim=1).tolist() == list(range(49))
+    model = build_model("lvg-s")
+    enc = model.cfg.encoder
+    rows = model.beit3.encoder.embed_positions.A.weight[3:3 + enc.num_patches]
+    assert torch.equal(rows, sincos_2d(enc.embed_dim, enc.grid))
+    w = model.beit3.encoder.layers[0].self_attn.q_proj.A.weight
+    assert abs(float(w.std()) - 0.02) < 0.003 and float(w.abs().max()) <= 0.04 + 1e-6
+    assert float(model.beit3.encoder.layers[0].ffn.A.fc1.bias.abs().max()) == 0.0
+    default = build_model("lvg-tiny").beit3.encoder.layers[0].self_attn.q_proj.A.weight
+    assert float(default.std()) > 0.05  # PyTorch's own initialisation where init_std is 0
+    # Initialisation settings are not architecture: weights of the same model made under other ones load.
+    tiny = get_config("lvg-tiny")
+    other = tiny.replace(encoder=replace(tiny.encoder, init_std=0.02, position_init="sincos"))
+    path = save_checkpoint(build_model("lvg-tiny"), tmp_path / "t.safetensors")
+    load_weights(build_model(other), path)
