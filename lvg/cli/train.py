@@ -53,12 +53,19 @@ def train_command(
     save_every: int | None = typer.Option(None, help="Checkpoint every N steps."),
     log_every: int | None = typer.Option(None, help="Log every N steps."),
     seed: int | None = typer.Option(None, help="Random seed."),
-    amp: str | None = typer.Option(None, help="Mixed precision on CUDA: off | bf16 | fp16."),
+    amp: str | None = typer.Option(None, help="Mixed precision: off | bf16 (CPU or CUDA) | fp16 (CUDA)."),
+    threads: int | None = typer.Option(None, min=0, help="Intra-op threads of this process (0: PyTorch's default)."),
+    stage: str | None = typer.Option(None, help="ground (the paper's training) | pretrain (the encoder alone)."),
+    sentences_per_image: int | None = typer.Option(
+        None, "--sentences-per-image", min=1, help="Sentences per image in a batch (must divide --batch-size)."),
     contrastive: str | None = typer.Option(None, help="pos_margin | infonce | triplet | arcface."),
     pretrained: str | None = typer.Option(None, help="Official BEiT-3 .pth for the backbone."),
     init: str | None = typer.Option(
         None, "--init", help="Start from this Latent-VG checkpoint's weights (same variant; new optimizer and "
         "schedule)."),
+    init_parts: str | None = typer.Option(
+        None, "--init-parts", help="all | backbone: what --init loads (backbone: the encoder only, from any "
+        "variant of the same encoder, e.g. a pretraining run)."),
     tokenizer: str | None = typer.Option(
         None, help="Sentencepiece file (default: the --init checkpoint's own, else the one beside the data)."),
     val_split: str | None = typer.Option(None, help="Validation split ('' disables evaluation)."),
@@ -79,7 +86,8 @@ def train_command(
     cfg = _train_config(config, {
         "variant": variant, "data": data, "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "eval_every": eval_every, "eval_text_swap": eval_text_swap, "save_every": save_every,
-        "log_every": log_every, "seed": seed, "amp": amp,
+        "log_every": log_every, "seed": seed, "amp": amp, "threads": threads, "stage": stage,
+        "sentences_per_image": sentences_per_image, "init_parts": init_parts,
         "contrastive": contrastive, "pretrained": pretrained, "init_from": init, "tokenizer": tokenizer,
         "num_workers": num_workers,
     }, resume_from=out if resume else None)
@@ -135,12 +143,13 @@ def eval_command(
     require("torch", extra="train", purpose="evaluation")
     require("safetensors", extra="train", purpose="evaluation")
 
+    from lvg.core.artifact import in_own_folder
     from lvg.core.model_file import ModelFile
     from lvg.runtime.backends import open_backend
     from lvg.runtime.grounder import Grounder, default_model_path
     from lvg.train.data import open_dataset
     from lvg.train.evaluate import evaluate
-    from lvg.train.run_data import tokenizer_for_checkpoint
+    from lvg.train.run_data import find_tokenizer, tokenizer_for_checkpoint
 
     with messages_as_lines():
         model_file = ModelFile.open(default_model_path() if ckpt is None else ckpt)
@@ -150,8 +159,15 @@ def eval_command(
         grounder = None if model_file.kind == "torch" else Grounder.load(model_file, device=device or "auto",
                                                                          tokenizer=tokenizer)
         backend = grounder.backend if grounder else open_backend(model_file, device=device or "auto")
-        # The dataset first: a wrong --data is the error to report, not the tokenizer missing beside it.
-        source = open_dataset(data, split=split, prefer_gres=cfg.head.gres or task == "gres")
+        # The dataset first: a wrong --data is the error to report, not the tokenizer missing beside it. The
+        # task picks the layout of a dataset that has both (a synthetic one): GRES reads the gREFER refs, RIS and
+        # REC the REFER ones; without a task, the model's head decides.
+        source = open_dataset(data, split=split, prefer_gres=task == "gres" or (task is None and cfg.head.gres))
+        if task == "rec":
+            source = _with_targets(source)
+        if grounder is None and tokenizer is None and model_file.info.tokenizer_bytes is None:
+            # The tokenizer the config names is looked up in the data folder: it must really be there.
+            in_own_folder(find_tokenizer(data, cfg.preprocess.tokenizer), "tokenizer")
         tok = grounder.tokenizer if grounder else tokenizer_for_checkpoint(model_file, data, cfg, tokenizer)
         metrics = evaluate(backend, source, split, tok, task=task, batch_size=batch_size,
                            max_sentences=max_sentences, text_swap=text_swap, mask_threshold=threshold,
@@ -160,6 +176,20 @@ def eval_command(
         echo_json({"checkpoint": str(model_file.path), "variant": cfg.name, **metrics})
     else:
         typer.echo(format_metrics(metrics))
+
+
+def _with_targets(source: Any) -> Any:
+    """``source`` without its no-target refs, with a warning naming how many were left out: REC scores a box
+    against the ground-truth box, which a no-target ref does not have."""
+    import warnings
+
+    kept = source.with_targets()
+    left = len(source.samples) - len(kept.samples)
+    if left:
+        warnings.warn(f"REC is scored on the {len(kept.samples)} refs that have a target; {left} refs with no target "
+                      f"({source.num_sentences() - kept.num_sentences()} sentences) are left out", UserWarning,
+                      stacklevel=2)
+    return kept
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

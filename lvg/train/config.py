@@ -28,12 +28,32 @@ Amp = Literal["off", "bf16", "fp16"]
 Contrastive = Literal["pos_margin", "infonce", "triplet", "arcface"]
 Schedule = Literal["cosine", "constant"]
 Task = Literal["ris", "rec", "gres"]
+Stage = Literal["ground", "pretrain"]
+InitParts = Literal["all", "backbone"]
+ExpressionKind = Literal["attribute", "position", "relation", "multi", "none"]
+
+
+@dataclass(frozen=True)
+class CurriculumStep:
+    """Sentences of ``kind`` join the training data once ``start`` (a fraction of the run's steps) is reached.
+
+    Kinds are those of the synthetic expressions (:func:`lvg.train.synth.expression_kind`); every
+    sentence of a dataset without such templates counts as ``"attribute"``.
+    """
+
+    kind: ExpressionKind
+    start: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < 1:
+            raise ConfigError(f"curriculum start of {self.kind!r} must lie in [0, 1), got {self.start}")
 
 #: Fields whose change between a checkpoint and a resumed run breaks "resume continues exactly".
 EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
-    "contrastive", "gamma", "tau", "loss_no_target", "seed", "pretrained", "tokenizer",
+    "contrastive", "gamma", "tau", "loss_no_target", "seed", "pretrained", "tokenizer", "stage",
+    "sentences_per_image", "curriculum", "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability",
 )
 
 
@@ -67,7 +87,24 @@ class TrainConfig:
     ``init_from``: optional Latent-VG checkpoint (``.safetensors``, e.g. another run's ``last``) of the same
     variant whose model weights start this run; the optimizer, schedule, step count and data order start
     fresh. It fine-tunes a trained model, or gives a finished run a second schedule, as a new run that
-    ``--resume`` continues like any other. Exclusive with ``pretrained``.
+    ``--resume`` continues like any other. Exclusive with ``pretrained``. ``init_parts = "backbone"`` takes
+    only the encoder (``beit3.*``) from it, so that a pretraining run (``stage = "pretrain"``) of one
+    variant starts the grounding runs of its twins (e.g. ``lvg-s-nolatent``) on the same footing.
+
+    ``stage = "pretrain"`` trains the encoder alone on dense targets (:mod:`lvg.train.pretrain`): per
+    patch, the shape, colour, size and texture of the object covering it (or background) and that object's
+    centre; per text token, the masked word pieces (``mlm_probability`` of the words are replaced by
+    ``<unk>``) given the image. Its losses are ``loss_attributes * CE + loss_centre * smooth-L1 + loss_mlm *
+    CE``. It needs the synthetic data's per-object attributes; the grounding losses are not used.
+
+    Grounding batches: with ``sentences_per_image = K > 1`` a batch holds ``batch_size / K`` images with
+    K sentences each, about different targets where the image has them, so that a mask that ignores the
+    sentence is wrong within the batch. Samples are then drawn with replacement per step (a pure function
+    of ``seed`` and the step, so resuming stays exact); ``epochs`` counts ``len(train split) /
+    batch_size`` steps. ``curriculum`` delays expression kinds (``CurriculumStep``: position and relation
+    expressions after the attribute ones, say); kinds it does not name are used from step 0.
+    ``threads`` sets the process's intra-op threads (0: PyTorch's default). ``amp = "bf16"`` runs the
+    forward pass under bfloat16 autocast on CPUs and GPUs alike; ``"fp16"`` needs CUDA.
     """
 
     variant: str = "lvg-tiny"
@@ -106,6 +143,15 @@ class TrainConfig:
     tokenizer: str | None = None
     kernel_impl: KernelImpl = "auto"
     find_unused_parameters: bool = False
+    init_parts: InitParts = "all"
+    stage: Stage = "ground"
+    sentences_per_image: int = 1
+    curriculum: tuple[CurriculumStep, ...] = ()
+    loss_attributes: float = 1.0
+    loss_centre: float = 10.0
+    loss_mlm: float = 1.0
+    mlm_probability: float = 0.3
+    threads: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -124,7 +170,18 @@ class TrainConfig:
             problems.append(f"min_lr_ratio must be <= 1, got {self.min_lr_ratio}")
         if not self.tau > 0:
             problems.append(f"tau must be > 0, got {self.tau}")
-        for name in ("warmup_steps", "eval_every", "eval_max_sentences", "save_every", "log_every", "num_workers"):
+        if self.sentences_per_image < 1 or self.batch_size % self.sentences_per_image:
+            problems.append(f"sentences_per_image must be >= 1 and divide batch_size {self.batch_size}, got "
+                            f"{self.sentences_per_image}")
+        if len({c.kind for c in self.curriculum}) != len(self.curriculum):
+            problems.append("curriculum names a kind twice")
+        if not 0 < self.mlm_probability < 1:
+            problems.append(f"mlm_probability must lie in (0, 1), got {self.mlm_probability}")
+        for name in ("loss_attributes", "loss_centre", "loss_mlm"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "eval_max_sentences", "save_every", "log_every", "num_workers",
+                     "threads"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
         if self.pretrained and self.init_from:

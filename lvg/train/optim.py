@@ -61,11 +61,20 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` at the run's peak learning rate (the paper's default when unset)."""
+def build_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups` at the run's peak learning rate (the paper's default when unset).
+
+    ``extra``: modules trained beside the model (the pretraining heads), as new parts at ``lr``; their groups
+    come after the model's, so the model's optimizer state keeps its indices."""
     lr = cfg.resolved_lr(model.cfg.head.gres)  # type: ignore[union-attr]
-    return torch.optim.AdamW(param_groups(model, lr, cfg.backbone_lr_mult, cfg.weight_decay), lr=lr,
-                             betas=(0.9, 0.999), eps=1e-8)
+    groups = param_groups(model, lr, cfg.backbone_lr_mult, cfg.weight_decay)
+    if extra is not None:
+        own = {id(p) for g in groups for p in g["params"]}
+        for group in param_groups(extra, lr, 1.0, cfg.weight_decay):
+            group["params"] = [p for p in group["params"] if id(p) not in own]  # the shared encoder once
+            if group["params"]:
+                groups.append({**group, "name": f"extra/{group['name']}"})
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:

@@ -118,6 +118,13 @@ def build_data(cfg: TrainConfig, model_cfg: ModelConfig, *, weights_from: str | 
     # Resuming with other ids under the trained embeddings would quietly spoil the run: an error (strict).
     tok = tokenizer_for_checkpoint(weights_from or cfg.init_from or None, cfg.data, model_cfg, cfg.tokenizer,
                                    strict=resuming)
+    if cfg.stage == "pretrain":
+        from lvg.train.pretrain import PretrainDataset
+
+        # No grounding evaluation: the pretraining heads are scored by their own losses in the log.
+        pre = PretrainDataset(train_source, train_source.instances, model_cfg=model_cfg, tokenizer=tok,
+                              seed=cfg.seed, mlm_probability=cfg.mlm_probability)
+        return TrainData(train=pre, source=None, tokenizer=tok, val_split=None)
     train_ds = GroundingDataset(train_source, preprocess=model_cfg.preprocess, tokenizer=tok, train=True,
                                 seed=cfg.seed)
     val_source = open_dataset(cfg.data, split=cfg.val_split, prefer_gres=gres) if cfg.val_split else None

@@ -42,6 +42,7 @@ from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
+from lvg.train.sampling import Planned
 
 __all__ = ["GroundingDataset", "JITTER_RANGE", "FLIP_PROBABILITY", "JITTER_PROBABILITY"]
 
@@ -118,10 +119,22 @@ class GroundingDataset(torch.utils.data.Dataset):
         jitter = self.augment and not mentions_colour(sentence) and jitter_draw < JITTER_PROBABILITY
         return index, sentence, flip, jitter
 
-    def arrays(self, index: int) -> dict[str, Any]:
+    def arrays(self, index: int | Planned) -> dict[str, Any]:
         """Item ``index`` as numpy arrays (what evaluation feeds a model through the numpy contract of
-        :mod:`lvg.core.outputs`); :meth:`__getitem__` is the same item as tensors."""
+        :mod:`lvg.core.outputs`); :meth:`__getitem__` is the same item as tensors. A
+        :class:`~lvg.train.sampling.Planned` index is an item a group sampler chose (sentence, flip and
+        jitter decided there)."""
+        if isinstance(index, Planned):
+            sample = self.source.samples[index.sample_index]
+            sentence = sample.sentences[index.sentence_index]
+            jitter_rng = np.random.default_rng([self.seed, 0x717, index.key]) if index.jitter else None
+            return self._render(index.key, index.sample_index, sentence, index.flip, jitter_rng)
         sample_index, sentence, flip, jitter = self.plan(int(index))
+        jitter_rng = np.random.default_rng([self.seed, self.epoch, int(index), 1]) if jitter else None
+        return self._render(int(index), sample_index, sentence, flip, jitter_rng)
+
+    def _render(self, index: int, sample_index: int, sentence: str, flip: bool,
+                jitter_rng: np.random.Generator | None) -> dict[str, Any]:
         sample = self.source.samples[sample_index]
         image = self.source.load_image(sample)
         mask = self.source.mask(sample)  # (H, W) bool at the original resolution
@@ -133,9 +146,8 @@ class GroundingDataset(torch.utils.data.Dataset):
         if flip:
             image = ImageOps.mirror(image)
             mask = mask[:, ::-1]
-        if jitter:
-            rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])
-            image = _jitter(image, rng)
+        if jitter_rng is not None:
+            image = _jitter(image, jitter_rng)
         pixels, lb = preprocess_image(image, self.preprocess)  # (3, S, S) float32
         target = letterbox_mask(mask, lb, out_size=self.preprocess.size // 4)  # (S/4, S/4) float32
         ids, text_mask = self.tokenizer.encode(sentence, self.preprocess.max_text_len)
@@ -149,7 +161,7 @@ class GroundingDataset(torch.utils.data.Dataset):
             "sample_index": int(sample_index),
         }
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | Planned) -> dict[str, Any]:
         item = self.arrays(index)
         return {
             "image": torch.from_numpy(item["image"]),

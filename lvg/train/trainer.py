@@ -30,7 +30,7 @@ from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import check_vocabulary
 from lvg.errors import ConfigError, InputError
 from lvg.modeling import build_model, load_beit3_pretrained, load_weights, resolve_device, save_checkpoint
-from lvg.modeling.checkpoint import load_state_strict
+from lvg.modeling.checkpoint import load_state_strict, read_checkpoint_tensors
 from lvg.modeling.runner import ArrayRunner
 from lvg.train.config import TrainConfig
 from lvg.train.distributed import (
@@ -45,8 +45,10 @@ from lvg.train.distributed import (
 from lvg.train.evaluate import evaluate
 from lvg.train.losses import grounding_loss
 from lvg.train.optim import build_optimizer, lr_factor, set_lr
+from lvg.train.pretrain import PretrainNet, pretrain_loss
 from lvg.train.run_data import TokenizerMismatchWarning, TrainData, build_data
 from lvg.train.run_dir import CONFIG_FILE, LOG_FILE, JsonlLog, StopFlag, check_output_dir, checkpoint_bytes
+from lvg.train.sampling import GroupBatchSampler, SentenceIndex
 from lvg.train.state import (
     BEST,
     LAST,
@@ -66,6 +68,9 @@ from lvg.train.state import (
 __all__ = ["AmpWarning", "TrainResult", "Trainer", "train"]
 
 log = logging.getLogger("lvg.train")
+
+#: Checkpoint tensors holding the pretraining heads' weights (beside the model's own).
+HEADS_PREFIX = "train/pretrain_heads/"
 
 
 class AmpWarning(UserWarning):
@@ -130,6 +135,7 @@ class Trainer:
         self.metrics: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.checkpoint: Path | None = None
+        self._index: SentenceIndex | None = None
         # Training losses summed since the last log line.
         self._window: dict[str, float] = {}
         self._window_steps, self._window_start = 0, 0.0
@@ -165,12 +171,18 @@ class Trainer:
         random streams of step 0 start after everything that draws from them at build time.
         """
         cfg, info, dev = self.cfg, self.dist, self.device
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         point = self._resume_point()
         seed_everything(cfg.seed, info.rank)
         self.model = build_model(cfg.variant, impl=cfg.kernel_impl)
+        # Pretraining trains the model's encoder under heads of its own (lvg.train.pretrain).
+        self.pretrain = PretrainNet(self.model) if cfg.stage == "pretrain" else None
         self._check_out_dir()
         weights = self._load_weights(point)
         self.model.to(dev)
+        if self.pretrain is not None:
+            self.pretrain.to(dev)
         self.data = self._data(weights, resumed=point is not None)
         n_train = len(self.data.train)
         self.steps_per_epoch = ShardedBatchSampler.steps_per_epoch(n_train, cfg.batch_size, info.world_size)
@@ -181,14 +193,18 @@ class Trainer:
         if self.total <= 0:
             raise ConfigError("set steps or epochs to a positive number")
 
-        self.opt = build_optimizer(self.model, cfg)
+        self.opt = build_optimizer(self.model, cfg, extra=self.pretrain)
         self.amp = cfg.amp
-        if self.amp != "off" and dev.type != "cuda":
-            warnings.warn(f"amp={self.amp} needs CUDA; training in float32 on {dev.type}", AmpWarning, stacklevel=2)
+        if self.amp == "fp16" and dev.type != "cuda":
+            # bfloat16 autocast runs on CPUs too; float16 autocast with its loss scaling is a CUDA path.
+            warnings.warn(f"amp=fp16 needs CUDA; training in float32 on {dev.type}", AmpWarning, stacklevel=2)
             self.amp = "off"
         self.scaler = torch.amp.GradScaler("cuda", enabled=(self.amp == "fp16"))
         if point is not None:
             self.step, self.best = restore_state(point, self.opt, self.scaler, info, dev)
+            if self.pretrain is not None:
+                heads = {k[len(HEADS_PREFIX):]: v for k, v in point.tensors.items() if k.startswith(HEADS_PREFIX)}
+                load_state_strict(self.pretrain, {**heads, **_prefixed(self.model.beit3, "beit3.")}, str(point.path))
             self.checkpoint = point.path
             if info.is_main:
                 log.info("resumed from %s at step %d", point.path, self.step)
@@ -244,11 +260,21 @@ class Trainer:
         cfg, info = self.cfg, self.dist
         if hasattr(self.data.train, "set_epoch"):
             self.data.train.set_epoch(epoch)
+        if self.pretrain is not None or cfg.sentences_per_image > 1 or cfg.curriculum:
+            if self._index is None:
+                self._index = SentenceIndex.of(self.data.train.source)
+            first = epoch * self.steps_per_epoch
+            ground = self.pretrain is None
+            sampler: Any = GroupBatchSampler(
+                self._index, batch_size=cfg.batch_size, per_image=cfg.sentences_per_image if ground else 1,
+                curriculum=cfg.curriculum if ground else (), total_steps=self.total, start_step=first + offset,
+                stop_step=first + self.steps_per_epoch, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+        else:
+            sampler = ShardedBatchSampler(len(self.data.train), cfg.batch_size, rank=info.rank,
+                                          world_size=info.world_size, seed=cfg.seed, epoch=epoch, start_step=offset)
         yield from torch.utils.data.DataLoader(
             self.data.train,
-            batch_sampler=ShardedBatchSampler(len(self.data.train), cfg.batch_size, rank=info.rank,
-                                              world_size=info.world_size, seed=cfg.seed, epoch=epoch,
-                                              start_step=offset),
+            batch_sampler=sampler,
             num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             # Own generator: creating the iterator must not draw from the global torch RNG, whose stream a
@@ -257,8 +283,13 @@ class Trainer:
         )
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
-        """The loss parts of one batch (``"total"`` is what is minimised; SPEC 3.6)."""
+        """The loss parts of one batch (``"total"`` is what is minimised; SPEC 3.6, or the pretraining
+        losses of :func:`~lvg.train.pretrain.pretrain_loss`)."""
         cfg = self.cfg
+        if self.pretrain is not None:
+            return pretrain_loss(outputs, batch, self.pretrain.sizes, attributes=cfg.loss_attributes,
+                                 centre=cfg.loss_centre, mlm=cfg.loss_mlm)
+        outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}  # bf16 autocast
         return grounding_loss(
             outputs, batch["target"], batch.get("no_target"),
             bce=cfg.loss_bce, dice=cfg.loss_dice, contrastive=cfg.loss_contrastive,
@@ -292,10 +323,10 @@ class Trainer:
         return out
 
     def autocast(self) -> Any:
-        """The mixed-precision context of the forward passes (none in float32 or off CUDA)."""
-        if self.amp == "off" or self.device.type != "cuda":
+        """The mixed-precision context of the forward passes (none in float32)."""
+        if self.amp == "off":
             return nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
     # ---------------------------------------------------------------------- evaluation and checkpoints
 
@@ -325,6 +356,8 @@ class Trainer:
         """Write ``last`` (the previous one becomes ``prev``) with everything a resume needs."""
         tensors, state = collect_state(self.opt, self.scaler, self.step, self.steps_per_epoch, self.best, self.dist,
                                        self.device)
+        if self.pretrain is not None:
+            tensors.update({HEADS_PREFIX + k: v for k, v in self.pretrain.heads().items()})
         if self.dist.is_main:
             self.checkpoint = save_training_checkpoint(self.model, self.out, tensors=tensors, state=state,
                                                        cfg=self.cfg, extra=self._tokenizer_header)
@@ -366,7 +399,13 @@ class Trainer:
                 log.info("pretrained BEiT-3 %s: %s", cfg.pretrained, report.summary())
         if cfg.init_from:
             init = ModelFile.open(cfg.init_from, checkpoint=True)
-            load_weights(self.model, init)
+            if cfg.init_parts == "backbone":
+                # The encoder of another variant's run (its twin's pretraining, say): only beit3.* must fit.
+                state = read_checkpoint_tensors(init, model_only=True)
+                load_state_strict(self.model.beit3, {k[len("beit3."):]: v for k, v in state.items()
+                                                     if k.startswith("beit3.")}, str(init.path))
+            else:
+                load_weights(self.model, init)
             if main:
                 log.info("initialised from %s", cfg.init_from)
             return init
@@ -384,12 +423,13 @@ class Trainer:
             return build_data(self.cfg, model_cfg, weights_from=weights, resuming=resumed)
 
     def _wrap_ddp(self) -> nn.Module:
+        net = self.pretrain if self.pretrain is not None else self.model
         if not self.dist.enabled:
-            return self.model
+            return net
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(
-            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             find_unused_parameters=self.cfg.find_unused_parameters,
         )
 
@@ -423,6 +463,10 @@ class Trainer:
             self.run_log.write(record)
             bar.set_postfix(loss=record["loss"], sps=record["samples_per_s"])
         self._window, self._window_steps, self._window_start = {}, 0, time.perf_counter()
+
+
+def _prefixed(module: nn.Module, prefix: str) -> dict[str, Tensor]:
+    return {prefix + k: v for k, v in module.state_dict().items()}
 
 
 def _log_key(part: str) -> str:
