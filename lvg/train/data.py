@@ -148,6 +148,12 @@ class ReferSource:
 
         return load_image(self._sample(sample).image_path)
 
+    def with_targets(self) -> ReferSource:
+        """The same split without its no-target refs (a gREFER split scored by a task that needs a target)."""
+        return ReferSource(name=self.name, kind=self.kind, split=self.split,
+                           samples=[s for s in self.samples if not s.no_target], annotations=self._anns,
+                           image_dir=self.image_dir, skipped=self.skipped)
+
     def sentences_flat(self) -> list[tuple[int, str]]:
         """``(sample_index, sentence)`` for every sentence of every sample: what evaluation iterates."""
         return [(i, sent) for i, s in enumerate(self.samples) for sent in s.sentences]
@@ -347,6 +353,12 @@ def open_dataset(
     """
     text = os.fspath(spec)
     path = Path(text)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a name over the system's limit, a loop of links
+        raise InputError(f"dataset not found: {text} ({exc.strerror or exc})") from None
     if path.is_dir():
         has_synth = (path / "synth.json").exists() or any((path / d).is_dir() for d in SYNTH_DATASETS)
         if has_synth:

@@ -1,7 +1,11 @@
 """The files of REFER / gREFER / COCO datasets, read safely: the refs pickle, JSON files and COCO masks.
 
 ``refs(*.p)`` is the one pickle this package reads, because the REFER format requires it: it is read with
-a restricted unpickler that only rebuilds builtin containers and scalars and refuses any class or callable.
+a restricted unpickler that admits only what REFER files hold (lists, dicts, tuples, strings, numbers, and
+sets, which protocol 2 rebuilds through ``builtins.set``) and refuses every other class or callable, those
+that allocate by a count (``bytearray(n)``, ``bytes(n)``) included; files over :data:`MAX_REFS_BYTES` are
+refused before they are read, so what a file can make the reader allocate is bounded by a small multiple of
+its size.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ __all__ = ["decode_segmentation", "read_json", "read_refs_pickle"]
 # --------------------------------------------------------------------------------------------------
 # The restricted unpickler for refs(*.p)
 
-_SAFE_BUILTINS = frozenset(
-    {"list", "dict", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "bool", "complex"}
-)
+#: The only globals a REFER pickle refers to: protocol 2 pickles sets as ``builtins.set([...])`` (lists, dicts,
+#: tuples, strings and numbers have opcodes of their own and need none).
+_SAFE_BUILTINS = frozenset({"set", "frozenset"})
+#: Largest refs file read (RefCOCOg's refs(umd).p, the largest REFER file, is about 30 MB).
+MAX_REFS_BYTES = 512 * 1024 * 1024
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Rebuilds only builtin containers and scalars; any global other than those is refused."""
+    """Rebuilds only what REFER files hold; any other global is refused."""
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 pickles (the original REFER files) name the builtins module "__builtin__".
@@ -50,6 +56,9 @@ def read_refs_pickle(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_REFS_BYTES:
+            raise InputError(f"REFER refs file {p} is too large ({size:,} bytes; at most {MAX_REFS_BYTES:,})")
         data = p.read_bytes()
     except FileNotFoundError:
         raise InputError(f"REFER refs file not found: {p}") from None
@@ -65,7 +74,10 @@ def read_refs_pickle(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise InputError(f"corrupt REFER refs pickle {p}: {type(exc).__name__}") from None
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise InputError(f"REFER refs pickle {p} does not hold a list of ref dicts")
-    return [_decode_bytes(r) for r in refs]
+    try:
+        return [_decode_bytes(r) for r in refs]
+    except RecursionError:
+        raise InputError(f"REFER refs pickle {p} is nested far deeper than any ref") from None
 
 
 def _decode_bytes(value: Any) -> Any:
@@ -89,6 +101,8 @@ def read_json(path: Path, what: str) -> Any:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{what} is not valid JSON ({exc}): {path}") from None
+    except RecursionError:
+        raise InputError(f"{what} is JSON nested far deeper than any dataset file: {path}") from None
 
 
 # --------------------------------------------------------------------------------------------------

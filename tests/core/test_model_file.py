@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 from pathlib import Path
@@ -127,3 +128,32 @@ def test_artifact_info_keys_are_the_exporters(artifacts) -> None:
     info = ModelFile.open(artifacts.onnx[("lvg-tiny-gres", True)]).info
     assert info.precision == "fp16" and info.gres and info.tokenizer_identity.startswith("spm-sha256:")
     assert info.metadata[art.KEY_FORMAT] == art.FORMAT
+
+
+def test_sidecars_linking_outside_the_models_folder_are_refused(micro, tmp_path: Path) -> None:
+    # A tokenizer or engine sidecar is named after the model file, never taken from elsewhere: a link to a file
+    # in another folder is refused; a link within the folder is fine.
+    models, outside = tmp_path / "models", tmp_path / "outside"
+    models.mkdir()
+    outside.mkdir()
+    bare = make_checkpoint("lvg-tiny", models / "bare.safetensors", micro.spm, with_tokenizer=False)
+    (outside / "secret.spm").write_bytes(micro.spm.read_bytes())
+    (models / "bare.spm").symlink_to(outside / "secret.spm")
+    with pytest.raises(CheckpointError, match="outside its folder"):
+        ModelFile.open(bare)
+    (models / "bare.spm").unlink()
+    (models / "own.spm").write_bytes(micro.spm.read_bytes())
+    (models / "bare.spm").symlink_to("own.spm")
+    assert ModelFile.open(bare).tokenizer().model_bytes == micro.spm.read_bytes()
+
+    meta = dict(ModelFile.open(micro.onnx).metadata, **{art.KEY_TRT_BATCH: "1"})
+    engine = models / "m.engine"
+    engine.write_bytes(b"an engine's bytes")
+    (outside / "meta.json").write_text(json.dumps(meta))
+    (models / "m.engine.json").symlink_to(outside / "meta.json")
+    with pytest.raises(ArtifactError, match="outside its folder"):
+        ModelFile.open(engine)
+    (models / "m.engine.json").unlink()
+    (models / "meta.json").write_text(json.dumps(meta))
+    (models / "m.engine.json").symlink_to("meta.json")
+    assert ModelFile.open(engine).info.batch == 1

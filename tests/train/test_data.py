@@ -415,3 +415,35 @@ def test_no_target_items_and_collation(synth_dataset):
     assert batch["image"].shape == (3, 3, S, S)
     assert batch["target"].shape == (3, S // 4, S // 4)
     assert batch["index"].tolist() == [0, 1, 2]
+
+
+def _pickle_of_ref_with(value_opcodes: bytes) -> bytes:
+    """A protocol-2 pickle of ``[{"x": <value>}]``, the value given as raw opcodes."""
+    return b"\x80\x02]}X\x01\x00\x00\x00x" + value_opcodes + b"sa."
+
+
+def test_refs_pickle_admits_only_what_refer_files_hold(tmp_path):
+    import struct
+
+    # 38 bytes that would allocate hundreds of MB: bytearray(n) and bytes(n) are not in REFER files.
+    for name in (b"bytearray", b"bytes"):
+        path = tmp_path / "alloc.p"
+        path.write_bytes(_pickle_of_ref_with(b"c__builtin__\n" + name + b"\nJ" + struct.pack("<i", 300_000_000)
+                                             + b"\x85R"))
+        assert path.stat().st_size < 50
+        with pytest.raises(InputError, match="refusing to unpickle"):
+            read_refs_pickle(path)
+    # Nesting deeper than any ref (built by opcodes, without recursion) is refused, not a RecursionError.
+    depth = 100_000
+    deep = tmp_path / "deep.p"
+    deep.write_bytes(_pickle_of_ref_with(b"]" * depth + b"a" * (depth - 1)))
+    with pytest.raises(InputError, match="nested"):
+        read_refs_pickle(deep)
+    # A file over the size cap is refused before it is read (a sparse file: no disk space is used).
+    from lvg.train import refer_files
+
+    huge = tmp_path / "huge.p"
+    with open(huge, "wb") as fh:
+        fh.truncate(refer_files.MAX_REFS_BYTES + 1)
+    with pytest.raises(InputError, match="too large"):
+        read_refs_pickle(huge)
