@@ -115,7 +115,7 @@ def _tensor_table(header: dict[str, Any], path: Path, data_size: int) -> dict[st
         if not isinstance(entry, dict):
             raise ArtifactError(f"{what} has no dtype, shape and offsets")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if dtype not in DTYPE_SIZES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise ArtifactError(f"{what} has an unknown dtype {str(dtype)[:20]!r}")
         if not isinstance(shape, list) or len(shape) > 8 or not all(_count(v) for v in shape):
             raise ArtifactError(f"{what} has an invalid shape {str(shape)[:60]}")
