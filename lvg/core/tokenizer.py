@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lvg.config import ModelConfig
+from lvg.core.atomic import atomic_output
 from lvg.errors import ArtifactError, InputError, TokenizerError, first_line
 
 __all__ = [
@@ -346,9 +347,11 @@ def train_sentencepiece(
         _train_spm(spm, clean, buf, pieces)
     except RuntimeError as exc:  # sentencepiece's own checks; keep its first line
         raise InputError(f"sentencepiece training failed: {first_line(exc)}") from None
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, out)
+    try:
+        with atomic_output(out) as tmp:
+            tmp.write_bytes(buf.getvalue())
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 
 

@@ -20,7 +20,7 @@ import torch
 from lvg.core.model_file import ModelFile
 from lvg.errors import CheckpointError
 from lvg.modeling import build_model, save_checkpoint
-from lvg.modeling.checkpoint import read_checkpoint_tensors
+from lvg.modeling.checkpoint import load_weights, read_checkpoint_tensors
 from lvg.train.config import TrainConfig
 from lvg.train.state import LAST, PREV, ResumeWarning, find_resume_checkpoint, read_resume_point
 from lvg.train.trainer import train
@@ -60,6 +60,8 @@ def test_damaged_tensor_data_falls_back_to_prev_and_is_never_trained_on(tmp_path
             read_resume_point(damaged)
         assert tensor in str(info.value) and "\n" not in str(info.value)
     damage_tensor_data(out / LAST, "text_head.fc1.weight")
+    with pytest.raises(CheckpointError, match="damaged"):  # --init verifies as resuming does
+        load_weights(build_model("lvg-tiny"), out / LAST)
     with pytest.warns(ResumeWarning, match="last.safetensors"):
         point = find_resume_checkpoint(out)
     assert point is not None and point.path == out / PREV
