@@ -56,7 +56,7 @@ import typer  # noqa: E402
 
 from lvg._version import __version__  # noqa: E402
 from lvg.cli import data, export, infer, info, train  # noqa: E402
-from lvg.cli._common import Terminated, one_line  # noqa: E402
+from lvg.cli._common import Terminated, on_signal, one_line  # noqa: E402
 
 __all__ = ["app", "main"]
 
@@ -86,10 +86,6 @@ for _group in (info, infer, export, train, data):
     _group.register(app)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def main() -> None:
     """The ``lvg`` console script (and ``python -m lvg.cli``).
 
@@ -104,8 +100,8 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     owns = _owns_process()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         code = _run()
     except KeyboardInterrupt as exc:  # outside a command body: while parsing, or in an error handler

@@ -8,12 +8,13 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from typer.exceptions import TyperException
@@ -32,6 +33,26 @@ DEBUG_ENV = "LVG_DEBUG"
 class Terminated(KeyboardInterrupt):
     """SIGTERM while a command runs (:func:`lvg.cli.main` raises it from the signal handler): unwinds like Ctrl-C,
     so every ``finally`` and context manager removes its temporary files, then exits 143."""
+
+
+#: Signals delivered while a command ran (:func:`on_signal`): an exception that follows one is its echo.
+_received: list[int] = []
+
+
+def on_signal(signum: int, frame: object) -> None:
+    """:func:`lvg.cli.main`'s handler of SIGINT / SIGTERM while a command runs: remember the signal, then unwind
+    like Ctrl-C (``KeyboardInterrupt``, or :class:`Terminated` for SIGTERM) so temporary files are removed.
+
+    Remembering matters because the unwinding exception is not always the one that arrives: an extension
+    module whose initialisation it interrupts reports ``ImportError: initialization failed`` instead.
+    """
+    _received.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _exit_interrupted(terminated: bool) -> NoReturn:
+    typer.echo("terminated" if terminated else "interrupted", err=True)
+    raise typer.Exit(143 if terminated else 130) from None
 
 
 def one_line(text: str) -> str:
@@ -60,30 +81,34 @@ def handle_errors(fn: F) -> F:
             typer.echo(f"error: {one_line(str(exc)) or type(exc).__name__}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
-            terminated = isinstance(exc, Terminated)
-            typer.echo("terminated" if terminated else "interrupted", err=True)
-            raise typer.Exit(143 if terminated else 130) from None
+            _exit_interrupted(isinstance(exc, Terminated))
         except (typer.Exit, typer.Abort, TyperException):
             raise
-        except OSError as exc:
-            # A path the system refuses (a name over its limit, a folder that is a file, no permission) that no
-            # check named first: still the user's to fix, so one line and exit 2 like any LVGError.
-            where = f": {exc.filename}" if exc.filename else ""
-            typer.echo(f"error: {exc.strerror or first_line(exc)}{where}", err=True)
-            raise typer.Exit(2) from None
         except Exception as exc:
-            if os.environ.get(DEBUG_ENV, "") == "1":
-                raise
-            if isinstance(exc, MemoryError):
-                typer.echo("error: out of memory (use a smaller image or batch, or a machine with more memory)",
-                           err=True)
-            else:
-                detail = first_line(exc) if str(exc).strip() else ""
-                what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-                typer.echo(f"error: internal error: {what} (set {DEBUG_ENV}=1 for the traceback)", err=True)
-            raise typer.Exit(INTERNAL_ERROR_EXIT) from None
+            if _received:  # whatever a signal's unwinding turned into, the user interrupted the command
+                _exit_interrupted(_received[-1] == signal.SIGTERM)
+            _report(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report(exc: Exception) -> NoReturn:
+    """One line and the exit status for an exception no other branch of :func:`handle_errors` took."""
+    if isinstance(exc, OSError):
+        # A path the system refuses (a name over its limit, a folder that is a file, no permission) that no
+        # check named first: still the user's to fix, so one line and exit 2 like any LVGError.
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or first_line(exc)}{where}", err=True)
+        raise typer.Exit(2) from None
+    if os.environ.get(DEBUG_ENV, "") == "1":
+        raise exc
+    if isinstance(exc, MemoryError):
+        typer.echo("error: out of memory (use a smaller image or batch, or a machine with more memory)", err=True)
+    else:
+        detail = first_line(exc) if str(exc).strip() else ""
+        what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        typer.echo(f"error: internal error: {what} (set {DEBUG_ENV}=1 for the traceback)", err=True)
+    raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
 
 def echo_json(data: Any) -> None:

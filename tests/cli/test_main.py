@@ -86,3 +86,27 @@ def test_sigint_at_any_moment_of_start_up_exits_130_without_a_traceback(micro, e
         assert stderr.strip() in ("", "interrupted") or proc.returncode == 0, (delay, stderr)
         codes.append(proc.returncode)
     assert codes.count(130) >= len(codes) // 2 and codes.count("start-up") <= 4, codes
+
+
+def test_a_signal_an_extension_import_turned_into_an_importerror_still_exits_130() -> None:
+    # A C extension whose initialisation a Ctrl-C interrupts reports "ImportError: initialization failed"
+    # (pybind11 does), not KeyboardInterrupt: the command must still end as interrupted, not as a bug.
+    import typer
+
+    from lvg.cli._common import handle_errors, on_signal
+
+    @handle_errors
+    def command() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    previous = signal.signal(signal.SIGINT, on_signal)
+    try:
+        with pytest.raises(typer.Exit) as exit_info:
+            command()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert exit_info.value.exit_code == 130
