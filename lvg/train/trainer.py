@@ -136,6 +136,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.checkpoint: Path | None = None
         self._index: SentenceIndex | None = None
+        # The pretraining heads (setup builds them for stage="pretrain"); a grounding trainer has none.
+        self.pretrain: PretrainNet | None = None
         # Training losses summed since the last log line.
         self._window: dict[str, float] = {}
         self._window_steps, self._window_start = 0, 0.0
