@@ -307,6 +307,29 @@ def lvg_b_gres() -> ModelConfig:
     )
 
 
+def _large_encoder() -> EncoderConfig:
+    # BEiT-3 large (beit3_large_patch16_224.pth): 24 layers, width 1024, 16 heads, FFN 4096.
+    return EncoderConfig(embed_dim=1024, depth=24, num_heads=16, ffn_dim=4096)
+
+
+def _large_head(gres: bool = False) -> HeadConfig:
+    # decided: base's pyramid taps (4, 6, 8, 12 of 12 layers) at the same depths of 24, and the head widths
+    # follow the encoder's (1024, MLP 4096, 16 heads in the empty token's attention).
+    return HeadConfig(pyramid_layers=(8, 12, 16, 24), neck_dim=1024, embed_dim=1024, mlp_hidden=4096, gres=gres,
+                      empty_heads=16)
+
+
+def lvg_l() -> ModelConfig:
+    """lvg-b on BEiT-3 large: the same latent expressions, VCI and heads, widths following the encoder."""
+    return ModelConfig(name="lvg-l", encoder=_large_encoder(), head=_large_head())
+
+
+def lvg_l_gres() -> ModelConfig:
+    """lvg-b-gres on BEiT-3 large."""
+    return ModelConfig(name="lvg-l-gres", encoder=_large_encoder(), latent=LatentConfig(subject_distributor=False),
+                       head=_large_head(gres=True))
+
+
 def _tiny_encoder() -> EncoderConfig:
     # 480 input with patch 32 keeps the product's fixed input size while staying CPU-fast (225 patches).
     return EncoderConfig(
@@ -375,6 +398,8 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-b": lvg_b,
     "lvg-b-nolatent": lvg_b_nolatent,
     "lvg-b-gres": lvg_b_gres,
+    "lvg-l": lvg_l,
+    "lvg-l-gres": lvg_l_gres,
     "lvg-s": lvg_s,
     "lvg-s-nolatent": lvg_s_nolatent,
     "lvg-tiny": lvg_tiny,
