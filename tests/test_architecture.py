@@ -29,8 +29,9 @@ ALLOWED: dict[str, set[str]] = {
     "modeling": {"kernels", "core", "config", "errors"},
     "train": {"modeling", "kernels", "core", "config", "errors", "_progress"},
     "export": {"modeling", "kernels", "core", "config", "errors"},
+    "hub": {"train", "modeling", "core", "config", "errors", "_progress", "_version"},
     "runtime": {"core", "config", "errors", "modeling"},
-    "cli": {"train", "export", "runtime", "modeling", "kernels", "core", "config", "errors", "_progress",
+    "cli": {"hub", "train", "export", "runtime", "modeling", "kernels", "core", "config", "errors", "_progress",
             "_version"},
     "__init__": {"runtime", "errors", "_version"},
 }

@@ -8,6 +8,7 @@ module         commands
 ``export``     ``lvg export``
 ``train``      ``lvg train``, ``lvg eval``
 ``data``       ``lvg data synth``, ``lvg data stats``
+``fetch``      ``lvg fetch`` (official weights, tokenizer, datasets into the cache)
 ``_common``    one-line errors, warnings, JSON output, output-path checks
 =============  ========================================================
 
@@ -55,7 +56,7 @@ if _owns_process() and signal.getsignal(signal.SIGINT) is signal.default_int_han
 import typer  # noqa: E402
 
 from lvg._version import __version__  # noqa: E402
-from lvg.cli import data, export, infer, info, train  # noqa: E402
+from lvg.cli import data, export, fetch, infer, info, train  # noqa: E402
 from lvg.cli._common import Terminated, on_signal, one_line  # noqa: E402
 
 __all__ = ["app", "main"]
@@ -82,7 +83,7 @@ def _root(
     """Latent-VG command line."""
 
 
-for _group in (info, infer, export, train, data):
+for _group in (info, infer, export, train, data, fetch):
     _group.register(app)
 
 
