@@ -9,6 +9,7 @@ import typer
 
 from lvg._progress import progress
 from lvg.cli._common import check_outputs, echo_json, handle_errors
+from lvg.cli._domain import TrainingDomain, checkpoint_data, training_domain
 from lvg.core.artifact import tokenizer_sidecars
 from lvg.core.model_file import ModelFile
 from lvg.errors import InputError, require
@@ -30,6 +31,13 @@ def export(
     simplify: bool = typer.Option(
         True, "--simplify/--no-simplify", help="Graph simplification (ONNX Runtime basic level)."
     ),
+    train_data: str | None = typer.Option(
+        None, "--train-data", help="Training data whose sentences give the words the model knows (default: the "
+        "data the checkpoint names, when it is here)."
+    ),
+    description: str | None = typer.Option(
+        None, "--description", help="One line on the training domain (default: from the training data)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:
     """Export a checkpoint to ONNX (fp32 / fp16) or a TensorRT engine.
@@ -44,6 +52,7 @@ def export(
     if fmt not in ("onnx", "trt", "tensorrt"):
         raise InputError(f"unknown --format {fmt!r}; choose onnx or trt")
     checkpoint = ModelFile.open(ckpt, checkpoint=True)  # torch-free: a bad file is refused before the slow imports
+    domain = _domain(checkpoint, train_data)
     if fmt != "onnx":
         # Fail before the (slow) ONNX export when TensorRT is missing.
         require("tensorrt", extra="trt", purpose="building TensorRT engines")
@@ -63,7 +72,8 @@ def export(
     onnx_existed = os.path.lexists(onnx_out)
     try:
         report = export_onnx(checkpoint, onnx_out, fp16=fp16, opset=opset, tokenizer=tokenizer, simplify=simplify,
-                             check=check)
+                             check=check, words=None if domain is None else domain.words,
+                             description=description or (None if domain is None else domain.description))
         bar.update(1)
         data = {"onnx": report.to_dict()}
         if fmt != "onnx":
@@ -97,6 +107,54 @@ def export(
                    f"+ {Path(e['sidecar']).name}")
 
 
+def _domain(checkpoint: ModelFile, train_data: str | None) -> TrainingDomain | None:
+    """The training words to record: from ``--train-data``, else from the data the checkpoint names; without
+    either, a warning (the model will report no unknown words)."""
+    if train_data is None:
+        found = checkpoint_data(checkpoint)
+        if found is None:
+            typer.echo("warning: no training words recorded (the checkpoint's training data is not here): the "
+                       "model cannot report unknown words; pass --train-data DIR", err=True)
+            return None
+        train_data, split = found
+        return training_domain(train_data, split)
+    return training_domain(train_data)
+
+
+@handle_errors
+def annotate(
+    model: Path = typer.Argument(..., help="Exported model (.onnx, .engine/.plan) to record the domain in."),
+    train_data: str | None = typer.Option(
+        None, "--train-data", help="Training data whose training-split sentences give the words the model knows."
+    ),
+    description: str | None = typer.Option(
+        None, "--description", help="One line on the training domain (default: from --train-data)."
+    ),
+) -> None:
+    """Record a model's training words and domain description in an existing exported model.
+
+    Examples:
+
+        lvg annotate model.onnx --train-data data/synth-train
+
+        lvg annotate model.onnx --description "RefCOCO photos (COCO train2014)"
+    """
+    from lvg.export.annotate import annotate as write
+
+    domain = training_domain(train_data) if train_data is not None else None
+    if domain is None and description is None:
+        raise InputError("give --train-data, --description or both")
+    entries = write(model, words=None if domain is None else domain.words,
+                    description=description or (None if domain is None else domain.description))
+    what = []
+    if domain is not None:
+        what.append(f"{len(domain.words)} training words from {domain.sentences} sentences of {domain.source}")
+    if "lvg.description" in entries:
+        what.append(f"description {entries['lvg.description']!r}")
+    typer.echo(f"{model}: recorded {' and '.join(what)}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``export`` to ``app``."""
+    """Add ``export`` and ``annotate`` to ``app``."""
     app.command("export")(export)
+    app.command("annotate")(annotate)

@@ -20,6 +20,8 @@ key                             value
 ``lvg.exporter``                how the graph was produced (exporter, fp16 converter, simplifier)
 ``lvg.source``                  file name and sha256 prefix of the checkpoint it came from
 ``lvg.version``                 the ``latent-vg`` version that exported it
+``lvg.train_words``             JSON list of the words of the training sentences (:mod:`lvg.core.domain`)
+``lvg.description``             one line describing the training domain (:mod:`lvg.core.domain`)
 ==============================  ==============================================================
 
 Model inputs: ``image`` float32 (B, 3, S, S) normalised, ``text_ids`` int64 (B, L), ``text_mask`` bool
@@ -48,6 +50,7 @@ from typing import Any
 
 from lvg._version import __version__
 from lvg.config import ModelConfig
+from lvg.core.domain import Domain, read_domain
 from lvg.core.limits import check_config, parse_json_object
 from lvg.errors import ArtifactError, ConfigError
 
@@ -184,6 +187,7 @@ class ArtifactInfo:
         gflops_per_sample: GFLOPs of one sample when recorded at export time.
         batch: the fixed batch size of a static-shape artifact (TensorRT engines), ``None`` = dynamic.
         metadata: every raw metadata entry.
+        domain: the training words and the one-line description of the training domain, when recorded.
     """
 
     path: Path
@@ -195,6 +199,7 @@ class ArtifactInfo:
     gflops_per_sample: float | None = None
     batch: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    domain: Domain = field(default_factory=Domain)
 
     @property
     def gres(self) -> bool:
@@ -214,6 +219,8 @@ class ArtifactInfo:
             "tokenizer": self.tokenizer_identity,
             "gflops_per_sample": self.gflops_per_sample,
             "batch": self.batch,
+            "description": self.domain.description,
+            "train_words": None if self.domain.words is None else len(self.domain.words),
         }
 
 
@@ -305,6 +312,7 @@ def info_from_metadata(path: Path, kind: str, meta: Mapping[str, str]) -> Artifa
         gflops_per_sample=_optional_number(meta, KEY_GFLOPS, float, path, 0.0, 1e9),
         batch=_optional_number(meta, KEY_TRT_BATCH, int, path, 1, MAX_ENGINE_BATCH),
         metadata=dict(meta),
+        domain=read_domain(meta, str(path)),
     )
 
 

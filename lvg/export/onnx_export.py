@@ -26,6 +26,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from lvg.config import ModelConfig
 from lvg.core import artifact as art
 from lvg.core.atomic import atomic_output, scratch_path
+from lvg.core.domain import domain_metadata
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import Tokenizer, check_vocabulary
 from lvg.errors import InputError, LVGError, require
@@ -292,6 +294,8 @@ def export_onnx(
     simplify: bool = True,
     check: bool = True,
     exporter: str = "torchscript",
+    words: Iterable[str] | None = None,
+    description: str | None = None,
 ) -> ExportReport:
     """Export a checkpoint (or a live model) to a self-contained ``.onnx`` file.
 
@@ -305,6 +309,9 @@ def export_onnx(
         simplify: run ONNX Runtime's basic graph optimisation when it removes nodes.
         check: compare ONNX Runtime with torch at batch 1 and 3 (raises :class:`LVGError` on failure).
         exporter: ``"torchscript"`` (default) or ``"dynamo"`` (needs onnxscript).
+        words: the words of the training sentences (``lvg.train_words``, see :mod:`lvg.core.domain`), so the
+            runtime can name the words of a request the model never read; ``None`` records none.
+        description: one line on the training domain (``lvg.description``); ``None`` records none.
 
     Returns:
         An :class:`ExportReport` (path, node count, check numbers).
@@ -319,6 +326,7 @@ def export_onnx(
         raise InputError(f"opset {opset} is newer than the {exporter} exporter of torch {torch.__version__} "
                          f"writes (at most {newest})")
     start = time.perf_counter()
+    domain = domain_metadata(words, description)  # a bad description is refused before the slow export
     out = Path(out)
     source = ckpt if isinstance(ckpt, nn.Module) else ModelFile.open(ckpt, checkpoint=True)
     model = load_for_export(source)  # first: a broken checkpoint is the error to report, not its tokenizer
@@ -358,6 +366,7 @@ def export_onnx(
             art.KEY_OPSET: str(opset),
             art.KEY_EXPORTER: "; ".join(steps),
             art.KEY_SOURCE: _source_id(source),
+            **domain,
         },
     )
     del proto.metadata_props[:]
