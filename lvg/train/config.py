@@ -54,6 +54,7 @@ EXACTNESS_FIELDS = (
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
     "contrastive", "gamma", "tau", "loss_no_target", "seed", "pretrained", "tokenizer", "stage",
     "sentences_per_image", "curriculum", "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability",
+    "global_batch",
 )
 
 
@@ -64,6 +65,10 @@ class TrainConfig:
     Length of the run: ``steps`` optimizer steps if ``steps > 0``, else ``epochs`` passes over the training
     split (one sentence sampled per referred object per pass, as the data reader defines a sample).
     ``batch_size`` is per process; under ``torchrun`` the global batch is ``batch_size * world_size``.
+    ``global_batch > 0`` fixes the global batch instead, whatever the number of processes: each takes
+    ``global_batch / world_size`` (:meth:`for_world`; it must divide). ``micro_batch > 0`` caps the samples
+    of one forward pass: a process's batch runs in pieces of at most that many, their gradients accumulated
+    into one step (:mod:`lvg.train.accumulate`; the contrastive term's negatives come from the piece).
     ``lr`` applies to the new parts (latent expressions, heads); the BEiT-3 backbone (``beit3.*``) trains at
     ``lr * backbone_lr_mult``. ``lr = None`` means the paper's value: 1e-4, halved to 5e-5 for GRES
     variants (Appendix B.2). The schedule is a linear warmup over ``warmup_steps`` from 0, then cosine
@@ -152,6 +157,8 @@ class TrainConfig:
     loss_mlm: float = 1.0
     mlm_probability: float = 0.3
     threads: int = 0
+    global_batch: int = 0
+    micro_batch: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -181,7 +188,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("warmup_steps", "eval_every", "eval_max_sentences", "save_every", "log_every", "num_workers",
-                     "threads"):
+                     "threads", "global_batch", "micro_batch"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
         if self.pretrained and self.init_from:
@@ -197,6 +204,21 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         return 5e-5 if gres else 1e-4
+
+    def for_world(self, world_size: int) -> TrainConfig:
+        """This config for ``world_size`` processes: with ``global_batch`` set, ``batch_size`` becomes each
+        process's share of it (a :class:`ConfigError` if it does not divide); otherwise unchanged."""
+        if not self.global_batch:
+            return self
+        if self.global_batch % world_size:
+            raise ConfigError(f"global_batch {self.global_batch} does not divide among {world_size} processes; "
+                              "use a number of processes that divides it")
+        per = self.global_batch // world_size
+        return self if per == self.batch_size else self.replace(batch_size=per)
+
+    def accumulation(self) -> int:
+        """Forward passes per optimizer step in each process (1 without ``micro_batch``)."""
+        return -(-self.batch_size // self.micro_batch) if self.micro_batch else 1
 
     def resolved_task(self, gres: bool) -> str:
         return self.task if self.task is not None else ("gres" if gres else "ris")

@@ -32,6 +32,7 @@ from lvg.errors import ConfigError, InputError
 from lvg.modeling import build_model, load_beit3_pretrained, load_weights, resolve_device, save_checkpoint
 from lvg.modeling.checkpoint import load_state_strict, read_checkpoint_tensors
 from lvg.modeling.runner import ArrayRunner
+from lvg.train.accumulate import micro_batches, sync_last
 from lvg.train.config import TrainConfig
 from lvg.train.distributed import (
     ShardedBatchSampler,
@@ -172,7 +173,8 @@ class Trainer:
         The order is part of exact resume: a fresh run's initial weights depend on the seed alone, and the
         random streams of step 0 start after everything that draws from them at build time.
         """
-        cfg, info, dev = self.cfg, self.dist, self.device
+        cfg = self.cfg = self.cfg.for_world(self.dist.world_size)  # a global_batch shared among the processes
+        info, dev = self.dist, self.device
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         point = self._resume_point()
@@ -303,12 +305,16 @@ class Trainer:
         the gradient norm as floats."""
         cfg, opt, scaler = self.cfg, self.opt, self.scaler
         set_lr(opt, lr_factor(self.step, self.total, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio))
-        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
-        with self.autocast():
-            outputs = self.ddp_model(batch["image"], batch["text_ids"], batch["text_mask"])
-        parts = self.loss(outputs, batch)
         opt.zero_grad(set_to_none=True)
-        scaler.scale(parts["total"]).backward()
+        pieces, sums = micro_batches(batch, cfg.micro_batch), {}
+        for i, (piece, share) in enumerate(pieces):  # gradient accumulation (lvg.train.accumulate)
+            piece = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in piece.items()}
+            with sync_last(self.ddp_model, i == len(pieces) - 1):
+                with self.autocast():
+                    outputs = self.ddp_model(piece["image"], piece["text_ids"], piece["text_mask"])
+                parts = self.loss(outputs, piece)
+                scaler.scale(parts["total"] * share).backward()
+            sums = {k: sums.get(k, 0.0) + float(v.detach()) * share for k, v in parts.items()}
         scaler.unscale_(opt)
         params = [p for g in opt.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
@@ -320,9 +326,7 @@ class Trainer:
         else:
             # Gradients are identical on all ranks after DDP's all-reduce, so every rank skips together.
             warnings.warn("non-finite gradient: optimizer step skipped", RuntimeWarning, stacklevel=2)
-        out = {k: float(v.detach()) for k, v in parts.items()}
-        out["grad_norm"] = float(norm)
-        return out
+        return {**sums, "grad_norm": float(norm)}
 
     def autocast(self) -> Any:
         """The mixed-precision context of the forward passes (none in float32)."""
