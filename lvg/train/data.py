@@ -347,12 +347,17 @@ def open_dataset(
     - ``DIR`` where DIR itself holds one ``refs(*).p`` / ``grefs(*).json`` (root = its parent).
     - ``DIR:DATASET`` or ``DIR:DATASET:SPLITBY`` (e.g. ``data:refcocog:umd``, ``data:grefcoco:unc``):
       the format is detected from the refs file present in ``DIR/DATASET``.
+    - Several of these separated by commas: one dataset over all of them (:mod:`lvg.train.combined`).
 
     Raises:
         InputError: nothing readable matches the spec.
     """
     text = os.fspath(spec)
     path = Path(text)
+    if "," in text and not path.exists():  # several datasets as one (lvg.train.combined)
+        from lvg.train.combined import open_combined
+
+        return open_combined(text.split(","), split=split, image_dir=image_dir, prefer_gres=prefer_gres)
     try:
         path.stat()
     except FileNotFoundError:

@@ -57,6 +57,8 @@ def find_tokenizer(data: str, name: str, explicit: str | None = None) -> Path:
 
 def data_path(spec: str) -> Path:
     """The directory a data spec (``DIR``, ``DIR:DATASET`` or ``DIR:DATASET:SPLITBY``) points into."""
+    if "," in spec and not Path(spec).exists():  # combined datasets: the first one's
+        spec = spec.split(",")[0]
     if Path(spec).is_dir():
         return Path(spec)
     pieces = spec.split(":")
