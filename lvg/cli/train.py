@@ -21,12 +21,22 @@ from lvg.cli._common import echo_json, handle_errors, messages_as_lines
 from lvg.errors import require
 
 
-def _train_config(config: Path | None, overrides: dict[str, Any], resume_from: Path | None = None) -> Any:
-    """``config`` (else, when resuming, the run's own settings from its checkpoint, else the defaults) with
-    the flags that were given applied on top."""
+def _train_config(config: Path | None, overrides: dict[str, Any], resume_from: Path | None = None,
+                  recipe: str | None = None) -> Any:
+    """``config`` or ``recipe`` (else, when resuming, the run's own settings from its checkpoint, else the
+    defaults) with the flags that were given applied on top."""
+    from lvg.errors import ConfigError
     from lvg.train.config import TrainConfig
 
-    if config is not None:
+    if config is not None and recipe is not None:
+        raise ConfigError("give --config or --recipe, not both")
+    if overrides.get("batch_size") is not None:
+        overrides = {**overrides, "global_batch": 0}  # an explicit per-process batch replaces a global one
+    if recipe is not None:
+        from lvg.train.recipes import load_recipe
+
+        base = load_recipe(recipe)
+    elif config is not None:
         base = TrainConfig.from_file(config)
     else:
         from lvg.train.state import run_config
@@ -38,10 +48,22 @@ def _train_config(config: Path | None, overrides: dict[str, Any], resume_from: P
 
 @handle_errors
 def train_command(
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (checkpoints, log.jsonl)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (checkpoints, log.jsonl)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="TrainConfig file (.json or .toml)."),
+    recipe: str | None = typer.Option(
+        None, "--recipe", help="The paper's settings for a dataset: refcoco-unc, refcoco+-unc, refcocog-umd, "
+        "grefcoco, combined."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the resolved config, the data, the step count and the estimated cost; "
+        "train nothing, fetch nothing."),
+    gpus: int | None = typer.Option(None, "--gpus", min=1, help="GPUs the dry run plans for (default: "
+                                    "$WORLD_SIZE, else 1)."),
+    micro_batch: int | None = typer.Option(
+        None, "--micro-batch", min=0, help="Most samples per forward pass; larger batches accumulate gradients."),
     variant: str | None = typer.Option(None, help="Model variant, e.g. lvg-b, lvg-tiny."),
-    data: str | None = typer.Option(None, help="Dataset spec (REFER / gREFER directory)."),
+    data: str | None = typer.Option(
+        None, help="Dataset spec (REFER / gREFER directory, or a name fetched into the cache: refcoco:unc, "
+        "refcoco+:unc, refcocog:umd, grefcoco:unc)."),
     steps: int | None = typer.Option(None, help="Optimizer steps (overrides epochs)."),
     epochs: int | None = typer.Option(None, help="Epochs, when --steps is 0."),
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Batch size per process."),
@@ -59,7 +81,8 @@ def train_command(
     sentences_per_image: int | None = typer.Option(
         None, "--sentences-per-image", min=1, help="Sentences per image in a batch (must divide --batch-size)."),
     contrastive: str | None = typer.Option(None, help="pos_margin | infonce | triplet | arcface."),
-    pretrained: str | None = typer.Option(None, help="Official BEiT-3 .pth for the backbone."),
+    pretrained: str | None = typer.Option(
+        None, help="Official BEiT-3 .pth for the backbone, or beit3-base / beit3-large (fetched into the cache)."),
     init: str | None = typer.Option(
         None, "--init", help="Start from this Latent-VG checkpoint's weights (same variant; new optimizer and "
         "schedule)."),
@@ -81,6 +104,8 @@ def train_command(
     json_out: bool = typer.Option(False, "--json", help="Print the final result as JSON."),
 ) -> None:
     """Train a model; checkpoints go to OUT/last.safetensors (SIGINT/SIGTERM: checkpoint and exit 0)."""
+    from lvg.errors import ConfigError
+
     require("torch", extra="train", purpose="training")
     require("safetensors", extra="train", purpose="training")
     cfg = _train_config(config, {
@@ -89,10 +114,18 @@ def train_command(
         "log_every": log_every, "seed": seed, "amp": amp, "threads": threads, "stage": stage,
         "sentences_per_image": sentences_per_image, "init_parts": init_parts,
         "contrastive": contrastive, "pretrained": pretrained, "init_from": init, "tokenizer": tokenizer,
-        "num_workers": num_workers,
-    }, resume_from=out if resume else None)
+        "num_workers": num_workers, "micro_batch": micro_batch,
+    }, resume_from=out if resume else None, recipe=recipe)
     if val_split is not None:
         cfg = cfg.replace(val_split=val_split or None)
+    if dry_run:
+        from lvg.cli._dry_run import print_plan
+
+        print_plan(cfg, gpus=gpus, json_out=json_out)
+        return
+    if out is None:
+        raise ConfigError("--out is required to train (only --dry-run goes without)")
+    cfg = _resolve_names(cfg)
     from lvg.train.trainer import train
 
     with messages_as_lines():
@@ -176,6 +209,22 @@ def eval_command(
         echo_json({"checkpoint": str(model_file.path), "variant": cfg.name, **metrics})
     else:
         typer.echo(format_metrics(metrics))
+
+
+def _resolve_names(cfg: Any) -> Any:
+    """``pretrained`` and ``data`` given as names (``beit3-base``, ``refcoco:unc``) as files in the cache,
+    fetched first when missing (every process of a torchrun job asks; one downloads, the others wait)."""
+    from lvg.config import get_config
+    from lvg.hub import resolve_data, resolve_pretrained
+
+    changes = {}
+    if cfg.pretrained:
+        changes["pretrained"] = resolve_pretrained(cfg.pretrained)
+    if cfg.data:
+        tokenizer = None if cfg.tokenizer else get_config(cfg.variant).preprocess.tokenizer
+        changes["data"] = resolve_data(cfg.data, tokenizer=tokenizer)
+    changes = {k: v for k, v in changes.items() if v != getattr(cfg, k)}
+    return cfg.replace(**changes) if changes else cfg
 
 
 def _with_targets(source: Any) -> Any:
