@@ -185,6 +185,9 @@ def eval_command(
     from lvg.train.run_data import find_tokenizer, tokenizer_for_checkpoint
 
     with messages_as_lines():
+        from lvg.hub import resolve_data
+
+        data = resolve_data(data)  # a name (refcoco:unc) is read from the cache, fetched first if missing
         model_file = ModelFile.open(default_model_path() if ckpt is None else ckpt)
         cfg = model_file.config
         # An exported model runs as lvg infer runs it and reads text with its own tokenizer; a checkpoint

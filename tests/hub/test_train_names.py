@@ -28,6 +28,9 @@ def test_train_resolves_pretrained_and_data_names_through_the_cache(publisher: S
     assert (out / "last.safetensors").is_file()
     # The official key check passed and the 224 position table was resampled to the model's grid.
     assert "0 missing, 0 unexpected; resampled beit3.encoder.embed_positions.A.weight 52->228" in caplog.text
+    evaluated = runner.invoke(app, ["eval", "--ckpt", str(out / "last.safetensors"), "--data", "refcoco:unc",
+                                    "--split", "val", "--json"])
+    assert evaluated.exit_code == 0 and '"mIoU"' in evaluated.output, evaluated.output
     fetched = len(publisher.requests)
     again = runner.invoke(app, [*args[:-3], "--out", str(tmp_path / "run2")])
     assert again.exit_code == 0, again.output
