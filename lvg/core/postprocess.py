@@ -3,6 +3,11 @@
 Thresholds are strict: a pixel is in the mask when its probability is ``> mask_threshold`` (0.35 by
 default), and a GRES sample is "no target" when ``sigmoid(no_target_logit) > no_target_threshold``
 (0.5). This matches ``prob > t`` as written in PyTorch evaluation code.
+
+The box is the box of the mask's main region, not of every mask pixel: the mask is split into 8-connected
+regions, specks (under 5% of the largest region's area) are dropped, and the box is the largest region's
+(:mod:`lvg.core.regions`). The regions are also returned, one per separate target, as GRES ``instances``.
+Evaluation (``lvg eval --task rec``) scores this same box.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lvg.core.preprocess import Letterbox, unletterbox
+from lvg.core.regions import Region, find_regions
 from lvg.errors import InputError
 
 __all__ = ["Box", "Prediction", "box_from_mask", "check_mask_threshold", "mask_from_prob", "postprocess"]
@@ -56,11 +62,12 @@ class Prediction:
 
     Attributes:
         mask: bool (H, W) segmentation mask (all False when ``no_target``).
-        box: tight ``(x1, y1, x2, y2)`` box around ``mask`` (edges, x2 / y2 exclusive), ``None`` if empty.
+        box: ``(x1, y1, x2, y2)`` box of the mask's main region (edges, x2 / y2 exclusive), ``None`` if empty.
         score: mean probability inside the mask, 0.0 for an empty mask.
         no_target: the GRES head said the expression refers to nothing (always False for RIS models).
         prob: float32 (H, W) probability map (letterbox undone), before thresholding.
         no_target_prob: ``sigmoid(no_target_logit)`` for GRES models, ``None`` otherwise.
+        regions: the mask's regions without specks, largest first (``regions[0].box == box``).
     """
 
     mask: np.ndarray
@@ -69,6 +76,7 @@ class Prediction:
     no_target: bool
     prob: np.ndarray
     no_target_prob: float | None = None
+    regions: tuple[Region, ...] = ()
 
 
 def _sigmoid(x: float) -> float:
@@ -107,6 +115,8 @@ def postprocess(
         mask = np.zeros(full.shape, dtype=bool)
     else:
         mask = full > np.float32(mask_threshold)
-    box = box_from_mask(mask)
-    score = float(full[mask].mean(dtype=np.float64)) if box is not None else 0.0
-    return Prediction(mask=mask, box=box, score=score, no_target=bool(no_target), prob=full, no_target_prob=nt_prob)
+    regions = tuple(find_regions(mask, full))
+    box = regions[0].box if regions else None
+    score = float(full[mask].mean(dtype=np.float64)) if regions else 0.0
+    return Prediction(mask=mask, box=box, score=score, no_target=bool(no_target), prob=full, no_target_prob=nt_prob,
+                      regions=regions)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +34,15 @@ from lvg.config import ModelConfig, list_variants
 from lvg.core.artifact import ArtifactInfo
 from lvg.core.image import ImageSource, load_image
 from lvg.core.model_file import ModelFile
-from lvg.core.outputs import ModelOutput
 from lvg.core.postprocess import check_mask_threshold, postprocess
 from lvg.core.preprocess import Letterbox, preprocess_image, unletterbox
 from lvg.core.tokenizer import Tokenizer, check_vocabulary, warn_truncated
-from lvg.errors import ArtifactError, InputError, TokenizerError
+from lvg.errors import ArtifactError, InputError, LVGError, TokenizerError
 from lvg.runtime.backends import Backend, open_backend
-from lvg.runtime.result import Result
+from lvg.runtime.result import LOW_CONFIDENCE, Result
+from lvg.runtime.stream import prefetch
 
-__all__ = ["TASKS", "Grounder", "default_model_path"]
+__all__ = ["CHANNEL_ORDERS", "TASKS", "Grounder", "default_model_path"]
 
 #: ``ris``: segmentation mask; ``rec``: the box around it; ``gres``: also the no-target decision.
 TASKS = ("ris", "rec", "gres")
@@ -59,13 +59,37 @@ def default_model_path() -> Path:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class _Frame:
+    """One image, preprocessed."""
+
     image: np.ndarray  # float32 (3, S, S)
     lb: Letterbox
     rgb: np.ndarray  # uint8 (H, W, 3)
+    ms: float  # time it took
+
+
+@dataclass(frozen=True)
+class _Text:
+    """One text, tokenised."""
+
     ids: np.ndarray  # int64 (L,)
     mask: np.ndarray  # bool (L,)
     truncated: bool  # the text had more word pieces than max_text_len holds
+    unknown: list[str] | None  # words the model never read in training (None: it records no vocabulary)
+
+
+#: ``channel_order`` values: the order of the three channels of a numpy image.
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+#: A no-target probability this close to its threshold makes the decision a low-confidence one.
+_NO_TARGET_MARGIN = 0.15
+
+
+def _channel_order(value: object) -> str:
+    order = value.lower() if isinstance(value, str) else value
+    if order not in CHANNEL_ORDERS:
+        raise InputError(f"channel_order must be 'rgb' or 'bgr', got {value!r}")
+    return order  # type: ignore[return-value]
 
 
 class Grounder:
@@ -170,22 +194,83 @@ class Grounder:
             raise InputError(f"task 'gres' needs a model with the no-target head; {self.config.name} has none")
         return task
 
-    def _prepare(self, image: ImageSource, text: str) -> _Prepared:
-        if not isinstance(text, str):
-            raise InputError(f"text must be a string, got {type(text).__name__}")
+    def _frame(self, image: ImageSource, channel_order: str) -> _Frame:
+        t0 = time.perf_counter()
+        if channel_order == "bgr":
+            if not isinstance(image, np.ndarray):
+                raise InputError(f"channel_order='bgr' applies to numpy arrays (OpenCV frames); a "
+                                 f"{type(image).__name__} is decoded as RGB: leave channel_order='rgb'")
+            if image.ndim == 3 and image.shape[-1] == 3:
+                image = image[..., ::-1]  # (H, W, 3) BGR -> RGB; a 2-D gray array has no order
         pil = load_image(image)
         arr, lb = preprocess_image(pil, self.config.preprocess)
+        return _Frame(arr, lb, np.asarray(pil, dtype=np.uint8), (time.perf_counter() - t0) * 1e3)
+
+    def _text(self, text: str) -> _Text:
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, got {type(text).__name__}")
         max_len = self.config.preprocess.max_text_len
         ids, mask, truncated = self._tokenizer.encode_checked(text, max_len)
         if truncated:
             warn_truncated(text, max_len)
-        return _Prepared(arr, lb, np.asarray(pil, dtype=np.uint8), ids, mask, truncated)
+        return _Text(ids, mask, truncated, self.info.domain.unknown_words(text))
 
-    def _run(self, prepared: Sequence[_Prepared], return_attention: bool) -> ModelOutput:
-        images = np.stack([c.image for c in prepared])  # (B, 3, S, S)
-        ids = np.stack([c.ids for c in prepared])  # (B, L)
-        masks = np.stack([c.mask for c in prepared])  # (B, L)
-        return self._backend.run_arrays(images, ids, masks, return_attention=return_attention)
+    def unknown_words(self, text: str) -> list[str] | None:
+        """The words of ``text`` the model never read in training, in order (``[]``: it knows them all);
+        ``None`` when the model records no training vocabulary (see :mod:`lvg.core.domain`)."""
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, got {type(text).__name__}")
+        return self.info.domain.unknown_words(text)
+
+    @property
+    def description(self) -> str | None:
+        """The model's one-line description of its training domain, ``None`` when it records none."""
+        return self.info.domain.description
+
+    def _settings(self, task: str | None, mask_threshold: float | None) -> tuple[str, float]:
+        task = self._task(task)
+        pre = self.config.preprocess
+        return task, pre.mask_threshold if mask_threshold is None else check_mask_threshold(mask_threshold)
+
+    def _finish(self, frames: Sequence[_Frame], texts: Sequence[str], encoded: Sequence[_Text], task: str,
+                threshold: float, return_attention: bool = False) -> list[Result]:
+        """Run the model on prepared frames and texts and post-process each answer into a :class:`Result`."""
+        t1 = time.perf_counter()
+        images = np.stack([f.image for f in frames])  # (B, 3, S, S)
+        ids = np.stack([e.ids for e in encoded])  # (B, L)
+        masks = np.stack([e.mask for e in encoded])  # (B, L)
+        out = self._backend.run_arrays(images, ids, masks, return_attention=return_attention)
+        t2 = time.perf_counter()
+        pre = self.config.preprocess
+        results = []
+        for i, (f, e, text) in enumerate(zip(frames, encoded, texts)):
+            pred = postprocess(
+                out.prob[i], f.lb, mask_threshold=threshold,
+                no_target_logit=None if out.no_target_logit is None else float(out.no_target_logit[i]),
+                no_target_threshold=pre.no_target_threshold, decide_no_target=task == "gres",
+            )
+            attention = None
+            if out.attention is not None:
+                # (1 + N, g, g) maps over the canvas -> (1 + N, H, W) over the original image.
+                attention = np.stack([unletterbox(a, f.lb) for a in out.attention[i]])
+            close = task == "gres" and pred.no_target_prob is not None and (
+                abs(pred.no_target_prob - pre.no_target_threshold) < _NO_TARGET_MARGIN)
+            low = close or (not pred.no_target and (pred.box is None or pred.score < LOW_CONFIDENCE))
+            results.append(Result(
+                text=text, task=task, mask=pred.mask, box=pred.box, score=pred.score, no_target=pred.no_target,
+                prob=pred.prob, no_target_prob=pred.no_target_prob, attention=attention, image=f.rgb,
+                model=self.describe(), text_truncated=e.truncated, instances=pred.regions, unknown_words=e.unknown,
+                low_confidence=bool(low),
+            ))
+        t3 = time.perf_counter()
+        n = len(frames)
+        for f, r in zip(frames, results):
+            infer_ms, post_ms = (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
+            r.timings = {"preprocess": f.ms, "inference": infer_ms, "postprocess": post_ms,
+                         "total": f.ms + infer_ms + post_ms}
+            if n > 1:
+                r.timings["batch"] = float(n)
+        return results
 
     def predict(
         self,
@@ -195,30 +280,35 @@ class Grounder:
         task: str | None = None,
         mask_threshold: float | None = None,
         return_attention: bool = False,
+        channel_order: str = "rgb",
     ) -> Result:
         """Segment / ground the object ``text`` refers to in ``image``.
 
         Args:
-            image: a file path, a ``PIL.Image.Image`` or a uint8 (H, W, 3) RGB numpy array.
+            image: a file path, a ``PIL.Image.Image`` or a uint8 (H, W, 3) numpy array (RGB, or BGR with
+                ``channel_order="bgr"``, as OpenCV gives frames) or (H, W) gray.
             text: the referring expression (over-long text is truncated with a ``TextTruncatedWarning``).
             task: ``"ris"``, ``"rec"`` or ``"gres"`` (default: ``"gres"`` for GRES models, else ``"ris"``).
                 Only ``"gres"`` applies the no-target decision; ``"ris"`` and ``"rec"`` always return the mask
                 and its box.
             mask_threshold: override the model's ``preprocess.mask_threshold`` (0.35).
             return_attention: also return per-expression attention maps (torch backend only).
+            channel_order: ``"rgb"`` or ``"bgr"``: the channel order of a numpy ``image`` (paths and PIL images
+                are decoded as RGB; ``"bgr"`` with one is an :class:`InputError`).
 
         Returns:
-            A :class:`Result` at the image's original resolution.
+            A :class:`Result` at the image's original resolution (``result.image`` is RGB whatever the input).
 
         Raises:
             InputError: the image cannot be used (missing, a directory, empty, truncated, not an image,
                 over :data:`lvg.core.image.MAX_PIXELS`), the text is not a string or is empty after
-                normalisation, an unknown task, or a threshold outside [0, 1).
+                normalisation, an unknown task or channel order, or a threshold outside [0, 1).
             ArtifactError: the model failed on inputs built to its own metadata, or returned outputs of
                 the wrong shape or non-finite values (a file whose graph does not match its metadata).
         """
         return self.predict_batch(
-            [image], [text], task=task, mask_threshold=mask_threshold, return_attention=return_attention
+            [image], [text], task=task, mask_threshold=mask_threshold, return_attention=return_attention,
+            channel_order=channel_order,
         )[0]
 
     def predict_batch(
@@ -229,11 +319,13 @@ class Grounder:
         task: str | None = None,
         mask_threshold: float | None = None,
         return_attention: bool = False,
+        channel_order: str = "rgb",
     ) -> list[Result]:
         """:meth:`predict` over pairs ``(images[i], texts[i])`` in as few backend calls as the model allows.
 
         ``images`` and ``texts`` may be any iterables (lists, tuples, generators; a (B, H, W, 3) uint8 array is
         B images); a single image or a single string is refused with a hint to use :meth:`predict`.
+        ``channel_order`` applies to every numpy image of the batch.
         """
         images, texts = _as_list(images, "images"), _as_list(texts, "texts")
         if not isinstance(return_attention, bool):
@@ -244,49 +336,57 @@ class Grounder:
             return []
         if return_attention and not self._backend.supports_attention:
             raise InputError("attention maps need the torch backend: load the .safetensors checkpoint")
-        task = self._task(task)
-        pre = self.config.preprocess
-        threshold = pre.mask_threshold if mask_threshold is None else check_mask_threshold(mask_threshold)
-        n = len(images)
+        task, threshold = self._settings(task, mask_threshold)
+        order = _channel_order(channel_order)
+        encoded = [self._text(t) for t in texts]
+        frames = [self._frame(img, order) for img in images]
+        return self._finish(frames, texts, encoded, task, threshold, return_attention)
 
-        t0 = time.perf_counter()
-        prepared = [self._prepare(img, txt) for img, txt in zip(images, texts)]
-        t1 = time.perf_counter()
-        out = self._run(prepared, return_attention)
-        t2 = time.perf_counter()
-        results = []
-        for i, (p, text) in enumerate(zip(prepared, texts)):
-            pred = postprocess(
-                out.prob[i],
-                p.lb,
-                mask_threshold=threshold,
-                no_target_logit=None if out.no_target_logit is None else float(out.no_target_logit[i]),
-                no_target_threshold=pre.no_target_threshold,
-                decide_no_target=task == "gres",
-            )
-            attention = None
-            if out.attention is not None:
-                # (1 + N, g, g) maps over the canvas -> (1 + N, H, W) over the original image.
-                attention = np.stack([unletterbox(a, p.lb) for a in out.attention[i]])
-            results.append(
-                Result(
-                    text=text, task=task, mask=pred.mask, box=pred.box, score=pred.score,
-                    no_target=pred.no_target, prob=pred.prob, no_target_prob=pred.no_target_prob,
-                    attention=attention, image=p.rgb, model=self.describe(), text_truncated=p.truncated,
-                )
-            )
-        t3 = time.perf_counter()
-        share = {
-            "preprocess": (t1 - t0) * 1e3 / n,
-            "inference": (t2 - t1) * 1e3 / n,
-            "postprocess": (t3 - t2) * 1e3 / n,
-            "total": (t3 - t0) * 1e3 / n,
-        }
-        if n > 1:
-            share["batch"] = float(n)
-        for r in results:
-            r.timings = dict(share)
-        return results
+    def stream(
+        self,
+        frames: Iterable[ImageSource],
+        text: str,
+        *,
+        task: str | None = None,
+        mask_threshold: float | None = None,
+        channel_order: str = "rgb",
+        batch_size: int = 1,
+        on_error: str = "raise",
+    ) -> Iterator[Result | LVGError]:
+        """One :class:`Result` per frame of ``frames`` (any iterable: a camera generator, a list of paths, a
+        (N, H, W, 3) array), in order, for one ``text``; while the model runs on a frame, a background thread
+        already decodes and preprocesses the next ones (ONNX Runtime releases the GIL while it computes).
+
+        Args:
+            frames: images as :meth:`predict` takes them; read lazily, at most ``2 * batch_size`` ahead.
+            text: the expression, tokenised once for the whole stream.
+            task, mask_threshold, channel_order: as for :meth:`predict`.
+            batch_size: frames per backend call (1: lowest latency per frame).
+            on_error: ``"raise"``: a frame that cannot be used raises its :class:`InputError` and ends the
+                stream; ``"yield"``: the error is yielded in that frame's place and the stream goes on.
+
+        Raises:
+            InputError: bad arguments (at the first ``next``), or a bad frame with ``on_error="raise"``.
+            Whatever iterating ``frames`` raises is raised here, in the consumer's thread.
+        """
+        if on_error not in ("raise", "yield"):
+            raise InputError(f"on_error must be 'raise' or 'yield', got {on_error!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        task, threshold = self._settings(task, mask_threshold)
+        order = _channel_order(channel_order)
+        encoded = self._text(text)
+        for chunk in prefetch(frames, lambda img: self._frame(img, order), batch_size):
+            good = [f for f in chunk if isinstance(f, _Frame)]
+            done = self._finish(good, [text] * len(good), [encoded] * len(good), task, threshold) if good else []
+            results = iter(done)
+            for item in chunk:
+                if not isinstance(item, _Frame):
+                    if on_error == "raise":
+                        raise item
+                    yield item
+                else:
+                    yield next(results)
 
     def close(self) -> None:
         """Release the backend's resources."""

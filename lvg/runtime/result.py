@@ -12,10 +12,11 @@ import numpy as np
 from PIL import Image
 
 from lvg.core.atomic import OutputSet
+from lvg.core.regions import Region
 from lvg.errors import InputError
-from lvg.runtime.draw import attention_panel, overlay
+from lvg.runtime.draw import Mark, attention_panel, overlay
 
-__all__ = ["Result", "mask_to_rle"]
+__all__ = ["LOW_CONFIDENCE", "Result", "mask_to_rle"]
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -35,18 +36,35 @@ def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(r) for r in runs]}
 
 
+#: ``score`` below this is a low-confidence answer (``Result.low_confidence``): on average over the answer's
+#: pixels the model's own map is closer to "not the object" than to "the object".
+LOW_CONFIDENCE = 0.5
+
+
 @dataclass
 class Result:
     """The prediction for one (image, text) pair, at the original image resolution.
 
     Attributes:
         text: the expression. task: ``"ris"``, ``"rec"`` or ``"gres"``.
-        mask: bool (H, W) segmentation mask (all False when ``no_target``).
-        box: ``(x1, y1, x2, y2)`` tight box around the mask in pixels, x2 / y2 exclusive; ``None`` if empty.
-        score: mean probability inside the mask (0.0 for an empty mask).
+        mask: bool (H, W) segmentation mask (all False when ``no_target``): ``prob > threshold``.
+        box: ``(x1, y1, x2, y2)`` box of the mask's main region in pixels, x2 / y2 exclusive (the largest
+            8-connected region; specks elsewhere do not stretch it, see :mod:`lvg.core.regions`); ``None`` if
+            the mask is empty.
+        score: the mean of ``prob`` over the mask's pixels (0.0 for an empty mask). ``prob`` is Eq. 9's map,
+            itself the mean of the input expression's and the N latent expressions' sigmoid maps, so ``score``
+            is the model's average belief, in [threshold, 1], that the answer's pixels are the object.
         no_target: the GRES head says the expression refers to nothing (only with ``task="gres"``).
         no_target_prob: ``sigmoid(no_target logit)`` for GRES models, else ``None``.
         prob: float32 (H, W) probability map (letterbox undone).
+        instances: the mask's separate regions, largest first, each a :class:`~lvg.core.regions.Region` (bool
+            (H, W) ``mask``, ``box``, ``area``, ``score``); specks dropped. For GRES, one per target found.
+        unknown_words: the words of ``text`` the model never read in training (from its recorded training
+            vocabulary; see :mod:`lvg.core.domain`), ``[]`` when it knows them all, ``None`` when the model
+            records no vocabulary. Answers to such words are guesses.
+        low_confidence: ``score`` is below :data:`LOW_CONFIDENCE` (0.5), or nothing was found (an empty mask
+            without a no-target decision), or the no-target decision was close (probability within 0.15 of
+            its threshold).
         timings: milliseconds: ``preprocess``, ``inference``, ``postprocess``, ``total``. For a batch call
             each sample carries its share (the batch's time divided by its size) and ``batch`` the size.
         attention: float32 (1 + N, H, W) per-expression attention maps (input expression first), when
@@ -59,17 +77,35 @@ class Result:
 
     text: str
     task: str
-    mask: np.ndarray
+    mask: np.ndarray = field(repr=False)
     box: tuple[int, int, int, int] | None
     score: float
     no_target: bool
-    prob: np.ndarray
+    prob: np.ndarray = field(repr=False)
     no_target_prob: float | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    attention: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict, repr=False)
+    attention: np.ndarray | None = field(default=None, repr=False)
     image: np.ndarray | None = field(default=None, repr=False)
-    model: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict, repr=False)
     text_truncated: bool = False
+    instances: tuple[Region, ...] = field(default=(), repr=False)
+    unknown_words: list[str] | None = None
+    low_confidence: bool = False
+
+    def __repr__(self) -> str:
+        w, h = self.image_size
+        share = 100 * float(self.mask.mean()) if self.mask.size else 0.0
+        parts = [f"text={self.text[:60]!r}", f"task={self.task!r}", f"image={w}x{h}"]
+        if self.no_target:
+            parts.append(f"no_target=True (p={self.no_target_prob:.3f})")
+        else:
+            parts += [f"mask={share:.1f}%", f"box={self.box}", f"score={self.score:.3f}",
+                      f"instances={len(self.instances)}"]
+        if self.low_confidence:
+            parts.append("low_confidence=True")
+        if self.unknown_words:
+            parts.append(f"unknown_words={self.unknown_words}")
+        return f"Result({', '.join(parts)})"
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -77,20 +113,30 @@ class Result:
         return int(self.mask.shape[1]), int(self.mask.shape[0])
 
     def to_dict(self, *, include_mask: bool = True) -> dict[str, Any]:
-        """A JSON-serialisable summary; the mask as COCO uncompressed RLE (``include_mask``)."""
+        """A JSON-serialisable summary; the mask (and, for GRES, each instance's mask) as COCO uncompressed RLE
+        (``include_mask``)."""
         w, h = self.image_size
         area = int(self.mask.sum())
+        instances = []
+        for inst in self.instances:
+            entry: dict[str, Any] = {"box": list(inst.box), "score": round(inst.score, 6), "area": inst.area}
+            if include_mask and self.task == "gres":
+                entry["mask_rle"] = mask_to_rle(inst.mask)
+            instances.append(entry)
         data: dict[str, Any] = {
             "text": self.text,
             "text_truncated": bool(self.text_truncated),
+            "unknown_words": None if self.unknown_words is None else list(self.unknown_words),
             "task": self.task,
             "image_size": [w, h],
             "box": list(self.box) if self.box is not None else None,
             "score": round(float(self.score), 6),
+            "low_confidence": bool(self.low_confidence),
             "no_target": bool(self.no_target),
             "no_target_prob": None if self.no_target_prob is None else round(float(self.no_target_prob), 6),
             "mask_area": area,
             "mask_fraction": round(area / max(w * h, 1), 6),
+            "instances": instances,
             "timings_ms": {k: round(float(v), 3) for k, v in self.timings.items()},
             "model": dict(self.model),
         }
@@ -99,8 +145,10 @@ class Result:
         return data
 
     def to_json(self, *, include_mask: bool = True, indent: int | None = None) -> str:
-        """:meth:`to_dict` as a JSON string."""
-        return json.dumps(self.to_dict(include_mask=include_mask), indent=indent, sort_keys=True)
+        """:meth:`to_dict` as a JSON string: one compact line (a JSON Lines record) unless ``indent`` is given."""
+        separators = (",", ":") if indent is None else None
+        return json.dumps(self.to_dict(include_mask=include_mask), indent=indent, sort_keys=True,
+                          separators=separators)
 
     def save_mask(self, path: str | os.PathLike[str]) -> Path:
         """Write the mask as an 8-bit grayscale image (255 = mask, 0 = background) of the image's size, in a
@@ -108,16 +156,32 @@ class Result:
         here it writes a temporary file beside ``path`` and renames it: ``path`` is whole or unchanged."""
         return self.write_outputs(mask=path)["mask"]
 
-    def overlay(self, *, alpha: float = 0.5, label: bool = True) -> np.ndarray:
-        """uint8 (H, W, 3): the image with the mask tinted red and the box outlined green."""
+    def _marks(self, label: bool) -> tuple[list[Mark], str | None]:
+        """What the overlay draws for this task: RIS the mask and the main box, REC the box alone, GRES each
+        instance in its own colour; and the caption for an answer without a region."""
+        flag = " (low confidence)" if self.low_confidence else ""
+        if self.no_target or self.box is None:
+            what = f"no target (p={self.no_target_prob:.2f})" if self.no_target else "nothing found"
+            return [], (f"{self.text}: {what}" if label else None)
+        head = f"{self.text} {self.score:.2f}{flag}" if label else None
+        if self.task == "rec":
+            return [Mark(None, self.box, head)], None
+        if self.task == "gres" and self.instances:
+            marks = [Mark(r.mask, r.box, head if k == 0 else (f"#{k + 1} {r.score:.2f}" if label else None))
+                     for k, r in enumerate(self.instances)]
+            return marks, None
+        return [Mark(self.mask, self.box, head)], None
+
+    def overlay(self, *, alpha: float = 0.4, label: bool = True) -> np.ndarray:
+        """uint8 (H, W, 3) RGB: the answer drawn over the image. RIS: the mask tinted and outlined in a colour
+        that contrasts with the object under it, the main region's box and a label (text, score); REC: the box
+        and label only; GRES: every instance in its own colour; no target: a caption."""
         if self.image is None:
             raise InputError("this result holds no image to draw on")
-        text = None
-        if label:
-            text = f"{self.text} (no target)" if self.no_target else f"{self.text} {self.score:.2f}"
-        return overlay(self.image, self.mask, self.box, alpha=alpha, label=text)
+        marks, caption = self._marks(label)
+        return overlay(self.image, marks, alpha=alpha, caption=caption)
 
-    def save_overlay(self, path: str | os.PathLike[str], *, alpha: float = 0.5, label: bool = True) -> Path:
+    def save_overlay(self, path: str | os.PathLike[str], *, alpha: float = 0.4, label: bool = True) -> Path:
         """Write :meth:`overlay` in the format the suffix names (``.png``, ``.jpg``, ``.webp``, ...; no suffix:
         PNG)."""
         return self.write_outputs(overlay=path, alpha=alpha, label=label)["overlay"]
@@ -129,7 +193,7 @@ class Result:
 
     def write_outputs(self, *, overlay: str | os.PathLike[str] | None = None,
                       mask: str | os.PathLike[str] | None = None, attention: str | os.PathLike[str] | None = None,
-                      alpha: float = 0.5, label: bool = True) -> dict[str, Path]:
+                      alpha: float = 0.4, label: bool = True) -> dict[str, Path]:
         """Write any of the overlay, the mask and the attention panel together: each goes to a temporary file
         beside it, and they are renamed into place only when every one was written, so a failure (a full
         disk, a folder that cannot be created, an unknown suffix) leaves none of the new files and every

@@ -23,6 +23,7 @@ from lvg.core.postprocess import postprocess
 from lvg.core.preprocess import _nearest_index, letterbox_geometry, letterbox_mask, unletterbox_mask
 from lvg.core.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTruncatedWarning, Tokenizer, normalize_text
 from lvg.errors import InputError
+from tests.helpers.regions import reference_main_box
 
 masks_seed = st.integers(0, 2**32 - 1)
 
@@ -147,10 +148,12 @@ def test_postprocess_any_prob_map(prob, w, h, size_factor, threshold, logit) -> 
         assert pred.box is None and pred.score == 0.0
         return
     x1, y1, x2, y2 = pred.box
-    ys, xs = np.nonzero(pred.mask)
-    # Contains the mask, and tight: every side touches it.
-    assert (x1, y1, x2, y2) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    main = pred.regions[0]
+    assert (main.mask & pred.mask).sum() == main.area and all(r.area <= main.area for r in pred.regions)
+    if h * w <= 20_000:  # the tight box of the largest 8-connected region, found by a plain (slow) flood fill
+        assert (x1, y1, x2, y2) == reference_main_box(pred.mask, pred.prob)
     assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+    assert sum(r.area for r in pred.regions) <= pred.mask.sum() and pred.regions[0].box == pred.box
     assert threshold < pred.score <= 1.0 + 1e-6
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from lvg.runtime.grounder import Grounder, default_model_path
 from lvg.train.synth import make_scene
+from tests.helpers.regions import reference_main_box, tight_box
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "shapes.jpg"
@@ -51,8 +52,7 @@ def test_python_api_uses_the_bundled_model_by_default():
     grounder = Grounder.load()
     result = grounder.predict(EXAMPLE, "the big red shape")
     assert result.mask.dtype == np.bool_ and result.mask.any()
-    ys, xs = np.nonzero(result.mask)
-    assert result.box == (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    assert result.box == reference_main_box(result.mask, result.prob)
 
 
 def test_readme_example_mask_is_the_big_red_shape():
@@ -69,3 +69,20 @@ def test_readme_example_mask_is_the_big_red_shape():
     mask = Grounder.load().predict(EXAMPLE, "the big red shape").mask
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou >= 0.5, f"IoU {iou:.3f} with the big red shape"
+
+
+def test_readme_example_box_is_the_hexagons_not_the_span_to_the_triangle():
+    """The mask also takes in stray pixels on the small red triangle; the box is the main region's, so it is
+    the big red shape's box and does not reach the triangle."""
+    scene = make_scene(9000, 2)
+    (target,) = [i for i, o in enumerate(scene.objects) if o.size == "large" and o.colour == "red"]
+    others = [i for i, o in enumerate(scene.objects) if i != target and o.colour == "red"]
+    result = Grounder.load().predict(EXAMPLE, "the big red shape", task="rec")
+    truth = tight_box(scene.masks[target])
+    x1, y1, x2, y2 = result.box
+    inter = max(0, min(x2, truth[2]) - max(x1, truth[0])) * max(0, min(y2, truth[3]) - max(y1, truth[1]))
+    union = (x2 - x1) * (y2 - y1) + (truth[2] - truth[0]) * (truth[3] - truth[1]) - inter
+    assert inter / union >= 0.8, (result.box, truth)
+    assert any((result.mask & scene.masks[i]).any() for i in others)  # the specks this rule is about are there
+    for i in others:  # ... and the box keeps clear of the other red shapes
+        assert not result.mask[y1:y2, x1:x2][scene.masks[i][y1:y2, x1:x2]].any()

@@ -11,9 +11,11 @@ from PIL import Image
 
 from lvg.core.tokenizer import TextTruncatedWarning
 from lvg.errors import ArtifactError, InputError
+from lvg.runtime.draw import PALETTE, Mark, overlay
 from lvg.runtime.grounder import Grounder, default_model_path
 from lvg.runtime.result import mask_to_rle
 from tests.helpers.artifacts import make_checkpoint, make_image
+from tests.helpers.regions import reference_main_box
 
 TEXT = "the man on the left"
 
@@ -31,8 +33,7 @@ def test_predict_shapes_and_consistency(grounder, artifacts):
     assert 0 < r.mask.sum() < r.mask.size  # the fixture model gives a partial mask
     # Independent derivations from the returned probability map.
     np.testing.assert_array_equal(r.mask, r.prob > 0.35)
-    ys, xs = np.nonzero(r.mask)
-    assert r.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    assert r.box == reference_main_box(r.mask, r.prob)  # the largest 8-connected region's box
     assert r.score == pytest.approx(float(r.prob[r.mask].mean()), rel=1e-6)
     assert r.no_target is False and r.no_target_prob is None
     assert set(r.timings) >= {"preprocess", "inference", "postprocess", "total"}
@@ -141,17 +142,49 @@ def test_save_mask_and_overlay(grounder, artifacts, tmp_path):
     np.testing.assert_array_equal(loaded == 255, r.mask)
     ov = np.asarray(Image.open(r.save_overlay(tmp_path / "ov.png", label=False)).convert("RGB")).astype(int)
     img = np.asarray(Image.open(artifacts.image).convert("RGB")).astype(int)
+    line = 2  # outline and box width at this image size
     x1, y1, x2, y2 = r.box
-    border = np.zeros_like(r.mask)
-    border[max(y1 - 1, 0) : y2 + 1, max(x1 - 1, 0) : x2 + 1] = True
-    border[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1] = False  # only the 1-px box outline (and its neighbours)
-    outside = ~r.mask & ~border
+    near_box = np.zeros_like(r.mask)
+    near_box[max(y1 - line, 0) : y2 + line, max(x1 - line, 0) : x2 + line] = True
+    near_box[y1 + line : y2 - line, x1 + line : x2 - line] = False
+    outside = ~r.mask & ~near_box
     np.testing.assert_array_equal(ov[outside], img[outside])
-    inside = r.mask & ~border
-    expected = np.rint(img[inside] * 0.5 + np.array([255, 48, 48]) * 0.5)
-    np.testing.assert_array_equal(ov[inside], expected)
-    # The box outline is drawn in green on its top edge.
-    assert tuple(ov[y1, (x1 + x2) // 2]) == (48, 255, 48)
+    # The colour: of the palette, the one farthest from the image's mean colour under the mask.
+    mean = img[r.mask].mean(axis=0)
+    color = max(PALETTE, key=lambda c: np.linalg.norm(np.array(c) - mean))
+    interior = r.mask.copy()
+    for _ in range(line):  # pixels at least `line` pixels inside the mask: tinted, not outlined
+        interior[1:-1, 1:-1] = interior[1:-1, 1:-1] & interior[:-2, 1:-1] & interior[2:, 1:-1] & interior[1:-1, :-2] \
+            & interior[1:-1, 2:]
+        interior[[0, -1], :] = False
+        interior[:, [0, -1]] = False
+    tinted = interior & ~near_box
+    assert tinted.any()
+    np.testing.assert_array_equal(ov[tinted], np.rint(img[tinted] * 0.6 + np.array(color) * 0.4))
+    edge = r.mask & ~interior & ~near_box
+    assert edge.any() and (ov[edge] == color).all()  # a solid outline
+    assert tuple(ov[y1, (x1 + x2) // 2]) == color  # the box, in the same colour
+    # REC draws the box alone: the mask's interior is the untouched image.
+    rec = grounder.predict(artifacts.image, TEXT, task="rec")
+    ov_rec = rec.overlay(label=False).astype(int)
+    np.testing.assert_array_equal(ov_rec[tinted], img[tinted])
+    assert tuple(ov_rec[y1, (x1 + x2) // 2]) == color
+
+
+def test_overlay_colour_contrasts_with_the_object():
+    """A red object gets a colour far from red; two instances get two colours."""
+    img = np.zeros((60, 80, 3), np.uint8)
+    img[..., 1] = 90
+    img[10:30, 10:30] = (220, 30, 30)
+    mask = np.zeros((60, 80), bool)
+    mask[12:28, 12:28] = True
+    out = overlay(img, [Mark(mask, (12, 12, 28, 28), "x")]).astype(int)
+    color = out[12, 20]  # on the outline
+    assert np.linalg.norm(color - np.array([220, 30, 30])) > 250
+    other = np.zeros_like(mask)
+    other[40:50, 50:70] = True
+    out = overlay(img, [Mark(mask, None), Mark(other, None)]).astype(int)
+    assert tuple(out[12, 20]) != tuple(out[40, 60])
 
 
 def test_attention_from_torch_checkpoint(artifacts, tmp_path):

@@ -1,0 +1,136 @@
+"""Connected regions of a mask: the main region whose box is the answer, and the separate targets of GRES.
+
+A thresholded probability map is rarely one clean blob: a few stray pixels on another object, a second
+target, a thin bridge. The rules (SPEC 6, "answers a robot can use"):
+
+- regions are the 8-connected components of the mask (pixels touching by an edge or a corner);
+- a region with less than :data:`SPECK_FRACTION` (5%) of the largest region's area is a *speck* and is
+  dropped; the others are :class:`Region` s, largest first (at most :data:`MAX_REGIONS`);
+- the answer's box is the box of the largest region (ties: the higher mean probability), so specks on
+  another object no longer stretch it; the mask itself is left as the model drew it.
+
+Labelling works on horizontal runs of set pixels, not on pixels: the runs of each row are found with numpy,
+runs of neighbouring rows that touch are joined, and the components of that run graph are found by min-label
+propagation with pointer jumping (a few numpy passes over the runs). A mask from a bilinearly upsampled
+120 x 120 map has at most a few dozen runs per row, so a full-HD mask takes milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MAX_REGIONS", "SPECK_FRACTION", "Region", "find_regions"]
+
+#: A region smaller than this fraction of the largest region's area is a speck (dropped).
+SPECK_FRACTION = 0.05
+#: At most this many regions are returned (largest first), so a noisy map cannot allocate a mask per speck.
+MAX_REGIONS = 32
+
+
+@dataclass(frozen=True)
+class Region:
+    """One connected region of a mask, at the mask's resolution.
+
+    Attributes:
+        mask: bool (H, W), this region's pixels only.
+        box: ``(x1, y1, x2, y2)`` tight box in pixel edges (x2 / y2 exclusive).
+        area: pixel count. score: mean probability over the region's pixels.
+    """
+
+    mask: np.ndarray
+    box: tuple[int, int, int, int]
+    area: int
+    score: float
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Horizontal runs of a (H, W) bool mask, in row-major order: ``rows``, ``starts``, ``ends`` (exclusive)."""
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).view(np.int8), axis=1)  # (H, W + 1): +1 run starts, -1 ends
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)  # row-major order pairs each start with its end
+    return rows.astype(np.int64), starts.astype(np.int64), ends.astype(np.int64)
+
+
+def _touching(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` of runs in rows ``r`` and ``r + 1`` that touch by an edge or a corner."""
+    stride = width + 2  # a key row * stride + column orders runs row-major and never mixes rows
+    start_keys, end_keys = rows * stride + starts, rows * stride + ends
+    below = (rows + 1) * stride
+    # The runs of the next row touching run i form a contiguous range: those ending at or after its start
+    # and starting at or before its end (8-connectivity: a shared corner counts).
+    lo = np.searchsorted(end_keys, below + starts, side="left")
+    hi = np.searchsorted(start_keys, below + ends, side="right")
+    count = np.maximum(hi - lo, 0)
+    i = np.repeat(np.arange(rows.size), count)
+    # j = lo[i] + 0, 1, ... count[i] - 1 for each i
+    offsets = np.arange(i.size) - np.repeat(np.cumsum(count) - count, count)
+    return i, np.repeat(lo, count) + offsets
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Component label of each of ``n`` nodes joined by edges ``(i, j)``: the smallest node index in it."""
+    labels = np.arange(n)
+    while True:
+        low = np.minimum(labels[i], labels[j])
+        new = labels.copy()
+        np.minimum.at(new, i, low)
+        np.minimum.at(new, j, low)
+        np.minimum.at(new, labels[i], low)  # hook the roots too: components merge in O(log n) rounds
+        np.minimum.at(new, labels[j], low)
+        while True:  # pointer jumping: every node points at its root
+            jumped = new[new]
+            if np.array_equal(jumped, new):
+                break
+            new = jumped
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
+
+
+def _paint(shape: tuple[int, int], rows: np.ndarray, starts: np.ndarray,
+           ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A bool mask of ``shape`` with the given runs set, and the flat indices of its pixels."""
+    lengths = ends - starts
+    first = rows * shape[1] + starts
+    # flat index of every pixel: first[k] + 0, 1, ... lengths[k] - 1 for each run k
+    idx = np.repeat(first, lengths) + np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out = np.zeros(shape[0] * shape[1], dtype=bool)
+    out[idx] = True
+    return out.reshape(shape), idx  # (H * W,) -> (H, W)
+
+
+def find_regions(mask: np.ndarray, prob: np.ndarray | None = None, *, speck_fraction: float = SPECK_FRACTION,
+                 max_regions: int = MAX_REGIONS) -> list[Region]:
+    """The regions of ``mask`` (see the module docstring), largest first.
+
+    Args:
+        mask: bool (H, W). prob: float (H, W) probabilities for the scores (``None``: every score is 1.0).
+        speck_fraction: regions below this fraction of the largest one's area are dropped.
+        max_regions: at most this many regions are returned.
+
+    Returns:
+        An empty list for an empty mask.
+    """
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    rows, starts, ends = _runs(mask)
+    if rows.size == 0:
+        return []
+    i, j = _touching(rows, starts, ends, mask.shape[1])
+    _, comp = np.unique(_components(rows.size, i, j), return_inverse=True)  # component index of each run
+    areas = np.bincount(comp, weights=ends - starts).astype(np.int64)
+    keep = np.flatnonzero(areas >= speck_fraction * areas.max())
+    flat_prob = None if prob is None else np.asarray(prob, dtype=np.float32).ravel()
+    regions = []
+    for c in keep[np.argsort(-areas[keep], kind="stable")][:max_regions]:
+        sel = comp == c
+        r, s, e = rows[sel], starts[sel], ends[sel]
+        region_mask, idx = _paint(mask.shape, r, s, e)
+        score = 1.0 if flat_prob is None else float(flat_prob[idx].mean(dtype=np.float64))
+        box = (int(s.min()), int(r.min()), int(e.max()), int(r.max()) + 1)
+        regions.append(Region(mask=region_mask, box=box, area=int(areas[c]), score=score))
+    regions.sort(key=lambda g: (-g.area, -g.score))
+    return regions[:max_regions]
