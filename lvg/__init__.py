@@ -4,7 +4,10 @@ Importing ``lvg`` is cheap and torch-free; the PyTorch model lives in ``lvg.mode
 API is ``lvg.Grounder`` (loaded on first use)::
 
     g = lvg.Grounder.load("model.onnx")
-    result = g.predict("photo.jpg", "man on left")
+    result = g.predict("photo.jpg", "man on left")               # or an (H, W, 3) array, channel_order="bgr"
+    for r in g.stream(frames, "the red car"): ...                 # the next frame is prepared meanwhile
+
+Scale-out on Ray Data: :mod:`lvg.integrations.ray` (the ``ray`` extra).
 """
 
 from __future__ import annotations
@@ -12,15 +15,35 @@ from __future__ import annotations
 from typing import Any
 
 from lvg._version import __version__
-from lvg.errors import LVGError
+from lvg.errors import ArtifactError, CheckpointError, InputError, LVGError, MissingDependencyError
 
-__all__ = ["Grounder", "LVGError", "__version__"]
+__all__ = [
+    "ArtifactError",
+    "CheckpointError",
+    "Grounder",
+    "InputError",
+    "LVGError",
+    "MissingDependencyError",
+    "Region",
+    "Result",
+    "__version__",
+]
+
+# Loaded on first use: `import lvg` must stay light (no onnxruntime import until a Grounder is wanted).
+_LAZY = {
+    "Grounder": "lvg.runtime.grounder",
+    "Result": "lvg.runtime.result",
+    "Region": "lvg.core.regions",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `import lvg` must stay light (no onnxruntime import until a Grounder is wanted).
-    if name == "Grounder":
-        from lvg.runtime.grounder import Grounder
+    if name in _LAZY:
+        import importlib
 
-        return Grounder
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'lvg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
