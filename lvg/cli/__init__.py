@@ -67,6 +67,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: flags read as flags (`--json`), not `--json <bool>` as the rich layout shows every option.
+    rich_markup_mode=None,
 )
 
 
@@ -121,6 +123,9 @@ def _run() -> int | None:
     try:
         return app(prog_name="lvg", standalone_mode=False)
     except typer.TyperException as exc:  # click's usage errors (typer vendors click and subclasses this)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `lvg` (or a bare group): the help is the answer
+            typer.echo(exc.format_message())
+            return 0
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         typer.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)

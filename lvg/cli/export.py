@@ -52,7 +52,6 @@ def export(
     if fmt not in ("onnx", "trt", "tensorrt"):
         raise InputError(f"unknown --format {fmt!r}; choose onnx or trt")
     checkpoint = ModelFile.open(ckpt, checkpoint=True)  # torch-free: a bad file is refused before the slow imports
-    domain = _domain(checkpoint, train_data)
     if fmt != "onnx":
         # Fail before the (slow) ONNX export when TensorRT is missing.
         require("tensorrt", extra="trt", purpose="building TensorRT engines")
@@ -68,6 +67,7 @@ def export(
     engine_out = out or ckpt.with_name(f"{ckpt.stem}{suffix}.b{batch}.engine")
     outputs = {"--out": onnx_out} if fmt == "onnx" else {"--out": engine_out, "the intermediate ONNX file": onnx_out}
     check_outputs([ckpt, tokenizer, *tokenizer_sidecars(ckpt)], outputs)
+    domain = _domain(checkpoint, train_data)  # a bad request is refused first, then the data is read
     bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
     onnx_existed = os.path.lexists(onnx_out)
     try:
@@ -90,6 +90,9 @@ def export(
         raise
     finally:
         bar.close()
+    if domain is None:
+        typer.echo("warning: no training words recorded (the checkpoint's training data is not here): the model "
+                   "cannot report unknown words; pass --train-data DIR, or run lvg annotate on the export", err=True)
     if json_out:
         echo_json(data)
         return
@@ -108,16 +111,11 @@ def export(
 
 
 def _domain(checkpoint: ModelFile, train_data: str | None) -> TrainingDomain | None:
-    """The training words to record: from ``--train-data``, else from the data the checkpoint names; without
-    either, a warning (the model will report no unknown words)."""
+    """The training words to record: from ``--train-data``, else from the data the checkpoint names, else
+    ``None`` (the export then warns that the model cannot report unknown words)."""
     if train_data is None:
         found = checkpoint_data(checkpoint)
-        if found is None:
-            typer.echo("warning: no training words recorded (the checkpoint's training data is not here): the "
-                       "model cannot report unknown words; pass --train-data DIR", err=True)
-            return None
-        train_data, split = found
-        return training_domain(train_data, split)
+        return None if found is None else training_domain(*found)
     return training_domain(train_data)
 
 

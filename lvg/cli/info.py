@@ -1,4 +1,5 @@
-"""``lvg info``: parameters, FLOPs, token counts and the config of a variant or a checkpoint."""
+"""``lvg info``: parameters, FLOPs, token counts and the config of a variant, or what a model file says about
+itself (``--model``: any ``.onnx``, engine or ``.safetensors``, read without torch)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,90 @@ import typer
 from lvg.cli._common import echo_json, handle_errors
 from lvg.errors import ConfigError, require
 
+_PARAMS_KEY = "lvg.params"
+
+
+def describe_model(path: Path) -> dict[str, object]:
+    """What ``path`` (an exported model or a checkpoint) says about itself, read without torch: variant,
+    parameters, GFLOPs (recorded at export; for a checkpoint counted with torch when it is installed),
+    input size, precision, tokenizer size, training domain."""
+    from lvg.core.model_file import ModelFile
+    from lvg.core.tokenizer import Tokenizer
+
+    mf = ModelFile.open(path)
+    info, meta, cfg = mf.info, mf.metadata, mf.config
+    if mf.tensors:  # a checkpoint: count the elements its header declares
+        params: int | None = sum(int(_numel(t.shape)) for t in mf.tensors.values())
+    else:
+        params = int(meta[_PARAMS_KEY]) if meta.get(_PARAMS_KEY, "").isdigit() else None
+    gflops = info.gflops_per_sample
+    if gflops is None and mf.kind == "torch":
+        try:
+            from lvg.modeling.cost import count_flops
+
+            gflops = round(float(count_flops(cfg).to_dict()["gflops"]["total"]), 3)
+        except ImportError:  # no torch: the header alone cannot say
+            gflops = None
+    tok = Tokenizer.from_bytes(info.tokenizer_bytes) if info.tokenizer_bytes is not None else None
+    words = info.domain.words
+    return {
+        "path": str(info.path),
+        "kind": mf.kind,
+        "file_mb": round(info.path.stat().st_size / 1e6, 2),
+        "variant": cfg.name,
+        "params": params,
+        "gflops_per_sample": gflops,
+        "input_size": cfg.encoder.img_size,
+        "max_text_len": cfg.preprocess.max_text_len,
+        "precision": info.precision,
+        "gres": info.gres,
+        "batch": info.batch,
+        "tokenizer_pieces": None if tok is None else tok.vocab_size,
+        "tokenizer": info.tokenizer_identity,
+        "description": info.domain.description,
+        "train_words": None if words is None else len(words),
+        "exporter": meta.get("lvg.exporter"),
+        "source": meta.get("lvg.source"),
+        "version": meta.get("lvg.version"),
+        "config": cfg.to_dict(),
+    }
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _echo_model(data: dict[str, object]) -> None:
+    params, gf = data["params"], data["gflops_per_sample"]
+    rows = [
+        ("model", f"{data['path']} ({data['kind']}, {data['file_mb']} MB)"),
+        ("variant", data["variant"]),
+        ("parameters", "not recorded" if params is None else f"{params / 1e6:.2f}M"),
+        ("GFLOPs", "not recorded (a checkpoint needs torch to count them)" if gf is None else f"{gf} per sample"),
+        ("input", f"{data['input_size']}x{data['input_size']}, text length {data['max_text_len']}"),
+        ("precision", data["precision"]),
+        ("task", "gres (no-target head)" if data["gres"] else "ris / rec"),
+        ("tokenizer", "none (pass --tokenizer)" if data["tokenizer_pieces"] is None
+         else f"{data['tokenizer_pieces']} pieces ({data['tokenizer']})"),
+        ("trained on", data["description"] or "not recorded"),
+        ("train words", "not recorded" if data["train_words"] is None else data["train_words"]),
+    ]
+    if data["batch"] is not None:
+        rows.insert(5, ("batch", f"{data['batch']} (static)"))
+    for key, value in rows:
+        typer.echo(f"{key:<13}{value}")
+
 
 @handle_errors
 def info(
     variant: str | None = typer.Option(None, "--variant", "-v", help="Named variant (see --list)."),
-    ckpt: Path | None = typer.Option(None, "--ckpt", help="A Latent-VG safetensors checkpoint."),
+    ckpt: Path | None = typer.Option(None, "--ckpt", help="A Latent-VG safetensors checkpoint (needs torch)."),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="Describe a model file (.onnx, .engine/.plan, .safetensors) without torch."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     list_: bool = typer.Option(False, "--list", help="List the named variants and exit."),
 ) -> None:
@@ -24,6 +104,8 @@ def info(
         lvg info --variant lvg-b
 
         lvg info --ckpt runs/tiny/last.safetensors --json
+
+        lvg info --model model.onnx
     """
     from lvg.config import get_config, list_variants
 
@@ -31,8 +113,15 @@ def info(
         for name in list_variants():
             typer.echo(name)
         return
-    if (variant is None) == (ckpt is None):
-        raise ConfigError("give exactly one of --variant NAME or --ckpt PATH")
+    if sum(x is not None for x in (variant, ckpt, model)) != 1:
+        raise ConfigError("give exactly one of --variant NAME, --ckpt PATH or --model PATH")
+    if model is not None:
+        data = describe_model(model)
+        if as_json:
+            echo_json(data)
+        else:
+            _echo_model(data)
+        return
     if ckpt is not None:
         from lvg.core.model_file import ModelFile
 

@@ -284,6 +284,22 @@ def _tokenizer(source: ModelFile | nn.Module, explicit: str | os.PathLike[str] |
     return tok
 
 
+def _make_parent(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder for {out}: {exc.strerror or exc}") from None
+
+
+def _set_metadata(proto: Any, meta: dict[str, str]) -> None:
+    """Replace ``proto``'s ``metadata_props`` with ``meta`` (sorted by key) and name lvg as its producer."""
+    del proto.metadata_props[:]
+    for key, value in sorted(meta.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "latent-vg"
+
+
 def export_onnx(
     ckpt: str | os.PathLike[str] | ModelFile | nn.Module,
     out: str | os.PathLike[str],
@@ -333,10 +349,7 @@ def export_onnx(
     tok = _tokenizer(source, tokenizer)
     cfg: ModelConfig = model.cfg  # type: ignore[assignment]
     wrapper = ExportWrapper(model).eval()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder for {out}: {exc.strerror or exc}") from None
+    _make_parent(out)
     # The exporter's own file is a temporary file beside the output (never a folder): removed on every exit
     # path, and by the next export of the same output if this process is killed outright.
     with scratch_path(out) as raw:
@@ -369,11 +382,7 @@ def export_onnx(
             **domain,
         },
     )
-    del proto.metadata_props[:]
-    for key, value in sorted(meta.items()):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "latent-vg"
+    _set_metadata(proto, meta)
     onnx.checker.check_model(proto)
     with atomic_output(out) as tmp_out:
         try:

@@ -1,0 +1,124 @@
+"""``lvg bench``: model latency, throughput and GFLOPs on synthetic inputs (torch-free)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from lvg._progress import progress
+from lvg.cli._common import echo_json, handle_errors
+from lvg.errors import InputError
+
+
+def _parse_batches(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--batch must be comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"--batch must list positive integers, got {text!r}")
+    return values
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile of an ascending list (numpy's default method)."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+@handle_errors
+def bench(
+    model: Path | None = typer.Option(None, "--model", "-m", help="Model file (default: the bundled model)."),
+    batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,8."),
+    runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per batch size."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per batch size."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | tensorrt."),
+    backend: str = typer.Option("auto", "--backend", help="auto | onnxruntime | tensorrt | torch."),
+    json_out: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """Measure model latency (p50 / p90 / p99), throughput and GFLOPs on synthetic inputs.
+
+    Times the backend call alone (inputs already preprocessed), so numbers compare across backends.
+
+    Example:
+
+        lvg bench --model model.onnx --batch 1,8 --runs 50
+    """
+    import numpy as np
+
+    from lvg.runtime.backends import open_backend
+    from lvg.runtime.grounder import default_model_path
+
+    sizes = _parse_batches(batch)
+    be = open_backend(model if model is not None else default_model_path(), backend=backend, device=device)
+    info = be.info
+    cfg = info.config
+    s, length = cfg.encoder.img_size, cfg.preprocess.max_text_len
+    if be.fixed_batch:
+        wrong = [b for b in sizes if b != be.max_batch]
+        if wrong:
+            raise InputError(f"this engine was built for batch {be.max_batch}; got --batch {batch}")
+    rng = np.random.default_rng(0)
+    rows = []
+    bar = progress(total=len(sizes) * (runs + warmup), desc="bench")
+    for b in sizes:
+        image = rng.uniform(-1, 1, size=(b, 3, s, s)).astype(np.float32)  # (B, 3, S, S)
+        ids = np.full((b, length), 1, dtype=np.int64)  # (B, L) pad
+        mask = np.zeros((b, length), dtype=bool)
+        n = max(3, length // 2)
+        words = rng.integers(4, min(cfg.encoder.vocab_size, 500), (b, n - 2))  # (B, n - 2) random word ids
+        ids[:, 0], ids[:, 1 : n - 1], ids[:, n - 1] = 0, words, 2
+        mask[:, :n] = True
+        times = []
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            be.run(image, ids, mask)
+            dt = (time.perf_counter() - t0) * 1e3
+            if i >= warmup:
+                times.append(dt)
+            bar.update(1)
+        times.sort()
+        mean = statistics.fmean(times)
+        gf = info.gflops_per_sample
+        rows.append(
+            {
+                "batch": b,
+                "p50_ms": round(_percentile(times, 50), 3),
+                "p90_ms": round(_percentile(times, 90), 3),
+                "p99_ms": round(_percentile(times, 99), 3),
+                "mean_ms": round(mean, 3),
+                "throughput_per_s": round(b * 1e3 / mean, 2),
+                "gflops_per_sample": gf,
+                "tflops_per_s": round(gf * b / mean, 4) if gf is not None else None,
+            }
+        )
+    bar.close()
+    head = {
+        "model": str(info.path),
+        "variant": cfg.name,
+        "backend": be.name,
+        "device": be.device,
+        "precision": info.precision,
+        "gflops_per_sample": info.gflops_per_sample,
+        "runs": runs,
+        "warmup": warmup,
+    }
+    if json_out:
+        echo_json({**head, "results": rows})
+        return
+    gf = "n/a" if info.gflops_per_sample is None else f"{info.gflops_per_sample:.3f}"
+    typer.echo(f"{cfg.name} ({info.precision}) on {be.device}; {gf} GFLOPs/sample; {runs} runs after {warmup} warm-up")
+    cols = ("batch", "p50_ms", "p90_ms", "p99_ms", "throughput_per_s")
+    heads = ("batch", "p50 ms", "p90 ms", "p99 ms", "samples/s")
+    typer.echo("  ".join(f"{h:>10}" for h in heads))
+    for r in rows:
+        typer.echo("  ".join(f"{r[c]:>10}" for c in cols))
+    sys.stdout.flush()
