@@ -65,8 +65,9 @@ class Result:
         low_confidence: ``score`` is below :data:`LOW_CONFIDENCE` (0.5), or nothing was found (an empty mask
             without a no-target decision), or the no-target decision was close (probability within 0.15 of
             its threshold).
-        timings: milliseconds: ``preprocess``, ``inference``, ``postprocess``, ``total``. For a batch call
-            each sample carries its share (the batch's time divided by its size) and ``batch`` the size.
+        timings: milliseconds: ``preprocess`` (this image's decoding and letterboxing), ``inference``,
+            ``postprocess``, ``total``. For a batch call (``predict_batch``, ``stream`` with ``batch_size > 1``)
+            inference and post-processing are the batch's time divided by its size, and ``batch`` is the size.
         attention: float32 (1 + N, H, W) per-expression attention maps (input expression first), when
             requested from the torch backend; else ``None``.
         image: uint8 (H, W, 3) RGB image the prediction was made on (used by :meth:`save_overlay`).
