@@ -60,15 +60,19 @@ def random_batch(cfg, batch: int, seed: int = 0, *, pin: bool = False) -> dict[s
     return {k: v.pin_memory() for k, v in out.items()} if pin else out
 
 
-def make_trainer(variant: str, batch: int, amp: str, device: torch.device, run_dir: Path):
+def make_trainer(variant: str, batch: int, amp: str, device: torch.device, run_dir: Path, *,
+                 cpu_bf16: bool = False):
     """A :class:`Trainer` holding a fresh model, its optimizer and mixed-precision state on ``device``, ready
-    for ``train_step`` (no data, run directory or log: the parts a step does not touch)."""
+    for ``train_step`` (no data, run directory or log: the parts a step does not touch). On the CPU ``amp`` is
+    ignored (float32) unless ``cpu_bf16`` asks for bf16 autocast there."""
     from lvg.modeling import build_model
     from lvg.train.config import TrainConfig
     from lvg.train.optim import build_optimizer
     from lvg.train.trainer import Trainer
 
-    cfg = TrainConfig(variant=variant, batch_size=batch, amp=amp if device.type == "cuda" else "off", steps=1000)
+    # fp16 autocast with loss scaling is a CUDA path; bf16 autocast runs on the CPU too (the trainer's own rule).
+    cpu_amp = amp if amp == "bf16" and cpu_bf16 else "off"
+    cfg = TrainConfig(variant=variant, batch_size=batch, amp=amp if device.type == "cuda" else cpu_amp, steps=1000)
     trainer = Trainer(cfg, run_dir, device=str(device))
     torch.manual_seed(cfg.seed)
     trainer.device = device
