@@ -7,6 +7,9 @@ import os
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# precision="auto" would pick bf16 on OpenVINO where it is installed on a bf16 CPU: the suite's default loads stay
+# on ONNX Runtime fp32 (the reference the tests compare with); tests/runtime/test_precision.py unsets this.
+os.environ.setdefault("LVG_PRECISION", "fp32")
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,9 @@ class Backend(ABC):
 
     #: Short backend name: ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``.
     name: str = ""
+    #: Why a faster path was not taken when the precision was chosen automatically (e.g. which extra to
+    #: install for bf16), or ``None``.
+    note: str | None = None
 
     def __init__(self, model_file: ModelFile) -> None:
         self.model_file = model_file
@@ -50,6 +53,12 @@ class Backend(ABC):
     @property
     def config(self) -> ModelConfig:
         return self.model_file.config
+
+    @property
+    def precision(self) -> str:
+        """The numeric precision the model runs at (``"fp32"``, ``"bf16"``, ``"fp16"``): the file's own unless
+        the backend was loaded at another (``open_backend(..., precision=...)``)."""
+        return self.info.precision
 
     @property
     def device(self) -> str:

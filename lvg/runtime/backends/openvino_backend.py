@@ -1,0 +1,131 @@
+"""OpenVINO backend for ``.onnx`` artifacts on the CPU: the same file ONNX Runtime runs, at bf16 or fp32.
+
+OpenVINO (the ``openvino`` extra) reads the exported ``.onnx`` directly; the precision is a compile option
+(``INFERENCE_PRECISION_HINT``), so one file serves every precision. In bf16 the matrix products run on the
+CPU's bf16 instructions (AVX512-BF16 or AMX) while OpenVINO's LayerNorm, softmax and reduction kernels
+accumulate in fp32. Compiled models are cached in ``$LVG_HOME/openvino`` (default ``~/.cache/lvg/openvino``),
+keyed by OpenVINO on the file and the options, so a second load of the same model skips compilation.
+
+Thread safety: one compiled model; each concurrent ``run`` takes its own infer request from a small pool
+(an infer request is not safe to share), so requests from several threads run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from lvg.core.artifact import OUTPUT_NO_TARGET, OUTPUT_PROB
+from lvg.core.model_file import ModelFile
+from lvg.core.outputs import ModelOutput
+from lvg.errors import ArtifactError, InputError, first_line, require
+from lvg.runtime.backends.base import Backend
+from lvg.runtime.backends.ort_backend import physical_cores
+
+__all__ = ["OV_PRECISIONS", "OpenVINOBackend", "cache_dir", "compile_config"]
+
+#: Our precision names -> OpenVINO's inference precision.
+OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def cache_dir() -> Path:
+    """Where compiled models are cached: ``$LVG_HOME/openvino`` (default ``~/.cache/lvg/openvino``)."""
+    home = os.environ.get("LVG_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lvg")
+    return Path(home) / "openvino"
+
+
+def compile_config(precision: str, *, threads: int = 0) -> dict[str, object]:
+    """The CPU plugin's options: inference precision, latency mode (one stream: every core works on one
+    request, as ONNX Runtime's intra-op pool does), threads = ``threads`` or one per physical core."""
+    if precision not in OV_PRECISIONS:
+        raise InputError(f"OpenVINO runs fp32 or bf16, not {precision!r}")
+    return {
+        "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision],
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_NUM_THREADS": int(threads) if threads else physical_cores(),
+    }
+
+
+def _dims(port) -> tuple[object, ...]:
+    """A port's shape with static dims as ints and dynamic ones as ``None``."""
+    return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+
+
+class OpenVINOBackend(Backend):
+    """Runs an exported ``.onnx`` file with OpenVINO on the CPU. ``precision``: ``"bf16"`` or ``"fp32"``;
+    ``threads``: inference threads (0 = one per physical core); ``cache``: compile-cache folder (``None`` =
+    :func:`cache_dir`, ``False`` = no cache)."""
+
+    name = "openvino"
+
+    def __init__(self, path: str | os.PathLike[str] | ModelFile, *, precision: str = "bf16", threads: int = 0,
+                 cache: str | os.PathLike[str] | bool | None = None) -> None:
+        super().__init__(ModelFile.open(path))
+        if self.model_file.kind != "onnx":
+            raise InputError(f"the openvino backend runs .onnx files, not {self.model_file.path.name}")
+        ov = require("openvino", extra="openvino", purpose=f"{precision} inference of .onnx models with OpenVINO")
+        config = compile_config(precision, threads=threads)
+        p = self.info.path
+        core = ov.Core()
+        folder = _usable_cache(cache)
+        if folder is not None:
+            core.set_property({"CACHE_DIR": str(folder)})
+        try:
+            self._compiled = core.compile_model(str(p), "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError with multi-line messages
+            raise ArtifactError(f"{p} cannot be compiled by OpenVINO ({first_line(exc)})") from None
+        inputs = {port.get_any_name(): _dims(port) for port in self._compiled.inputs}
+        names = {name for port in self._compiled.outputs for name in port.get_names()}
+        self.check_io(p, inputs, names)
+        self._outputs = [OUTPUT_PROB] + ([OUTPUT_NO_TARGET] if OUTPUT_NO_TARGET in names else [])
+        self._precision = precision
+        self._idle: list[object] = []
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        return "openvino:CPU"
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    def _request(self):
+        with self._lock:
+            return self._idle.pop() if self._idle else self._compiled.create_infer_request()
+
+    def run(
+        self, image: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, *, return_attention: bool = False,
+        return_expressions: bool = False,
+    ) -> ModelOutput:
+        feeds = self.feeds(image, text_ids, text_mask, return_attention=return_attention)
+        request = self._request()
+        try:
+            request.infer(feeds)
+            # Copies: the request's output buffers are reused by its next inference.
+            out = [np.array(request.get_tensor(name).data, dtype=np.float32) for name in self._outputs]
+        finally:
+            with self._lock:
+                self._idle.append(request)
+        return ModelOutput(prob=out[0], no_target_logit=out[1] if len(out) > 1 else None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._idle.clear()
+        self._compiled = None
+
+
+def _usable_cache(cache: str | os.PathLike[str] | bool | None) -> Path | None:
+    """The compile-cache folder if it can be created (a read-only home only loses the cache)."""
+    if cache is False:
+        return None
+    folder = cache_dir() if cache in (None, True) else Path(cache)  # type: ignore[arg-type]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
