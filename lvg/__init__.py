@@ -12,8 +12,8 @@ Scale-out on Ray Data: :mod:`lvg.integrations.ray` (the ``ray`` extra).
 
 from __future__ import annotations
 
-from typing import Any
-
+# No `typing` import: this module runs before the CLI's Ctrl-C handler is installed, so it imports as little
+# as it can (a signal inside a slow import here would print a traceback).
 from lvg._version import __version__
 from lvg.errors import ArtifactError, CheckpointError, InputError, LVGError, MissingDependencyError
 
@@ -37,7 +37,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
