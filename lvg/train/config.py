@@ -29,7 +29,7 @@ Contrastive = Literal["pos_margin", "infonce", "triplet", "arcface"]
 Schedule = Literal["cosine", "constant"]
 Task = Literal["ris", "rec", "gres"]
 Stage = Literal["ground", "pretrain"]
-InitParts = Literal["all", "backbone"]
+InitParts = Literal["all", "backbone", "shared"]
 ExpressionKind = Literal["attribute", "position", "relation", "multi", "none"]
 
 
@@ -94,7 +94,9 @@ class TrainConfig:
     fresh. It fine-tunes a trained model, or gives a finished run a second schedule, as a new run that
     ``--resume`` continues like any other. Exclusive with ``pretrained``. ``init_parts = "backbone"`` takes
     only the encoder (``beit3.*``) from it, so that a pretraining run (``stage = "pretrain"``) of one
-    variant starts the grounding runs of its twins (e.g. ``lvg-s-nolatent``) on the same footing.
+    variant starts the grounding runs of its twins (e.g. ``lvg-s-nolatent``) on the same footing;
+    ``"shared"`` takes every tensor the model has (each must be in the file, shape for shape) and leaves out
+    the file's other modules, so a latent-off twin continues a latent-on run's weights.
 
     ``stage = "pretrain"`` trains the encoder alone on dense targets (:mod:`lvg.train.pretrain`): per
     patch, the shape, colour, size and texture of the object covering it (or background) and that object's

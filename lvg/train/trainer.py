@@ -410,6 +410,12 @@ class Trainer:
                 state = read_checkpoint_tensors(init, model_only=True)
                 load_state_strict(self.model.beit3, {k[len("beit3."):]: v for k, v in state.items()
                                                      if k.startswith("beit3.")}, str(init.path))
+            elif cfg.init_parts == "shared":
+                # A twin with fewer modules (lvg-s-nolatent from an lvg-s run): all of its own tensors must
+                # fit; the file's extra modules are left out.
+                own = self.model.state_dict()
+                state = read_checkpoint_tensors(init, model_only=True)
+                load_state_strict(self.model, {k: v for k, v in state.items() if k in own}, str(init.path))
             else:
                 load_weights(self.model, init)
             if main:

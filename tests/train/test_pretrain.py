@@ -132,3 +132,22 @@ def test_pretraining_needs_attributes() -> None:
     # A COCO annotation (RefCOCO's) has a category but no attributes: pretraining says which data it needs.
     with pytest.raises(ConfigError, match="per-object attributes"):
         _object_attributes({"id": 1, "category_id": 1, "segmentation": []}, {1: "person"})
+
+
+def test_a_latent_off_twin_starts_from_every_weight_it_shares_with_a_latent_run(tmp_path: Path, synth_dataset) -> None:
+    # Table 4 at equal footing: the no-latent model takes all of its tensors from the latent model's run and
+    # leaves out the latent-expression modules it does not have.
+    data = synth_dataset.out_dir
+    on = train(_cfg(data, stage="ground", steps=1), tmp_path / "on", show_progress=False)
+    twin = _cfg(data, variant="lvg-tiny-nolatent", stage="ground", lr=1e-9, weight_decay=0.0,
+                init_from=str(on.checkpoint), init_parts="shared", steps=1)
+    got = read_checkpoint_tensors(train(twin, tmp_path / "off", show_progress=False).checkpoint, model_only=True)
+    src = read_checkpoint_tensors(on.checkpoint, model_only=True)
+    assert set(got) < set(src) and any(k.startswith("latent_init.") for k in set(src) - set(got))
+    for k, v in got.items():
+        assert torch.allclose(v, src[k], atol=1e-6), k
+    # The other way round the file lacks tensors the model has: refused, not silently left at random.
+    back = _cfg(data, stage="ground", steps=1, init_from=str(tmp_path / "off" / "last.safetensors"),
+                init_parts="shared")
+    with pytest.raises(Exception, match="missing|does not match"):
+        train(back, tmp_path / "back", show_progress=False)
