@@ -4,8 +4,8 @@ matmul rate measured in the same run, and whether the data pipeline keeps up.
     python benchmarks/bench_train_cpu.py [--variant lvg-s] [--batch 12] [--steps 6] [--warmup 2] [--threads 1,2]
                                          [--data data/synth-train:grefcoco-synth] [--out benchmarks/results]
 
-Step cases: float32 and bf16 autocast, each on 1 and 2 threads (``--threads``) (``torch.set_num_threads``), the trainer's
-``train_step`` on random batches (``bench_train_step.random_batch``). For each thread count a matmul probe
+Step cases: float32 and bf16 autocast, each on 1 and 2 threads (``--threads``, ``torch.set_num_threads``), the
+trainer's ``train_step`` on random batches (``bench_train_step.random_batch``). For each thread count a matmul probe
 (1024 x 768 x 3072, the shape class of the encoder's FFN) gives the machine's float32 and bf16 GFLOP/s; the
 step's achieved rate (3x the forward FLOPs per sample) is reported as a fraction of the probe at its
 precision. With ``--data``, one data worker's rate (samples/s of the training dataset's ``__getitem__``:
