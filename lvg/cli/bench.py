@@ -34,6 +34,28 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
+def _print_table(be, runs: int, warmup: int, ceiling, rows: list[dict]) -> None:
+    info, cfg = be.info, be.info.config
+    gf = "n/a" if info.gflops_per_sample is None else f"{info.gflops_per_sample:.3f}"
+    probe = "" if ceiling is None else (f"; matmul {ceiling.gflops_per_s:.0f} GFLOP/s ({ceiling.precision}, "
+                                        f"{ceiling.engine}, {ceiling.threads} threads)")
+    typer.echo(f"{cfg.name} ({be.precision}) on {be.device}; {gf} GFLOPs/sample; {runs} runs after {warmup} warm-up"
+               + probe)
+    cols = ("batch", "p50_ms", "p90_ms", "p99_ms", "throughput_per_s", "of_matmul")
+    heads = ("batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "of matmul")
+    typer.echo("  ".join(f"{h:>10}" for h in heads))
+    for r in rows:
+        typer.echo("  ".join(f"{r[c]:>10}" for c in cols))
+
+
+def _ceiling(be):
+    """This machine's matmul rate at the backend's precision (CPU backends only; ``None`` elsewhere)."""
+    from lvg.runtime.roofline import matmul_rate
+
+    on_cpu = be.device in ("cpu", "torch:cpu", "openvino:CPU", "onnxruntime:CPUExecutionProvider")
+    return matmul_rate(be.precision) if on_cpu else None
+
+
 @handle_errors
 def bench(
     model: Path | None = typer.Option(None, "--model", "-m", help="Model file (default: the bundled model)."),
@@ -41,12 +63,16 @@ def bench(
     runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per batch size."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per batch size."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | tensorrt."),
-    backend: str = typer.Option("auto", "--backend", help="auto | onnxruntime | tensorrt | torch."),
+    backend: str = typer.Option("auto", "--backend", help="auto | onnxruntime | openvino | tensorrt | torch."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="auto (bf16 on CPUs with bf16 instructions, else fp32) | fp32 | bf16."),
     json_out: bool = typer.Option(False, "--json", help="Print the table as JSON."),
 ) -> None:
     """Measure model latency (p50 / p90 / p99), throughput and GFLOPs on synthetic inputs.
 
-    Times the backend call alone (inputs already preprocessed), so numbers compare across backends.
+    Times the backend call alone (inputs already preprocessed), so numbers compare across backends. On the
+    CPU, the achieved GFLOP/s is also given as a share of this machine's matmul rate at the same precision,
+    measured first by a short probe (lvg.runtime.roofline): the distance to the roofline.
 
     Example:
 
@@ -58,7 +84,11 @@ def bench(
     from lvg.runtime.grounder import default_model_path
 
     sizes = _parse_batches(batch)
-    be = open_backend(model if model is not None else default_model_path(), backend=backend, device=device)
+    be = open_backend(model if model is not None else default_model_path(), backend=backend, device=device,
+                      precision=precision)
+    if be.note:
+        typer.echo(f"note: {be.note}", err=True)
+    ceiling = _ceiling(be)
     info = be.info
     cfg = info.config
     s, length = cfg.encoder.img_size, cfg.preprocess.max_text_len
@@ -98,6 +128,8 @@ def bench(
                 "throughput_per_s": round(b * 1e3 / mean, 2),
                 "gflops_per_sample": gf,
                 "tflops_per_s": round(gf * b / mean, 4) if gf is not None else None,
+                "of_matmul": round(gf * b / mean * 1e3 / ceiling.gflops_per_s, 3)
+                if gf is not None and ceiling is not None else None,
             }
         )
     bar.close()
@@ -106,19 +138,14 @@ def bench(
         "variant": cfg.name,
         "backend": be.name,
         "device": be.device,
-        "precision": info.precision,
+        "precision": be.precision,
         "gflops_per_sample": info.gflops_per_sample,
+        "matmul": ceiling.to_dict() if ceiling is not None else None,
         "runs": runs,
         "warmup": warmup,
     }
     if json_out:
         echo_json({**head, "results": rows})
         return
-    gf = "n/a" if info.gflops_per_sample is None else f"{info.gflops_per_sample:.3f}"
-    typer.echo(f"{cfg.name} ({info.precision}) on {be.device}; {gf} GFLOPs/sample; {runs} runs after {warmup} warm-up")
-    cols = ("batch", "p50_ms", "p90_ms", "p99_ms", "throughput_per_s")
-    heads = ("batch", "p50 ms", "p90 ms", "p99 ms", "samples/s")
-    typer.echo("  ".join(f"{h:>10}" for h in heads))
-    for r in rows:
-        typer.echo("  ".join(f"{r[c]:>10}" for c in cols))
+    _print_table(be, runs, warmup, ceiling, rows)
     sys.stdout.flush()

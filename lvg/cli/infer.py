@@ -198,7 +198,10 @@ def infer(
     device: str = typer.Option(
         "auto", "--device", help="auto | cpu | cuda | cuda:N | tensorrt (ONNX Runtime's TRT EP)."
     ),
-    backend: str = typer.Option("auto", "--backend", help="auto (by file suffix) | onnxruntime | tensorrt | torch."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto (by file suffix and precision) | onnxruntime | openvino | tensorrt | torch."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="auto (bf16 on CPUs with bf16 instructions, else fp32) | fp32 | bf16."),
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Sentencepiece file overriding the embedded one."),
     threshold: float | None = typer.Option(None, "--threshold", help="Mask threshold (default: the model's, 0.35)."),
 ) -> None:
@@ -226,8 +229,10 @@ def infer(
         check_outputs([image, model, tokenizer], {"--out": out, "--mask": mask, "--attention": attention})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        g = Grounder.load(model, backend=backend, device=device, tokenizer=tokenizer)
+        g = Grounder.load(model, backend=backend, device=device, tokenizer=tokenizer, precision=precision)
     echo_warnings(caught)
+    if g.backend.note:
+        typer.echo(f"note: {g.backend.note}", err=True)
     opts = {"task": task, "mask_threshold": threshold}
     notes = functools.partial(_notes, g, model is None, text)
     if not many:

@@ -159,6 +159,8 @@ def eval_command(
     max_sentences: int = typer.Option(0, min=0, help="Evaluate an evenly spread subset (0: all)."),
     device: str | None = typer.Option(
         None, help="cpu | cuda | cuda:N, or tensorrt for an .onnx model (default: CUDA if available)."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="auto (bf16 on CPUs with bf16 instructions, else fp32) | fp32 | bf16."),
     text_swap: bool = typer.Option(
         False, "--text-swap", help="Also score each image with another image's sentence (does the model read text?)."
     ),
@@ -194,8 +196,9 @@ def eval_command(
         # An exported model runs as lvg infer runs it and reads text with its own tokenizer; a checkpoint
         # runs on the torch backend (which also gives each expression's map) with the tokenizer its run used.
         grounder = None if model_file.kind == "torch" else Grounder.load(model_file, device=device or "auto",
-                                                                         tokenizer=tokenizer)
-        backend = grounder.backend if grounder else open_backend(model_file, device=device or "auto")
+                                                                         tokenizer=tokenizer, precision=precision)
+        backend = grounder.backend if grounder else open_backend(model_file, device=device or "auto",
+                                                                 precision=precision)
         # The dataset first: a wrong --data is the error to report, not the tokenizer missing beside it. The
         # task picks the layout of a dataset that has both (a synthetic one): GRES reads the gREFER refs, RIS and
         # REC the REFER ones; without a task, the model's head decides.
@@ -210,8 +213,10 @@ def eval_command(
                            max_sentences=max_sentences, text_swap=text_swap, mask_threshold=threshold,
                            show_progress=None)
     if json_out:
-        echo_json({"checkpoint": str(model_file.path), "variant": cfg.name, **metrics})
+        echo_json({"checkpoint": str(model_file.path), "variant": cfg.name, "backend": backend.name,
+                   "precision": backend.precision, **metrics})
     else:
+        typer.echo(f"{cfg.name} on {backend.name} ({backend.precision})")
         typer.echo(format_metrics(metrics))
 
 

@@ -13,8 +13,9 @@ when it is loaded (``Grounder.load(path, precision=...)``, ``--precision``):
   The environment variable ``LVG_PRECISION`` (``fp32`` / ``bf16``) replaces what ``auto`` means on a machine,
   e.g. ``LVG_PRECISION=fp32`` to keep every default load on ONNX Runtime fp32 (the test suite does).
 
-int8 is not offered: static int8 (QDQ, calibrated on the model's own domain, LayerNorm / softmax / heads
-in fp32) was measured slower than bf16 on the CPUs this was built on (``benchmarks/bench_cpu.py``).
+int8 is not a load-time precision: static int8 needs activation ranges calibrated on the model's own domain,
+i.e. a second, quantised file. ``benchmarks/bench_cpu.py`` measures it (QDQ, calibrated on ``lvg data synth``
+scenes, LayerNorm / softmax / VCI / heads in fp32) against bf16.
 
 The CPU's flags come from ``/proc/cpuinfo``; :func:`choose_precision` takes them as an argument, so the
 choice is a pure function of (request, file kind, device, flags, installed engines).

@@ -113,6 +113,7 @@ class Grounder:
         device: str = "auto",
         tokenizer: str | os.PathLike[str] | None = None,
         variant: str | None = None,
+        precision: str = "auto",
     ) -> Grounder:
         """Load a model file.
 
@@ -126,6 +127,10 @@ class Grounder:
                 checkpoint that carries none).
             variant: the variant the caller expects (e.g. ``"lvg-b-gres"``); a model of another variant
                 is refused instead of silently giving another model's answers. ``None`` = any.
+            precision: ``"auto"`` (bf16 on a CPU with bf16 instructions: OpenVINO for ``.onnx`` when the
+                ``openvino`` extra is installed, bf16 weights for ``.safetensors``; fp32 elsewhere), ``"fp32"``
+                or ``"bf16"``. The file decides nothing: one fp32 ``.onnx`` serves every precision
+                (:mod:`lvg.core.precision`).
 
         Raises:
             ArtifactError: missing / empty / corrupt / foreign model file, a pickle file (``.pth``, ...),
@@ -135,7 +140,8 @@ class Grounder:
         """
         if variant is not None and variant not in list_variants():
             raise InputError(f"unknown variant {variant!r}; choose one of {', '.join(list_variants())}")
-        be = open_backend(path if path is not None else default_model_path(), backend=backend, device=device)
+        be = open_backend(path if path is not None else default_model_path(), backend=backend, device=device,
+                          precision=precision)
         p = be.info.path
         if variant is not None and be.config.name != variant:
             found = be.config.name
@@ -179,7 +185,7 @@ class Grounder:
             "path": str(self.info.path),
             "backend": self._backend.name,
             "device": self._backend.device,
-            "precision": self.info.precision,
+            "precision": self._backend.precision,
         }
 
     # ------------------------------------------------------------------ prediction
