@@ -1,0 +1,306 @@
+"""CPU inference per engine and precision, against ONNX Runtime fp32 and this machine's matmul rate, in one run.
+
+    python benchmarks/bench_cpu.py [--models lvg-b,bundled] [--batches 1,8] [--reps 3] [--reps-large 2]
+                                   [--cases ort-fp32,ov-bf16,ov-int8,torch-fp32,torch-bf16] [--out DIR]
+
+Models: ``lvg-b`` with random weights (seed 0; exported once into ``benchmarks/.cache``) and ``bundled``
+(lvg-s, ``lvg/assets/default/model.onnx``; no checkpoint, so no torch cases). Cases, all in this one process
+with the same thread count (one per physical core) and interleaved rounds (round r runs every case once, in
+an order reversed on alternate rounds, so other load on the machine hits every case alike):
+
+- ``ort-fp32``: the runtime's ONNX Runtime backend (today's CPU default), the reference of every ratio;
+- ``ov-bf16``: the runtime's OpenVINO backend at bf16 (``precision="bf16"``), the same ``.onnx`` file;
+- ``ov-int8``: an experiment, not a runtime path: static QDQ int8 (ONNX Runtime's ``quantize_static``,
+  per-channel int8 weights, uint8 activations, MinMax calibration on real ``lvg data synth`` scenes and
+  sentences; only MatMul / Conv / Gemm quantised, the heads, pixel decoder, VCI and latent init excluded, so
+  LayerNorm, softmax and the VCI threshold stay fp32) run by OpenVINO at bf16;
+- ``torch-fp32`` / ``torch-bf16``: the runtime's torch backend at fp32 and with bf16 weights.
+
+Per case and batch: median latency, images/s, achieved GFLOP/s, the speed-up over ``ort-fp32`` (median of the
+per-round ratios), and the achieved rate as a fraction of the matmul probe at the case's precision (numpy and
+torch fp32, OpenVINO and torch bf16; 1024 x 768 x 3072, best of 5, measured before and after the cases:
+the higher one counts). Accuracy per case: max |prob - prob_fp32| and the share of pixels whose mask
+(prob > 0.35) agrees with ``ort-fp32`` (real synth scenes for the bundled model, random inputs for lvg-b).
+Writes ``cpu_<model>.json`` (with ``/proc/loadavg`` before and after) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+BUNDLED = ROOT / "lvg" / "assets" / "default" / "model.onnx"
+ALL_CASES = ("ort-fp32", "ov-bf16", "ov-int8", "torch-fp32", "torch-bf16")
+#: Calibration scenes for ov-int8 (a ``lvg data synth`` folder made once in the cache).
+CALIB_IMAGES = 40
+
+
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "n/a"
+
+
+def _samples(path: Path, calib: Path, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` real synth scenes and sentences, preprocessed for the model at ``path``."""
+    from PIL import Image
+
+    from lvg.core.model_file import ModelFile
+    from lvg.core.preprocess import preprocess_image
+
+    mf = ModelFile.open(path)
+    cfg, tok = mf.config, mf.tokenizer(None)
+    refs = json.loads((calib / "grefcoco-synth" / "grefs(unc).json").read_text())
+    rng = np.random.default_rng(seed)
+    picked = [refs[i] for i in rng.choice(len(refs), size=n, replace=len(refs) < n)]
+    xs, ids, masks = [], [], []
+    for r in picked:
+        image = Image.open(calib / "images" / f"synth_{r['image_id']:06d}.jpg").convert("RGB")
+        x, _ = preprocess_image(image, cfg.preprocess)
+        i, m = tok.encode(r["sentences"][0]["sent"], cfg.preprocess.max_text_len)
+        xs.append(x), ids.append(i), masks.append(m)
+    return {"image": np.stack(xs), "text_ids": np.stack(ids), "text_mask": np.stack(masks)}
+
+
+def _random(cfg, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    s, length = cfg.encoder.img_size, cfg.preprocess.max_text_len
+    ids = np.ones((n, length), dtype=np.int64)
+    ids[:, 0], ids[:, 1:9], ids[:, 9] = 0, rng.integers(4, 300, (n, 8)), 2
+    image = rng.uniform(-1, 1, (n, 3, s, s)).astype(np.float32)
+    return {"image": image, "text_ids": ids, "text_mask": ids != 1}
+
+
+def _calibration_data(cache: Path) -> Path:
+    calib = cache / "calib-synth"
+    if not (calib / "synth.json").is_file():
+        subprocess.run([sys.executable, "-m", "lvg.cli", "data", "synth", "--out", str(calib), "--images",
+                        str(CALIB_IMAGES), "--seed", "7", "--workers", "1", "--force"], check=True)
+    return calib
+
+
+def quantize_int8(src: Path, dst: Path, calib: Path, n: int = 8) -> Path:
+    """Static QDQ int8 of ``src`` calibrated on ``n`` synth scenes (see the module docstring); cached."""
+    if dst.is_file():
+        return dst
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    feeds = _samples(src, calib, n, seed=1)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= n:
+                return None
+            self.i += 1
+            return {k: v[self.i - 1: self.i] for k, v in feeds.items()}
+
+    keep = ("head", "pixel_decoder", "concept_injector", "empty", "latent_init")
+    excluded = [nd.name for nd in onnx.load(str(src), load_external_data=False).graph.node
+                if any(k in nd.name for k in keep)]
+    tmp = dst.with_name(dst.name + ".tmp")
+    quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["MatMul", "Conv", "Gemm"], per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    os.replace(tmp, dst)
+    return dst
+
+
+def _lvgb_files(cache: Path) -> tuple[Path, Path]:
+    """lvg-b with random weights (seed 0) as a checkpoint and its fp32 export, made once."""
+    import torch
+
+    from lvg.core.tokenizer import train_sentencepiece
+    from lvg.export import export_onnx
+    from lvg.modeling import build_model, save_checkpoint
+
+    ckpt, onnx_path = cache / "cpu-lvg-b.safetensors", cache / "cpu-lvg-b.onnx"
+    if not (ckpt.is_file() and onnx_path.is_file()):
+        spm = train_sentencepiece(["the red car on the left", "a dog", "the big blue shape"] * 40,
+                                  cache / "cpu-lvg-b.spm", vocab_size=60, seed=0)
+        torch.manual_seed(0)
+        model = build_model("lvg-b", impl="reference").eval()
+        from lvg.core.artifact import tokenizer_metadata
+        from lvg.core.tokenizer import Tokenizer
+
+        tok = Tokenizer.from_file(spm)
+        save_checkpoint(model, ckpt, metadata=tokenizer_metadata(tok.model_bytes, tok.identity))
+        export_onnx(ckpt, onnx_path, check=False)
+    return ckpt, onnx_path
+
+
+def open_cases(model: str, cases: list[str], cache: Path, calib: Path) -> dict[str, Any]:
+    from lvg.runtime.backends import open_backend
+
+    if model == "bundled":
+        onnx_path, ckpt = BUNDLED, None
+    else:
+        ckpt, onnx_path = _lvgb_files(cache)
+    out: dict[str, Any] = {}
+    for case in cases:
+        t0 = time.perf_counter()
+        if case == "ort-fp32":
+            out[case] = open_backend(onnx_path, device="cpu", precision="fp32")
+        elif case == "ov-bf16":
+            out[case] = open_backend(onnx_path, precision="bf16")
+        elif case == "ov-int8":
+            q = quantize_int8(onnx_path, cache / f"cpu-{model}-int8-qdq.onnx", calib)
+            out[case] = open_backend(q, backend="openvino", precision="bf16")
+        elif ckpt is not None:
+            out[case] = open_backend(ckpt, device="cpu", precision=case.split("-")[1])
+        else:
+            continue
+        print(f"[bench_cpu] {model} {case}: loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+    return out
+
+
+def probes() -> dict[str, dict[str, float]]:
+    """The matmul ceilings: numpy / torch fp32, OpenVINO / torch bf16 (GFLOP/s)."""
+    import torch
+
+    from lvg.runtime.roofline import matmul_rate
+
+    out = {"fp32": {"numpy": matmul_rate("fp32").gflops_per_s}, "bf16": {}}
+    ov = matmul_rate("bf16")
+    if ov is not None:
+        out["bf16"]["openvino"] = ov.gflops_per_s
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(1024, 768).to(dtype), torch.randn(768, 3072).to(dtype)
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(5))  # noqa: B023 - called at once
+        out[precision]["torch"] = 2 * 1024 * 768 * 3072 / best / 1e9
+    return out
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(backends: dict[str, Any], feeds: dict[str, np.ndarray], reps: int) -> dict[str, Any]:
+    """Warm-up, accuracy against ort-fp32, then ``reps`` interleaved rounds."""
+    args = (feeds["image"], feeds["text_ids"], feeds["text_mask"])
+    names = list(backends)
+    outs = {n: backends[n].run_arrays(*args).prob for n in names}  # also the warm-up
+    ref = outs["ort-fp32"]
+    rows: dict[str, Any] = {n: {"times": [], "max_abs_prob_diff": float(np.abs(outs[n] - ref).max()),
+                                "mask_agreement": float(((outs[n] > 0.35) == (ref > 0.35)).mean())} for n in names}
+    for r in range(reps):
+        for n in names if r % 2 == 0 else names[::-1]:
+            rows[n]["times"].append(_timed(lambda n=n: backends[n].run_arrays(*args)))
+    return rows
+
+
+def summarise(rows: dict[str, Any], batch: int, gflops: float, ceil: dict[str, dict[str, float]]) -> list[dict]:
+    ref = rows["ort-fp32"]["times"]
+    table = []
+    for name, row in rows.items():
+        t = statistics.median(row["times"])
+        precision = "bf16" if name.endswith(("bf16", "int8")) else "fp32"
+        achieved = gflops * batch / t
+        best_ceiling = max(ceil[precision].values())
+        table.append({
+            "case": name, "batch": batch, "latency_s": round(t, 4), "images_per_s": round(batch / t, 3),
+            "gflops_per_s": round(achieved, 1),
+            "speedup_vs_ort_fp32": round(statistics.median(a / b for a, b in zip(ref, row["times"])), 3),
+            "of_matmul": round(achieved / best_ceiling, 3), "matmul_precision": precision,
+            "max_abs_prob_diff": round(row["max_abs_prob_diff"], 6), "mask_agreement": round(row["mask_agreement"], 5),
+            "times_s": [round(x, 4) for x in row["times"]],
+        })
+    return table
+
+
+def _print(model: str, table: list[dict]) -> None:
+    print(f"\n{model}: {'case':>11} {'batch':>5} {'latency s':>10} {'img/s':>7} {'GFLOP/s':>8} {'vs ORT':>7} "
+          f"{'of matmul':>9} {'max|dp|':>9} {'masks':>7}")
+    for r in table:
+        print(f"{'':{len(model) + 1}} {r['case']:>11} {r['batch']:>5} {r['latency_s']:>10.3f} "
+              f"{r['images_per_s']:>7.2f} {r['gflops_per_s']:>8.1f} {r['speedup_vs_ort_fp32']:>7.2f} "
+              f"{r['of_matmul']:>9.2f} "
+              f"{r['max_abs_prob_diff']:>9.2g} {r['mask_agreement']:>7.4f}")
+
+
+def run_model(model: str, args: argparse.Namespace, calib: Path) -> dict[str, Any]:
+    import torch
+
+    from lvg import __version__
+
+    torch.set_num_threads(args.threads)
+    backends = open_cases(model, args.cases, args.cache, calib)
+    cfg = backends["ort-fp32"].info.config
+    gflops = backends["ort-fp32"].info.gflops_per_sample
+    result: dict[str, Any] = {"model": model, "variant": cfg.name, "gflops_per_sample": gflops,
+                              "threads": args.threads, "loadavg_before": _loadavg(), "latent_vg": __version__}
+    first = probes()
+    table = []
+    for batch in args.batches:
+        n = batch
+        feeds = _samples(backends["ort-fp32"].info.path, calib, n) if model == "bundled" else _random(cfg, n)
+        reps = args.reps if batch == 1 else args.reps_large
+        rows = measure(backends, feeds, reps)
+        last = probes()
+        ceil = {p: {k: max(first[p].get(k, 0), last[p].get(k, 0)) for k in first[p] | last[p]} for p in first}
+        table += summarise(rows, batch, gflops, ceil)
+        result.update({"matmul_gflops_per_s": ceil, "results": table, "loadavg_after": _loadavg()})
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"cpu_{model}.json").write_text(json.dumps(result, indent=2) + "\n")
+    _print(model, table)
+    print(f"matmul GFLOP/s: {json.dumps({p: {k: round(v) for k, v in d.items()} for p, d in ceil.items()})}; "
+          f"load {result['loadavg_before']} -> {result['loadavg_after']}")
+    for b in backends.values():
+        b.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lvg.runtime.backends.ort_backend import physical_cores
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="bundled,lvg-b")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--reps", type=int, default=3, help="Rounds at batch 1.")
+    p.add_argument("--reps-large", type=int, default=2, help="Rounds at larger batches.")
+    p.add_argument("--cases", default=",".join(ALL_CASES))
+    p.add_argument("--threads", type=int, default=physical_cores())
+    p.add_argument("--cache", type=Path, default=HERE / ".cache")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    args = p.parse_args(argv)
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.cases = [c for c in args.cases.split(",") if c]
+    unknown = set(args.cases) - set(ALL_CASES)
+    if unknown or "ort-fp32" not in args.cases:
+        p.error(f"--cases must include ort-fp32 and name only {', '.join(ALL_CASES)}")
+    args.cache.mkdir(parents=True, exist_ok=True)
+    calib = _calibration_data(args.cache)
+    for model in args.models.split(","):
+        run_model(model, args, calib)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
