@@ -57,7 +57,7 @@ import typer  # noqa: E402
 
 from lvg._version import __version__  # noqa: E402
 from lvg.cli import data, export, fetch, infer, info, train  # noqa: E402
-from lvg.cli._common import Terminated, on_signal, one_line  # noqa: E402
+from lvg.cli._common import Terminated, on_signal, one_line, redeliver_lost_signal  # noqa: E402
 
 __all__ = ["app", "main"]
 
@@ -105,6 +105,13 @@ def main() -> None:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: object) -> None:
+        if not redeliver_lost_signal(info):
+            previous_hook(info)
+
+    sys.unraisablehook = unraisable
     try:
         code = _run()
     except KeyboardInterrupt as exc:  # outside a command body: while parsing, or in an error handler
@@ -114,6 +121,7 @@ def main() -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, _exit_at_once if owns else handler)
+        sys.unraisablehook = previous_hook
     sys.exit(code if isinstance(code, int) else 0)
 
 

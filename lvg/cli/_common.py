@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,21 @@ def on_signal(signum: int, frame: object) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def redeliver_lost_signal(unraisable: Any) -> bool:
+    """For ``sys.unraisablehook``: a signal's ``KeyboardInterrupt`` raised inside a finalizer (a ``__del__``,
+    a weakref callback) cannot unwind anything; Python would print it as "Exception ignored" and carry on.
+    Send the signal again from another thread instead, so that it lands in the command's own code 50 ms
+    later. Returns whether ``unraisable`` was such a case (otherwise the previous hook should report it)."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return False
+    sig = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+    # A moment later, not at once: a signal handled while this hook still runs would be lost in it again.
+    timer = threading.Timer(0.05, os.kill, args=(os.getpid(), sig))
+    timer.daemon = True
+    timer.start()
+    return True
+
+
 def _exit_interrupted(terminated: bool) -> NoReturn:
     typer.echo("terminated" if terminated else "interrupted", err=True)
     raise typer.Exit(143 if terminated else 130) from None
@@ -75,6 +91,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _received.clear()  # signals of an earlier command in this process (a test suite) are not this one's
         try:
             return fn(*args, **kwargs)
         except LVGError as exc:

@@ -45,7 +45,7 @@ def _print_table(be, runs: int, warmup: int, ceiling, rows: list[dict]) -> None:
     heads = ("batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "of matmul")
     typer.echo("  ".join(f"{h:>10}" for h in heads))
     for r in rows:
-        typer.echo("  ".join(f"{r[c]:>10}" for c in cols))
+        typer.echo("  ".join(f"{'n/a' if r[c] is None else r[c]:>10}" for c in cols))  # no probe off the CPU
 
 
 def _ceiling(be):

@@ -482,7 +482,9 @@ def _assert_cli_error(res, pattern: str) -> None:
 
 def test_cli_matrix(micro: Micro, files: Path) -> None:
     model = str(micro.onnx)
-    for kind, pattern in BAD_IMAGES.items():
+    # On the command line a directory is a folder of inputs (lvg infer DIR): an empty one is the error.
+    cli_patterns = {**BAD_IMAGES, "directory": "holds no image file"}
+    for kind, pattern in cli_patterns.items():
         _assert_cli_error(_cli([str(_bad_image(kind, files)), TEXT, "--model", model]), pattern)
     for text in BAD_TEXTS.values():
         _assert_cli_error(_cli([str(micro.image), text, "--model", model]), "text is empty")
