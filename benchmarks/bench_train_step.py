@@ -40,22 +40,19 @@ HERE = Path(__file__).resolve().parent
 
 def random_batch(cfg, batch: int, seed: int = 0, *, pin: bool = False) -> dict[str, torch.Tensor]:
     """A training batch as the data loader yields it: image, text ids / mask, 1/4-scale target, no_target."""
-    g = torch.Generator().manual_seed(seed)
-    size, text_len = cfg.encoder.img_size, cfg.preprocess.max_text_len
-    lengths = torch.randint(3, text_len + 1, (batch,), generator=g)
-    mask = torch.arange(text_len)[None] < lengths[:, None]  # (B, L)
-    ids = torch.randint(4, cfg.encoder.vocab_size, (batch, text_len), generator=g)
-    ids[:, 0] = 0  # bos
-    ids[torch.arange(batch), lengths - 1] = 2  # eos
-    ids = ids.masked_fill(~mask, 1)  # pad
-    side = size // 4
+    from lvg.export.onnx_export import example_inputs
+
+    # The export check's inputs (images in [-1, 1], bos ids.. eos pad.. of varied lengths), plus targets.
+    image, ids, mask = example_inputs(cfg, batch, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    side = cfg.encoder.img_size // 4
     target = torch.zeros(batch, side, side)
     corners = torch.randint(0, side // 2, (batch, 2), generator=g)
     extents = torch.randint(side // 8, side // 2, (batch, 2), generator=g)
     for i in range(batch):  # one rectangle per sample: a mask of a plausible size
         (y, x), (h, w) = corners[i].tolist(), extents[i].tolist()
         target[i, y:y + h, x:x + w] = 1.0
-    out = {"image": torch.randn(batch, 3, size, size, generator=g), "text_ids": ids, "text_mask": mask,
+    out = {"image": image, "text_ids": ids, "text_mask": mask,
            "target": target, "no_target": torch.zeros(batch)}
     return {k: v.pin_memory() for k, v in out.items()} if pin else out
 
