@@ -28,38 +28,29 @@ def expected_state_shapes(item: Item) -> dict[str, tuple[int, ...]]:
     the shapes are read off this package's encoder, built without memory on the meta device)."""
     import torch
 
+    from lvg.modeling.checkpoint import IGNORED_PRETRAINED
     from lvg.modeling.encoder import BEiT3
 
     assert item.encoder is not None
     with torch.device("meta"):
         enc = BEiT3(item.encoder)
     shapes = {f"beit3.{k}": tuple(v.shape) for k, v in enc.state_dict().items()}
-    shapes["beit3.vision_embed.mask_token"] = (1, 1, item.encoder.embed_dim)  # masked-image pretraining's token
+    # The tokens of BEiT-3's own pretraining that the loader skips are still in every official file.
+    shapes.update({k: (1, 1, item.encoder.embed_dim) for k in IGNORED_PRETRAINED})
     return shapes
 
 
 def _check_weights(path: Path, item: Item) -> None:
-    torch = require("torch", extra="torch", purpose=f"checking {item.file}")
+    require("torch", extra="torch", purpose=f"checking {item.file}")
+    from lvg.modeling.checkpoint import read_pth, state_mismatch
+
     try:
-        # Mapped, not read: checking a 2.7 GB file needs no 2.7 GB of memory (mmap needs torch's zip format).
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as exc:  # a refused pickle, a truncated zip, not a torch file at all
-        raise FetchError(f"{item.file} is not a readable PyTorch state dict ({type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
-    state = obj.get("model") if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise FetchError(f"{item.file} does not hold {{'model': state_dict}} as the official BEiT-3 files do")
-    expected = expected_state_shapes(item)
-    missing = sorted(k for k in expected if k not in state)
-    wrong = sorted(k for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != expected[k])
-    if missing or wrong:
-        what = []
-        if missing:
-            what.append(f"{len(missing)} of its {len(expected)} BEiT-3 keys missing (e.g. {missing[0]})")
-        if wrong:
-            k = wrong[0]
-            what.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)}, expected {expected[k]})")
-        raise FetchError(f"{item.file} is not the {item.name} state dict: " + "; ".join(what))
+        state = read_pth(path)  # the loader's own reader: weights_only, memory-mapped
+    except LVGError as exc:
+        raise FetchError(f"{item.file} is not a readable PyTorch state dict ({exc})") from None
+    problems = state_mismatch(expected_state_shapes(item), state, allow_extra=True)
+    if problems:
+        raise FetchError(f"{item.file} is not the {item.name} state dict: BEiT-3 keys {problems}")
 
 
 def _check_tokenizer(path: Path, item: Item) -> None:

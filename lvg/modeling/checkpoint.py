@@ -239,20 +239,28 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: str
 
 def check_state_fits(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """:class:`CheckpointError` naming the missing, unexpected and reshaped keys, if ``state`` is not ``model``'s."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} of other shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise CheckpointError(f"{source} does not fit this model: " + ", ".join(parts))
+    problems = state_mismatch({k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
+    if problems:
+        raise CheckpointError(f"{source} does not fit this model: {problems}")
+
+
+def state_mismatch(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Any], *,
+                   allow_extra: bool = False) -> str:
+    """How ``state`` (name -> tensor) differs from ``expected`` (name -> shape): ``"N missing (e.g. k), N
+    unexpected (e.g. k), N of another shape (e.g. k: got vs expected)"``, or ``""`` when it fits. With
+    ``allow_extra``, keys ``expected`` does not name are not counted."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = [] if allow_extra else sorted(set(state) - set(expected))
+    shapes = [k for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != expected[k]]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of {len(expected)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {expected[k]})")
+    return ", ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,7 +288,10 @@ class LoadReport:
         return text
 
 
-def _read_pth(path: Path) -> Mapping[str, Any]:
+def read_pth(path: Path) -> Mapping[str, Any]:
+    """The state dict of an official ``.pth`` file, read with ``torch.load(weights_only=True)`` (no
+    unpickling of anything but tensors) and memory-mapped where the file is torch's zip format, so checking
+    a multi-GB file does not read it into memory. :class:`CheckpointError` with one line otherwise."""
     if not path.exists():
         raise CheckpointError(f"pretrained weights not found: {path}")
     if path.is_dir():
@@ -291,7 +302,7 @@ def _read_pth(path: Path) -> Mapping[str, Any]:
     if not (zipfile.is_zipfile(path) or magic[:1] == b"\x80"):
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         # Keep the one line that names what was blocked (e.g. "unsupported GLOBAL posix.system").
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -324,7 +335,7 @@ def resample_vision_positions(table: Tensor, rows: int) -> Tensor:
 
 
 # Present in official checkpoints, used only by BEiT-3's masked-image pretraining.
-_IGNORED = ("beit3.vision_embed.mask_token",)
+IGNORED_PRETRAINED = ("beit3.vision_embed.mask_token",)
 
 
 def load_beit3_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
@@ -334,7 +345,7 @@ def load_beit3_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadRepo
     Raises :class:`CheckpointError` for a file that is not a BEiT-3 state dict or has other widths.
     """
     path = Path(path)
-    state = _read_pth(path)
+    state = read_pth(path)
     if not any(isinstance(k, str) and k.startswith("beit3.") for k in state):
         raise CheckpointError(f"{path} is not a BEiT-3 state dict (no 'beit3.*' keys)")
     own = model.state_dict()
@@ -345,7 +356,7 @@ def load_beit3_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadRepo
         if not isinstance(value, Tensor):
             continue
         if key not in own or not key.startswith("beit3."):
-            if key not in _IGNORED:
+            if key not in IGNORED_PRETRAINED:
                 report.unexpected.append(key)
             continue
         if key == "beit3.encoder.embed_positions.A.weight" and value.shape != own[key].shape:
