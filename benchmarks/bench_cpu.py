@@ -188,11 +188,10 @@ def probes() -> dict[str, dict[str, float]]:
     ov = matmul_rate("bf16")
     if ov is not None:
         out["bf16"]["openvino"] = ov.gflops_per_s
+    from bench_train_cpu import matmul_gflops  # the training benchmark's torch probe, same shape
+
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(1024, 768).to(dtype), torch.randn(768, 3072).to(dtype)
-        a @ b
-        best = min(_timed(lambda: a @ b) for _ in range(5))  # noqa: B023 - called at once
-        out[precision]["torch"] = 2 * 1024 * 768 * 3072 / best / 1e9
+        out[precision]["torch"] = matmul_gflops(dtype, reps=5)
     return out
 
 
