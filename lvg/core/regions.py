@@ -6,8 +6,9 @@ target, a thin bridge. The rules (SPEC 6, "answers a robot can use"):
 - regions are the 8-connected components of the mask (pixels touching by an edge or a corner);
 - a region with less than :data:`SPECK_FRACTION` (5%) of the largest region's area is a *speck* and is
   dropped; the others are :class:`Region` s, largest first (at most :data:`MAX_REGIONS`);
-- the answer's box is the box of the largest region (ties: the higher mean probability), so specks on
-  another object no longer stretch it; the mask itself is left as the model drew it.
+- the answer's box is the box of the largest region (ties: the higher mean probability to 1e-6, then the
+  first in scan order), so specks on another object no longer stretch it; the mask itself is left as the
+  model drew it.
 
 Labelling works on horizontal runs of set pixels, not on pixels: the runs of each row are found with numpy,
 runs of neighbouring rows that touch are joined, and the components of that run graph are found by min-label
@@ -89,16 +90,15 @@ def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         labels = new
 
 
-def _paint(shape: tuple[int, int], rows: np.ndarray, starts: np.ndarray,
-           ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A bool mask of ``shape`` with the given runs set, and the flat indices of its pixels."""
+def _paint(shape: tuple[int, int], rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A bool mask of ``shape`` with the given runs set."""
     lengths = ends - starts
     first = rows * shape[1] + starts
     # flat index of every pixel: first[k] + 0, 1, ... lengths[k] - 1 for each run k
     idx = np.repeat(first, lengths) + np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     out = np.zeros(shape[0] * shape[1], dtype=bool)
     out[idx] = True
-    return out.reshape(shape), idx  # (H * W,) -> (H, W)
+    return out.reshape(shape)  # (H * W,) -> (H, W)
 
 
 def find_regions(mask: np.ndarray, prob: np.ndarray | None = None, *, speck_fraction: float = SPECK_FRACTION,
@@ -119,18 +119,28 @@ def find_regions(mask: np.ndarray, prob: np.ndarray | None = None, *, speck_frac
     rows, starts, ends = _runs(mask)
     if rows.size == 0:
         return []
-    i, j = _touching(rows, starts, ends, mask.shape[1])
+    width = mask.shape[1]
+    i, j = _touching(rows, starts, ends, width)
     _, comp = np.unique(_components(rows.size, i, j), return_inverse=True)  # component index of each run
     areas = np.bincount(comp, weights=ends - starts).astype(np.int64)
+    if prob is None:
+        scores = np.ones(areas.size)
+    else:
+        # The set pixels in row-major order are the runs' pixels one run after another.
+        lengths = ends - starts
+        pixels = np.asarray(prob, dtype=np.float32).ravel()[np.flatnonzero(mask)].astype(np.float64)
+        run_sums = np.add.reduceat(pixels, np.cumsum(lengths) - lengths)
+        scores = np.bincount(comp, weights=run_sums) / areas
     keep = np.flatnonzero(areas >= speck_fraction * areas.max())
-    flat_prob = None if prob is None else np.asarray(prob, dtype=np.float32).ravel()
+    # Larger first; equal areas: the higher mean probability, rounded so that float noise between copies of
+    # one blob (bilinear weights differ by position) cannot decide; then the first in scan order, which is the
+    # component order (a component's label is its first run's index, runs are row-major).
+    order = keep[np.lexsort((keep, -np.round(scores[keep], 6), -areas[keep]))][:max_regions]
     regions = []
-    for c in keep[np.argsort(-areas[keep], kind="stable")][:max_regions]:
+    for c in order:
         sel = comp == c
         r, s, e = rows[sel], starts[sel], ends[sel]
-        region_mask, idx = _paint(mask.shape, r, s, e)
-        score = 1.0 if flat_prob is None else float(flat_prob[idx].mean(dtype=np.float64))
+        region_mask = _paint(mask.shape, r, s, e)
         box = (int(s.min()), int(r.min()), int(e.max()), int(r.max()) + 1)
-        regions.append(Region(mask=region_mask, box=box, area=int(areas[c]), score=score))
-    regions.sort(key=lambda g: (-g.area, -g.score))
-    return regions[:max_regions]
+        regions.append(Region(mask=region_mask, box=box, area=int(areas[c]), score=float(scores[c])))
+    return regions

@@ -39,6 +39,26 @@ def test_corners_touch_and_specks_are_dropped():
     assert find_regions(np.zeros((3, 3), bool)) == []
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_full_ties_go_to_the_first_region_in_scan_order(flip):
+    """Equal area and equal mean probability (to 1e-6): the region whose first pixel comes first (top, then
+    left) leads, whatever order labelling found them in, so a tie never depends on float noise."""
+    mask = np.zeros((31, 15), bool)
+    mask[6, 3] = mask[26, 3] = True
+    mask[2:4, 9:11] = mask[20:22, 1:3] = True  # a second tied pair, in the other corner order
+    if flip:
+        mask = mask[:, ::-1].copy()
+    prob = np.where(mask, np.float32(0.375), np.float32(0.0))
+    # Bilinear upsampling leaves float noise between copies of one blob; it must not decide: one ulp more on
+    # the later region of each pair is still a tie.
+    later = np.argwhere(mask)[-1]
+    prob[tuple(later)] = np.nextafter(np.float32(0.375), np.float32(1.0))
+    regions = find_regions(mask, prob, speck_fraction=0.0)
+    firsts = [tuple(np.argwhere(r.mask)[0]) for r in regions]  # (row, col) of each region's first pixel
+    assert [r.area for r in regions] == [4, 4, 1, 1]
+    assert firsts[:2] == sorted(firsts[:2]) and firsts[2:] == sorted(firsts[2:])
+
+
 def test_full_hd_mask_with_stray_pixels():
     """A blob and stray pixels far from it, at 1920 x 1080: the box is the blob's, the strays are specks."""
     yy, xx = np.mgrid[:1080, :1920]

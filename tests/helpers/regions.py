@@ -37,9 +37,10 @@ def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def reference_main_box(mask: np.ndarray, prob: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The box the answer must have: the largest component's (ties: the higher mean probability)."""
+    """The box the answer must have: the largest component's (ties: the higher mean probability to 1e-6, then
+    the first in scan order, which is the order the components come in; ``max`` keeps the first best)."""
     comps = reference_components(mask)
     if not comps:
         return None
-    best = max(comps, key=lambda c: (int(c.sum()), float(prob[c].mean())))
+    best = max(comps, key=lambda c: (int(c.sum()), round(float(prob[c].mean(dtype=np.float64)), 6)))
     return tight_box(best)
