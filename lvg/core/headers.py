@@ -118,10 +118,10 @@ def _tensor_table(header: dict[str, Any], path: Path, data_size: int) -> dict[st
         if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise ArtifactError(f"{what} has an unknown dtype {str(dtype)[:20]!r}")
         if not isinstance(shape, list) or len(shape) > 8 or not all(_count(v) for v in shape):
-            raise ArtifactError(f"{what} has an invalid shape {str(shape)[:60]}")
+            raise ArtifactError(f"{what} has an invalid shape {repr(shape)[:60]}")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_count(v) for v in offsets)
                 and offsets[0] <= offsets[1]):
-            raise ArtifactError(f"{what} has invalid data offsets {str(offsets)[:60]}")
+            raise ArtifactError(f"{what} has invalid data offsets {repr(offsets)[:60]}")
         if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_SIZES[dtype]:
             raise ArtifactError(f"{what} declares {offsets[1] - offsets[0]} bytes for a {dtype} tensor of shape "
                                 f"{tuple(shape)}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -113,6 +113,8 @@ def test_checkpoint_bytes(micro, work: _Work, edits, cut) -> None:
        value=_hostile_value,
        meta_key=st.sampled_from(["config", "format_version", "tensor_crc32", "lvg.tokenizer_spm"]),
        meta_value=st.one_of(st.none(), st.text(max_size=30), _hostile_value.map(json.dumps)))
+@example(tensor=0, field="data_offsets", value="\n", meta_key="config", meta_value=None)
+@example(tensor=0, field="shape", value="\n", meta_key="config", meta_value=None)
 def test_checkpoint_header_fields(micro, work: _Work, tensor, field, value, meta_key, meta_value) -> None:
     header, start = read_safetensors_header(micro.ckpt)
     names = sorted(k for k in header if k != "__metadata__")
