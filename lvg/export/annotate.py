@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from lvg.core.artifact import ONNX_SUFFIXES, TRT_SUFFIXES, engine_sidecar
 from lvg.core.atomic import atomic_output
@@ -19,7 +20,7 @@ from lvg.core.domain import domain_metadata
 from lvg.core.model_file import ModelFile
 from lvg.errors import ArtifactError, InputError, require
 
-__all__ = ["annotate"]
+__all__ = ["annotate", "set_onnx_metadata"]
 
 
 def annotate(
@@ -55,14 +56,20 @@ def annotate(
     return entries
 
 
-def _annotate_onnx(path: Path, entries: dict[str, str]) -> None:
-    onnx = require("onnx", extra="export", purpose="writing ONNX metadata")
-    proto = onnx.load(str(path))
-    kept = [(e.key, e.value) for e in proto.metadata_props if e.key not in entries]
+def set_onnx_metadata(proto: Any, entries: Mapping[str, str], *, keep: bool = True) -> None:
+    """Write ``entries`` into an ONNX ``ModelProto``'s ``metadata_props``, sorted by key; ``keep`` keeps the
+    other entries already there (``False`` replaces them all)."""
+    kept = [(e.key, e.value) for e in proto.metadata_props if keep and e.key not in entries]
     del proto.metadata_props[:]
     for key, value in sorted([*kept, *entries.items()]):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def _annotate_onnx(path: Path, entries: dict[str, str]) -> None:
+    onnx = require("onnx", extra="export", purpose="writing ONNX metadata")
+    proto = onnx.load(str(path))
+    set_onnx_metadata(proto, entries)
     with atomic_output(path) as tmp:
         try:
             onnx.save(proto, str(tmp))

@@ -42,6 +42,7 @@ from lvg.core.domain import domain_metadata
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import Tokenizer, check_vocabulary
 from lvg.errors import InputError, LVGError, require
+from lvg.export.annotate import set_onnx_metadata
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -293,10 +294,7 @@ def _make_parent(out: Path) -> None:
 
 def _set_metadata(proto: Any, meta: dict[str, str]) -> None:
     """Replace ``proto``'s ``metadata_props`` with ``meta`` (sorted by key) and name lvg as its producer."""
-    del proto.metadata_props[:]
-    for key, value in sorted(meta.items()):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_onnx_metadata(proto, meta, keep=False)
     proto.producer_name = "latent-vg"
 
 
