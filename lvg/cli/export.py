@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from lvg._progress import progress
 from lvg.cli._common import check_outputs, echo_json, handle_errors
 from lvg.cli._domain import TrainingDomain, checkpoint_data, training_domain
-from lvg.core.artifact import tokenizer_sidecars
+from lvg.core.artifact import ONNX_SUFFIXES, tokenizer_sidecars
 from lvg.core.model_file import ModelFile
 from lvg.errors import InputError, require
 
 
 @handle_errors
 def export(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (.safetensors) to export."),
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (.safetensors) to export; with --int8 also an fp32 "
+                              ".onnx export."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | trt (TensorRT engine, built via ONNX)."),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 compute (IO stays fp32; LayerNorm/softmax kept fp32)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: beside the checkpoint)."),
@@ -38,36 +40,74 @@ def export(
     description: str | None = typer.Option(
         None, "--description", help="One line on the training domain (default: from the training data)."
     ),
+    int8: bool = typer.Option(
+        False, "--int8", help="Write a static int8 ONNX file (<stem>.int8.onnx) calibrated on --calib; from a "
+        "checkpoint the fp32 .onnx is written first, beside it."
+    ),
+    calib: str | None = typer.Option(
+        None, "--calib", help="Calibration data for --int8, named as lvg train --data names it: images and "
+        "sentences of the model's own domain (its training split is read)."
+    ),
+    calib_samples: int = typer.Option(64, "--calib-samples", help="Calibration sentences for --int8."),
+    min_agreement: float = typer.Option(
+        0.995, "--min-agreement", help="--int8: the share of mask pixels that must agree with the fp32 model on "
+        "held-back sentences of --calib, or nothing is written."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:
-    """Export a checkpoint to ONNX (fp32 / fp16) or a TensorRT engine.
+    """Export a checkpoint to ONNX (fp32 / fp16 / int8) or a TensorRT engine.
 
     Examples:
 
         lvg export --ckpt model.safetensors --format onnx --fp16
 
         lvg export --ckpt model.safetensors --format trt --fp16 --batch 8 --out model.engine
+
+        lvg export --ckpt model.onnx --int8 --calib data/synth-train
     """
     fmt = fmt.lower()
     if fmt not in ("onnx", "trt", "tensorrt"):
         raise InputError(f"unknown --format {fmt!r}; choose onnx or trt")
+    if int8 or calib is not None:
+        _check_int8_request(fmt=fmt, fp16=fp16, int8=int8, calib=calib, min_agreement=min_agreement)
+        if ckpt.suffix.lower() in ONNX_SUFFIXES:
+            _int8(ModelFile.open(ckpt), out=out, calib=calib, samples=calib_samples, min_agreement=min_agreement,
+                  json_out=json_out)
+            return
     checkpoint = ModelFile.open(ckpt, checkpoint=True)  # torch-free: a bad file is refused before the slow imports
     if fmt != "onnx":
         # Fail before the (slow) ONNX export when TensorRT is missing.
         require("tensorrt", extra="trt", purpose="building TensorRT engines")
     require("torch", extra="export", purpose="lvg export")
     require("onnx", extra="export", purpose="lvg export")
+    onnx_out, engine_out, outputs = _output_paths(ckpt, fmt=fmt, fp16=fp16, out=out, batch=batch, int8=int8)
+    check_outputs([ckpt, tokenizer, *tokenizer_sidecars(ckpt)], outputs)
+    if int8:
+        _calibration(calib, checkpoint, calib_samples)  # bad data is refused before the export, not after
+    domain = _domain(checkpoint, train_data)  # a bad request is refused first, then the data is read
+    report, data = _write(checkpoint, onnx_out, engine_out, fmt=fmt, fp16=fp16, opset=opset, batch=batch,
+                          workspace=workspace, tokenizer=tokenizer, check=check, simplify=simplify, domain=domain,
+                          description=description)
+    if domain is None:
+        typer.echo("warning: no training words recorded (the checkpoint's training data is not here): the model "
+                   "cannot report unknown words; pass --train-data DIR, or run lvg annotate on the export", err=True)
+    if int8:
+        data["int8"] = _int8(ModelFile.open(onnx_out), out=out, calib=calib, samples=calib_samples,
+                             min_agreement=min_agreement, json_out=None).to_dict()
+    if json_out:
+        echo_json(data)
+        return
+    _print_export(report, data)
+    if int8:
+        _print_int8(data["int8"])
+
+
+def _write(checkpoint: ModelFile, onnx_out: Path, engine_out: Path, *, fmt: str, fp16: bool, opset: int, batch: int,
+           workspace: float, tokenizer: Path | None, check: bool, simplify: bool, domain: TrainingDomain | None,
+           description: str | None) -> tuple[Any, dict[str, Any]]:
+    """Export the ONNX file (and build the engine): the export's report and the JSON report so far."""
     from lvg.export.onnx_export import export_onnx
 
-    suffix = ".fp16" if fp16 else ""
-    if fmt == "onnx":
-        onnx_out = out or ckpt.with_name(ckpt.stem + suffix + ".onnx")
-    else:
-        onnx_out = ckpt.with_name(ckpt.stem + suffix + ".onnx") if out is None else out.with_suffix(".onnx")
-    engine_out = out or ckpt.with_name(f"{ckpt.stem}{suffix}.b{batch}.engine")
-    outputs = {"--out": onnx_out} if fmt == "onnx" else {"--out": engine_out, "the intermediate ONNX file": onnx_out}
-    check_outputs([ckpt, tokenizer, *tokenizer_sidecars(ckpt)], outputs)
-    domain = _domain(checkpoint, train_data)  # a bad request is refused first, then the data is read
     bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
     onnx_existed = os.path.lexists(onnx_out)
     try:
@@ -90,12 +130,26 @@ def export(
         raise
     finally:
         bar.close()
-    if domain is None:
-        typer.echo("warning: no training words recorded (the checkpoint's training data is not here): the model "
-                   "cannot report unknown words; pass --train-data DIR, or run lvg annotate on the export", err=True)
-    if json_out:
-        echo_json(data)
-        return
+    return report, data
+
+
+def _output_paths(ckpt: Path, *, fmt: str, fp16: bool, out: Path | None, batch: int,
+                  int8: bool) -> tuple[Path, Path, dict[str, Path]]:
+    """The ONNX file, the engine file and the outputs to check (by the option or role that names them)."""
+    suffix = ".fp16" if fp16 else ""
+    if fmt == "onnx":
+        onnx_out = (None if int8 else out) or ckpt.with_name(ckpt.stem + suffix + ".onnx")
+    else:
+        onnx_out = ckpt.with_name(ckpt.stem + suffix + ".onnx") if out is None else out.with_suffix(".onnx")
+    engine_out = out or ckpt.with_name(f"{ckpt.stem}{suffix}.b{batch}.engine")
+    if int8:
+        return onnx_out, engine_out, {"the fp32 ONNX file": onnx_out, "--out": _int8_path(onnx_out, out)}
+    if fmt == "onnx":
+        return onnx_out, engine_out, {"--out": onnx_out}
+    return onnx_out, engine_out, {"--out": engine_out, "the intermediate ONNX file": onnx_out}
+
+
+def _print_export(report: Any, data: dict[str, Any]) -> None:
     c = report.check
     typer.echo(f"wrote {report.path} ({report.precision}, opset {report.opset}, {report.nodes} nodes, "
                f"{report.seconds:.1f} s)")
@@ -108,6 +162,58 @@ def export(
         e = data["engine"]
         typer.echo(f"wrote {e['path']} (TensorRT {e['trt_version']}, batch {e['batch']}, {e['precision']}) "
                    f"+ {Path(e['sidecar']).name}")
+
+
+def _check_int8_request(*, fmt: str, fp16: bool, int8: bool, calib: str | None, min_agreement: float) -> None:
+    if not 0.0 <= min_agreement <= 1.0:
+        raise InputError(f"--min-agreement must lie in [0, 1], got {min_agreement}")
+    if not int8:
+        raise InputError("--calib is the calibration data of --int8; add --int8")
+    if calib is None:
+        raise InputError("--int8 needs --calib DATA: images and sentences of the model's own domain (e.g. its "
+                         "training data) to measure activation ranges on")
+    if fp16 or fmt != "onnx":
+        raise InputError("--int8 writes an ONNX file from the fp32 export; it does not combine with --fp16 or "
+                         "--format trt")
+
+
+def _int8_path(fp32: Path, out: Path | None) -> Path:
+    """``--out``, else ``<stem>.int8.onnx`` beside the fp32 file."""
+    return out if out is not None else fp32.with_name(fp32.stem + ".int8.onnx")
+
+
+def _calibration(calib: str | None, model_file: ModelFile, samples: int) -> Any:
+    from lvg.train.calibration import calibration_sets
+
+    return calibration_sets(str(calib), model_file, samples=samples)
+
+
+def _int8(fp32: ModelFile, *, out: Path | None, calib: str | None, samples: int, min_agreement: float,
+          json_out: bool | None) -> Any:
+    """Quantise an fp32 ``.onnx`` file; prints the result unless ``json_out`` is ``None`` (the caller does)."""
+    require("onnx", extra="export", purpose="lvg export --int8")
+    from lvg.export.int8 import quantize_int8
+
+    int8_out = _int8_path(fp32.path, out)
+    check_outputs([fp32.path], {"--out": int8_out})
+    calib_set, check_set, record = _calibration(calib, fp32, samples)
+    with progress(total=1, desc="int8") as bar:
+        report = quantize_int8(fp32, int8_out, calib_set, check=check_set, calibration_info=record,
+                               min_agreement=min_agreement)
+        bar.update(1)
+    if json_out:
+        echo_json({"int8": report.to_dict()})
+    elif json_out is not None:
+        _print_int8(report.to_dict())
+    return report
+
+
+def _print_int8(r: dict[str, Any]) -> None:
+    c = r["calibration"]
+    typer.echo(f"wrote {r['path']} (int8: {r['quantised_nodes']} products in int8, {r['fp32_nodes']} kept fp32; "
+               f"calibrated on {c['samples']} sentences of {c['data']} {c['split']}, {r['seconds']:.1f} s)")
+    typer.echo(f"check vs fp32 on {r['check_samples']} held-back sentences: max |prob diff| "
+               f"{r['max_abs_prob']:.2e}, mask agreement {100 * r['mask_agreement']:.2f}%")
 
 
 def _domain(checkpoint: ModelFile, train_data: str | None) -> TrainingDomain | None:

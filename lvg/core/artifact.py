@@ -13,7 +13,7 @@ key                             value
 ``lvg.tokenizer_spm``           the sentencepiece model bytes, base64: one file is self-contained
 ``lvg.inputs``                  JSON list of ``{"name", "dtype", "shape"}`` (``"B"`` = batch)
 ``lvg.outputs``                 JSON list of ``{"name", "dtype", "shape", "meaning"}``
-``lvg.precision``               ``"fp32"`` or ``"fp16"`` (compute precision; IO is always fp32)
+``lvg.precision``               ``"fp32"``, ``"fp16"`` or ``"int8"`` (compute precision; IO is always fp32)
 ``lvg.gflops_per_sample``       GFLOPs of one sample (1 multiply-add = 2 FLOPs), from count_flops
 ``lvg.params``                  parameter count
 ``lvg.opset``                   ONNX opset of the graph
@@ -22,6 +22,7 @@ key                             value
 ``lvg.version``                 the ``latent-vg`` version that exported it
 ``lvg.train_words``             JSON list of the words of the training sentences (:mod:`lvg.core.domain`)
 ``lvg.description``             one line describing the training domain (:mod:`lvg.core.domain`)
+``lvg.calibration``             int8 files: JSON of how they were calibrated (:mod:`lvg.export.int8`)
 ==============================  ==============================================================
 
 Model inputs: ``image`` float32 (B, 3, S, S) normalised, ``text_ids`` int64 (B, L), ``text_mask`` bool
@@ -58,6 +59,7 @@ __all__ = [
     "ArtifactInfo",
     "FORMAT",
     "FORMAT_VERSION",
+    "KEY_CALIBRATION",
     "KEY_CONFIG",
     "KEY_TOKENIZER_IDENTITY",
     "KEY_TOKENIZER_SPM",
@@ -93,6 +95,7 @@ KEY_OPSET = "lvg.opset"
 KEY_EXPORTER = "lvg.exporter"
 KEY_SOURCE = "lvg.source"
 KEY_VERSION = "lvg.version"
+KEY_CALIBRATION = "lvg.calibration"
 KEY_TRT_BATCH = "lvg.trt_batch"
 KEY_TRT_VERSION = "lvg.trt_version"
 
@@ -181,7 +184,7 @@ class ArtifactInfo:
 
     Attributes:
         path: the model file. kind: ``"onnx"`` | ``"tensorrt"`` | ``"torch"``.
-        config: the model config (preprocessing included). precision: ``"fp32"`` | ``"fp16"``.
+        config: the model config (preprocessing included). precision: ``"fp32"`` | ``"fp16"`` | ``"int8"``.
         tokenizer_bytes: the sentencepiece model, ``None`` when the artifact carries none.
         tokenizer_identity: its ``spm-sha256:..`` identity (``None`` likewise).
         gflops_per_sample: GFLOPs of one sample when recorded at export time.
@@ -259,7 +262,7 @@ def _check_format(meta: Mapping[str, str], path: Path, kind: str) -> str:
 
 #: The largest static batch an engine's metadata may declare.
 MAX_ENGINE_BATCH = 4096
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _optional_number(meta: Mapping[str, str], key: str, parse: type, path: Path, lo: float, hi: float) -> Any:

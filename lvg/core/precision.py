@@ -1,7 +1,7 @@
 """Which numeric precision and which engine run a model on this machine (torch-free).
 
-A model file decides nothing here: one fp32 ``.onnx`` serves every precision, and the precision is chosen
-when it is loaded (``Grounder.load(path, precision=...)``, ``--precision``):
+A floating-point model file decides nothing here: one fp32 ``.onnx`` serves fp32 and bf16, and the precision
+is chosen when it is loaded (``Grounder.load(path, precision=...)``, ``--precision``):
 
 - ``fp32``: ONNX Runtime for ``.onnx`` files (the one required runtime), the model's own dtype for torch.
 - ``bf16``: OpenVINO (the ``openvino`` extra) reading the same ``.onnx`` with bf16 inference precision
@@ -10,12 +10,14 @@ when it is loaded (``Grounder.load(path, precision=...)``, ``--precision``):
   (``avx512_bf16`` or ``amx_bf16``); on CUDA only the torch backend takes it.
 - ``auto``: bf16 where the CPU has bf16 instructions and the engine for it is installed, else fp32. On a bf16
   CPU without OpenVINO it stays on ONNX Runtime fp32 and :attr:`PrecisionChoice.note` says what to install.
-  The environment variable ``LVG_PRECISION`` (``fp32`` / ``bf16``) replaces what ``auto`` means on a machine,
-  e.g. ``LVG_PRECISION=fp32`` to keep every default load on ONNX Runtime fp32 (the test suite does).
-
-int8 is not a load-time precision: static int8 needs activation ranges calibrated on the model's own domain,
-i.e. a second, quantised file. ``benchmarks/bench_cpu.py`` measures it (QDQ, calibrated on ``lvg data synth``
-scenes, LayerNorm / softmax / VCI / heads in fp32) against bf16.
+  The environment variable ``LVG_PRECISION`` (``fp32`` / ``bf16``) replaces what ``auto`` means on a machine
+  for floating-point files, e.g. ``LVG_PRECISION=fp32`` to keep every default load on ONNX Runtime fp32 (the
+  test suite does).
+- ``int8``: a file quantised by ``lvg export --int8 --calib DATA`` (:mod:`lvg.export.int8`): static int8
+  needs activation ranges calibrated on the model's own domain, so it is a second file, not a load-time
+  option. Such a file runs at int8 only, on the CPU: OpenVINO where installed, else ONNX Runtime, whose
+  int8 kernels are slower (a note names the extra). ``auto`` on an int8 file means int8; fp32 or bf16 on it,
+  or int8 on an fp32 file, are refused with the file to use instead.
 
 The CPU's flags come from ``/proc/cpuinfo``; :func:`choose_precision` takes them as an argument, so the
 choice is a pure function of (request, file kind, device, flags, installed engines).
@@ -43,11 +45,11 @@ __all__ = [
 ]
 
 #: Values of ``precision=`` / ``--precision``.
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 #: CPU flags (as ``/proc/cpuinfo`` spells them) that make bf16 matrix products faster than fp32.
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-#: CPU flags with int8 dot products (reported by :class:`CpuFeatures`; no int8 path is offered, see above).
+#: CPU flags with int8 dot products (VNNI, AMX-INT8).
 INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 #: What to install for bf16 on ``.onnx`` files.
@@ -101,8 +103,8 @@ class CpuFeatures:
 @dataclass(frozen=True)
 class PrecisionChoice:
     """What runs a model: ``engine`` (``"onnxruntime"``, ``"openvino"``, ``"torch"``, ``"tensorrt"``),
-    ``precision`` (``"fp32"``, ``"bf16"``, or the file's own, e.g. ``"fp16"``) and, when ``auto`` left speed
-    on the table, a ``note`` saying why (e.g. which extra to install)."""
+    ``precision`` (``"fp32"``, ``"bf16"``, or the file's own, e.g. ``"fp16"``, ``"int8"``) and, when the
+    choice left speed on the table, a ``note`` saying why (e.g. which extra to install)."""
 
     engine: str
     precision: str
@@ -146,9 +148,10 @@ def choose_precision(
     """The engine and precision for a request.
 
     Args:
-        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (case-insensitive).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"int8"`` (case-insensitive).
         kind: the model file's kind, ``"onnx"``, ``"torch"`` or ``"tensorrt"``.
-        file_precision: what the file holds (``"fp32"``, or ``"fp16"`` for a half-precision export).
+        file_precision: what the file holds (``"fp32"``, ``"fp16"`` for a half-precision export, ``"int8"``
+            for a quantised one).
         gpu: the model runs on a GPU (then the CPU's flags do not matter and auto means the file's own).
         features: the CPU's flags (default: read from ``/proc/cpuinfo``).
         openvino: whether OpenVINO is importable (default: try the import).
@@ -156,10 +159,16 @@ def choose_precision(
     Raises:
         InputError: an unknown precision, bf16 on a CPU without bf16 instructions, or a precision the
             file's engine cannot take (a TensorRT engine runs at the precision it was built with; bf16 on a
-            GPU needs a ``.safetensors`` checkpoint).
+            GPU needs a ``.safetensors`` checkpoint; int8 needs an int8 file, which runs only at int8 and
+            only on the CPU).
         MissingDependencyError: bf16 for an ``.onnx`` file without OpenVINO installed (names the extra).
     """
     want = _check_request(precision)
+    if file_precision == "int8" and precision.lower() == "auto":
+        want = "auto"  # LVG_PRECISION says what auto means for floating-point files; an int8 file's is int8
+    if file_precision == "int8" or want == "int8":
+        return _int8_choice(want, kind=kind, file_precision=file_precision, gpu=gpu, features=features,
+                            openvino=openvino)
     if kind == "tensorrt":
         if want != "auto" and want != file_precision:
             raise InputError(f"a TensorRT engine runs at the precision it was built with ({file_precision}); "
@@ -189,3 +198,22 @@ def choose_precision(
         "onnxruntime", file_precision,
         note=f"this CPU runs bf16 ({cpu.summary()}) about 2x faster than fp32 with OpenVINO: {OPENVINO_HINT}",
     )
+
+
+def _int8_choice(want: str, *, kind: str, file_precision: str, gpu: bool, features: CpuFeatures | None,
+                 openvino: bool | None) -> PrecisionChoice:
+    """int8 requested or an int8 file: only the two go together, on the CPU."""
+    if file_precision != "int8":
+        raise InputError(f"int8 needs a quantised file: lvg export --ckpt MODEL --int8 --calib DATA (this "
+                         f"{kind} file is {file_precision})")
+    if want not in ("auto", "int8"):
+        raise InputError(f"this file is quantised to int8 and runs only at int8; for {want} load the fp32 .onnx "
+                         "it was made from")
+    if gpu or kind != "onnx":
+        raise InputError("an int8 .onnx file runs on the CPU (device 'cpu'); on a GPU use the fp32 or fp16 export")
+    has_openvino = openvino_available() if openvino is None else openvino
+    if has_openvino:
+        return PrecisionChoice("openvino", "int8")
+    cpu = features if features is not None else CpuFeatures.read()
+    return PrecisionChoice("onnxruntime", "int8",
+                           note=f"OpenVINO runs int8 files faster on this CPU ({cpu.summary()}): {OPENVINO_HINT}")

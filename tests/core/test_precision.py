@@ -78,3 +78,25 @@ def test_environment_says_what_auto_means(monkeypatch):
     monkeypatch.setenv(ENV, "fast")
     with pytest.raises(InputError, match=ENV):
         choose_precision("auto", kind="onnx", features=SPR)
+
+
+@pytest.mark.parametrize("cpu", [SPR, ZEN4, OLD], ids=["amx", "avx512-bf16", "avx2"])
+def test_an_int8_file_runs_at_int8_on_the_cpu(cpu, monkeypatch):
+    for request in ("auto", "int8", "INT8"):
+        got = choose_precision(request, kind="onnx", file_precision="int8", features=cpu, openvino=True)
+        assert got == PrecisionChoice("openvino", "int8")
+    plain = choose_precision("auto", kind="onnx", file_precision="int8", features=cpu, openvino=False)
+    assert (plain.engine, plain.precision) == ("onnxruntime", "int8") and "latent-vg[openvino]" in plain.note
+    monkeypatch.setenv(ENV, "fp32")  # what auto means for floating-point files; an int8 file's auto stays int8
+    assert choose_precision("auto", kind="onnx", file_precision="int8", features=cpu, openvino=True).precision == "int8"
+
+
+def test_int8_refusals_name_the_file_to_use():
+    for request in ("fp32", "bf16"):
+        with pytest.raises(InputError, match="fp32 .onnx it was made from"):
+            choose_precision(request, kind="onnx", file_precision="int8", features=SPR, openvino=True)
+    for kind, own in (("onnx", "fp32"), ("onnx", "fp16"), ("torch", "fp32"), ("tensorrt", "fp16")):
+        with pytest.raises(InputError, match="lvg export --ckpt MODEL --int8 --calib DATA"):
+            choose_precision("int8", kind=kind, file_precision=own, features=SPR, openvino=True)
+    with pytest.raises(InputError, match="runs on the CPU"):
+        choose_precision("auto", kind="onnx", file_precision="int8", gpu=True, features=SPR, openvino=True)

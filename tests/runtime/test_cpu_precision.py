@@ -106,6 +106,8 @@ def test_precision_refusals(micro):
     with pytest.raises(InputError, match="backend 'openvino'"):
         open_backend(micro.onnx, backend="onnxruntime", precision="bf16", features=BF16_CPU)
     with pytest.raises(InputError, match="unknown precision"):
+        open_backend(micro.onnx, precision="int4")
+    with pytest.raises(InputError, match="int8 needs a quantised file"):  # int8 is a file, not a load option
         open_backend(micro.onnx, precision="int8")
     with pytest.raises(InputError, match="precision must be a string"):
         open_backend(micro.onnx, precision=16)  # type: ignore[arg-type]

@@ -29,8 +29,9 @@ def open_backend(path: str | os.PathLike[str] | ModelFile, *, backend: str = "au
     """Load a model file with the backend that fits its kind and precision (``backend="auto"``) or the named one.
 
     Args:
-        precision: ``"auto"`` (bf16 on a CPU with bf16 instructions when its engine is installed, else fp32),
-            ``"fp32"`` or ``"bf16"``; see :func:`lvg.core.precision.choose_precision`.
+        precision: ``"auto"`` (bf16 on a CPU with bf16 instructions when its engine is installed, else fp32;
+            an int8 file's own int8), ``"fp32"``, ``"bf16"`` or ``"int8"``; see
+            :func:`lvg.core.precision.choose_precision`.
         features: the CPU's flags (default: read from ``/proc/cpuinfo``).
 
     Raises:
@@ -57,7 +58,8 @@ def open_backend(path: str | os.PathLike[str] | ModelFile, *, backend: str = "au
             return OpenVINOBackend(model_file, precision=choice.precision)
         from lvg.runtime.backends.ort_backend import OnnxRuntimeBackend
 
-        ort_backend = OnnxRuntimeBackend(model_file, device=device)
+        # An int8 file runs on the CPU whatever providers are installed (see _onnx_choice).
+        ort_backend = OnnxRuntimeBackend(model_file, device="cpu" if choice.precision == "int8" else device)
         ort_backend.note = choice.note
         return ort_backend
     if kind == "tensorrt":
@@ -76,17 +78,19 @@ def _onnx_choice(model_file: ModelFile, backend: str, device: str, precision: st
     import onnxruntime as ort  # a core dependency (not an extra)
 
     kind = device.partition(":")[0]
-    gpu = kind in ("cuda", "tensorrt") or (kind == "auto" and "CUDAExecutionProvider" in ort.get_available_providers())
+    own = model_file.info.precision
+    # An int8 file runs on the CPU: "auto" does not move it to a GPU that happens to be there.
+    gpu = kind in ("cuda", "tensorrt") or (
+        kind == "auto" and own != "int8" and "CUDAExecutionProvider" in ort.get_available_providers())
     if backend == "openvino" and kind not in ("auto", "cpu"):
         raise InputError(f"the openvino backend runs on the CPU, not on device {device!r}")
     if backend == "onnxruntime" and precision.lower() == "bf16":
         raise InputError("ONNX Runtime runs .onnx files at their own precision; bf16 needs backend 'openvino' "
                          "(or backend 'auto')")
-    own = model_file.info.precision
     if backend == "openvino":
         # Asked for by name: OpenVINO runs the request on the CPU (fp32 where auto finds no bf16 instructions).
         choice = choose_precision(precision, kind="onnx", file_precision=own, features=features, openvino=True)
-        return PrecisionChoice("openvino", choice.precision if choice.precision == "bf16" else "fp32")
+        return PrecisionChoice("openvino", choice.precision if choice.precision in ("bf16", "int8") else "fp32")
     choice = choose_precision(precision, kind="onnx", file_precision=own, gpu=gpu, features=features,
                               openvino=False if backend == "onnxruntime" else None)
     if backend == "onnxruntime":

@@ -1,0 +1,208 @@
+"""fp32 ONNX -> static int8 ONNX (QDQ), calibrated on inputs from the model's own domain.
+
+Why static and QDQ: dynamic int8 (``quantize_dynamic``) re-measures activation ranges on every call and was
+slower than fp32 on our CPUs; static int8 fixes the ranges once, from real images and sentences of the
+training domain, and stores them as ``QuantizeLinear`` / ``DequantizeLinear`` pairs around each quantised
+product. OpenVINO and ONNX Runtime both fuse those pairs into int8 kernels (VNNI / AMX-INT8), and the graph
+stays a plain ONNX graph that TensorRT reads too.
+
+What is quantised: ``MatMul`` / ``Conv`` / ``Gemm`` (int8 weights per output channel, symmetric; uint8
+activations per tensor; MinMax ranges) in the shared encoder and the patch embedding, i.e. almost all of
+the FLOPs. What stays fp32: every other op (LayerNorm, softmax, GELU, reductions) and whole modules where a
+few FLOPs decide the answer (:data:`FP32_SCOPES`): the pixel decoder and the heads that draw the mask, the
+visual concept injectors (their ``score >= mean(score)`` threshold flips under rounding), the latent
+initialiser (argmax subject selection) and the GRES no-target head.
+
+The file keeps every metadata entry of its source, with ``lvg.precision = "int8"`` and ``lvg.calibration``
+(what it was calibrated on). The result is checked against its source on held-back samples of the same
+data before it is kept: a file whose masks move on more than ``1 - min_agreement`` of the pixels is refused.
+Torch-free: needs ``onnx`` (the ``export`` extra) and ONNX Runtime's quantisation tools.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lvg.core import artifact as art
+from lvg.core.atomic import atomic_output
+from lvg.core.model_file import ModelFile
+from lvg.errors import InputError, LVGError, require
+from lvg.export.annotate import set_onnx_metadata
+
+__all__ = ["FP32_SCOPES", "QUANTISED_OPS", "Int8Report", "quantize_int8"]
+
+Feeds = Mapping[str, np.ndarray]
+
+#: Op types whose products run in int8.
+QUANTISED_OPS = ("MatMul", "Conv", "Gemm")
+#: Node-name fragments (the exporter names nodes by module path) whose nodes all stay fp32.
+FP32_SCOPES = ("/pixel_decoder/", "/text_head/", "/latent_heads.", "/empty_head/", "/concept_injectors.",
+               "/latent_init/", "/subject_distributor/")
+#: The smallest share of mask pixels that must agree with the fp32 source on the held-back samples.
+MIN_AGREEMENT = 0.995
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """What :func:`quantize_int8` wrote: ``path``; ``calibration`` (the ``lvg.calibration`` entry);
+    ``quantised`` / ``kept_fp32`` node counts of the quantisable op types; and the check against the fp32
+    source on ``check_samples`` held-back samples: ``max_abs_prob`` and ``mask_agreement`` (share of pixels
+    whose ``prob > mask_threshold`` is unchanged); ``seconds`` in all."""
+
+    path: Path
+    calibration: dict[str, Any]
+    quantised: int
+    kept_fp32: int
+    check_samples: int
+    max_abs_prob: float
+    mask_agreement: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "precision": "int8", "calibration": self.calibration,
+            "quantised_nodes": self.quantised, "fp32_nodes": self.kept_fp32, "check_samples": self.check_samples,
+            "max_abs_prob": self.max_abs_prob, "mask_agreement": self.mask_agreement,
+            "seconds": round(self.seconds, 3),
+            "size_bytes": self.path.stat().st_size if self.path.exists() else None,
+        }
+
+
+def _reader(feeds: Iterable[Feeds], count: list[int]) -> Any:
+    """An ONNX Runtime ``CalibrationDataReader`` over ``feeds`` (one sample each), counting what it gave."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it: Iterator[Feeds] = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self._it, None)
+            if item is None:
+                return None
+            count[0] += 1
+            return {k: np.asarray(v) for k, v in item.items()}
+
+    return _Reader()
+
+
+class _QuietQuantiser(logging.Filter):
+    """Drops the quantiser's advisory warnings (sent to the root logger, so they would reach a CLI's
+    stderr as ``WARNING:root:``); its errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+def _compare(fp32: Path, int8: Path, feeds: Iterable[Feeds], threshold: float) -> tuple[int, float, float]:
+    """(samples, max |prob diff|, mask agreement) of ``int8`` against ``fp32`` on ``feeds``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    a = ort.InferenceSession(str(fp32), opts, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
+    n, worst, agree, total = 0, 0.0, 0, 0
+    for item in feeds:
+        feed = {k: np.asarray(v) for k, v in item.items()}
+        pa = a.run([art.OUTPUT_PROB], feed)[0]
+        pb = b.run([art.OUTPUT_PROB], feed)[0]
+        worst = max(worst, float(np.abs(pa.astype(np.float64) - pb).max()))
+        agree += int(((pa > threshold) == (pb > threshold)).sum())
+        total += pa.size
+        n += 1
+    return n, worst, agree / max(total, 1)
+
+
+def quantize_int8(
+    src: str | os.PathLike[str] | ModelFile,
+    out: str | os.PathLike[str],
+    calibration: Iterable[Feeds],
+    *,
+    check: Iterable[Feeds],
+    calibration_info: Mapping[str, Any] | None = None,
+    min_agreement: float = MIN_AGREEMENT,
+) -> Int8Report:
+    """Write a static int8 copy of an fp32 ``.onnx`` model, calibrated on ``calibration``.
+
+    Args:
+        src: an fp32 ``.onnx`` file exported by lvg (``lvg export``).
+        out: the int8 ``.onnx`` file to write (atomically; never the source itself).
+        calibration: model inputs, one sample each: ``{"image": float32 (1, 3, S, S), "text_ids": int64
+            (1, L), "text_mask": bool (1, L)}``, preprocessed as the runtime does, from the model's own domain.
+        check: more such samples, not among ``calibration``, to compare the result with ``src`` on.
+        calibration_info: what the samples are (data, split, seed, ...), recorded in ``lvg.calibration``.
+        min_agreement: the result is refused (nothing written) when fewer mask pixels than this share agree
+            with ``src`` on ``check``.
+
+    Raises:
+        InputError: ``src`` is not an fp32 ONNX model, ``out`` is ``src``, or no calibration sample came.
+        LVGError: the int8 model's masks disagree with the fp32 model's beyond ``min_agreement``.
+    """
+    onnx = require("onnx", extra="export", purpose="int8 quantisation of ONNX models")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    start = time.perf_counter()
+    model_file = src if isinstance(src, ModelFile) else ModelFile.open(src)
+    info = model_file.info
+    out = Path(out)
+    if info.kind != "onnx" or info.precision != "fp32":
+        raise InputError(f"{info.path}: int8 quantisation starts from an fp32 .onnx export (lvg export), "
+                         f"not a {info.precision} {info.kind} file")
+    if out.exists() and out.resolve() == info.path.resolve():
+        raise InputError(f"{out}: the int8 file must not replace its fp32 source")
+    graph = onnx.load(str(info.path), load_external_data=False).graph
+    candidates = [n for n in graph.node if n.op_type in QUANTISED_OPS]
+    excluded = [n.name for n in candidates if any(s in n.name for s in FP32_SCOPES)]
+    samples = iter(calibration)
+    first = next(samples, None)
+    if first is None:
+        raise InputError("no calibration sample: int8 needs real inputs from the model's domain")
+    count = [0]
+    with atomic_output(out) as tmp, tempfile.TemporaryDirectory(prefix="lvg-int8-") as scratch:
+        # quantize_static writes the file itself (not atomically): into scratch, and the result goes through
+        # atomic_output once its metadata is set.
+        quantised = Path(scratch) / "int8.onnx"
+        quiet = _QuietQuantiser()
+        logging.getLogger().addFilter(quiet)
+        try:
+            quantize_static(
+                str(info.path), str(quantised), _reader(itertools.chain([first], samples), count),
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTISED_OPS), per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+        finally:
+            logging.getLogger().removeFilter(quiet)
+        record = {**dict(calibration_info or {}), "samples": count[0], "method": "minmax",
+                  "ops": list(QUANTISED_OPS), "fp32_scopes": list(FP32_SCOPES),
+                  "source": info.path.name, "weights": "int8 per channel, symmetric",
+                  "activations": "uint8 per tensor"}
+        proto = onnx.load(str(quantised))
+        set_onnx_metadata(proto, {**dict(info.metadata), art.KEY_PRECISION: "int8",
+                                  art.KEY_CALIBRATION: json.dumps(record, sort_keys=True)}, keep=False)
+        proto.producer_name = "latent-vg"
+        try:
+            onnx.save(proto, str(tmp))
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+        n, worst, agreement = _compare(info.path, tmp, check, info.config.preprocess.mask_threshold)
+        if n and agreement < min_agreement:
+            raise LVGError(f"int8 moves {100 * (1 - agreement):.2f}% of mask pixels on {n} held-back samples "
+                           f"(at most {100 * (1 - min_agreement):.2f}% allowed): keep the fp32 file (bf16 on "
+                           "OpenVINO) or calibrate on more samples of the model's domain")
+    return Int8Report(path=out, calibration=record, quantised=len(candidates) - len(excluded),
+                      kept_fp32=len(excluded), check_samples=n, max_abs_prob=worst, mask_agreement=agreement,
+                      seconds=time.perf_counter() - start)
