@@ -40,6 +40,11 @@ class Terminated(KeyboardInterrupt):
 _received: list[int] = []
 
 
+#: Help of every command's ``--precision``.
+PRECISION_HELP = ("auto (an int8 file: int8; else bf16 on CPUs with bf16 instructions, else fp32) | fp32 | bf16 | "
+                  "int8 (an int8 file: lvg export --int8).")
+
+
 def on_signal(signum: int, frame: object) -> None:
     """:func:`lvg.cli.main`'s handler of SIGINT / SIGTERM while a command runs: remember the signal, then unwind
     like Ctrl-C (``KeyboardInterrupt``, or :class:`Terminated` for SIGTERM) so temporary files are removed.

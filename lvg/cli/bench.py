@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from lvg._progress import progress
-from lvg.cli._common import echo_json, handle_errors
+from lvg.cli._common import PRECISION_HELP, echo_json, handle_errors
 from lvg.errors import InputError
 
 
@@ -65,7 +65,7 @@ def bench(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | tensorrt."),
     backend: str = typer.Option("auto", "--backend", help="auto | onnxruntime | openvino | tensorrt | torch."),
     precision: str = typer.Option(
-        "auto", "--precision", help="auto (bf16 on CPUs with bf16 instructions, else fp32) | fp32 | bf16."),
+        "auto", "--precision", help=PRECISION_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the table as JSON."),
 ) -> None:
     """Measure model latency (p50 / p90 / p99), throughput and GFLOPs on synthetic inputs.

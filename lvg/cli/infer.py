@@ -19,7 +19,7 @@ import typer
 
 from lvg._progress import progress
 from lvg.cli import bench as _bench
-from lvg.cli._common import check_outputs, echo_warnings, handle_errors, messages_as_lines
+from lvg.cli._common import PRECISION_HELP, check_outputs, echo_warnings, handle_errors, messages_as_lines
 from lvg.cli._media import VideoWriter, folder_images, frame_name, is_video, read_video, same_place, video_info
 from lvg.errors import InputError, LVGError
 
@@ -201,7 +201,7 @@ def infer(
     backend: str = typer.Option(
         "auto", "--backend", help="auto (by file suffix and precision) | onnxruntime | openvino | tensorrt | torch."),
     precision: str = typer.Option(
-        "auto", "--precision", help="auto (bf16 on CPUs with bf16 instructions, else fp32) | fp32 | bf16."),
+        "auto", "--precision", help=PRECISION_HELP),
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Sentencepiece file overriding the embedded one."),
     threshold: float | None = typer.Option(None, "--threshold", help="Mask threshold (default: the model's, 0.35)."),
 ) -> None:

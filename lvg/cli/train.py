@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from lvg.cli._common import echo_json, handle_errors, messages_as_lines
+from lvg.cli._common import PRECISION_HELP, echo_json, handle_errors, messages_as_lines
 from lvg.errors import require
 
 
@@ -160,7 +160,7 @@ def eval_command(
     device: str | None = typer.Option(
         None, help="cpu | cuda | cuda:N, or tensorrt for an .onnx model (default: CUDA if available)."),
     precision: str = typer.Option(
-        "auto", "--precision", help="auto (bf16 on CPUs with bf16 instructions, else fp32) | fp32 | bf16."),
+        "auto", "--precision", help=PRECISION_HELP),
     text_swap: bool = typer.Option(
         False, "--text-swap", help="Also score each image with another image's sentence (does the model read text?)."
     ),
