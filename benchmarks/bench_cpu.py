@@ -1,7 +1,7 @@
 """CPU inference per engine and precision, against ONNX Runtime fp32 and this machine's matmul rate, in one run.
 
     python benchmarks/bench_cpu.py [--models lvg-b,bundled] [--batches 1,8] [--reps 3] [--reps-large 2]
-                                   [--cases ort-fp32,ov-bf16,ov-int8,torch-fp32,torch-bf16] [--out DIR]
+                                   [--cases ort-fp32,ov-bf16,ov-int8,ort-int8,torch-fp32,torch-bf16] [--out DIR]
 
 Models: ``lvg-b`` with random weights (seed 0; exported once into ``benchmarks/.cache``) and ``bundled``
 (lvg-s, ``lvg/assets/default/model.onnx``; no checkpoint, so no torch cases). Cases, all in this one process
@@ -10,16 +10,15 @@ an order reversed on alternate rounds, so other load on the machine hits every c
 
 - ``ort-fp32``: the runtime's ONNX Runtime backend (today's CPU default), the reference of every ratio;
 - ``ov-bf16``: the runtime's OpenVINO backend at bf16 (``precision="bf16"``), the same ``.onnx`` file;
-- ``ov-int8``: an experiment, not a runtime path: static QDQ int8 (ONNX Runtime's ``quantize_static``,
-  per-channel int8 weights, uint8 activations, MinMax calibration on real ``lvg data synth`` scenes and
-  sentences; only MatMul / Conv / Gemm quantised, the heads, pixel decoder, VCI and latent init excluded, so
-  LayerNorm, softmax and the VCI threshold stay fp32) run by OpenVINO at bf16;
+- ``ov-int8`` / ``ort-int8``: the int8 file ``lvg export --int8`` writes (:mod:`lvg.export.int8`, calibrated
+  on 64 sentences of real ``lvg data synth`` scenes), run by the runtime's OpenVINO backend (its floating-point
+  parts at bf16 on a bf16 CPU) and by ONNX Runtime;
 - ``torch-fp32`` / ``torch-bf16``: the runtime's torch backend at fp32 and with bf16 weights.
 
 Per case and batch: median latency, images/s, achieved GFLOP/s, the speed-up over ``ort-fp32`` (median of the
 per-round ratios), and the achieved rate as a fraction of the matmul probe at the case's precision (numpy and
-torch fp32, OpenVINO and torch bf16; 1024 x 768 x 3072, best of 5, measured before and after the cases:
-the higher one counts). Accuracy per case: max |prob - prob_fp32| and the share of pixels whose mask
+torch fp32, OpenVINO and torch bf16, OpenVINO int8; 1024 x 768 x 3072, best of 5, measured before and after
+the cases: the higher one counts). Accuracy per case: max |prob - prob_fp32| and the share of pixels whose mask
 (prob > 0.35) agrees with ``ort-fp32`` (real synth scenes for the bundled model, random inputs for lvg-b).
 Writes ``cpu_<model>.json`` (with ``/proc/loadavg`` before and after) and prints a table.
 """
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -42,9 +40,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 BUNDLED = ROOT / "lvg" / "assets" / "default" / "model.onnx"
-ALL_CASES = ("ort-fp32", "ov-bf16", "ov-int8", "torch-fp32", "torch-bf16")
-#: Calibration scenes for ov-int8 (a ``lvg data synth`` folder made once in the cache).
+ALL_CASES = ("ort-fp32", "ov-bf16", "ov-int8", "ort-int8", "torch-fp32", "torch-bf16")
+#: Calibration scenes for the int8 cases (a ``lvg data synth`` folder made once in the cache).
 CALIB_IMAGES = 40
+#: Calibration sentences (lvg export --int8's default).
+CALIB_SAMPLES = 64
 
 
 def _loadavg() -> str:
@@ -54,25 +54,16 @@ def _loadavg() -> str:
         return "n/a"
 
 
-def _samples(path: Path, calib: Path, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """``n`` real synth scenes and sentences, preprocessed for the model at ``path``."""
-    from PIL import Image
-
+def _samples(path: Path, calib: Path, n: int, seed: int = 1) -> dict[str, np.ndarray]:
+    """``n`` real synth scenes and single-target sentences (never no-target ones, whose maps are empty),
+    preprocessed for the model at ``path``, as one batch."""
     from lvg.core.model_file import ModelFile
-    from lvg.core.preprocess import preprocess_image
+    from lvg.train.calibration import calibration_sets
 
-    mf = ModelFile.open(path)
-    cfg, tok = mf.config, mf.tokenizer(None)
-    refs = json.loads((calib / "grefcoco-synth" / "grefs(unc).json").read_text())
-    rng = np.random.default_rng(seed)
-    picked = [refs[i] for i in rng.choice(len(refs), size=n, replace=len(refs) < n)]
-    xs, ids, masks = [], [], []
-    for r in picked:
-        image = Image.open(calib / "images" / f"synth_{r['image_id']:06d}.jpg").convert("RGB")
-        x, _ = preprocess_image(image, cfg.preprocess)
-        i, m = tok.encode(r["sentences"][0]["sent"], cfg.preprocess.max_text_len)
-        xs.append(x), ids.append(i), masks.append(m)
-    return {"image": np.stack(xs), "text_ids": np.stack(ids), "text_mask": np.stack(masks)}
+    picked, _, _ = calibration_sets(f"{calib}:refcoco-synth", ModelFile.open(path), samples=n, check_samples=0,
+                                    seed=seed)
+    items = list(picked)
+    return {k: np.concatenate([item[k] for item in items]) for k in items[0]}  # n x (1, ...) -> (n, ...)
 
 
 def _random(cfg, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -92,41 +83,19 @@ def _calibration_data(cache: Path) -> Path:
     return calib
 
 
-def quantize_int8(src: Path, dst: Path, calib: Path, n: int = 8) -> Path:
-    """Static QDQ int8 of ``src`` calibrated on ``n`` synth scenes (see the module docstring); cached."""
+def int8_file(src: Path, dst: Path, calib: Path) -> Path:
+    """``src`` quantised by ``lvg export --int8``'s own code (64 calibration sentences of ``calib``); cached."""
     if dst.is_file():
         return dst
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from lvg.core.model_file import ModelFile
+    from lvg.export.int8 import quantize_int8
+    from lvg.train.calibration import calibration_sets
 
-    feeds = _samples(src, calib, n, seed=1)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.i = 0
-
-        def get_next(self):
-            if self.i >= n:
-                return None
-            self.i += 1
-            return {k: v[self.i - 1: self.i] for k, v in feeds.items()}
-
-    keep = ("head", "pixel_decoder", "concept_injector", "empty", "latent_init")
-    excluded = [nd.name for nd in onnx.load(str(src), load_external_data=False).graph.node
-                if any(k in nd.name for k in keep)]
-    tmp = dst.with_name(dst.name + ".tmp")
-    quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul", "Conv", "Gemm"], per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
-    os.replace(tmp, dst)
+    calib_set, check_set, record = calibration_sets(str(calib), ModelFile.open(src), samples=CALIB_SAMPLES)
+    # No agreement floor here: the benchmark reports agreement itself, for random lvg-b weights too.
+    report = quantize_int8(src, dst, calib_set, check=check_set, calibration_info=record, min_agreement=0.0)
+    print(f"[bench_cpu] {dst.name}: {report.quantised} products int8, check agreement {report.mask_agreement:.4f}",
+          flush=True)
     return dst
 
 
@@ -167,9 +136,9 @@ def open_cases(model: str, cases: list[str], cache: Path, calib: Path) -> dict[s
             out[case] = open_backend(onnx_path, device="cpu", precision="fp32")
         elif case == "ov-bf16":
             out[case] = open_backend(onnx_path, precision="bf16")
-        elif case == "ov-int8":
-            q = quantize_int8(onnx_path, cache / f"cpu-{model}-int8-qdq.onnx", calib)
-            out[case] = open_backend(q, backend="openvino", precision="bf16")
+        elif case in ("ov-int8", "ort-int8"):
+            q = int8_file(onnx_path, cache / f"cpu-{model}.int8.onnx", calib)
+            out[case] = open_backend(q, backend="openvino" if case == "ov-int8" else "onnxruntime")
         elif ckpt is not None:
             out[case] = open_backend(ckpt, device="cpu", precision=case.split("-")[1])
         else:
@@ -179,15 +148,16 @@ def open_cases(model: str, cases: list[str], cache: Path, calib: Path) -> dict[s
 
 
 def probes() -> dict[str, dict[str, float]]:
-    """The matmul ceilings: numpy / torch fp32, OpenVINO / torch bf16 (GFLOP/s)."""
+    """The matmul ceilings: numpy / torch fp32, OpenVINO / torch bf16, OpenVINO int8 (GFLOP/s)."""
     import torch
 
     from lvg.runtime.roofline import matmul_rate
 
-    out = {"fp32": {"numpy": matmul_rate("fp32").gflops_per_s}, "bf16": {}}
-    ov = matmul_rate("bf16")
-    if ov is not None:
-        out["bf16"]["openvino"] = ov.gflops_per_s
+    out: dict[str, dict[str, float]] = {"fp32": {"numpy": matmul_rate("fp32").gflops_per_s}, "bf16": {}, "int8": {}}
+    for precision in ("bf16", "int8"):
+        ov = matmul_rate(precision)
+        if ov is not None:
+            out[precision]["openvino"] = ov.gflops_per_s
     from bench_train_cpu import matmul_gflops  # the training benchmark's torch probe, same shape
 
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
@@ -220,14 +190,15 @@ def summarise(rows: dict[str, Any], batch: int, gflops: float, ceil: dict[str, d
     table = []
     for name, row in rows.items():
         t = statistics.median(row["times"])
-        precision = "bf16" if name.endswith(("bf16", "int8")) else "fp32"
+        precision = name.rsplit("-", 1)[1]
         achieved = gflops * batch / t
-        best_ceiling = max(ceil[precision].values())
+        best_ceiling = max(ceil[precision].values(), default=None)  # None: no engine here runs the probe
         table.append({
             "case": name, "batch": batch, "latency_s": round(t, 4), "images_per_s": round(batch / t, 3),
             "gflops_per_s": round(achieved, 1),
             "speedup_vs_ort_fp32": round(statistics.median(a / b for a, b in zip(ref, row["times"])), 3),
-            "of_matmul": round(achieved / best_ceiling, 3), "matmul_precision": precision,
+            "of_matmul": None if best_ceiling is None else round(achieved / best_ceiling, 3),
+            "matmul_precision": precision,
             "max_abs_prob_diff": round(row["max_abs_prob_diff"], 6), "mask_agreement": round(row["mask_agreement"], 5),
             "times_s": [round(x, 4) for x in row["times"]],
         })
@@ -240,7 +211,7 @@ def _print(model: str, table: list[dict]) -> None:
     for r in table:
         print(f"{'':{len(model) + 1}} {r['case']:>11} {r['batch']:>5} {r['latency_s']:>10.3f} "
               f"{r['images_per_s']:>7.2f} {r['gflops_per_s']:>8.1f} {r['speedup_vs_ort_fp32']:>7.2f} "
-              f"{r['of_matmul']:>9.2f} "
+              f"{'n/a' if r['of_matmul'] is None else format(r['of_matmul'], '.2f'):>9} "
               f"{r['max_abs_prob_diff']:>9.2g} {r['mask_agreement']:>7.4f}")
 
 
