@@ -46,6 +46,7 @@ def describe_model(path: Path) -> dict[str, object]:
         "input_size": cfg.encoder.img_size,
         "max_text_len": cfg.preprocess.max_text_len,
         "precision": info.precision,
+        "calibration": _calibration(meta, info.path),
         "gres": info.gres,
         "batch": info.batch,
         "tokenizer_pieces": None if tok is None else tok.vocab_size,
@@ -57,6 +58,23 @@ def describe_model(path: Path) -> dict[str, object]:
         "version": meta.get("lvg.version"),
         "config": cfg.to_dict(),
     }
+
+
+def _calibration(meta: dict[str, str], path: Path) -> dict[str, object] | None:
+    """An int8 file's ``lvg.calibration`` entry (how it was calibrated), ``None`` for other files."""
+    from lvg.core.artifact import KEY_CALIBRATION
+    from lvg.core.limits import parse_json_object
+
+    text = meta.get(KEY_CALIBRATION)
+    return None if text is None else parse_json_object(text, f"{path}: {KEY_CALIBRATION}")
+
+
+def _precision_line(data: dict[str, object]) -> str:
+    c = data["calibration"]
+    if not isinstance(c, dict):
+        return str(data["precision"])
+    return (f"{data['precision']} (calibrated on {c.get('samples', '?')} sentences of {c.get('data', '?')}, "
+            f"{c.get('split', '?')} split, seed {c.get('seed', '?')})")
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -74,7 +92,7 @@ def _echo_model(data: dict[str, object]) -> None:
         ("parameters", "not recorded" if params is None else f"{params / 1e6:.2f}M"),
         ("GFLOPs", "not recorded (a checkpoint needs torch to count them)" if gf is None else f"{gf} per sample"),
         ("input", f"{data['input_size']}x{data['input_size']}, text length {data['max_text_len']}"),
-        ("precision", data["precision"]),
+        ("precision", _precision_line(data)),
         ("task", "gres (no-target head)" if data["gres"] else "ris / rec"),
         ("tokenizer", "none (pass --tokenizer)" if data["tokenizer_pieces"] is None
          else f"{data['tokenizer_pieces']} pieces ({data['tokenizer']})"),

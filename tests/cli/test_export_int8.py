@@ -38,6 +38,9 @@ def test_int8_from_an_fp32_export_then_infer(artifacts, synth_dataset, tmp_path)
     assert meta[art.KEY_PRECISION] == "int8" and json.loads(meta[art.KEY_CALIBRATION])["samples"] == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.int8.onnx", "tiny.onnx"]
 
+    res = _lvg("info", "--model", str(out))
+    assert res.returncode == 0 and "int8 (calibrated on 12 sentences of refcoco-synth(unc), train split, seed 0)" in (
+        res.stdout)
     res = _lvg("infer", str(artifacts.image), "the red cup", "--model", str(out), "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["model"]["precision"] == "int8"
