@@ -1,5 +1,5 @@
 """What ``bench_e2e.py``'s parent and worker processes share: the cases, the inputs and the models they
-build, and the ONNX files the ``ort`` / ``trt`` workers load (exported once into the cache)."""
+build, and the ONNX files the ``ort`` / ``ov`` / ``trt`` workers load (exported once into the cache)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ class Case:
     """One (model, backend) worker."""
 
     model: str  # lvg | nolatent | encoder
-    backend: str  # eager | compile | ort | ort-fp16 | trt
-    precision: str  # fp32 | fp16 | bf16
+    backend: str  # eager | compile | ort | ort-fp16 | ov | trt
+    precision: str  # fp32 | fp16 | bf16 | int8
     device: str  # cpu | cuda
     batches: tuple[int, ...]
     impl: str = "reference"  # VCI kernels (lvg only)
@@ -128,6 +128,14 @@ def prepare_onnx(variant: str, cache: Path, *, fp16: bool = False) -> dict[str, 
             _export_encoder(model, path, fp16=fp16)
         del model
     return paths
+
+
+def prepare_int8(fp32: Path, cache: Path) -> Path:
+    """The int8 file ``lvg export --int8`` writes from ``fp32`` (64 calibration sentences of ``lvg data synth``
+    scenes made once in the cache), for the ``ov`` int8 worker; made once."""
+    from bench_cpu import _calibration_data, int8_file
+
+    return int8_file(fp32, fp32.with_name(fp32.stem + ".int8.onnx"), _calibration_data(cache))
 
 
 def _export_encoder(model, path: Path, *, fp16: bool) -> None:

@@ -74,6 +74,8 @@ class _Worker:
         self._cuda = self.case.device == "cuda"
         if self.case.backend in ("ort", "ort-fp16"):
             self._setup_ort(spec["onnx"])
+        elif self.case.backend == "ov":
+            self._setup_ov(spec["onnx"])
         elif self.case.backend == "trt":
             self._setup_trt(spec["onnx"], spec["cache"])
         else:
@@ -142,6 +144,17 @@ class _Worker:
 
             def forward(image, ids, mask):
                 return sess.run(None, {"image": image, "text_ids": ids, "text_mask": mask})[0]
+
+        self.forward = forward
+
+    def _setup_ov(self, onnx_paths: dict[str, str]) -> None:
+        from lvg.runtime.backends.openvino_backend import OpenVINOBackend
+
+        path = onnx_paths["lvg-int8" if self.case.precision == "int8" else "lvg"]
+        backend = OpenVINOBackend(path, precision=self.case.precision, threads=self.threads)
+
+        def forward(image, ids, mask):
+            return backend.run(image, ids, mask).prob
 
         self.forward = forward
 

@@ -1,7 +1,7 @@
 """End-to-end latency, throughput and peak memory of Latent-VG across the backends on this machine.
 
     python benchmarks/bench_e2e.py [--variant lvg-b] [--device auto|cpu|cuda] [--batches 1,4] [--reps 5]
-                                   [--backends eager,compile,ort,ort-fp16,trt] [--quick] [--out DIR]
+                                   [--backends eager,compile,ort,ort-fp16,ov,trt] [--quick] [--out DIR]
                                    [--precisions fp16,bf16] [--models lvg] [--compile-batches 1,64] [--budget-s S]
     python benchmarks/bench_e2e.py --report benchmarks/results/e2e_cpu.json   # re-render md + png
 
@@ -20,6 +20,8 @@ Models, all built from the same variant with random weights (speed does not depe
 Backends: ``eager`` (PyTorch eager, ``inference_mode``), ``compile`` (``torch.compile``; on CUDA in the
 first of ``--precisions``, alone and with CUDA graphs, mode ``reduce-overhead``), ``ort`` (ONNX Runtime fp32
 through the runtime's ``OnnxRuntimeBackend``), ``ort-fp16`` (CUDA only: a CPU without fast fp16 skips it),
+``ov`` (CPU only, when OpenVINO is installed: the runtime's OpenVINO backend at bf16 on the fp32 file, and
+at int8 on the file ``lvg export --int8`` writes from it, calibrated on 64 ``lvg data synth`` sentences),
 ``trt`` (TensorRT fp16 engines, when tensorrt is installed). On CUDA eager runs in fp32 and in each of
 ``--precisions``, and the latent variant runs with both VCI implementations (``reference`` and ``triton``)
 for the eager and CUDA-graph backends. Each CUDA torch worker also measures, in its own process, a dense
@@ -51,12 +53,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from _e2e_prepare import HERE, MODELS, Case, _tokenizer_path, prepare_onnx
+from _e2e_prepare import HERE, MODELS, Case, _tokenizer_path, prepare_int8, prepare_onnx
 from _e2e_report import _model_costs, _notes, _plot, _summarise, analyse, to_markdown
 from _e2e_worker import _Proc
 
 SCHEMA = "lvg-bench-e2e/1"
-ALL_BACKENDS = ("eager", "compile", "ort", "ort-fp16", "trt")
+ALL_BACKENDS = ("eager", "compile", "ort", "ort-fp16", "ov", "trt")
 
 
 def _versions() -> dict[str, str | None]:
@@ -143,6 +145,12 @@ def plan(device: str, backends: list[str], batches: list[int], bare_batches: lis
                 skipped.append({"label": "lvg/ort-fp16", "reason": "onnxruntime has no CUDA provider here"})
                 continue
             cases.append(Case("lvg", "ort-fp16", "fp16", device, tuple(batches)))
+        elif backend == "ov":
+            if cuda or not has["openvino"]:
+                skipped.append({"label": "lvg/ov-*", "reason": "OpenVINO runs on the CPU" if cuda else
+                                "OpenVINO is not installed (pip install 'latent-vg[openvino]')"})
+                continue
+            cases += [Case("lvg", "ov", p, device, tuple(batches)) for p in ("bf16", "int8") if lvg]
         elif backend == "trt":
             if not (cuda and has["tensorrt"]):
                 skipped.append({"label": "lvg/trt-fp16", "reason": "TensorRT is not installed" if cuda else
@@ -157,7 +165,8 @@ def _capabilities(device: str) -> dict[str, bool]:
     import importlib.util
     import shutil
 
-    has = {"triton": False, "tensorrt": False, "ort_cuda": False, "compiler": True}
+    has = {"triton": False, "tensorrt": False, "ort_cuda": False, "compiler": True,
+           "openvino": importlib.util.find_spec("openvino") is not None}
     try:
         import onnxruntime as ort
 
@@ -292,8 +301,10 @@ def run_benchmark(args: argparse.Namespace, on_batch: Callable[[dict[str, Any]],
               "the results will not be comparable (run it on an idle machine)", file=sys.stderr, flush=True)
     t_start = time.perf_counter()
     onnx: dict[str, Path] = {}
-    if any(c.backend == "ort" for c in cases):
+    if any(c.backend in ("ort", "ov") for c in cases):
         onnx.update(prepare_onnx(args.variant, cache))
+    if any(c.backend == "ov" and c.precision == "int8" for c in cases):
+        onnx["lvg-int8"] = prepare_int8(onnx["lvg"], cache)
     onnx16: dict[str, Path] = {}
     if any(c.backend in ("ort-fp16", "trt") for c in cases):
         onnx16 = prepare_onnx(args.variant, cache, fp16=True)

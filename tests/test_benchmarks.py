@@ -127,20 +127,22 @@ def test_line_chart_draws_each_series_in_its_colour(tmp_path: Path) -> None:
 
 
 def test_plan_skips_what_the_machine_cannot_run() -> None:
-    has = {"triton": False, "tensorrt": False, "ort_cuda": False, "compiler": True}
+    has = {"triton": False, "tensorrt": False, "ort_cuda": False, "compiler": True, "openvino": False}
     cases, skipped = bench_e2e.plan("cpu", list(bench_e2e.ALL_BACKENDS), [1, 4], [1], has)
     labels = {c.label for c in cases}
     assert "lvg/compile-fp32" in labels and "lvg/ort-fp32" in labels
     assert not any(c.device != "cpu" or c.precision != "fp32" for c in cases)
-    assert {s["label"] for s in skipped} == {"lvg/ort-fp16 (cpu)", "lvg/trt-fp16"}
-    gpu = {"triton": True, "tensorrt": False, "ort_cuda": False, "compiler": True}
+    assert {s["label"] for s in skipped} == {"lvg/ort-fp16 (cpu)", "lvg/ov-*", "lvg/trt-fp16"}
+    cases, skipped = bench_e2e.plan("cpu", ["ort", "ov"], [1, 4], [1], {**has, "openvino": True})
+    assert {c.label: c.batches for c in cases if c.backend == "ov"} == {"lvg/ov-bf16": (1, 4), "lvg/ov-int8": (1, 4)}
+    gpu = {"triton": True, "tensorrt": False, "ort_cuda": False, "compiler": True, "openvino": True}
     cases, _ = bench_e2e.plan("cuda", ["eager", "compile"], [1, 8, 64], [1, 8, 64], gpu)
     labels = {c.label for c in cases}
     assert "lvg/compile-fp16+cudagraphs/vci-triton" in labels and "lvg/eager-fp16/vci-triton" in labels
 
 
 def test_plan_on_cuda_picks_precisions_models_and_compiled_batches() -> None:
-    gpu = {"triton": True, "tensorrt": False, "ort_cuda": False, "compiler": True}
+    gpu = {"triton": True, "tensorrt": False, "ort_cuda": False, "compiler": True, "openvino": True}
     cases, skipped = bench_e2e.plan("cuda", ["eager", "compile"], [1, 64, 8], [1, 64, 8], gpu,
                                     precisions=("bf16", "fp16"), models=("lvg",), compile_batches=[1, 64])
     got = {c.label: c.batches for c in cases}
