@@ -10,10 +10,10 @@ import typer
 
 from lvg._progress import progress
 from lvg.cli._common import check_outputs, echo_json, handle_errors
-from lvg.cli._domain import TrainingDomain, checkpoint_data, training_domain
 from lvg.core.artifact import ONNX_SUFFIXES, tokenizer_sidecars
 from lvg.core.model_file import ModelFile
 from lvg.errors import InputError, require
+from lvg.train.domain import TrainingDomain, checkpoint_data, training_domain
 
 
 @handle_errors
@@ -217,12 +217,17 @@ def _print_int8(r: dict[str, Any]) -> None:
 
 
 def _domain(checkpoint: ModelFile, train_data: str | None) -> TrainingDomain | None:
-    """The training words to record: from ``--train-data``, else from the data the checkpoint names, else
-    ``None`` (the export then warns that the model cannot report unknown words)."""
-    if train_data is None:
-        found = checkpoint_data(checkpoint)
-        return None if found is None else training_domain(*found)
-    return training_domain(train_data)
+    """The training words to record: from ``--train-data``, else the checkpoint's own (``lvg train`` records
+    them), else from the data the checkpoint names, else ``None`` (the export then warns that the model cannot
+    report unknown words)."""
+    if train_data is not None:
+        return training_domain(train_data)
+    own = checkpoint.info.domain
+    if own.words is not None:
+        return TrainingDomain(words=sorted(own.words), description=own.description or "", sentences=0,
+                              source=str(checkpoint.path))
+    found = checkpoint_data(checkpoint)
+    return None if found is None else training_domain(*found)
 
 
 @handle_errors

@@ -34,13 +34,15 @@ class TrainData:
     """The data of a run (built by :func:`build_data`; tests may pass their own).
 
     ``train``: a map-style dataset of GroundingDataset items (with ``set_epoch``); ``source``: the
-    validation split's ``ReferSource`` (None: no evaluation); ``tokenizer``: the run's tokenizer.
+    validation split's ``ReferSource`` (None: no evaluation); ``tokenizer``: the run's tokenizer;
+    ``domain``: the training split's words and description, recorded in every checkpoint (None: none).
     """
 
     train: Any
     source: Any
     tokenizer: Any
     val_split: str | None
+    domain: Any = None
 
 
 def find_tokenizer(data: str, name: str, explicit: str | None = None) -> Path:
@@ -110,6 +112,7 @@ def build_data(cfg: TrainConfig, model_cfg: ModelConfig, *, weights_from: str | 
     were learnt for its ids. ``resuming``: ``weights_from`` is the run's own last checkpoint.
     """
     from lvg.train.data import open_dataset
+    from lvg.train.domain import source_domain
     from lvg.train.torch_data import GroundingDataset
 
     if not cfg.data:
@@ -117,6 +120,7 @@ def build_data(cfg: TrainConfig, model_cfg: ModelConfig, *, weights_from: str | 
     gres = model_cfg.head.gres
     # The dataset first: a wrong path is the error to report, not the tokenizer missing beside it.
     train_source = open_dataset(cfg.data, split=cfg.train_split, prefer_gres=gres)
+    domain = source_domain([train_source], spec=cfg.data, split=cfg.train_split)
     # Resuming with other ids under the trained embeddings would quietly spoil the run: an error (strict).
     tok = tokenizer_for_checkpoint(weights_from or cfg.init_from or None, cfg.data, model_cfg, cfg.tokenizer,
                                    strict=resuming)
@@ -126,8 +130,8 @@ def build_data(cfg: TrainConfig, model_cfg: ModelConfig, *, weights_from: str | 
         # No grounding evaluation: the pretraining heads are scored by their own losses in the log.
         pre = PretrainDataset(train_source, train_source.instances, model_cfg=model_cfg, tokenizer=tok,
                               seed=cfg.seed, mlm_probability=cfg.mlm_probability)
-        return TrainData(train=pre, source=None, tokenizer=tok, val_split=None)
+        return TrainData(train=pre, source=None, tokenizer=tok, val_split=None, domain=domain)
     train_ds = GroundingDataset(train_source, preprocess=model_cfg.preprocess, tokenizer=tok, train=True,
                                 seed=cfg.seed)
     val_source = open_dataset(cfg.data, split=cfg.val_split, prefer_gres=gres) if cfg.val_split else None
-    return TrainData(train=train_ds, source=val_source, tokenizer=tok, val_split=cfg.val_split)
+    return TrainData(train=train_ds, source=val_source, tokenizer=tok, val_split=cfg.val_split, domain=domain)

@@ -43,6 +43,7 @@ from lvg.train.distributed import (
     init_distributed,
     mean_over_ranks,
 )
+from lvg.train.domain import domain_header
 from lvg.train.evaluate import evaluate
 from lvg.train.losses import grounding_loss
 from lvg.train.optim import build_optimizer, lr_factor, set_lr
@@ -354,7 +355,7 @@ class Trainer:
             if score is not None and (self.best is None or score > self.best["score"]):
                 self.best = {"score": score, "metric": key, "step": self.step}
                 save_checkpoint(self.model, self.out / BEST, metadata={
-                    "best": json.dumps(self.best), "train_config": cfg.to_json(), **self._tokenizer_header})
+                    "best": json.dumps(self.best), "train_config": cfg.to_json(), **self._header})
         self.best = gather_objects(self.best, info)[0]
         return result
 
@@ -366,7 +367,7 @@ class Trainer:
             tensors.update({HEADS_PREFIX + k: v for k, v in self.pretrain.heads().items()})
         if self.dist.is_main:
             self.checkpoint = save_training_checkpoint(self.model, self.out, tensors=tensors, state=state,
-                                                       cfg=self.cfg, extra=self._tokenizer_header)
+                                                       cfg=self.cfg, extra=self._header)
         barrier(self.dist)
 
     # --------------------------------------------------------------------------------- setup details
@@ -447,7 +448,9 @@ class Trainer:
 
     def _open_log(self, *, resumed: bool, n_train: int) -> None:
         info, cfg = self.dist, self.cfg
-        self._tokenizer_header = tokenizer_header(self.data.tokenizer)
+        # Every checkpoint carries the run's tokenizer and training domain: it can be served (unknown words
+        # named) or exported on its own.
+        self._header = {**tokenizer_header(self.data.tokenizer), **domain_header(self.data.domain)}
         self.run_log = JsonlLog(self.out / LOG_FILE if info.is_main else None)
         if info.is_main:
             (self.out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")

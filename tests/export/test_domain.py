@@ -103,6 +103,23 @@ def test_cli_export_finds_the_data_a_checkpoint_names(artifacts, synth_dataset, 
     assert proc.returncode == 0 and "no training words recorded" in proc.stderr
 
 
+def test_cli_export_copies_the_words_a_checkpoint_carries(artifacts, tmp_path):
+    """Checkpoints of ``lvg train`` carry their training words: an export needs neither flags nor the data."""
+    from lvg.core.domain import domain_metadata
+    from lvg.modeling.checkpoint import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(artifacts.ckpt["lvg-tiny"], impl="reference")
+    src = ModelFile.open(artifacts.ckpt["lvg-tiny"], checkpoint=True).metadata
+    meta = {k: v for k, v in src.items() if k.startswith("lvg.tokenizer")}
+    meta.update(domain_metadata(["the", "red", "cup"], "cups on tables"))
+    meta["train_config"] = json.dumps({"data": str(tmp_path / "gone"), "train_split": "train"})
+    ckpt = save_checkpoint(model, tmp_path / "last.safetensors", metadata=meta)
+    proc = _lvg("export", "--ckpt", str(ckpt), "--no-check")
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    domain = ModelFile.open(tmp_path / "last.onnx").info.domain
+    assert domain.words == frozenset({"the", "red", "cup"}) and domain.description == "cups on tables"
+
+
 def test_cli_annotate(artifacts, synth_dataset, tmp_path):
     path = tmp_path / "m.onnx"
     shutil.copy(artifacts.onnx[("lvg-tiny-gres", False)], path)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
@@ -272,6 +273,16 @@ def test_lvg_train_cli(tmp_path: Path, synth_dataset) -> None:
     alone.write_bytes((out / LAST).read_bytes())
     grounder = Grounder.load(alone)
     assert grounder.info.tokenizer_identity == Tokenizer.from_file(synth_dataset.tokenizer).identity
+    # ... and its training domain: the words of the training split it read, and the synthetic-scene note, so
+    # the torch backend names the words it never saw.
+    from lvg.core.domain import SYNTH_DESCRIPTION, vocabulary
+    from lvg.train.data import open_dataset
+
+    read = open_dataset(str(synth_dataset.out_dir), split="train")
+    assert grounder.info.domain.words == frozenset(vocabulary(t for _, t in read.sentences_flat()))
+    assert grounder.info.domain.description == SYNTH_DESCRIPTION
+    image = Image.new("RGB", (96, 64), (30, 120, 200))
+    assert grounder.predict(image, "the red zebra").unknown_words == ["zebra"]
 
     again = runner.invoke(app, ["train", "--config", str(config), "--out", str(out), "--steps", "1"])
     assert again.exit_code == 2 and "--resume" in again.stderr and "Traceback" not in again.output

@@ -1,22 +1,26 @@
-"""A model's training domain from its training data: the words ``lvg export`` and ``lvg annotate`` record.
+"""A model's training domain from its training data: the words ``lvg train`` records in every checkpoint and
+``lvg export`` / ``lvg annotate`` record in exported models.
 
 The words are those of every sentence of the training split; the description defaults to
 :data:`lvg.core.domain.SYNTH_DESCRIPTION` for data made by ``lvg data synth`` and to the dataset's name
-otherwise. A checkpoint written by ``lvg train`` names its training data (``train_config`` in its header),
-so ``lvg export`` finds the words without being told whenever that data is still where training read it.
+otherwise. Checkpoints carry both in their header (:func:`domain_header`), so the torch backend names
+unknown words and ``lvg export`` copies them; for checkpoints written before, ``lvg export`` reads the
+training data the header names (``train_config``) whenever it is still where training read it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lvg.core.domain import SYNTH_DESCRIPTION, vocabulary
+from lvg.core.domain import SYNTH_DESCRIPTION, domain_metadata, vocabulary
 from lvg.core.model_file import ModelFile
 from lvg.errors import InputError
 
-__all__ = ["TrainingDomain", "checkpoint_data", "training_domain"]
+__all__ = ["TrainingDomain", "checkpoint_data", "domain_header", "source_domain", "training_domain"]
 
 
 @dataclass(frozen=True)
@@ -56,21 +60,37 @@ def training_domain(spec: str, split: str = "train") -> TrainingDomain:
     from lvg.train.data import SYNTH_DATASETS, open_dataset
     from lvg.train.run_data import data_path
 
-    folder = data_path(spec)
-    synth = _is_synth(folder)
+    synth = _is_synth(data_path(spec))
     bare = Path(spec).is_dir()
     specs = [f"{spec}:{d}" for d in SYNTH_DATASETS if (Path(spec) / d).is_dir()] if synth and bare else [spec]
+    return source_domain([open_dataset(s, split=split) for s in specs], spec=spec, split=split,
+                         source=", ".join(specs))
+
+
+def source_domain(sources: Iterable[Any], *, spec: str, split: str, source: str | None = None) -> TrainingDomain:
+    """The domain of opened datasets (``ReferSource`` s of one split) read from the data spec ``spec``.
+
+    Raises:
+        InputError: no sentence in them.
+    """
+    from lvg.train.run_data import data_path
+
     texts: list[str] = []
     names = []
-    for s in specs:
-        source = open_dataset(s, split=split)
-        texts.extend(text for _, text in source.sentences_flat())
-        names.append(source.name)
+    for src in sources:
+        texts.extend(text for _, text in src.sentences_flat())
+        names.append(src.name)
     if not texts:
         raise InputError(f"{spec}: the {split!r} split holds no sentence to take training words from")
+    synth = _is_synth(data_path(spec))
     description = SYNTH_DESCRIPTION if synth else f"trained on {', '.join(names)}, {split} split"
     return TrainingDomain(words=vocabulary(texts), description=description, sentences=len(texts),
-                          source=", ".join(specs))
+                          source=source or spec)
+
+
+def domain_header(domain: TrainingDomain | None) -> dict[str, str]:
+    """Checkpoint header entries for ``domain`` (``lvg.train_words``, ``lvg.description``); none for ``None``."""
+    return {} if domain is None else domain_metadata(domain.words, domain.description)
 
 
 def checkpoint_data(checkpoint: ModelFile) -> tuple[str, str] | None:
