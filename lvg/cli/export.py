@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ def export(
                               ".onnx export."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | trt (TensorRT engine, built via ONNX)."),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 compute (IO stays fp32; LayerNorm/softmax kept fp32)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: beside the checkpoint)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: beside the checkpoint); with "
+                                    "--int8 the int8 file."),
     opset: int = typer.Option(20, "--opset", help="ONNX opset (>= 17)."),
     batch: int = typer.Option(1, "--batch", min=1, help="Static batch size of a TensorRT engine."),
     workspace: float = typer.Option(4.0, "--workspace-gib", help="TensorRT builder workspace limit (GiB)."),
@@ -49,6 +51,7 @@ def export(
         "sentences of the model's own domain (its training split is read)."
     ),
     calib_samples: int = typer.Option(64, "--calib-samples", help="Calibration sentences for --int8."),
+    calib_split: str = typer.Option("train", "--calib-split", help="The split of --calib to read."),
     min_agreement: float = typer.Option(
         0.995, "--min-agreement", help="--int8: the share of mask pixels that must agree with the fp32 model on "
         "held-back sentences of --calib, or nothing is written."
@@ -68,11 +71,15 @@ def export(
     fmt = fmt.lower()
     if fmt not in ("onnx", "trt", "tensorrt"):
         raise InputError(f"unknown --format {fmt!r}; choose onnx or trt")
+    request = None
     if int8 or calib is not None:
-        _check_int8_request(fmt=fmt, fp16=fp16, int8=int8, calib=calib, min_agreement=min_agreement)
+        request = _int8_request(fmt=fmt, fp16=fp16, int8=int8, calib=calib, samples=calib_samples,
+                                split=calib_split, min_agreement=min_agreement, out=out)
         if ckpt.suffix.lower() in ONNX_SUFFIXES:
-            _int8(ModelFile.open(ckpt), out=out, calib=calib, samples=calib_samples, min_agreement=min_agreement,
-                  json_out=json_out)
+            if tokenizer is not None or train_data is not None or description is not None:
+                raise InputError("--tokenizer, --train-data and --description shape an export from a checkpoint; "
+                                 "the int8 file keeps its .onnx source's")
+            _int8(ModelFile.open(ckpt), request, json_out=json_out)
             return
     checkpoint = ModelFile.open(ckpt, checkpoint=True)  # torch-free: a bad file is refused before the slow imports
     if fmt != "onnx":
@@ -82,23 +89,27 @@ def export(
     require("onnx", extra="export", purpose="lvg export")
     onnx_out, engine_out, outputs = _output_paths(ckpt, fmt=fmt, fp16=fp16, out=out, batch=batch, int8=int8)
     check_outputs([ckpt, tokenizer, *tokenizer_sidecars(ckpt)], outputs)
-    if int8:
-        _calibration(calib, checkpoint, calib_samples)  # bad data is refused before the export, not after
+    sets = None if request is None else _calibration(request, checkpoint)  # bad data is refused before the export
     domain = _domain(checkpoint, train_data)  # a bad request is refused first, then the data is read
+    onnx_existed = os.path.lexists(onnx_out)
     report, data = _write(checkpoint, onnx_out, engine_out, fmt=fmt, fp16=fp16, opset=opset, batch=batch,
                           workspace=workspace, tokenizer=tokenizer, check=check, simplify=simplify, domain=domain,
                           description=description)
     if domain is None:
         typer.echo("warning: no training words recorded (the checkpoint's training data is not here): the model "
                    "cannot report unknown words; pass --train-data DIR, or run lvg annotate on the export", err=True)
-    if int8:
-        data["int8"] = _int8(ModelFile.open(onnx_out), out=out, calib=calib, samples=calib_samples,
-                             min_agreement=min_agreement, json_out=None).to_dict()
+    if request is not None:
+        try:
+            data["int8"] = _int8(ModelFile.open(onnx_out), request, json_out=None, sets=sets).to_dict()
+        except BaseException:
+            if not onnx_existed:  # a failed command leaves none of its new outputs, as for an engine build
+                onnx_out.unlink(missing_ok=True)
+            raise
     if json_out:
         echo_json(data)
         return
     _print_export(report, data)
-    if int8:
+    if request is not None:
         _print_int8(data["int8"])
 
 
@@ -164,7 +175,18 @@ def _print_export(report: Any, data: dict[str, Any]) -> None:
                    f"+ {Path(e['sidecar']).name}")
 
 
-def _check_int8_request(*, fmt: str, fp16: bool, int8: bool, calib: str | None, min_agreement: float) -> None:
+@dataclass(frozen=True)
+class _Int8Request:
+    calib: str
+    samples: int
+    split: str
+    min_agreement: float
+    out: Path | None
+
+
+def _int8_request(*, fmt: str, fp16: bool, int8: bool, calib: str | None, samples: int, split: str,
+                  min_agreement: float, out: Path | None) -> _Int8Request:
+    """The int8 options, checked before any work."""
     if not 0.0 <= min_agreement <= 1.0:
         raise InputError(f"--min-agreement must lie in [0, 1], got {min_agreement}")
     if not int8:
@@ -175,6 +197,9 @@ def _check_int8_request(*, fmt: str, fp16: bool, int8: bool, calib: str | None, 
     if fp16 or fmt != "onnx":
         raise InputError("--int8 writes an ONNX file from the fp32 export; it does not combine with --fp16 or "
                          "--format trt")
+    if out is not None and out.suffix.lower() not in ONNX_SUFFIXES:
+        raise InputError(f"--out {out}: an int8 model is an ONNX file; name it *.onnx")
+    return _Int8Request(calib=calib, samples=samples, split=split, min_agreement=min_agreement, out=out)
 
 
 def _int8_path(fp32: Path, out: Path | None) -> Path:
@@ -182,24 +207,25 @@ def _int8_path(fp32: Path, out: Path | None) -> Path:
     return out if out is not None else fp32.with_name(fp32.stem + ".int8.onnx")
 
 
-def _calibration(calib: str | None, model_file: ModelFile, samples: int) -> Any:
+def _calibration(request: _Int8Request, model_file: ModelFile) -> Any:
     from lvg.train.calibration import calibration_sets
 
-    return calibration_sets(str(calib), model_file, samples=samples)
+    return calibration_sets(request.calib, model_file, samples=request.samples, split=request.split)
 
 
-def _int8(fp32: ModelFile, *, out: Path | None, calib: str | None, samples: int, min_agreement: float,
-          json_out: bool | None) -> Any:
-    """Quantise an fp32 ``.onnx`` file; prints the result unless ``json_out`` is ``None`` (the caller does)."""
+def _int8(fp32: ModelFile, request: _Int8Request, *, json_out: bool | None, sets: Any = None) -> Any:
+    """Quantise an fp32 ``.onnx`` file (``sets``: its calibration sets, when already drawn); prints the result
+    unless ``json_out`` is ``None`` (the caller does)."""
     require("onnx", extra="export", purpose="lvg export --int8")
-    from lvg.export.int8 import quantize_int8
+    from lvg.export.int8 import check_int8_source, quantize_int8
 
-    int8_out = _int8_path(fp32.path, out)
+    check_int8_source(fp32)  # an fp16 or int8 file is refused before its data is read
+    int8_out = _int8_path(fp32.path, request.out)
     check_outputs([fp32.path], {"--out": int8_out})
-    calib_set, check_set, record = _calibration(calib, fp32, samples)
+    calib_set, check_set, record = sets or _calibration(request, fp32)
     with progress(total=1, desc="int8") as bar:
         report = quantize_int8(fp32, int8_out, calib_set, check=check_set, calibration_info=record,
-                               min_agreement=min_agreement)
+                               min_agreement=request.min_agreement)
         bar.update(1)
     if json_out:
         echo_json({"int8": report.to_dict()})
@@ -212,8 +238,10 @@ def _print_int8(r: dict[str, Any]) -> None:
     c = r["calibration"]
     typer.echo(f"wrote {r['path']} (int8: {r['quantised_nodes']} products in int8, {r['fp32_nodes']} kept fp32; "
                f"calibrated on {c['samples']} sentences of {c['data']} {c['split']}, {r['seconds']:.1f} s)")
+    no_target = "" if r["no_target_agreement"] is None else (
+        f", no-target decision unchanged on {100 * r['no_target_agreement']:.1f}% of them")
     typer.echo(f"check vs fp32 on {r['check_samples']} held-back sentences: max |prob diff| "
-               f"{r['max_abs_prob']:.2e}, mask agreement {100 * r['mask_agreement']:.2f}%")
+               f"{r['max_abs_prob']:.2e}, mask agreement {100 * r['mask_agreement']:.2f}%{no_target}")
 
 
 def _domain(checkpoint: ModelFile, train_data: str | None) -> TrainingDomain | None:

@@ -40,7 +40,7 @@ from lvg.core.model_file import ModelFile
 from lvg.errors import InputError, LVGError, require
 from lvg.export.annotate import set_onnx_metadata
 
-__all__ = ["FP32_SCOPES", "QUANTISED_OPS", "Int8Report", "quantize_int8"]
+__all__ = ["FP32_SCOPES", "QUANTISED_OPS", "Int8Report", "check_int8_source", "quantize_int8"]
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -57,8 +57,10 @@ MIN_AGREEMENT = 0.995
 class Int8Report:
     """What :func:`quantize_int8` wrote: ``path``; ``calibration`` (the ``lvg.calibration`` entry);
     ``quantised`` / ``kept_fp32`` node counts of the quantisable op types; and the check against the fp32
-    source on ``check_samples`` held-back samples: ``max_abs_prob`` and ``mask_agreement`` (share of pixels
-    whose ``prob > mask_threshold`` is unchanged); ``seconds`` in all."""
+    source on ``check_samples`` held-back samples (ONNX Runtime, CPU): ``max_abs_prob``, ``mask_agreement``
+    (share of pixels whose ``prob > mask_threshold`` is unchanged) and, for GRES models,
+    ``no_target_agreement`` (share of samples whose no-target decision is unchanged; ``None`` otherwise);
+    ``seconds`` in all."""
 
     path: Path
     calibration: dict[str, Any]
@@ -67,6 +69,7 @@ class Int8Report:
     check_samples: int
     max_abs_prob: float
     mask_agreement: float
+    no_target_agreement: float | None
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,7 +77,7 @@ class Int8Report:
             "path": str(self.path), "precision": "int8", "calibration": self.calibration,
             "quantised_nodes": self.quantised, "fp32_nodes": self.kept_fp32, "check_samples": self.check_samples,
             "max_abs_prob": self.max_abs_prob, "mask_agreement": self.mask_agreement,
-            "seconds": round(self.seconds, 3),
+            "no_target_agreement": self.no_target_agreement, "seconds": round(self.seconds, 3),
             "size_bytes": self.path.stat().st_size if self.path.exists() else None,
         }
 
@@ -105,24 +108,48 @@ class _QuietQuantiser(logging.Filter):
         return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
 
 
-def _compare(fp32: Path, int8: Path, feeds: Iterable[Feeds], threshold: float) -> tuple[int, float, float]:
-    """(samples, max |prob diff|, mask agreement) of ``int8`` against ``fp32`` on ``feeds``."""
+@dataclass(frozen=True)
+class _Check:
+    samples: int
+    max_abs_prob: float
+    mask_agreement: float
+    no_target_agreement: float | None  # share of samples whose GRES no-target decision is unchanged
+
+
+def _compare(fp32: Path, int8: Path, feeds: Iterable[Feeds], mask_threshold: float,
+             no_target_threshold: float) -> _Check:
+    """``int8`` against ``fp32`` on ``feeds``, both on ONNX Runtime's CPU provider (the int8 file's
+    floating-point parts at fp32 there; OpenVINO runs them at bf16 on a bf16 CPU, which measured the same)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     a = ort.InferenceSession(str(fp32), opts, providers=["CPUExecutionProvider"])
     b = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
-    n, worst, agree, total = 0, 0.0, 0, 0
+    names = [o.name for o in a.get_outputs() if o.name in (art.OUTPUT_PROB, art.OUTPUT_NO_TARGET)]
+    # The no-target decision, as postprocessing takes it: sigmoid(logit) > threshold, i.e. logit > logit(t).
+    cut = float(np.log(no_target_threshold / (1.0 - no_target_threshold)))
+    n, worst, agree, total, same_decision = 0, 0.0, 0, 0, 0
     for item in feeds:
         feed = {k: np.asarray(v) for k, v in item.items()}
-        pa = a.run([art.OUTPUT_PROB], feed)[0]
-        pb = b.run([art.OUTPUT_PROB], feed)[0]
+        ra, rb = dict(zip(names, a.run(names, feed))), dict(zip(names, b.run(names, feed)))
+        pa, pb = ra[art.OUTPUT_PROB], rb[art.OUTPUT_PROB]
         worst = max(worst, float(np.abs(pa.astype(np.float64) - pb).max()))
-        agree += int(((pa > threshold) == (pb > threshold)).sum())
+        agree += int(((pa > mask_threshold) == (pb > mask_threshold)).sum())
         total += pa.size
+        if art.OUTPUT_NO_TARGET in ra:
+            same_decision += int(((ra[art.OUTPUT_NO_TARGET] > cut) == (rb[art.OUTPUT_NO_TARGET] > cut)).all())
         n += 1
-    return n, worst, agree / max(total, 1)
+    gres = art.OUTPUT_NO_TARGET in names
+    return _Check(n, worst, agree / max(total, 1), same_decision / max(n, 1) if gres else None)
+
+
+def check_int8_source(model_file: ModelFile) -> None:
+    """Refuse (:class:`InputError`) a model file that is not an fp32 ``.onnx`` export."""
+    info = model_file.info
+    if info.kind != "onnx" or info.precision != "fp32":
+        raise InputError(f"{info.path}: int8 quantisation starts from an fp32 .onnx export (lvg export); this is "
+                         f"{'an' if info.precision == 'int8' else 'a'} {info.precision} {info.kind} file")
 
 
 def quantize_int8(
@@ -141,13 +168,15 @@ def quantize_int8(
         out: the int8 ``.onnx`` file to write (atomically; never the source itself).
         calibration: model inputs, one sample each: ``{"image": float32 (1, 3, S, S), "text_ids": int64
             (1, L), "text_mask": bool (1, L)}``, preprocessed as the runtime does, from the model's own domain.
-        check: more such samples, not among ``calibration``, to compare the result with ``src`` on.
+        check: more such samples (at least one), not among ``calibration``, to compare the result with
+            ``src`` on.
         calibration_info: what the samples are (data, split, seed, ...), recorded in ``lvg.calibration``.
         min_agreement: the result is refused (nothing written) when fewer mask pixels than this share agree
             with ``src`` on ``check``.
 
     Raises:
-        InputError: ``src`` is not an fp32 ONNX model, ``out`` is ``src``, or no calibration sample came.
+        InputError: ``src`` is not an fp32 ONNX model, ``out`` is ``src`` or not an ``.onnx`` path, or no
+            calibration or check sample came.
         LVGError: the int8 model's masks disagree with the fp32 model's beyond ``min_agreement``.
     """
     onnx = require("onnx", extra="export", purpose="int8 quantisation of ONNX models")
@@ -155,13 +184,13 @@ def quantize_int8(
 
     start = time.perf_counter()
     model_file = src if isinstance(src, ModelFile) else ModelFile.open(src)
+    check_int8_source(model_file)
     info = model_file.info
     out = Path(out)
-    if info.kind != "onnx" or info.precision != "fp32":
-        raise InputError(f"{info.path}: int8 quantisation starts from an fp32 .onnx export (lvg export), "
-                         f"not a {info.precision} {info.kind} file")
     if out.exists() and out.resolve() == info.path.resolve():
         raise InputError(f"{out}: the int8 file must not replace its fp32 source")
+    if out.suffix.lower() not in art.ONNX_SUFFIXES:
+        raise InputError(f"{out}: an int8 model is an ONNX file; name it *.onnx")
     graph = onnx.load(str(info.path), load_external_data=False).graph
     candidates = [n for n in graph.node if n.op_type in QUANTISED_OPS]
     excluded = [n.name for n in candidates if any(s in n.name for s in FP32_SCOPES)]
@@ -198,11 +227,16 @@ def quantize_int8(
             onnx.save(proto, str(tmp))
         except OSError as exc:
             raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
-        n, worst, agreement = _compare(info.path, tmp, check, info.config.preprocess.mask_threshold)
-        if n and agreement < min_agreement:
-            raise LVGError(f"int8 moves {100 * (1 - agreement):.2f}% of mask pixels on {n} held-back samples "
-                           f"(at most {100 * (1 - min_agreement):.2f}% allowed): keep the fp32 file (bf16 on "
-                           "OpenVINO) or calibrate on more samples of the model's domain")
+        result = _compare(info.path, tmp, check, info.config.preprocess.mask_threshold,
+                          info.config.preprocess.no_target_threshold)
+        if result.samples == 0:
+            raise InputError("no held-back sample to check the int8 file on: give check samples the calibration "
+                             "did not use")
+        if result.mask_agreement < min_agreement:
+            raise LVGError(f"int8 moves {100 * (1 - result.mask_agreement):.2f}% of mask pixels on "
+                           f"{result.samples} held-back samples (at most {100 * (1 - min_agreement):.2f}% allowed): "
+                           "keep the fp32 file (bf16 on OpenVINO) or calibrate on more samples of the model's domain")
     return Int8Report(path=out, calibration=record, quantised=len(candidates) - len(excluded),
-                      kept_fp32=len(excluded), check_samples=n, max_abs_prob=worst, mask_agreement=agreement,
+                      kept_fp32=len(excluded), check_samples=result.samples, max_abs_prob=result.max_abs_prob,
+                      mask_agreement=result.mask_agreement, no_target_agreement=result.no_target_agreement,
                       seconds=time.perf_counter() - start)

@@ -3,9 +3,10 @@ model's own training domain, preprocessed exactly as the runtime preprocesses a 
 
 Activation ranges measured on random tensors or on another domain's images cut off the values the model
 really produces (or waste the int8 range on values it never does), so the samples come from a dataset in
-the form ``lvg train --data`` reads, its training split by default. Two disjoint draws are made from one
-seeded permutation of its sentences: the calibration samples, and held-back samples on which the int8 file
-is compared with its fp32 source before it is kept. Torch-free.
+the form ``lvg train --data`` reads, its training split by default (a GRES model reads the gREFER layout of a
+folder that has both, as ``lvg train`` does). Two disjoint draws are made from one seeded permutation of its
+sentences: the calibration samples, and held-back samples on which the int8 file is compared with its fp32
+source before it is kept. Every drawn image is checked to exist before any model runs. Torch-free.
 """
 
 from __future__ import annotations
@@ -61,25 +62,30 @@ def calibration_sets(
         data: a dataset as ``lvg train --data`` names it (``DIR``, ``DIR:DATASET[:SPLITBY]``).
         model_file: the fp32 model the inputs are for (its preprocessing and tokenizer).
         samples: calibration sentences (1 .. :data:`MAX_CALIBRATION_SAMPLES`).
-        check_samples: held-back sentences (0 = no check); fewer when the split has no more sentences.
+        check_samples: held-back sentences (at least 1); fewer when the split has no more sentences.
         seed: the permutation the sentences are drawn from.
         split: the split to draw from.
 
     Raises:
-        InputError: bad counts, unreadable data, or a split with fewer sentences than ``samples``.
+        InputError: bad counts, unreadable data, a split without a sentence left to check on, or a drawn
+            image that is missing.
     """
     if not 1 <= samples <= MAX_CALIBRATION_SAMPLES:
         raise InputError(f"calibration samples must be in 1..{MAX_CALIBRATION_SAMPLES}, got {samples}")
-    if not 0 <= check_samples <= MAX_CALIBRATION_SAMPLES:
-        raise InputError(f"check samples must be in 0..{MAX_CALIBRATION_SAMPLES}, got {check_samples}")
-    source = open_dataset(data, split=split)
+    if not 1 <= check_samples <= MAX_CALIBRATION_SAMPLES:
+        raise InputError(f"check samples must be in 1..{MAX_CALIBRATION_SAMPLES}, got {check_samples}")
+    source = open_dataset(data, split=split, prefer_gres=model_file.config.head.gres)
     sentences = source.sentences_flat()
-    if len(sentences) < samples:
-        raise InputError(f"{data}: the {split!r} split holds {len(sentences)} sentences, fewer than the {samples} "
-                         "calibration samples asked for")
+    if len(sentences) <= samples:
+        raise InputError(f"{data}: the {split!r} split holds {len(sentences)} sentences; {samples} calibration "
+                         "samples leave none to check the int8 file on: use fewer (--calib-samples)")
     check_samples = min(check_samples, len(sentences) - samples)
     order = np.random.default_rng(seed).permutation(len(sentences))
     picked = [sentences[i] for i in order[: samples + check_samples]]
+    for index, _ in picked:  # a missing image is the error to report now, not after minutes of calibration
+        path = source.samples[index].image_path
+        if not path.is_file():
+            raise InputError(f"{data}: image {path} of the {split!r} split is missing")
     calib = CalibrationSet(source, tuple(picked[:samples]), model_file)
     check = CalibrationSet(source, tuple(picked[samples:]), model_file)
     record = {"data": source.name, "split": split, "seed": seed, "check_samples": check_samples}

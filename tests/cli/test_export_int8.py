@@ -33,13 +33,15 @@ def test_int8_from_an_fp32_export_then_infer(artifacts, synth_dataset, tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "tiny.int8.onnx"  # default name: beside its source
     assert f"wrote {out} (int8" in proc.stdout and "calibrated on 12 sentences" in proc.stdout
-    assert "mask agreement" in proc.stdout and "WARNING" not in proc.stderr
+    assert "mask agreement" in proc.stdout and "no-target decision unchanged" in proc.stdout
+    assert "WARNING" not in proc.stderr
     meta = _meta(out)
     assert meta[art.KEY_PRECISION] == "int8" and json.loads(meta[art.KEY_CALIBRATION])["samples"] == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.int8.onnx", "tiny.onnx"]
 
     res = _lvg("info", "--model", str(out))
-    assert res.returncode == 0 and "int8 (calibrated on 12 sentences of refcoco-synth(unc), train split, seed 0)" in (
+    # A GRES model is calibrated on the gREFER layout of the folder, as it was trained.
+    assert res.returncode == 0 and "int8 (calibrated on 12 sentences of grefcoco-synth(unc), train split, seed 0)" in (
         res.stdout)
     res = _lvg("infer", str(artifacts.image), "the red cup", "--model", str(out), "--json")
     assert res.returncode == 0, res.stderr
@@ -76,14 +78,33 @@ def test_int8_from_a_checkpoint_writes_both_files(artifacts, synth_dataset, tmp_
     (["--int8", "--calib", "{missing}"], "missing"),
     (["--int8", "--calib", "{data}", "--calib-samples", "100000"], "calibration samples must be"),
     (["--int8", "--calib", "{data}", "--min-agreement", "1"], "mask pixels"),
+    (["--int8", "--calib", "{data}", "--out", "{tmp}/m.int8.txt"], "name it *.onnx"),
+    (["--int8", "--calib", "{data}", "--calib-split", "val", "--calib-samples", "500"], "'val' split holds"),
+    (["--int8", "--calib", "{data}", "--description", "x"], "shape an export from a checkpoint"),
 ])
 def test_bad_int8_requests_are_one_line_errors_and_write_nothing(artifacts, synth_dataset, tmp_path, extra, message):
     src = tmp_path / "tiny.onnx"
     src.write_bytes(artifacts.onnx[("lvg-tiny", False)].read_bytes())
-    args = [a.format(missing=tmp_path / "missing", data=synth_dataset.out_dir) for a in extra]
+    args = [a.format(missing=tmp_path / "missing", data=synth_dataset.out_dir, tmp=tmp_path) for a in extra]
     if "--calib-samples" not in args:
         args += ["--calib-samples", "8"]
     proc = _lvg("export", "--ckpt", str(src), *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["tiny.onnx"]
+
+
+def test_an_int8_or_fp16_source_is_refused_before_its_data_is_read(artifacts, tmp_path):
+    src = tmp_path / "half.onnx"
+    src.write_bytes(artifacts.onnx[("lvg-tiny", True)].read_bytes())
+    proc = _lvg("export", "--ckpt", str(src), "--int8", "--calib", str(tmp_path / "no-such-data"))
+    assert proc.returncode == 2 and "starts from an fp32 .onnx export" in proc.stderr and "fp16" in proc.stderr
+
+
+def test_a_failed_int8_step_takes_back_the_fp32_export_it_made(artifacts, synth_dataset, tmp_path):
+    ckpt = tmp_path / "tiny.safetensors"
+    ckpt.write_bytes(artifacts.ckpt["lvg-tiny"].read_bytes())
+    proc = _lvg("export", "--ckpt", str(ckpt), "--int8", "--calib", str(synth_dataset.out_dir), "--calib-samples",
+                "8", "--min-agreement", "1", "--no-check", "--no-simplify")
+    assert proc.returncode == 2 and "mask pixels" in proc.stderr, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.safetensors"]

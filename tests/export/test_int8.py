@@ -49,8 +49,12 @@ def test_metadata_is_the_source_s_with_int8_and_how_it_was_calibrated(quantised)
     calibration = json.loads(after.pop(art.KEY_CALIBRATION))
     assert after == before  # config, tokenizer, domain words, source ...: all carried over unchanged
     assert calibration["samples"] == 16 and calibration["check_samples"] == 8
-    assert calibration["data"] == "refcoco-synth(unc)" and calibration["split"] == "train"
+    assert calibration["split"] == "train"
     assert report.calibration == calibration and report.check_samples == 8
+    gres = ModelFile.open(src).info.gres
+    assert calibration["data"] == ("grefcoco-synth(unc)" if gres else "refcoco-synth(unc)")
+    assert (report.no_target_agreement is None) == (not gres)
+    assert gres is False or 0.5 <= report.no_target_agreement <= 1.0
     assert report.mask_agreement >= TINY_AGREEMENT and MIN_AGREEMENT == 0.995
     info = ModelFile.open(out).info
     assert info.precision == "int8" and info.config == ModelFile.open(src).config
@@ -119,6 +123,10 @@ def test_refusals_leave_nothing_behind(artifacts, synth_dataset, tmp_path):
         quantize_int8(src, out, calib, check=check, min_agreement=1.01)  # no file can meet this
     with pytest.raises(InputError, match="no calibration sample"):
         quantize_int8(src, out, [], check=check)
+    with pytest.raises(InputError, match="no held-back sample"):
+        quantize_int8(src, out, calib, check=[])  # a file no check has passed is never written
+    with pytest.raises(InputError, match="name it"):
+        quantize_int8(src, tmp_path / "m.int8.bin", calib, check=check)
     with pytest.raises(InputError, match="starts from an fp32 .onnx"):
         quantize_int8(artifacts.onnx[("lvg-tiny", True)], out, calib, check=check)
     with pytest.raises(InputError, match="starts from an fp32 .onnx"):
