@@ -6,9 +6,9 @@ target, a thin bridge. The rules (SPEC 6, "answers a robot can use"):
 - regions are the 8-connected components of the mask (pixels touching by an edge or a corner);
 - a region with less than :data:`SPECK_FRACTION` (5%) of the largest region's area is a *speck* and is
   dropped; the others are :class:`Region` s, largest first (at most :data:`MAX_REGIONS`);
-- the answer's box is the box of the largest region (ties: the higher mean probability to 1e-6, then the
-  first in scan order), so specks on another object no longer stretch it; the mask itself is left as the
-  model drew it.
+- the answer's box is the box of the largest region (ties: the higher mean probability rounded to 6
+  decimals, then the first in scan order), so specks on another object no longer stretch it; the mask
+  itself is left as the model drew it.
 
 Labelling works on horizontal runs of set pixels, not on pixels: the runs of each row are found with numpy,
 runs of neighbouring rows that touch are joined, and the components of that run graph are found by min-label

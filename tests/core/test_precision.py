@@ -78,6 +78,9 @@ def test_environment_says_what_auto_means(monkeypatch):
     monkeypatch.setenv(ENV, "fast")
     with pytest.raises(InputError, match=ENV):
         choose_precision("auto", kind="onnx", features=SPR)
+    monkeypatch.setenv(ENV, "int8")  # a file, not something auto can mean for every model: named, not obeyed
+    with pytest.raises(InputError, match=f"{ENV}='int8' is not a precision auto can mean"):
+        choose_precision("auto", kind="onnx", features=SPR)
 
 
 @pytest.mark.parametrize("cpu", [SPR, ZEN4, OLD], ids=["amx", "avx512-bf16", "avx2"])
