@@ -55,13 +55,14 @@ def _loadavg() -> str:
 
 
 def _samples(path: Path, calib: Path, n: int, seed: int = 1) -> dict[str, np.ndarray]:
-    """``n`` real synth scenes and single-target sentences (never no-target ones, whose maps are empty),
-    preprocessed for the model at ``path``, as one batch."""
+    """``n`` real synth scenes and single-target sentences (never no-target ones, whose maps are empty) of the
+    validation split (the int8 files are calibrated on the training split), preprocessed for the model at
+    ``path``, as one batch."""
     from lvg.core.model_file import ModelFile
     from lvg.train.calibration import calibration_sets
 
-    picked, _, _ = calibration_sets(f"{calib}:refcoco-synth", ModelFile.open(path), samples=n, check_samples=0,
-                                    seed=seed)
+    picked, _, _ = calibration_sets(f"{calib}:refcoco-synth", ModelFile.open(path), samples=n, check_samples=1,
+                                    seed=seed, split="val")
     items = list(picked)
     return {k: np.concatenate([item[k] for item in items]) for k in items[0]}  # n x (1, ...) -> (n, ...)
 

@@ -36,5 +36,5 @@ def test_bundled_fp32_against_int8(tmp_path: Path) -> None:
         else:
             assert row["of_matmul"] is None
     for name in cases[1:]:  # int8: really different numbers, the same masks on real scenes
-        assert 0 < rows[name]["max_abs_prob_diff"] < 0.2 and rows[name]["mask_agreement"] >= 0.995
+        assert 0 < rows[name]["max_abs_prob_diff"] < 0.5 and rows[name]["mask_agreement"] >= 0.995
     assert (tmp_path / "cache" / "cpu-bundled.int8.onnx").is_file()
