@@ -10,16 +10,13 @@ is chosen when it is loaded (``Grounder.load(path, precision=...)``, ``--precisi
   (``avx512_bf16`` or ``amx_bf16``); on CUDA only the torch backend takes it.
 - ``auto``: bf16 where the CPU has bf16 instructions and the engine for it is installed, else fp32. On a bf16
   CPU without OpenVINO it stays on ONNX Runtime fp32 and :attr:`PrecisionChoice.note` says what to install.
-  A small model (under :data:`MIN_OPENVINO_GFLOPS` per image, as its file records) stays on ONNX Runtime:
-  its forward pass is a few milliseconds of per-op overhead, where OpenVINO measured slower at batch 1.
   The environment variable ``LVG_PRECISION`` (``fp32`` / ``bf16``) replaces what ``auto`` means on a machine
   for floating-point files, e.g. ``LVG_PRECISION=fp32`` to keep every default load on ONNX Runtime fp32 (the
   test suite does).
 - ``int8``: a file quantised by ``lvg export --int8 --calib DATA`` (:mod:`lvg.export.int8`): static int8
   needs activation ranges calibrated on the model's own domain, so it is a second file, not a load-time
-  option. Such a file runs at int8 only, on the CPU: OpenVINO where installed (a small model: ONNX
-  Runtime, as above), else ONNX Runtime, whose int8 kernels are slower on large models (a note names the
-  extra). ``auto`` on an int8 file means int8; fp32 or bf16 on it,
+  option. Such a file runs at int8 only, on the CPU: OpenVINO where installed, else ONNX Runtime, whose
+  int8 kernels are slower (a note names the extra). ``auto`` on an int8 file means int8; fp32 or bf16 on it,
   or int8 on an fp32 file, are refused with the file to use instead.
 
 The CPU's flags come from ``/proc/cpuinfo``; :func:`choose_precision` takes them as an argument, so the
@@ -40,7 +37,6 @@ __all__ = [
     "ENV",
     "ENV_VALUES",
     "INT8_FLAGS",
-    "MIN_OPENVINO_GFLOPS",
     "OPENVINO_HINT",
     "PRECISIONS",
     "CpuFeatures",
@@ -56,12 +52,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 #: CPU flags with int8 dot products (VNNI, AMX-INT8).
 INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-
-#: Below this many GFLOPs per image ``auto`` keeps an ``.onnx`` model on ONNX Runtime. Measured on a 2-core
-#: Zen 4 at batch 1 (``benchmarks/results/cpu_bundled.json``, ``cpu_lvg-b.json``): the bundled lvg-s (2.4
-#: GFLOPs) ran at 0.92x of ONNX Runtime fp32 on OpenVINO bf16, and its int8 file at 0.84x on OpenVINO against
-#: 1.25x on ONNX Runtime; lvg-b (248 GFLOPs) ran 1.97x faster on OpenVINO bf16 and 2.44x at int8.
-MIN_OPENVINO_GFLOPS = 10.0
 
 #: What to install for bf16 on ``.onnx`` files.
 OPENVINO_HINT = "pip install 'latent-vg[openvino]'"
@@ -158,7 +148,6 @@ def choose_precision(
     gpu: bool = False,
     features: CpuFeatures | None = None,
     openvino: bool | None = None,
-    gflops: float | None = None,
 ) -> PrecisionChoice:
     """The engine and precision for a request.
 
@@ -170,7 +159,6 @@ def choose_precision(
         gpu: the model runs on a GPU (then the CPU's flags do not matter and auto means the file's own).
         features: the CPU's flags (default: read from ``/proc/cpuinfo``).
         openvino: whether OpenVINO is importable (default: try the import).
-        gflops: the model's GFLOPs per image as its file records them (``None``: unknown, treated as large).
 
     Raises:
         InputError: an unknown precision, bf16 on a CPU without bf16 instructions, or a precision the
@@ -182,10 +170,9 @@ def choose_precision(
     want = _check_request(precision)
     if file_precision == "int8" and precision.lower() == "auto":
         want = "auto"  # LVG_PRECISION says what auto means for floating-point files; an int8 file's is int8
-    small = kind == "onnx" and gflops is not None and gflops < MIN_OPENVINO_GFLOPS
     if file_precision == "int8" or want == "int8":
         return _int8_choice(want, kind=kind, file_precision=file_precision, gpu=gpu, features=features,
-                            openvino=openvino, small=small)
+                            openvino=openvino)
     if kind == "tensorrt":
         if want != "auto" and want != file_precision:
             raise InputError(f"a TensorRT engine runs at the precision it was built with ({file_precision}); "
@@ -201,7 +188,7 @@ def choose_precision(
     if want == "bf16" and not cpu.bf16:
         raise InputError(f"precision 'bf16' needs a CPU with bf16 instructions ({' or '.join(sorted(BF16_FLAGS))}); "
                          f"this one has {cpu.summary()}: use fp32")
-    fast = want == "bf16" or (want == "auto" and cpu.bf16 and file_precision == "fp32" and not small)
+    fast = want == "bf16" or (want == "auto" and cpu.bf16 and file_precision == "fp32")
     if kind == "torch":
         return PrecisionChoice("torch", "bf16" if fast else file_precision)
     if not fast:
@@ -218,7 +205,7 @@ def choose_precision(
 
 
 def _int8_choice(want: str, *, kind: str, file_precision: str, gpu: bool, features: CpuFeatures | None,
-                 openvino: bool | None, small: bool) -> PrecisionChoice:
+                 openvino: bool | None) -> PrecisionChoice:
     """int8 requested or an int8 file: only the two go together, on the CPU."""
     if file_precision != "int8":
         raise InputError(f"int8 needs a quantised file: lvg export --ckpt MODEL --int8 --calib DATA (this "
@@ -228,8 +215,6 @@ def _int8_choice(want: str, *, kind: str, file_precision: str, gpu: bool, featur
                          "it was made from")
     if gpu or kind != "onnx":
         raise InputError("an int8 .onnx file runs on the CPU (device 'cpu'); on a GPU use the fp32 or fp16 export")
-    if small:
-        return PrecisionChoice("onnxruntime", "int8")
     has_openvino = openvino_available() if openvino is None else openvino
     if has_openvino:
         return PrecisionChoice("openvino", "int8")

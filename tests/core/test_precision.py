@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lvg.core.precision import ENV, MIN_OPENVINO_GFLOPS, CpuFeatures, PrecisionChoice, choose_precision
+from lvg.core.precision import ENV, CpuFeatures, PrecisionChoice, choose_precision
 from lvg.errors import InputError, MissingDependencyError
 
 SPR = CpuFeatures.of("avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile".split())  # Sapphire Rapids
@@ -103,21 +103,3 @@ def test_int8_refusals_name_the_file_to_use():
             choose_precision("int8", kind=kind, file_precision=own, features=SPR, openvino=True)
     with pytest.raises(InputError, match="runs on the CPU"):
         choose_precision("auto", kind="onnx", file_precision="int8", gpu=True, features=SPR, openvino=True)
-
-
-def test_small_models_stay_on_onnxruntime_under_auto():
-    """Under MIN_OPENVINO_GFLOPS per image (the bundled lvg-s: 2.4) ONNX Runtime measured faster at batch 1, so
-    auto keeps such a model there, with no note to install OpenVINO; explicit requests still hold."""
-    small, large = MIN_OPENVINO_GFLOPS / 4, MIN_OPENVINO_GFLOPS * 25
-    assert choose_precision("auto", kind="onnx", features=ZEN4, openvino=True, gflops=small) == PrecisionChoice(
-        "onnxruntime", "fp32")
-    assert choose_precision("auto", kind="onnx", features=ZEN4, openvino=False, gflops=small).note is None
-    assert choose_precision("auto", kind="onnx", features=ZEN4, openvino=True, gflops=large).engine == "openvino"
-    assert choose_precision("auto", kind="onnx", features=ZEN4, openvino=True, gflops=None).engine == "openvino"
-    assert choose_precision("bf16", kind="onnx", features=ZEN4, openvino=True, gflops=small) == PrecisionChoice(
-        "openvino", "bf16")
-    assert choose_precision("auto", kind="onnx", file_precision="int8", features=ZEN4, openvino=True,
-                            gflops=small) == PrecisionChoice("onnxruntime", "int8")
-    assert choose_precision("int8", kind="onnx", file_precision="int8", features=ZEN4, openvino=True,
-                            gflops=large) == PrecisionChoice("openvino", "int8")
-    assert choose_precision("auto", kind="torch", features=ZEN4, gflops=small).precision == "bf16"  # not measured

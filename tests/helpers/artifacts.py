@@ -95,11 +95,3 @@ def get_artifacts(tmp_path_factory) -> Artifacts:
     arts = Artifacts(root=root, spm=spm, ckpt=ckpt, onnx=onnx, image=make_image(root / "scene.png"))
     _CACHE["default"] = arts
     return arts
-
-
-def declared_large(src: Path, dst: Path, gflops: float = 250.0) -> Path:
-    """A copy of the ONNX file ``src`` whose metadata records ``gflops`` per image (lvg-b's size): the tiny
-    test models then take the engine ``auto`` picks for large models (lvg.core.precision)."""
-    from tests.helpers.hostile import set_onnx_metadata
-
-    return set_onnx_metadata(src, dst, {"lvg.gflops_per_sample": str(gflops)})

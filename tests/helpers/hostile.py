@@ -52,10 +52,13 @@ def set_onnx_metadata(src: Path, dst: Path, updates: dict[str, str]) -> Path:
     """Copy an ONNX file with the ``metadata_props`` in ``updates`` replaced (or added)."""
     import onnx
 
-    from lvg.export.annotate import set_onnx_metadata as write
-
     model = onnx.load(str(src))
-    write(model, updates)
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(updates)
+    del model.metadata_props[:]
+    for key, value in sorted(props.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.save(model, str(dst))
     return dst
 

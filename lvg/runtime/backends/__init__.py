@@ -92,8 +92,7 @@ def _onnx_choice(model_file: ModelFile, backend: str, device: str, precision: st
         choice = choose_precision(precision, kind="onnx", file_precision=own, features=features, openvino=True)
         return PrecisionChoice("openvino", choice.precision if choice.precision in ("bf16", "int8") else "fp32")
     choice = choose_precision(precision, kind="onnx", file_precision=own, gpu=gpu, features=features,
-                              openvino=False if backend == "onnxruntime" else None,
-                              gflops=model_file.info.gflops_per_sample)
+                              openvino=False if backend == "onnxruntime" else None)
     if backend == "onnxruntime":
         return PrecisionChoice("onnxruntime", choice.precision)  # auto: no note about another engine
     return choice
