@@ -41,8 +41,8 @@ _received: list[int] = []
 
 
 #: Help of every command's ``--precision``.
-PRECISION_HELP = ("auto (an int8 file: int8; else bf16 on CPUs with bf16 instructions for models of 10 GFLOPs or "
-                  "more, else fp32) | fp32 | bf16 | int8 (an int8 file: lvg export --int8).")
+PRECISION_HELP = ("auto (an int8 file: int8; else bf16 on CPUs with bf16 instructions, else fp32) | fp32 | bf16 | "
+                  "int8 (an int8 file: lvg export --int8).")
 
 
 def on_signal(signum: int, frame: object) -> None:

@@ -128,10 +128,9 @@ class Grounder:
             variant: the variant the caller expects (e.g. ``"lvg-b-gres"``); a model of another variant
                 is refused instead of silently giving another model's answers. ``None`` = any.
             precision: ``"auto"`` (bf16 on a CPU with bf16 instructions: OpenVINO for ``.onnx`` when the
-                ``openvino`` extra is installed and the model has 10 GFLOPs or more per image, bf16 weights
-                for ``.safetensors``; fp32 elsewhere; an int8 file's own int8), ``"fp32"``, ``"bf16"`` or
-                ``"int8"``. One fp32 ``.onnx`` serves fp32 and bf16; int8 is a second file written by
-                ``lvg export --int8`` (:mod:`lvg.core.precision`).
+                ``openvino`` extra is installed, bf16 weights for ``.safetensors``; fp32 elsewhere; an int8
+                file's own int8), ``"fp32"``, ``"bf16"`` or ``"int8"``. One fp32 ``.onnx`` serves fp32 and
+                bf16; int8 is a second file written by ``lvg export --int8`` (:mod:`lvg.core.precision`).
 
         Raises:
             ArtifactError: missing / empty / corrupt / foreign model file, a pickle file (``.pth``, ...),

@@ -29,8 +29,8 @@ def open_backend(path: str | os.PathLike[str] | ModelFile, *, backend: str = "au
     """Load a model file with the backend that fits its kind and precision (``backend="auto"``) or the named one.
 
     Args:
-        precision: ``"auto"`` (bf16 on a CPU with bf16 instructions when its engine is installed and the
-            model is not small, else fp32; an int8 file's own int8), ``"fp32"``, ``"bf16"`` or ``"int8"``; see
+        precision: ``"auto"`` (bf16 on a CPU with bf16 instructions when its engine is installed, else fp32;
+            an int8 file's own int8), ``"fp32"``, ``"bf16"`` or ``"int8"``; see
             :func:`lvg.core.precision.choose_precision`.
         features: the CPU's flags (default: read from ``/proc/cpuinfo``).
 
