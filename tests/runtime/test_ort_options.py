@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import onnxruntime as ort
+import pytest
 
 from lvg.runtime.backends.ort_backend import physical_cores, session_options
 
@@ -35,3 +36,14 @@ def test_session_options_default_to_one_thread_per_physical_core_and_full_optimi
 
 def test_session_options_take_an_explicit_thread_count() -> None:
     assert session_options(ort, threads=3).intra_op_num_threads == 3
+
+
+def test_passive_wait_policy_stops_intra_op_spinning(monkeypatch) -> None:
+    """OMP_WAIT_POLICY=PASSIVE (what the lvg command sets) means: threads sleep between operators instead of
+    polling, which on a CPU shared with other processes keeps them from fighting those for the cores."""
+    key = "session.intra_op.allow_spinning"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert session_options(ort).get_session_config_entry(key) == "0"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # ONNX Runtime's default: spin
+        session_options(ort).get_session_config_entry(key)
