@@ -14,6 +14,7 @@ from __future__ import annotations
 
 # No `typing` import: this module runs before the CLI's Ctrl-C handler is installed, so it imports as little
 # as it can (a signal inside a slow import here would print a traceback).
+from lvg._lazy import lazy_getattr
 from lvg._version import __version__
 from lvg.errors import ArtifactError, CheckpointError, InputError, LVGError, MissingDependencyError
 
@@ -30,19 +31,11 @@ __all__ = [
 ]
 
 # Loaded on first use: `import lvg` must stay light (no onnxruntime import until a Grounder is wanted).
-_LAZY = {
+__getattr__ = lazy_getattr(__name__, {
     "Grounder": "lvg.runtime.grounder",
     "Result": "lvg.runtime.result",
     "Region": "lvg.core.regions",
-}
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lvg' has no attribute {name!r}")
+})
 
 
 def __dir__() -> list[str]:
