@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lvg.core.atomic import OutputSet
+from lvg.core.home import cache_home
 from lvg.hub.catalog import Item, get_item
 from lvg.hub.download import FetchError, download, file_lock
 from lvg.hub.verify import check_annotations, check_file, image_members
@@ -36,11 +37,6 @@ from lvg.hub.verify import check_annotations, check_file, image_members
 __all__ = ["cache_home", "cached_path", "fetch", "is_cached", "mirror_url", "offline"]
 
 MARKER = ".lvg-fetched.json"
-
-
-def cache_home() -> Path:
-    """``$LVG_HOME``, default ``~/.cache/lvg``."""
-    return Path(os.environ.get("LVG_HOME") or Path.home() / ".cache" / "lvg").expanduser()
 
 
 def offline(flag: bool | None = None) -> bool:

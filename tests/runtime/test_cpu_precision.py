@@ -165,3 +165,15 @@ def test_without_openvino_the_extra_is_named(micro):
     assert len(out) == 2
     for message in out.values():
         assert "pip install 'latent-vg[openvino]'" in message
+
+
+def test_openvino_cache_lives_under_lvg_home(monkeypatch, tmp_path):
+    from lvg.core.home import cache_home
+    from lvg.runtime.backends.openvino_backend import cache_dir, compile_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("LVG_HOME", "~/models")  # "~" is expanded, as lvg fetch expands it
+    assert cache_dir() == cache_home() / "openvino" == tmp_path / "models" / "openvino"
+    # The flags an engine was chosen from decide an int8 file's floating-point precision, not /proc/cpuinfo.
+    assert compile_config("int8", bf16_cpu=True)["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert compile_config("int8", bf16_cpu=False)["INFERENCE_PRECISION_HINT"] == "f32"

@@ -55,7 +55,9 @@ def open_backend(path: str | os.PathLike[str] | ModelFile, *, backend: str = "au
         if choice.engine == "openvino":
             from lvg.runtime.backends.openvino_backend import OpenVINOBackend
 
-            return OpenVINOBackend(model_file, precision=choice.precision)
+            # The flags the choice was made from also decide an int8 file's floating-point precision.
+            return OpenVINOBackend(model_file, precision=choice.precision,
+                                   bf16_cpu=None if features is None else features.bf16)
         from lvg.runtime.backends.ort_backend import OnnxRuntimeBackend
 
         # An int8 file runs on the CPU whatever providers are installed (see _onnx_choice).

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lvg.core.artifact import OUTPUT_NO_TARGET, OUTPUT_PROB
+from lvg.core.home import cache_home
 from lvg.core.model_file import ModelFile
 from lvg.core.outputs import ModelOutput
 from lvg.core.precision import CpuFeatures
@@ -38,8 +39,7 @@ OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "bf16"}
 
 def cache_dir() -> Path:
     """Where compiled models are cached: ``$LVG_HOME/openvino`` (default ``~/.cache/lvg/openvino``)."""
-    home = os.environ.get("LVG_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lvg")
-    return Path(home) / "openvino"
+    return cache_home() / "openvino"
 
 
 def compile_config(precision: str, *, threads: int = 0, bf16_cpu: bool | None = None) -> dict[str, object]:
@@ -68,12 +68,13 @@ class OpenVINOBackend(Backend):
     """Runs an exported ``.onnx`` file with OpenVINO on the CPU. ``precision``: ``"bf16"`` or ``"fp32"``, and
     ``"int8"`` for an int8 file (which runs at nothing else);
     ``threads``: inference threads (0 = one per physical core); ``cache``: compile-cache folder (``None`` =
-    :func:`cache_dir`, ``False`` = no cache)."""
+    :func:`cache_dir`, ``False`` = no cache); ``bf16_cpu``: whether the CPU has bf16 instructions (``None``:
+    read its flags), which sets an int8 file's floating-point precision."""
 
     name = "openvino"
 
     def __init__(self, path: str | os.PathLike[str] | ModelFile, *, precision: str = "bf16", threads: int = 0,
-                 cache: str | os.PathLike[str] | bool | None = None) -> None:
+                 cache: str | os.PathLike[str] | bool | None = None, bf16_cpu: bool | None = None) -> None:
         super().__init__(ModelFile.open(path))
         if self.model_file.kind != "onnx":
             raise InputError(f"the openvino backend runs .onnx files, not {self.model_file.path.name}")
@@ -81,7 +82,7 @@ class OpenVINOBackend(Backend):
         if (precision == "int8") != (own == "int8"):
             raise InputError(f"{self.model_file.path.name} is {own}; it cannot run at {precision}")
         ov = require("openvino", extra="openvino", purpose=f"{precision} inference of .onnx models with OpenVINO")
-        config = compile_config(precision, threads=threads)
+        config = compile_config(precision, threads=threads, bf16_cpu=bf16_cpu)
         p = self.info.path
         core = ov.Core()
         folder = _usable_cache(cache)
