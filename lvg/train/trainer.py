@@ -315,7 +315,9 @@ class Trainer:
                     outputs = self.ddp_model(piece["image"], piece["text_ids"], piece["text_mask"])
                 parts = self.loss(outputs, piece)
                 scaler.scale(parts["total"] * share).backward()
-            sums = {k: sums.get(k, 0.0) + float(v.detach()) * share for k, v in parts.items()}
+            # Device tensors: reading a float here would wait for each piece's backward before the next starts.
+            sums = {k: sums.get(k, 0.0) + v.detach() * share for k, v in parts.items()}
+        sums = {k: float(v) for k, v in sums.items()}
         scaler.unscale_(opt)
         params = [p for g in opt.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
