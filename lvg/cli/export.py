@@ -95,7 +95,7 @@ def export(
     report, data = _write(checkpoint, onnx_out, engine_out, fmt=fmt, fp16=fp16, opset=opset, batch=batch,
                           workspace=workspace, tokenizer=tokenizer, check=check, simplify=simplify, domain=domain,
                           description=description)
-    if domain is None:
+    if domain is None and checkpoint.info.domain.words is None:
         typer.echo("warning: no training words recorded (the checkpoint's training data is not here): the model "
                    "cannot report unknown words; pass --train-data DIR, or run lvg annotate on the export", err=True)
     if request is not None:
@@ -245,15 +245,13 @@ def _print_int8(r: dict[str, Any]) -> None:
 
 
 def _domain(checkpoint: ModelFile, train_data: str | None) -> TrainingDomain | None:
-    """The training words to record: from ``--train-data``, else the checkpoint's own (``lvg train`` records
-    them), else from the data the checkpoint names, else ``None`` (the export then warns that the model cannot
-    report unknown words)."""
+    """The training words to record: from ``--train-data``, else ``None`` when the checkpoint records its own
+    (``lvg train`` does; the export copies them), else from the data an older checkpoint names, else ``None``
+    (the export then warns that the model cannot report unknown words)."""
     if train_data is not None:
         return training_domain(train_data)
-    own = checkpoint.info.domain
-    if own.words is not None:
-        return TrainingDomain(words=sorted(own.words), description=own.description or "", sentences=0,
-                              source=str(checkpoint.path))
+    if checkpoint.info.domain.words is not None:
+        return None
     found = checkpoint_data(checkpoint)
     return None if found is None else training_domain(*found)
 

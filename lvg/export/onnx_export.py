@@ -324,8 +324,9 @@ def export_onnx(
         check: compare ONNX Runtime with torch at batch 1 and 3 (raises :class:`LVGError` on failure).
         exporter: ``"torchscript"`` (default) or ``"dynamo"`` (needs onnxscript).
         words: the words of the training sentences (``lvg.train_words``, see :mod:`lvg.core.domain`), so the
-            runtime can name the words of a request the model never read; ``None`` records none.
-        description: one line on the training domain (``lvg.description``); ``None`` records none.
+            runtime can name the words of a request the model never read; ``None``: the checkpoint's own,
+            if it records them (``lvg train`` does), else none.
+        description: one line on the training domain (``lvg.description``); ``None``: likewise.
 
     Returns:
         An :class:`ExportReport` (path, node count, check numbers).
@@ -340,9 +341,14 @@ def export_onnx(
         raise InputError(f"opset {opset} is newer than the {exporter} exporter of torch {torch.__version__} "
                          f"writes (at most {newest})")
     start = time.perf_counter()
-    domain = domain_metadata(words, description)  # a bad description is refused before the slow export
+    domain_metadata(words, description)  # a bad description is refused before the slow export
     out = Path(out)
     source = ckpt if isinstance(ckpt, nn.Module) else ModelFile.open(ckpt, checkpoint=True)
+    if isinstance(source, ModelFile):  # what the caller leaves out, the checkpoint's own (lvg train records it)
+        own = source.info.domain
+        words = own.words if words is None else words
+        description = own.description if description is None else description
+    domain = domain_metadata(words, description)
     model = load_for_export(source)  # first: a broken checkpoint is the error to report, not its tokenizer
     tok = _tokenizer(source, tokenizer)
     cfg: ModelConfig = model.cfg  # type: ignore[assignment]

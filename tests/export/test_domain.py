@@ -14,6 +14,7 @@ from lvg.core.domain import KEY_DESCRIPTION, KEY_TRAIN_WORDS, SYNTH_DESCRIPTION,
 from lvg.core.model_file import ModelFile
 from lvg.errors import InputError
 from lvg.export.annotate import annotate
+from lvg.export.onnx_export import export_onnx
 
 
 def _meta(path) -> dict[str, str]:
@@ -118,6 +119,10 @@ def test_cli_export_copies_the_words_a_checkpoint_carries(artifacts, tmp_path):
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
     domain = ModelFile.open(tmp_path / "last.onnx").info.domain
     assert domain.words == frozenset({"the", "red", "cup"}) and domain.description == "cups on tables"
+    # The same from Python; what the caller gives replaces the checkpoint's own.
+    export_onnx(ckpt, tmp_path / "api.onnx", check=False, description="cups")
+    domain = ModelFile.open(tmp_path / "api.onnx").info.domain
+    assert domain.words == frozenset({"the", "red", "cup"}) and domain.description == "cups"
 
 
 def test_cli_annotate(artifacts, synth_dataset, tmp_path):
