@@ -14,6 +14,7 @@ from lvg.cli._common import check_outputs, echo_json, handle_errors
 from lvg.core.artifact import ONNX_SUFFIXES, tokenizer_sidecars
 from lvg.core.model_file import ModelFile
 from lvg.errors import InputError, require
+from lvg.export import MASK_AGREEMENT
 from lvg.train.domain import TrainingDomain, checkpoint_data, training_domain
 
 
@@ -53,8 +54,8 @@ def export(
     calib_samples: int = typer.Option(64, "--calib-samples", help="Calibration sentences for --int8."),
     calib_split: str = typer.Option("train", "--calib-split", help="The split of --calib to read."),
     min_agreement: float = typer.Option(
-        0.995, "--min-agreement", help="--int8: the share of mask pixels that must agree with the fp32 model on "
-        "held-back sentences of --calib, or nothing is written."
+        MASK_AGREEMENT, "--min-agreement", help="--int8: the share of mask pixels that must agree with the fp32 "
+        "model on held-back sentences of --calib, or nothing is written."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:

@@ -11,6 +11,10 @@ from lvg._lazy import lazy_getattr
 
 __all__ = ["annotate", "build_engine", "check_onnx", "convert_to_fp16", "export_onnx", "quantize_int8"]
 
+#: The smallest share of mask pixels an export must agree on with what it was made from (ONNX against torch,
+#: int8 against fp32).
+MASK_AGREEMENT = 0.995
+
 __getattr__ = lazy_getattr(__name__, {
     "annotate": "lvg.export.annotate",
     "export_onnx": "lvg.export.onnx_export",

@@ -20,7 +20,7 @@ from lvg.core.domain import domain_metadata
 from lvg.core.model_file import ModelFile
 from lvg.errors import ArtifactError, InputError, require
 
-__all__ = ["annotate", "set_onnx_metadata"]
+__all__ = ["annotate", "replace_onnx_metadata", "set_onnx_metadata"]
 
 
 def annotate(
@@ -64,6 +64,13 @@ def set_onnx_metadata(proto: Any, entries: Mapping[str, str], *, keep: bool = Tr
     for key, value in sorted([*kept, *entries.items()]):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def replace_onnx_metadata(proto: Any, entries: Mapping[str, str]) -> None:
+    """Make ``entries`` the whole of an ONNX ``ModelProto``'s metadata and name latent-vg as its producer: what
+    every file lvg writes from scratch carries."""
+    set_onnx_metadata(proto, entries, keep=False)
+    proto.producer_name = "latent-vg"
 
 
 def _annotate_onnx(path: Path, entries: dict[str, str]) -> None:

@@ -25,7 +25,6 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from lvg.core import artifact as art
-from lvg.core.atomic import atomic_output
+from lvg.core.atomic import atomic_output, scratch_path
 from lvg.core.model_file import ModelFile
 from lvg.errors import InputError, LVGError, require
-from lvg.export.annotate import set_onnx_metadata
+from lvg.export import MASK_AGREEMENT
+from lvg.export.annotate import replace_onnx_metadata
 
 __all__ = ["FP32_SCOPES", "QUANTISED_OPS", "Int8Report", "check_int8_source", "quantize_int8"]
 
@@ -49,8 +49,6 @@ QUANTISED_OPS = ("MatMul", "Conv", "Gemm")
 #: Node-name fragments (the exporter names nodes by module path) whose nodes all stay fp32.
 FP32_SCOPES = ("/pixel_decoder/", "/text_head/", "/latent_heads.", "/empty_head/", "/concept_injectors.",
                "/latent_init/", "/subject_distributor/")
-#: The smallest share of mask pixels that must agree with the fp32 source on the held-back samples.
-MIN_AGREEMENT = 0.995
 
 
 @dataclass(frozen=True)
@@ -159,7 +157,7 @@ def quantize_int8(
     *,
     check: Iterable[Feeds],
     calibration_info: Mapping[str, Any] | None = None,
-    min_agreement: float = MIN_AGREEMENT,
+    min_agreement: float = MASK_AGREEMENT,
 ) -> Int8Report:
     """Write a static int8 copy of an fp32 ``.onnx`` model, calibrated on ``calibration``.
 
@@ -199,10 +197,9 @@ def quantize_int8(
     if first is None:
         raise InputError("no calibration sample: int8 needs real inputs from the model's domain")
     count = [0]
-    with atomic_output(out) as tmp, tempfile.TemporaryDirectory(prefix="lvg-int8-") as scratch:
+    with atomic_output(out) as tmp, scratch_path(out) as quantised:
         # quantize_static writes the file itself (not atomically): into scratch, and the result goes through
         # atomic_output once its metadata is set.
-        quantised = Path(scratch) / "int8.onnx"
         quiet = _QuietQuantiser()
         logging.getLogger().addFilter(quiet)
         try:
@@ -220,9 +217,8 @@ def quantize_int8(
                   "source": info.path.name, "weights": "int8 per channel, symmetric",
                   "activations": "uint8 per tensor"}
         proto = onnx.load(str(quantised))
-        set_onnx_metadata(proto, {**dict(info.metadata), art.KEY_PRECISION: "int8",
-                                  art.KEY_CALIBRATION: json.dumps(record, sort_keys=True)}, keep=False)
-        proto.producer_name = "latent-vg"
+        replace_onnx_metadata(proto, {**dict(info.metadata), art.KEY_PRECISION: "int8",
+                                      art.KEY_CALIBRATION: json.dumps(record, sort_keys=True)})
         try:
             onnx.save(proto, str(tmp))
         except OSError as exc:

@@ -42,7 +42,8 @@ from lvg.core.domain import domain_metadata
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import Tokenizer, check_vocabulary
 from lvg.errors import InputError, LVGError, require
-from lvg.export.annotate import set_onnx_metadata
+from lvg.export import MASK_AGREEMENT
+from lvg.export.annotate import replace_onnx_metadata
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -58,7 +59,6 @@ DEFAULT_OPSET = 20
 
 #: Tolerances of :func:`check_onnx` per precision: max |prob_onnx - prob_torch|, and mask agreement.
 PROB_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
-MASK_AGREEMENT = 0.995
 
 
 class ExportWrapper(nn.Module):
@@ -262,6 +262,16 @@ def _source_id(source: ModelFile | nn.Module) -> str:
     return "<in-memory model>"
 
 
+def _domain_entries(source: ModelFile | nn.Module, words: Iterable[str] | None,
+                    description: str | None) -> dict[str, str]:
+    """The domain metadata to record: what the caller gives, else a checkpoint's own (``lvg train`` records it)."""
+    if isinstance(source, ModelFile):
+        own = source.info.domain
+        words = own.words if words is None else words
+        description = own.description if description is None else description
+    return domain_metadata(words, description)
+
+
 def _gflops(model: nn.Module) -> float | None:
     try:
         from lvg.modeling.cost import count_flops
@@ -290,12 +300,6 @@ def _make_parent(out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the folder for {out}: {exc.strerror or exc}") from None
-
-
-def _set_metadata(proto: Any, meta: dict[str, str]) -> None:
-    """Replace ``proto``'s ``metadata_props`` with ``meta`` (sorted by key) and name lvg as its producer."""
-    set_onnx_metadata(proto, meta, keep=False)
-    proto.producer_name = "latent-vg"
 
 
 def export_onnx(
@@ -341,14 +345,9 @@ def export_onnx(
         raise InputError(f"opset {opset} is newer than the {exporter} exporter of torch {torch.__version__} "
                          f"writes (at most {newest})")
     start = time.perf_counter()
-    domain_metadata(words, description)  # a bad description is refused before the slow export
     out = Path(out)
     source = ckpt if isinstance(ckpt, nn.Module) else ModelFile.open(ckpt, checkpoint=True)
-    if isinstance(source, ModelFile):  # what the caller leaves out, the checkpoint's own (lvg train records it)
-        own = source.info.domain
-        words = own.words if words is None else words
-        description = own.description if description is None else description
-    domain = domain_metadata(words, description)
+    domain = _domain_entries(source, words, description)  # a bad description is refused before the slow load
     model = load_for_export(source)  # first: a broken checkpoint is the error to report, not its tokenizer
     tok = _tokenizer(source, tokenizer)
     cfg: ModelConfig = model.cfg  # type: ignore[assignment]
@@ -386,7 +385,7 @@ def export_onnx(
             **domain,
         },
     )
-    _set_metadata(proto, meta)
+    replace_onnx_metadata(proto, meta)
     onnx.checker.check_model(proto)
     with atomic_output(out) as tmp_out:
         try:

@@ -13,7 +13,8 @@ from lvg import Grounder
 from lvg.core import artifact as art
 from lvg.core.model_file import ModelFile
 from lvg.errors import InputError, LVGError
-from lvg.export.int8 import FP32_SCOPES, MIN_AGREEMENT, QUANTISED_OPS, quantize_int8
+from lvg.export import MASK_AGREEMENT
+from lvg.export.int8 import FP32_SCOPES, QUANTISED_OPS, quantize_int8
 from lvg.runtime.backends import open_backend
 from lvg.train.calibration import calibration_sets
 
@@ -55,7 +56,7 @@ def test_metadata_is_the_source_s_with_int8_and_how_it_was_calibrated(quantised)
     assert calibration["data"] == ("grefcoco-synth(unc)" if gres else "refcoco-synth(unc)")
     assert (report.no_target_agreement is None) == (not gres)
     assert gres is False or 0.5 <= report.no_target_agreement <= 1.0
-    assert report.mask_agreement >= TINY_AGREEMENT and MIN_AGREEMENT == 0.995
+    assert report.mask_agreement >= TINY_AGREEMENT and MASK_AGREEMENT == 0.995
     info = ModelFile.open(out).info
     assert info.precision == "int8" and info.config == ModelFile.open(src).config
 
