@@ -52,8 +52,7 @@ def _ceiling(be):
     """This machine's matmul rate at the backend's precision (CPU backends only; ``None`` elsewhere)."""
     from lvg.runtime.roofline import matmul_rate
 
-    on_cpu = be.device in ("cpu", "torch:cpu", "openvino:CPU", "onnxruntime:CPUExecutionProvider")
-    return matmul_rate(be.precision) if on_cpu else None
+    return matmul_rate(be.precision) if be.on_cpu else None
 
 
 @handle_errors

@@ -12,6 +12,7 @@ import functools
 import json
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def _check_many(source: Path, out: Path | None, mask: Path | None, attention: Pa
             continue
         if path.exists() and not path.is_dir() and not (opt == "--out" and is_video(path)):
             raise InputError(f"{opt} {path} must be a folder for a folder or video input")
-        if same_place(path, source if source.is_dir() else source.parent) and source.is_dir():
+        if source.is_dir() and same_place(path, source):
             raise InputError(f"{opt} {path} is the input folder; choose another folder")
         if source.is_dir() and opt == "--out" and is_video(path):
             raise InputError("--out for a folder of images is a folder of overlays, not a video")
@@ -145,7 +146,7 @@ def _video(g: Any, video: Path, text: str, opts: dict[str, Any], out: Path | Non
     bar = progress(total=count, desc="infer")
     n = 0
     try:
-        with writer if writer is not None else _Null():
+        with writer if writer is not None else nullcontext():
             for result in g.stream(frames(), text, **opts):
                 index, time = meta.popleft()
                 if writer is not None:
@@ -164,13 +165,6 @@ def _video(g: Any, video: Path, text: str, opts: dict[str, Any], out: Path | Non
         typer.echo(f"{n} frames" + (f"; overlay video: {out}" if writer is not None else ""))
     return 0
 
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @handle_errors

@@ -3,6 +3,7 @@ itself (``--model``: any ``.onnx``, engine or ``.safetensors``, read without tor
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -10,22 +11,21 @@ import typer
 from lvg.cli._common import echo_json, handle_errors
 from lvg.errors import ConfigError, require
 
-_PARAMS_KEY = "lvg.params"
-
 
 def describe_model(path: Path) -> dict[str, object]:
-    """What ``path`` (an exported model or a checkpoint) says about itself, read without torch: variant,
-    parameters, GFLOPs (recorded at export; for a checkpoint counted with torch when it is installed),
-    input size, precision, tokenizer size, training domain."""
+    """What ``path`` (an exported model or a checkpoint) says about itself, read without torch: its
+    :meth:`~lvg.core.artifact.ArtifactInfo.summary`, plus parameters, GFLOPs (recorded at export; for a
+    checkpoint counted with torch when it is installed), tokenizer size, calibration and provenance."""
+    from lvg.core import artifact as art
     from lvg.core.model_file import ModelFile
     from lvg.core.tokenizer import Tokenizer
 
     mf = ModelFile.open(path)
     info, meta, cfg = mf.info, mf.metadata, mf.config
     if mf.tensors:  # a checkpoint: count the elements its header declares
-        params: int | None = sum(int(_numel(t.shape)) for t in mf.tensors.values())
+        params: int | None = sum(math.prod(t.shape) for t in mf.tensors.values())
     else:
-        params = int(meta[_PARAMS_KEY]) if meta.get(_PARAMS_KEY, "").isdigit() else None
+        params = int(meta[art.KEY_PARAMS]) if meta.get(art.KEY_PARAMS, "").isdigit() else None
     gflops = info.gflops_per_sample
     if gflops is None and mf.kind == "torch":
         try:
@@ -35,27 +35,16 @@ def describe_model(path: Path) -> dict[str, object]:
         except ImportError:  # no torch: the header alone cannot say
             gflops = None
     tok = Tokenizer.from_bytes(info.tokenizer_bytes) if info.tokenizer_bytes is not None else None
-    words = info.domain.words
     return {
-        "path": str(info.path),
-        "kind": mf.kind,
+        **info.summary(),
         "file_mb": round(info.path.stat().st_size / 1e6, 2),
-        "variant": cfg.name,
         "params": params,
         "gflops_per_sample": gflops,
-        "input_size": cfg.encoder.img_size,
-        "max_text_len": cfg.preprocess.max_text_len,
-        "precision": info.precision,
         "calibration": _calibration(meta, info.path),
-        "gres": info.gres,
-        "batch": info.batch,
         "tokenizer_pieces": None if tok is None else tok.vocab_size,
-        "tokenizer": info.tokenizer_identity,
-        "description": info.domain.description,
-        "train_words": None if words is None else len(words),
-        "exporter": meta.get("lvg.exporter"),
-        "source": meta.get("lvg.source"),
-        "version": meta.get("lvg.version"),
+        "exporter": meta.get(art.KEY_EXPORTER),
+        "source": meta.get(art.KEY_SOURCE),
+        "version": meta.get(art.KEY_VERSION),
         "config": cfg.to_dict(),
     }
 
@@ -75,13 +64,6 @@ def _precision_line(data: dict[str, object]) -> str:
         return str(data["precision"])
     return (f"{data['precision']} (calibrated on {c.get('samples', '?')} sentences of {c.get('data', '?')}, "
             f"{c.get('split', '?')} split, seed {c.get('seed', '?')})")
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _echo_model(data: dict[str, object]) -> None:

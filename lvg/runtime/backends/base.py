@@ -66,6 +66,11 @@ class Backend(ABC):
         return "cpu"
 
     @property
+    def on_cpu(self) -> bool:
+        """Whether inference runs on the CPU (whose matmul rate ``lvg bench`` compares with)."""
+        return True
+
+    @property
     def max_batch(self) -> int | None:
         """The largest batch one :meth:`run` call takes; ``None`` = any. Static engines return their batch."""
         return self.info.batch

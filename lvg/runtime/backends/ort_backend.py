@@ -126,6 +126,10 @@ class OnnxRuntimeBackend(Backend):
         return f"onnxruntime:{self._providers[0]}"
 
     @property
+    def on_cpu(self) -> bool:
+        return self._providers[0] == "CPUExecutionProvider"
+
+    @property
     def providers(self) -> list[str]:
         """The execution providers the session actually uses, in priority order."""
         return list(self._providers)

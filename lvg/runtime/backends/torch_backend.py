@@ -57,6 +57,10 @@ class TorchBackend(Backend):
         return f"torch:{self._device}"
 
     @property
+    def on_cpu(self) -> bool:
+        return self._device.type == "cpu"
+
+    @property
     def precision(self) -> str:
         return self._runner.precision
 

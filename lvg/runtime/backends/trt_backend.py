@@ -154,6 +154,10 @@ class TensorRTBackend(Backend):
         return f"tensorrt:cuda:{self._index}"
 
     @property
+    def on_cpu(self) -> bool:
+        return False
+
+    @property
     def max_batch(self) -> int:
         return self._batch
 
