@@ -40,15 +40,18 @@ class ArrayRunner:
     """Runs ``model`` (a :class:`~lvg.modeling.LatentVG`, or anything with its ``cfg`` and output dict) on
     numpy batches placed on ``device``, in eval mode and without autograd; the caller's train / eval mode is
     restored after every call. Not thread-safe by itself (the torch backend holds a lock around it).
-    ``precision``: the dtype images enter the model in, matching its weights (see :func:`cast_model`).
+    Images enter the model in the dtype of its weights (see :func:`cast_model`).
     """
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
-        if precision not in DTYPES:
-            raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}")
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
         self.model = model
         self.device = torch.device(device)
-        self.precision = precision
+
+    @property
+    def precision(self) -> str:
+        """``"bf16"`` when the model's weights are bfloat16 (:func:`cast_model`), else ``"fp32"``."""
+        weight = next(self.model.parameters(), None)
+        return "bf16" if weight is not None and weight.dtype == torch.bfloat16 else "fp32"
 
     @property
     def config(self) -> ModelConfig:

@@ -64,11 +64,13 @@ def training_domain(spec: str, split: str = "train") -> TrainingDomain:
     bare = Path(spec).is_dir()
     specs = [f"{spec}:{d}" for d in SYNTH_DATASETS if (Path(spec) / d).is_dir()] if synth and bare else [spec]
     return source_domain([open_dataset(s, split=split) for s in specs], spec=spec, split=split,
-                         source=", ".join(specs))
+                         source=", ".join(specs), synth=synth)
 
 
-def source_domain(sources: Iterable[Any], *, spec: str, split: str, source: str | None = None) -> TrainingDomain:
-    """The domain of opened datasets (``ReferSource`` s of one split) read from the data spec ``spec``.
+def source_domain(sources: Iterable[Any], *, spec: str, split: str, source: str | None = None,
+                  synth: bool | None = None) -> TrainingDomain:
+    """The domain of opened datasets (``ReferSource`` s of one split) read from the data spec ``spec``;
+    ``synth``: whether it is ``lvg data synth`` data (``None``: look).
 
     Raises:
         InputError: no sentence in them.
@@ -82,7 +84,8 @@ def source_domain(sources: Iterable[Any], *, spec: str, split: str, source: str 
         names.append(src.name)
     if not texts:
         raise InputError(f"{spec}: the {split!r} split holds no sentence to take training words from")
-    synth = _is_synth(data_path(spec))
+    if synth is None:
+        synth = _is_synth(data_path(spec))
     description = SYNTH_DESCRIPTION if synth else f"trained on {', '.join(names)}, {split} split"
     return TrainingDomain(words=vocabulary(texts), description=description, sentences=len(texts),
                           source=source or spec)

@@ -49,7 +49,7 @@ class TorchBackend(Backend):
             raise
         except Exception as exc:  # safetensors / torch errors on corrupt data: one line, typed
             raise CheckpointError(f"{self.info.path} cannot be loaded ({first_line(exc)})") from None
-        self._runner = ArrayRunner(model, self._device, choice.precision)
+        self._runner = ArrayRunner(model, self._device)
         self._lock = threading.Lock()
 
     @property
