@@ -67,13 +67,12 @@ def _samples(path: Path, calib: Path, n: int, seed: int = 1) -> dict[str, np.nda
     return {k: np.concatenate([item[k] for item in items]) for k in items[0]}  # n x (1, ...) -> (n, ...)
 
 
-def _random(cfg, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    s, length = cfg.encoder.img_size, cfg.preprocess.max_text_len
-    ids = np.ones((n, length), dtype=np.int64)
-    ids[:, 0], ids[:, 1:9], ids[:, 9] = 0, rng.integers(4, 300, (n, 8)), 2
-    image = rng.uniform(-1, 1, (n, 3, s, s)).astype(np.float32)
-    return {"image": image, "text_ids": ids, "text_mask": ids != 1}
+def _random(cfg, n: int) -> dict[str, np.ndarray]:
+    """The export check's deterministic inputs (random images, texts of varied lengths) as numpy."""
+    from lvg.export.onnx_export import example_inputs
+
+    image, ids, mask = example_inputs(cfg, n)
+    return {"image": image.numpy(), "text_ids": ids.numpy(), "text_mask": mask.numpy()}
 
 
 def _calibration_data(cache: Path) -> Path:

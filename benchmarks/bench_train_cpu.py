@@ -30,22 +30,18 @@ import torch  # noqa: E402
 from _results import write_result  # noqa: E402
 from bench_train_step import make_trainer, random_batch  # noqa: E402
 
+from lvg.runtime.roofline import SHAPE, best_seconds  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 
-def matmul_gflops(dtype: torch.dtype, *, m: int = 1024, k: int = 768, n: int = 3072, reps: int = 20) -> float:
-    """torch's rate for ``(m, k) @ (k, n)`` in ``dtype`` on the current thread setting, in GFLOP/s: the best of
-    ``reps`` timed products after a warm-up (a ceiling, so the fastest one counts)."""
+def matmul_gflops(dtype: torch.dtype, *, m: int = SHAPE[0], k: int = SHAPE[1], n: int = SHAPE[2],
+                  reps: int = 20) -> float:
+    """torch's rate for ``(m, k) @ (k, n)`` (the runtime's probe shape) in ``dtype`` on the current thread
+    setting, in GFLOP/s, timed as the runtime's probes are (the fastest call counts: a ceiling)."""
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(m, k, generator=g).to(dtype), torch.randn(k, n, generator=g).to(dtype)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * m * k * n / min(times) / 1e9
+    return 2 * m * k * n / best_seconds(lambda: a @ b, reps) / 1e9
 
 
 def step_rate(variant: str, batch: int, bf16: bool, *, steps: int, warmup: int) -> float:

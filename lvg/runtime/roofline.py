@@ -16,13 +16,14 @@ GFLOPs do.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from lvg.runtime.backends.ort_backend import physical_cores
 
-__all__ = ["SHAPE", "MatmulRate", "matmul_rate"]
+__all__ = ["SHAPE", "MatmulRate", "best_seconds", "matmul_rate"]
 
 #: (M, K, N) of the probe: 1024 tokens through lvg-b's FFN (768 -> 3072).
 SHAPE = (1024, 768, 3072)
@@ -43,7 +44,8 @@ class MatmulRate:
                 "shape": list(self.shape), "threads": self.threads}
 
 
-def _best_seconds(fn, repeats: int) -> float:
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn`` after one untimed call."""
     fn()  # warm-up: first-call allocation, code paths
     best = float("inf")
     for _ in range(repeats):
@@ -97,5 +99,5 @@ def matmul_rate(precision: str = "fp32", *, threads: int = 0, repeats: int = 5,
             return None
     else:
         return None
-    seconds = _best_seconds(fn, repeats)
+    seconds = best_seconds(fn, repeats)
     return MatmulRate(precision, engine, 2.0 * m * k * n / seconds / 1e9, shape, threads)
