@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from lvg.cli._common import echo_json
+from lvg.train.config import data_parts
 
 
 def _data_rows(cfg: Any) -> tuple[list[dict[str, Any]], str | None]:
@@ -19,7 +20,7 @@ def _data_rows(cfg: Any) -> tuple[list[dict[str, Any]], str | None]:
     from lvg.hub import cache_home, cached_path, get_item, is_cached, named_data
 
     rows, specs, readable = [], [], True
-    for part in cfg.data.split(",") if cfg.data and not Path(cfg.data).exists() else [cfg.data]:
+    for part in data_parts(cfg.data) if cfg.data else [cfg.data]:
         named = named_data(part)
         if named is None:
             rows.append({"spec": part, "path": part, "cached": Path(part.split(":")[0]).exists()})
@@ -52,7 +53,7 @@ def _train_samples(cfg: Any, spec: str | None) -> tuple[int | None, str]:
 
         source = open_dataset(spec, split=cfg.train_split, prefer_gres=get_config(cfg.variant).head.gres)
         return len(source), f"counted in {spec}"
-    named = named_data(cfg.data) if "," not in cfg.data else None
+    named = named_data(cfg.data) if len(data_parts(cfg.data)) == 1 else None
     if named is not None and (named[0].dataset, named[1]) in PUBLISHED_TRAIN_REFS:
         return PUBLISHED_TRAIN_REFS[(named[0].dataset, named[1])], "published count; the data is not fetched yet"
     return None, "unknown until the data is fetched"

@@ -65,8 +65,11 @@ def resolve_data(spec: str, *, tokenizer: str | None = None, **options: object) 
     ``$LVG_HOME/data:NAME[:SPLITBY]``, with its annotations and the COCO train2014 images fetched first, and
     with ``tokenizer == "beit3.spm"`` (a BEiT-3 variant's) the tokenizer too, which the run then finds in the
     cache above the data. Any other spec is returned as given."""
-    if "," in spec and not Path(spec).exists():  # combined datasets (lvg.train.combined): each resolved
-        return ",".join(resolve_data(part, tokenizer=tokenizer, **options) for part in spec.split(","))
+    from lvg.train.config import data_parts
+
+    parts = data_parts(spec)
+    if len(parts) > 1:  # combined datasets (lvg.train.combined): each resolved
+        return ",".join(resolve_data(part, tokenizer=tokenizer, **options) for part in parts)
     named = named_data(spec)
     if named is None:
         return spec

@@ -33,6 +33,12 @@ InitParts = Literal["all", "backbone", "shared"]
 ExpressionKind = Literal["attribute", "position", "relation", "multi", "none"]
 
 
+def data_parts(spec: str) -> list[str]:
+    """The datasets a ``data`` spec names: several separated by commas are read as one
+    (:mod:`lvg.train.combined`); a path that exists is one dataset whatever its name holds."""
+    return spec.split(",") if "," in spec and not Path(spec).exists() else [spec]
+
+
 @dataclass(frozen=True)
 class CurriculumStep:
     """Sentences of ``kind`` join the training data once ``start`` (a fraction of the run's steps) is reached.

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from lvg.errors import InputError
+from lvg.train.config import data_parts
 from lvg.train.refer_files import decode_segmentation, read_json, read_refs_pickle
 
 if TYPE_CHECKING:
@@ -354,10 +355,11 @@ def open_dataset(
     """
     text = os.fspath(spec)
     path = Path(text)
-    if "," in text and not path.exists():  # several datasets as one (lvg.train.combined)
+    parts = data_parts(text)
+    if len(parts) > 1:  # several datasets as one
         from lvg.train.combined import open_combined
 
-        return open_combined(text.split(","), split=split, image_dir=image_dir, prefer_gres=prefer_gres)
+        return open_combined(parts, split=split, image_dir=image_dir, prefer_gres=prefer_gres)
     try:
         path.stat()
     except FileNotFoundError:

@@ -17,7 +17,7 @@ from lvg.config import ModelConfig
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import Tokenizer, check_vocabulary
 from lvg.errors import ConfigError, TokenizerError
-from lvg.train.config import TrainConfig
+from lvg.train.config import TrainConfig, data_parts
 
 __all__ = [
     "TokenizerMismatchWarning",
@@ -59,8 +59,7 @@ def find_tokenizer(data: str, name: str, explicit: str | None = None) -> Path:
 
 def data_path(spec: str) -> Path:
     """The directory a data spec (``DIR``, ``DIR:DATASET`` or ``DIR:DATASET:SPLITBY``) points into."""
-    if "," in spec and not Path(spec).exists():  # combined datasets: the first one's
-        spec = spec.split(",")[0]
+    spec = data_parts(spec)[0]  # combined datasets: the first one's
     if Path(spec).is_dir():
         return Path(spec)
     pieces = spec.split(":")
