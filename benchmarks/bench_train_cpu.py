@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
 
+import bench_train_step  # noqa: E402
 import torch  # noqa: E402
 from _results import write_result  # noqa: E402
-from bench_train_step import make_trainer, random_batch  # noqa: E402
 
 from lvg.runtime.roofline import SHAPE, best_seconds  # noqa: E402
 
@@ -45,19 +43,10 @@ def matmul_gflops(dtype: torch.dtype, *, m: int = SHAPE[0], k: int = SHAPE[1], n
 
 
 def step_rate(variant: str, batch: int, bf16: bool, *, steps: int, warmup: int) -> float:
-    """Samples/s of the trainer's step (median step time)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = make_trainer(variant, batch, "bf16" if bf16 else "off", torch.device("cpu"), Path(tmp) / "r",
-                               cpu_bf16=bf16)
-        batches = [random_batch(trainer.model.cfg, batch, seed=k) for k in range(2)]
-        times = []
-        for k in range(warmup + steps):
-            t = time.perf_counter()
-            trainer.train_step(batches[k % 2])
-            trainer.step += 1
-            if k >= warmup:
-                times.append(time.perf_counter() - t)
-    return batch / statistics.median(times)
+    """Samples/s of the trainer's step (median step time; bench_train_step's measurement)."""
+    amp = "bf16" if bf16 else "off"
+    result = bench_train_step.run(variant, batch, amp, torch.device("cpu"), steps=steps, warmup=warmup)
+    return result["samples_per_s"]
 
 
 def worker_rate(variant: str, data: str, split: str, samples: int) -> float:

@@ -57,18 +57,17 @@ def random_batch(cfg, batch: int, seed: int = 0, *, pin: bool = False) -> dict[s
     return {k: v.pin_memory() for k, v in out.items()} if pin else out
 
 
-def make_trainer(variant: str, batch: int, amp: str, device: torch.device, run_dir: Path, *,
-                 cpu_bf16: bool = False):
+def make_trainer(variant: str, batch: int, amp: str, device: torch.device, run_dir: Path):
     """A :class:`Trainer` holding a fresh model, its optimizer and mixed-precision state on ``device``, ready
-    for ``train_step`` (no data, run directory or log: the parts a step does not touch). On the CPU ``amp`` is
-    ignored (float32) unless ``cpu_bf16`` asks for bf16 autocast there."""
+    for ``train_step`` (no data, run directory or log: the parts a step does not touch). ``amp``: ``"off"``,
+    ``"bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA; float32 elsewhere, the trainer's own rule)."""
     from lvg.modeling import build_model
     from lvg.train.config import TrainConfig
     from lvg.train.optim import build_optimizer
     from lvg.train.trainer import Trainer
 
-    # fp16 autocast with loss scaling is a CUDA path; bf16 autocast runs on the CPU too (the trainer's own rule).
-    cpu_amp = amp if amp == "bf16" and cpu_bf16 else "off"
+    # fp16 autocast with loss scaling is a CUDA path; bf16 autocast runs on the CPU too.
+    cpu_amp = "off" if amp == "fp16" else amp
     cfg = TrainConfig(variant=variant, batch_size=batch, amp=amp if device.type == "cuda" else cpu_amp, steps=1000)
     trainer = Trainer(cfg, run_dir, device=str(device))
     torch.manual_seed(cfg.seed)
@@ -113,7 +112,7 @@ def run(variant: str, batch: int, amp: str, device: torch.device, *, steps: int,
     sps = batch / step_s
     gflops = count_flops(variant).total_gflops
     result: dict[str, Any] = {
-        "variant": variant, "batch": batch, "amp": amp if cuda else "off", "device": str(device),
+        "variant": variant, "batch": batch, "amp": "off" if amp == "fp16" and not cuda else amp, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else "cpu", "kernel_impl": impl,
         "steps": steps, "warmup": warmup, "warmup_s": warmup_s,
         "step_ms": {"p50": step_s * 1e3, "min": min(times) * 1e3, "max": max(times) * 1e3},
@@ -149,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     kind = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch sees no CUDA device")
-    result = run(args.variant, args.batch, args.amp, torch.device(kind), steps=args.steps, warmup=args.warmup)
+    # --amp is the CUDA setting; the CPU table of bench_train_cpu.py measures bf16 there.
+    amp = args.amp if kind == "cuda" else "off"
+    result = run(args.variant, args.batch, amp, torch.device(kind), steps=args.steps, warmup=args.warmup)
     mem = f", peak {result['peak_allocated_mib']:.0f} MiB allocated" if result["peak_allocated_mib"] else ""
     share = f" ({result['matmul_fraction']:.0%} of the bf16 matmul)" if result.get("matmul_fraction") else ""
     print(f"{result['variant']} training step, batch {result['batch']}, {result['amp']} on {result['device_name']}: "
