@@ -1,10 +1,12 @@
 """What ``bench_e2e.py``'s parent and worker processes share: the cases, the inputs and the models they
-build, and the ONNX files the ``ort`` / ``ov`` / ``trt`` workers load (exported once into the cache)."""
+build, and the ONNX files the ``ort`` / ``ov`` / ``trt`` workers load (exported once into the cache); the
+int8 files (calibration data included) ``bench_cpu.py`` uses too."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,9 +135,40 @@ def prepare_onnx(variant: str, cache: Path, *, fp16: bool = False) -> dict[str, 
 def prepare_int8(fp32: Path, cache: Path) -> Path:
     """The int8 file ``lvg export --int8`` writes from ``fp32`` (64 calibration sentences of ``lvg data synth``
     scenes made once in the cache), for the ``ov`` int8 worker; made once."""
-    from bench_cpu import _calibration_data, int8_file
+    return int8_file(fp32, fp32.with_name(fp32.stem + ".int8.onnx"), calibration_data(cache))
 
-    return int8_file(fp32, fp32.with_name(fp32.stem + ".int8.onnx"), _calibration_data(cache))
+
+#: Calibration scenes for the int8 files (a ``lvg data synth`` folder made once in the cache).
+CALIB_IMAGES = 40
+#: Calibration sentences (lvg export --int8's default).
+CALIB_SAMPLES = 64
+
+
+def calibration_data(cache: Path) -> Path:
+    """Real synth scenes and sentences to calibrate int8 files on, made once in ``cache``."""
+    calib = cache / "calib-synth"
+    if not (calib / "synth.json").is_file():
+        subprocess.run([sys.executable, "-m", "lvg.cli", "data", "synth", "--out", str(calib), "--images",
+                        str(CALIB_IMAGES), "--seed", "7", "--workers", "1", "--force"], check=True)
+    return calib
+
+
+def int8_file(src: Path, dst: Path, calib: Path) -> Path:
+    """``src`` quantised by ``lvg export --int8``'s own code (64 calibration sentences of ``calib``); cached."""
+    if dst.is_file():
+        return dst
+    from lvg.core.model_file import ModelFile
+    from lvg.export.int8 import quantize_int8
+    from lvg.train.calibration import calibration_sets
+
+    calib_set, check_set, record = calibration_sets(str(calib), ModelFile.open(src), samples=CALIB_SAMPLES)
+    # No agreement floor here: the benchmark reports agreement itself, for random lvg-b weights too.
+    report = quantize_int8(src, dst, calib_set, check=check_set, calibration_info=record, min_agreement=0.0)
+    print(f"[bench] {dst.name}: {report.quantised} products int8, check agreement {report.mask_agreement:.4f}",
+          flush=True)
+    return dst
+
+
 
 
 def _export_encoder(model, path: Path, *, fp16: bool) -> None:

@@ -28,23 +28,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _e2e_prepare import calibration_data, int8_file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 BUNDLED = ROOT / "lvg" / "assets" / "default" / "model.onnx"
 ALL_CASES = ("ort-fp32", "ov-bf16", "ov-int8", "ort-int8", "torch-fp32", "torch-bf16")
-#: Calibration scenes for the int8 cases (a ``lvg data synth`` folder made once in the cache).
-CALIB_IMAGES = 40
-#: Calibration sentences (lvg export --int8's default).
-CALIB_SAMPLES = 64
 
 
 def _loadavg() -> str:
@@ -73,30 +69,6 @@ def _random(cfg, n: int) -> dict[str, np.ndarray]:
 
     image, ids, mask = example_inputs(cfg, n)
     return {"image": image.numpy(), "text_ids": ids.numpy(), "text_mask": mask.numpy()}
-
-
-def _calibration_data(cache: Path) -> Path:
-    calib = cache / "calib-synth"
-    if not (calib / "synth.json").is_file():
-        subprocess.run([sys.executable, "-m", "lvg.cli", "data", "synth", "--out", str(calib), "--images",
-                        str(CALIB_IMAGES), "--seed", "7", "--workers", "1", "--force"], check=True)
-    return calib
-
-
-def int8_file(src: Path, dst: Path, calib: Path) -> Path:
-    """``src`` quantised by ``lvg export --int8``'s own code (64 calibration sentences of ``calib``); cached."""
-    if dst.is_file():
-        return dst
-    from lvg.core.model_file import ModelFile
-    from lvg.export.int8 import quantize_int8
-    from lvg.train.calibration import calibration_sets
-
-    calib_set, check_set, record = calibration_sets(str(calib), ModelFile.open(src), samples=CALIB_SAMPLES)
-    # No agreement floor here: the benchmark reports agreement itself, for random lvg-b weights too.
-    report = quantize_int8(src, dst, calib_set, check=check_set, calibration_info=record, min_agreement=0.0)
-    print(f"[bench_cpu] {dst.name}: {report.quantised} products int8, check agreement {report.mask_agreement:.4f}",
-          flush=True)
-    return dst
 
 
 def _lvgb_files(cache: Path) -> tuple[Path, Path]:
@@ -266,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or "ort-fp32" not in args.cases:
         p.error(f"--cases must include ort-fp32 and name only {', '.join(ALL_CASES)}")
     args.cache.mkdir(parents=True, exist_ok=True)
-    calib = _calibration_data(args.cache)
+    calib = calibration_data(args.cache)
     for model in args.models.split(","):
         run_model(model, args, calib)
     return 0
