@@ -16,24 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from lvg.errors import InputError
-from lvg.train.refer_files import read_json, read_refs_pickle
 
 __all__ = ["REF_ID_STRIDE", "open_combined"]
 
 REF_ID_STRIDE = 10_000_000
-
-
-def _held_out_images(source: Any) -> set[int]:
-    """Image ids of ``source``'s dataset in any split other than train, read from its refs file."""
-    folder = source.instances.parent
-    files = sorted(folder.glob("refs(*).p")) + sorted(folder.glob("grefs(*).json"))
-    by = source.name.rsplit("(", 1)[-1].rstrip(")")  # names are "<dataset>(<splitBy>)"
-    files = [f for f in files if f.name.split("(")[1].split(")")[0] == by] or files
-    if not files:
-        raise InputError(f"no refs file beside {source.instances}")
-    path = files[0]
-    refs = read_refs_pickle(path) if path.suffix == ".p" else read_json(path, "gREFER refs")
-    return {int(r["image_id"]) for r in refs if isinstance(r, dict) and r.get("split") != "train"}
 
 
 def open_combined(specs: list[str], *, split: str | None, image_dir: str | os.PathLike[str] | None,
@@ -45,10 +31,7 @@ def open_combined(specs: list[str], *, split: str | None, image_dir: str | os.Pa
     kinds = {p.kind for p in parts}
     if len(kinds) > 1:
         raise InputError("a combined dataset mixes REFER and gREFER layouts; combine datasets of one kind")
-    held: set[int] = set()
-    if split == "train":
-        for p in parts:
-            held |= _held_out_images(p)
+    held = frozenset().union(*(p.outside_train for p in parts)) if split == "train" else frozenset()
     samples, annotations, skipped = [], {}, 0
     for k, p in enumerate(parts):
         annotations.update(p._anns)  # the same COCO annotation ids in every RefCOCO-family dataset
@@ -58,4 +41,5 @@ def open_combined(specs: list[str], *, split: str | None, image_dir: str | os.Pa
         samples.extend(kept)
     return ReferSource(name="+".join(p.name for p in parts), kind=kinds.pop(), split=split, samples=samples,
                        annotations=annotations, image_dir=parts[0].image_dir, skipped=skipped,
-                       instances=parts[0].instances if parts else Path())
+                       instances=parts[0].instances if parts else Path(),
+                       outside_train=frozenset().union(*(p.outside_train for p in parts)))

@@ -78,6 +78,8 @@ class ReferSource:
     ``samples`` keep the order of the refs file. Refs without sentences are left out (counted in
     ``skipped``). Masks are decoded on demand (nothing is cached, so memory stays flat on RefCOCO).
     ``instances`` is the COCO file the annotations came from (every object of the images, referred or not).
+    ``outside_train``: ids of the dataset's images that any of its refs puts in a split other than train
+    (what a combined training split leaves out, :mod:`lvg.train.combined`).
     """
 
     def __init__(
@@ -91,8 +93,10 @@ class ReferSource:
         image_dir: Path,
         skipped: int = 0,
         instances: Path | None = None,
+        outside_train: frozenset[int] = frozenset(),
     ) -> None:
         self.name = name
+        self.outside_train = outside_train
         self.instances = instances
         self.kind = kind
         self.split = split
@@ -153,7 +157,8 @@ class ReferSource:
         """The same split without its no-target refs (a gREFER split scored by a task that needs a target)."""
         return ReferSource(name=self.name, kind=self.kind, split=self.split,
                            samples=[s for s in self.samples if not s.no_target], annotations=self._anns,
-                           image_dir=self.image_dir, skipped=self.skipped)
+                           image_dir=self.image_dir, skipped=self.skipped, instances=self.instances,
+                           outside_train=self.outside_train)
 
     def sentences_flat(self) -> list[tuple[int, str]]:
         """``(sample_index, sentence)`` for every sentence of every sample: what evaluation iterates."""
@@ -202,10 +207,13 @@ def _build_source(
     skipped = 0
     used: dict[int, dict[str, Any]] = {}
     splits_seen: set[str] = set()
+    outside_train: set[int] = set()
     for ref in refs:
         try:
             ref_split = str(ref["split"])
             splits_seen.add(ref_split)
+            if ref_split != "train":
+                outside_train.add(int(ref["image_id"]))
             if split is not None and ref_split != split:
                 continue
             ref_id, image_id = int(ref["ref_id"]), int(ref["image_id"])
@@ -240,7 +248,8 @@ def _build_source(
         known = ", ".join(sorted(splits_seen)) or "none"
         raise InputError(f"{name} has no split {split!r} (splits: {known})")
     return ReferSource(name=name, kind=kind, split=split, samples=samples, annotations=used,
-                       image_dir=image_dir, skipped=skipped, instances=instances)
+                       image_dir=image_dir, skipped=skipped, instances=instances,
+                       outside_train=frozenset(outside_train))
 
 
 def _check_split_by(split_by: str) -> None:
