@@ -18,7 +18,8 @@ propagation with pointer jumping (a few numpy passes over the runs). A mask from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -30,20 +31,26 @@ SPECK_FRACTION = 0.05
 MAX_REGIONS = 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Region:
     """One connected region of a mask, at the mask's resolution.
 
     Attributes:
-        mask: bool (H, W), this region's pixels only.
         box: ``(x1, y1, x2, y2)`` tight box in pixel edges (x2 / y2 exclusive).
         area: pixel count. score: mean probability over the region's pixels.
+        mask: bool (H, W), this region's pixels only; drawn from the region's runs when first read (only
+            GRES answers use it, and a full-HD image can hold dozens of regions).
     """
 
-    mask: np.ndarray
     box: tuple[int, int, int, int]
     area: int
     score: float
+    shape: tuple[int, int] = field(repr=False)
+    runs: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)  # rows, starts, ends (exclusive)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        return _paint(self.shape, *self.runs)
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,7 +147,7 @@ def find_regions(mask: np.ndarray, prob: np.ndarray | None = None, *, speck_frac
     for c in order:
         sel = comp == c
         r, s, e = rows[sel], starts[sel], ends[sel]
-        region_mask = _paint(mask.shape, r, s, e)
         box = (int(s.min()), int(r.min()), int(e.max()), int(r.max()) + 1)
-        regions.append(Region(mask=region_mask, box=box, area=int(areas[c]), score=float(scores[c])))
+        regions.append(Region(box=box, area=int(areas[c]), score=float(scores[c]), shape=mask.shape,
+                              runs=(r, s, e)))
     return regions
