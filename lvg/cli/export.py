@@ -92,20 +92,12 @@ def export(
     check_outputs([ckpt, tokenizer, *tokenizer_sidecars(ckpt)], outputs)
     sets = None if request is None else _calibration(request, checkpoint)  # bad data is refused before the export
     domain = _domain(checkpoint, train_data)  # a bad request is refused first, then the data is read
-    onnx_existed = os.path.lexists(onnx_out)
     report, data = _write(checkpoint, onnx_out, engine_out, fmt=fmt, fp16=fp16, opset=opset, batch=batch,
                           workspace=workspace, tokenizer=tokenizer, check=check, simplify=simplify, domain=domain,
-                          description=description)
+                          description=description, int8=(request, sets))
     if domain is None and checkpoint.info.domain.words is None:
         typer.echo("warning: no training words recorded (the checkpoint's training data is not here): the model "
                    "cannot report unknown words; pass --train-data DIR, or run lvg annotate on the export", err=True)
-    if request is not None:
-        try:
-            data["int8"] = _int8(ModelFile.open(onnx_out), request, json_out=None, sets=sets).to_dict()
-        except BaseException:
-            if not onnx_existed:  # a failed command leaves none of its new outputs, as for an engine build
-                onnx_out.unlink(missing_ok=True)
-            raise
     if json_out:
         echo_json(data)
         return
@@ -116,10 +108,12 @@ def export(
 
 def _write(checkpoint: ModelFile, onnx_out: Path, engine_out: Path, *, fmt: str, fp16: bool, opset: int, batch: int,
            workspace: float, tokenizer: Path | None, check: bool, simplify: bool, domain: TrainingDomain | None,
-           description: str | None) -> tuple[Any, dict[str, Any]]:
-    """Export the ONNX file (and build the engine): the export's report and the JSON report so far."""
+           description: str | None, int8: tuple[Any, Any]) -> tuple[Any, dict[str, Any]]:
+    """Export the ONNX file, then build the engine or the int8 file (``int8``: the request and its calibration
+    sets, or ``None`` twice): the export's report and the JSON report."""
     from lvg.export.onnx_export import export_onnx
 
+    request, sets = int8
     bar = progress(total=1 if fmt == "onnx" else 2, desc="export")
     onnx_existed = os.path.lexists(onnx_out)
     try:
@@ -134,10 +128,12 @@ def _write(checkpoint: ModelFile, onnx_out: Path, engine_out: Path, *, fmt: str,
             eng = build_engine(onnx_out, engine_out, batch=batch, fp16=fp16, workspace_gib=workspace)
             bar.update(1)
             data["engine"] = eng.to_dict()
+        if request is not None:
+            data["int8"] = _int8(ModelFile.open(onnx_out), request, json_out=None, sets=sets).to_dict()
     except BaseException:
-        # Each file is written whole or not at all; a failed engine build also takes back the ONNX file it was
-        # built from, when this command created it: a failed command leaves none of its new outputs.
-        if fmt != "onnx" and not onnx_existed:
+        # Each file is written whole or not at all; a failed engine build or int8 step also takes back the ONNX
+        # file it was built from, when this command created it: a failed command leaves none of its new outputs.
+        if (fmt != "onnx" or request is not None) and not onnx_existed:
             onnx_out.unlink(missing_ok=True)
         raise
     finally:
