@@ -17,29 +17,24 @@ def _data_rows(cfg: Any) -> tuple[list[dict[str, Any]], str | None]:
     """One row per dataset of ``cfg.data`` (and the images and tokenizer it needs), and the spec the run will
     read where every part of it is readable now (None otherwise)."""
     from lvg.config import get_config
-    from lvg.hub import cache_home, cached_path, get_item, is_cached, named_data
+    from lvg.hub import cached_path, data_needs, is_cached
 
-    rows, specs, readable = [], [], True
+    def item_row(spec: str, item: Any) -> dict[str, Any]:
+        return {"spec": spec, "item": item.name, "path": str(cached_path(item)), "cached": is_cached(item),
+                "approx_bytes": item.size}
+
+    tokenizer = None if cfg.tokenizer else get_config(cfg.variant).preprocess.tokenizer
+    rows, extra, readable = [], [], True
     for part in data_parts(cfg.data) if cfg.data else [cfg.data]:
-        named = named_data(part)
-        if named is None:
+        _, items = data_needs(part, tokenizer=tokenizer) if part else (part, [])
+        if not items:
             rows.append({"spec": part, "path": part, "cached": Path(part.split(":")[0]).exists()})
-            specs.append(part)
             continue
-        item, by = named
-        rows.append({"spec": part, "item": item.name, "path": str(cached_path(item)), "cached": is_cached(item),
-                     "approx_bytes": item.size})
+        rows.append(item_row(part, items[0]))  # the dataset's annotations, under the name it was given
         readable &= rows[-1]["cached"]
-        specs.append(f"{cache_home() / 'data'}:{item.dataset}" + (f":{by}" if by else ""))
-    if any("item" in r for r in rows):
-        needs = ["coco-train2014"]
-        if not cfg.tokenizer and get_config(cfg.variant).preprocess.tokenizer == get_item("beit3-spm").file:
-            needs.append("beit3-spm")
-        for name in needs:
-            item = get_item(name)
-            rows.append({"spec": name, "item": name, "path": str(cached_path(item)), "cached": is_cached(item),
-                         "approx_bytes": item.size})
-    return rows, ",".join(specs) if readable and cfg.data else None
+        extra += [i for i in items[1:] if i not in extra]
+    rows += [item_row(i.name, i) for i in extra]
+    return rows, data_needs(cfg.data, tokenizer=tokenizer)[0] if readable and cfg.data else None
 
 
 def _train_samples(cfg: Any, spec: str | None) -> tuple[int | None, str]:

@@ -23,6 +23,7 @@ __all__ = [
     "Item",
     "cache_home",
     "cached_path",
+    "data_needs",
     "fetch",
     "get_item",
     "is_cached",
@@ -60,23 +61,34 @@ def named_data(spec: str) -> tuple[Item, str] | None:
     return item, split_by
 
 
-def resolve_data(spec: str, *, tokenizer: str | None = None, **options: object) -> str:
-    """A data spec as a local one. ``NAME[:SPLITBY]`` of a known dataset (:func:`named_data`) becomes
-    ``$LVG_HOME/data:NAME[:SPLITBY]``, with its annotations and the COCO train2014 images fetched first, and
-    with ``tokenizer == "beit3.spm"`` (a BEiT-3 variant's) the tokenizer too, which the run then finds in the
-    cache above the data. Any other spec is returned as given."""
+def data_needs(spec: str, *, tokenizer: str | None = None) -> tuple[str, list[Item]]:
+    """What a data spec stands for, without fetching anything: the local spec, and the items it needs in the
+    cache (none for a local spec). ``NAME[:SPLITBY]`` of a known dataset (:func:`named_data`) is
+    ``$LVG_HOME/data:NAME[:SPLITBY]`` and needs its annotations, the COCO train2014 images and, with
+    ``tokenizer == "beit3.spm"`` (a BEiT-3 variant's), the tokenizer, which the run then finds in the cache
+    above the data. Combined specs (``lvg.train.combined``) are resolved part by part."""
     from lvg.train.config import data_parts
 
     parts = data_parts(spec)
-    if len(parts) > 1:  # combined datasets (lvg.train.combined): each resolved
-        return ",".join(resolve_data(part, tokenizer=tokenizer, **options) for part in parts)
+    if len(parts) > 1:
+        specs, items = [], []
+        for part in parts:
+            local, needed = data_needs(part, tokenizer=tokenizer)
+            specs.append(local)
+            items += [i for i in needed if i not in items]
+        return ",".join(specs), items
     named = named_data(spec)
     if named is None:
-        return spec
+        return spec, []
     item, split_by = named
-    fetch(item, **options)  # type: ignore[arg-type]
-    fetch("coco-train2014", **options)  # type: ignore[arg-type]
-    if tokenizer == get_item("beit3-spm").file:
-        fetch("beit3-spm", **options)  # type: ignore[arg-type]
-    root = cache_home() / "data"
-    return f"{root}:{item.dataset}" + (f":{split_by}" if split_by else "")
+    spm = get_item("beit3-spm")
+    items = [item, get_item("coco-train2014")] + ([spm] if tokenizer == spm.file else [])
+    return f"{cache_home() / 'data'}:{item.dataset}" + (f":{split_by}" if split_by else ""), items
+
+
+def resolve_data(spec: str, *, tokenizer: str | None = None, **options: object) -> str:
+    """A data spec as a local one (:func:`data_needs`), the items it needs fetched first."""
+    local, items = data_needs(spec, tokenizer=tokenizer)
+    for item in items:
+        fetch(item, **options)  # type: ignore[arg-type]
+    return local
