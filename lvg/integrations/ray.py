@@ -88,18 +88,9 @@ class GrounderPredictor:
         self.include_mask, self.keep_image, self.on_error = include_mask, keep_image, on_error
 
     def _predict(self, images: list[Any], texts: list[str]) -> list[Any]:
-        try:
-            return self.grounder.predict_batch(images, texts, **self.opts)
-        except LVGError:
-            if self.on_error == "raise":
-                raise
-        out: list[Any] = []  # one row failed: answer row by row, so only that row carries the error
-        for img, txt in zip(images, texts):
-            try:
-                out.append(self.grounder.predict(img, txt, **self.opts))
-            except LVGError as exc:
-                out.append(exc)
-        return out
+        # "record": a row whose text cannot be used answers as its error; the other rows share one model call
+        mode = "raise" if self.on_error == "raise" else "yield"
+        return self.grounder.predict_batch(images, texts, on_error=mode, **self.opts)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.image_column not in batch:

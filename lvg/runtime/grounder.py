@@ -326,13 +326,19 @@ class Grounder:
         mask_threshold: float | None = None,
         return_attention: bool = False,
         channel_order: str = "rgb",
-    ) -> list[Result]:
+        on_error: str = "raise",
+    ) -> list[Result | LVGError]:
         """:meth:`predict` over pairs ``(images[i], texts[i])`` in as few backend calls as the model allows.
 
         ``images`` and ``texts`` may be any iterables (lists, tuples, generators; a (B, H, W, 3) uint8 array is
         B images); a single image or a single string is refused with a hint to use :meth:`predict`.
         ``channel_order`` applies to every numpy image of the batch.
+
+        ``on_error``: ``"raise"``: a pair whose image or text cannot be used raises its :class:`InputError`;
+        ``"yield"``: that pair's place in the list holds the error and the other pairs still share one backend
+        call. Errors of the model itself (:class:`ArtifactError`) are raised either way.
         """
+        _check_on_error(on_error)
         images, texts = _as_list(images, "images"), _as_list(texts, "texts")
         if not isinstance(return_attention, bool):
             raise InputError(f"return_attention must be True or False, got {type(return_attention).__name__}")
@@ -344,9 +350,15 @@ class Grounder:
             raise InputError("attention maps need the torch backend: load the .safetensors checkpoint")
         task, threshold = self._settings(task, mask_threshold)
         order = _channel_order(channel_order)
-        encoded = [self._text(t) for t in texts]
-        frames = [self._frame(img, order) for img in images]
-        return self._finish(frames, texts, encoded, task, threshold, return_attention)
+        pairs: list[tuple[_Frame, _Text] | LVGError] = []
+        for img, text in zip(images, texts):
+            try:
+                pairs.append((self._frame(img, order), self._text(text)))
+            except LVGError as exc:
+                if on_error == "raise":
+                    raise
+                pairs.append(exc)
+        return self._answer(pairs, texts, task, threshold, return_attention)
 
     def stream(
         self,
@@ -375,24 +387,33 @@ class Grounder:
             InputError: bad arguments (at the first ``next``), or a bad frame with ``on_error="raise"``.
             Whatever iterating ``frames`` raises is raised here, in the consumer's thread.
         """
-        if on_error not in ("raise", "yield"):
-            raise InputError(f"on_error must be 'raise' or 'yield', got {on_error!r}")
+        _check_on_error(on_error)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         task, threshold = self._settings(task, mask_threshold)
         order = _channel_order(channel_order)
         encoded = self._text(text)
         for chunk in prefetch(frames, lambda img: self._frame(img, order), batch_size):
-            good = [f for f in chunk if isinstance(f, _Frame)]
-            done = self._finish(good, [text] * len(good), [encoded] * len(good), task, threshold) if good else []
-            results = iter(done)
-            for item in chunk:
-                if not isinstance(item, _Frame):
-                    if on_error == "raise":
-                        raise item
-                    yield item
-                else:
-                    yield next(results)
+            errors = [i for i, item in enumerate(chunk) if isinstance(item, LVGError)]
+            if on_error == "raise" and errors:
+                chunk = chunk[:errors[0] + 1]  # the frames before the bad one are still answered
+            pairs = [item if isinstance(item, LVGError) else (item, encoded) for item in chunk]
+            for answer in self._answer(pairs, [text] * len(chunk), task, threshold):
+                if isinstance(answer, LVGError) and on_error == "raise":
+                    raise answer
+                yield answer
+
+    def _answer(self, pairs: Sequence[tuple[_Frame, _Text] | LVGError], texts: Sequence[str], task: str,
+                threshold: float, return_attention: bool = False) -> list[Result | LVGError]:
+        """One :class:`Result` per prepared pair, in order, from one backend call; an error stays in its place."""
+        out: list[Result | LVGError | None] = [p if isinstance(p, LVGError) else None for p in pairs]
+        good = [(i, *p) for i, p in enumerate(pairs) if not isinstance(p, LVGError)]
+        if good:
+            done = self._finish([f for _, f, _ in good], [texts[i] for i, _, _ in good], [e for _, _, e in good],
+                                task, threshold, return_attention)
+            for (i, _, _), result in zip(good, done):
+                out[i] = result
+        return out  # type: ignore[return-value]  # every None was filled above
 
     def close(self) -> None:
         """Release the backend's resources."""
@@ -400,6 +421,11 @@ class Grounder:
 
     def __repr__(self) -> str:
         return f"Grounder({self.config.name!r}, backend={self._backend.name!r}, device={self._backend.device!r})"
+
+
+def _check_on_error(on_error: object) -> None:
+    if on_error not in ("raise", "yield"):
+        raise InputError(f"on_error must be 'raise' or 'yield', got {on_error!r}")
 
 
 def _as_list(items: object, what: str) -> list:

@@ -19,14 +19,18 @@ def test_predictor_callable_records_bad_rows(micro, tmp_path):
     """The callable class alone (what each Ray actor holds): numpy batch in, result columns out."""
     rgb = np.asarray(Image.open(micro.image).convert("RGB"))
     pred = GrounderPredictor(micro.onnx, device="cpu")
-    batch = {"image": np.array([rgb, np.zeros((2, 2), np.float32)], dtype=object),
-             "text": np.array(["the man on the left", "dog"]), "id": np.array([7, 8])}
+    batch = {"image": np.array([rgb, np.zeros((2, 2), np.float32), rgb, rgb], dtype=object),
+             "text": np.array(["the man on the left", "dog", "   ", "a dog"]), "id": np.array([7, 8, 9, 10])}
     out = pred(batch)
-    ref = Grounder.load(micro.onnx, device="cpu").predict(rgb, "the man on the left")
-    assert out["id"].tolist() == [7, 8] and "image" not in out
-    assert tuple(out["box"][0]) == ref.box and out["score"][0] == np.float32(ref.score)
-    assert out["error"][0] == "" and "uint8" in out["error"][1] and not out["has_box"][1]
-    np.testing.assert_array_equal(out["mask"][0], ref.mask)
+    g = Grounder.load(micro.onnx, device="cpu")
+    assert out["id"].tolist() == [7, 8, 9, 10] and "image" not in out
+    assert "uint8" in out["error"][1] and not out["has_box"][1]
+    assert "empty" in out["error"][2] and not out["has_box"][2]
+    refs = g.predict_batch([rgb, rgb], ["the man on the left", "a dog"])  # the good rows: one model call
+    for row, ref in zip((0, 3), refs):
+        assert out["error"][row] == "" and tuple(out["box"][row]) == ref.box
+        assert out["score"][row] == np.float32(ref.score)
+        np.testing.assert_array_equal(out["mask"][row], ref.mask)
 
 
 @pytest.mark.filterwarnings("ignore::lvg.core.tokenizer.TextTruncatedWarning", "ignore::DeprecationWarning")

@@ -78,10 +78,11 @@ def test_stream_bad_frames_raise_or_are_yielded(micro, frames, tmp_path):
     out = list(g.stream(items, TEXT, on_error="yield"))
     assert isinstance(out[0], Result) and isinstance(out[2], Result)
     assert isinstance(out[1], InputError) and "broken.png" in str(out[1])
-    stream = g.stream(items, TEXT)
-    assert isinstance(next(stream), Result)
-    with pytest.raises(InputError, match="broken.png"):
-        next(stream)
+    for batch_size in (1, 3):  # the frame before a bad one is answered first, in its chunk too
+        stream = g.stream(items, TEXT, batch_size=batch_size)
+        assert isinstance(next(stream), Result)
+        with pytest.raises(InputError, match="broken.png"):
+            next(stream)
     with pytest.raises(InputError, match="on_error"):
         next(g.stream(items, TEXT, on_error="skip"))
 

@@ -215,3 +215,22 @@ def test_missing_bundled_model_names_the_flag(monkeypatch, tmp_path):
     monkeypatch.setattr(grounder_module, "_BUNDLED", tmp_path / "absent.onnx")
     with pytest.raises(ArtifactError, match="no bundled model; pass --model"):
         default_model_path()
+
+
+def test_predict_batch_yields_errors_in_place_and_runs_the_rest_once(grounder, artifacts, tmp_path):
+    """``on_error="yield"``: a bad image or text answers as its error, the good pairs share one model call."""
+    other = make_image(tmp_path / "tall.png", w=90, h=150, seed=3)
+    images = [artifacts.image, np.zeros((2, 2), np.float32), other, artifacts.image]
+    texts = [TEXT, TEXT, "dog on the grass", 7]
+    out = grounder.predict_batch(images, texts, on_error="yield")
+    assert isinstance(out[1], InputError) and "uint8" in str(out[1])
+    assert isinstance(out[3], InputError) and "string" in str(out[3])
+    for i in (0, 2):
+        single = grounder.predict(images[i], texts[i])
+        np.testing.assert_allclose(out[i].prob, single.prob, atol=1e-5)
+        assert out[i].text == texts[i] and out[i].timings["batch"] == 2
+    assert all(isinstance(r, InputError) for r in grounder.predict_batch([images[1]], [TEXT], on_error="yield"))
+    with pytest.raises(InputError, match="uint8"):
+        grounder.predict_batch(images, texts)
+    with pytest.raises(InputError, match="on_error"):
+        grounder.predict_batch(images, texts, on_error="skip")
