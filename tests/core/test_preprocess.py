@@ -68,6 +68,29 @@ def test_preprocess_custom_mean_std() -> None:
     np.testing.assert_allclose(out[:, 0, 0], [(1 - 0.1) / 0.5, (1 - 0.2) / 0.25, (1 - 0.3) / 2.0], rtol=1e-6)
 
 
+BEIT3_NORM = ((0.5,) * 3, (0.5,) * 3)
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([BEIT3_NORM, IMAGENET_NORM]))
+def test_preprocess_equals_the_formula_bit_for_bit(seed: int, norm: tuple) -> None:
+    """Every pixel value and the padding come out exactly as ``(pixel / 255 - mean) / std`` in float32."""
+    rng = np.random.default_rng(seed)
+    w, h = int(rng.integers(1, 40)), int(rng.integers(1, 40))
+    cfg = PreprocessConfig(size=40, mean=norm[0], std=norm[1])
+    img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    out, lb = preprocess_image(img, cfg)
+    canvas = np.zeros((40, 40, 3), np.uint8)
+    resized = img if (w, h) == (lb.new_w, lb.new_h) else img.resize((lb.new_w, lb.new_h), Image.Resampling.BICUBIC)
+    canvas[lb.pad_y : lb.pad_y + lb.new_h, lb.pad_x : lb.pad_x + lb.new_w] = np.asarray(resized)
+    mean = np.asarray(norm[0], np.float32)[:, None, None]
+    std = np.asarray(norm[1], np.float32)[:, None, None]
+    want = (canvas.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0) - mean) / std
+    assert out.flags.c_contiguous and out.dtype == np.float32
+    np.testing.assert_array_equal(out, want)
+
+
 def test_preprocess_resizes_and_centres() -> None:
     cfg = PreprocessConfig(size=480)
     img = Image.new("RGB", (1000, 500), (255, 255, 255))
