@@ -12,6 +12,15 @@ and scored three ways, all at the original image resolution with the runtime's o
   scene; ``chance`` is the same rate for a mask that picks one of the scene's objects at random.
 - ``best-object IoU``: IoU with whichever object of the scene it matches best, whether or not that is
   the target: how well the masks trace *an* object, apart from choosing the right one.
+- ``candidate``: the object the mask matches best fits the sentence's head noun phrase
+  (:func:`lvg.train.synth.head_description`: "the leftmost green star" -> the green stars), and
+  ``right | candidate`` is how often that candidate is the target; each has its chance beside it (a
+  random object of the scene fits the head; a random candidate is the target). For position and relation
+  expressions this separates reading the attributes from choosing by position: a high ``candidate`` with
+  ``right | candidate`` near its chance says the model finds the green stars but does not compare where
+  they are. ``covered``: the fraction of the target's pixels inside the mask, and the same for the other
+  candidates, over sentences whose head fits more than one object (equal: the sentence's position or
+  relation words change nothing).
 
 Low ``right object`` with fair ``best-object IoU`` says the model segments but does not ground; the
 reverse says it grounds but its masks are coarse. Writes ``synth_kinds_<name>.json`` and prints a table.
@@ -37,30 +46,44 @@ from lvg.train.evaluate import select_sentences
 from lvg.train.metrics import mask_iou
 from lvg.train.refer_files import decode_segmentation
 from lvg.train.run_data import tokenizer_for_checkpoint
-from lvg.train.synth import expression_kind
+from lvg.train.synth import expression_kind, head_description
 from lvg.train.torch_data import GroundingDataset
 
 KINDS = ("attribute", "position", "relation")
 
 
 def _scene_objects(data: Path) -> dict[int, list[dict[str, Any]]]:
-    """Every annotation (object) of every image of the REFER layout, by image id."""
+    """Every annotation (object) of every image of the REFER layout, by image id; each annotation's
+    ``attributes`` gain its ``shape`` (the category name)."""
     instances = json.loads((data / "refcoco-synth" / "instances.json").read_text())
+    shapes = {c["id"]: c["name"] for c in instances["categories"]}
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ann in instances["annotations"]:
+        ann["attributes"] = {**ann.get("attributes", {}), "shape": shapes[ann["category_id"]]}
         out[int(ann["image_id"])].append(ann)
     return out
 
 
-def score_objects(pred: np.ndarray, masks: list[np.ndarray], target: int) -> tuple[bool, float]:
-    """``(right object, best-object IoU)`` of a predicted mask among a scene's object masks.
+def candidates(text: str, scene: list[dict[str, Any]]) -> list[int]:
+    """Indices of the scene's objects that fit the head noun phrase of ``text``."""
+    head = head_description(text)
+    return [i for i, a in enumerate(scene) if all(a["attributes"].get(k) == v for k, v in head.items())]
 
-    Right when the target is the object with the highest IoU (an empty or stray mask, IoU 0 with every
-    object, picks none).
+
+def covered(pred: np.ndarray, mask: np.ndarray) -> float:
+    """The fraction of ``mask``'s pixels inside the predicted mask."""
+    return float((pred & mask).sum() / max(int(mask.sum()), 1))
+
+
+def score_objects(pred: np.ndarray, masks: list[np.ndarray]) -> tuple[int | None, float]:
+    """``(picked object, best-object IoU)`` of a predicted mask among a scene's object masks.
+
+    The picked object is the one with the highest IoU (an empty or stray mask, IoU 0 with every object,
+    picks none: ``None``).
     """
     ious = [mask_iou(pred, m) for m in masks]
     best = int(np.argmax(ious))
-    return bool(ious[best] > 0 and best == target), ious[best]
+    return (best if ious[best] > 0 else None), ious[best]
 
 
 def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int) -> dict[str, Any]:
@@ -93,20 +116,33 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
                                                 for a in scene]
                 masks = decoded[sample.image_id]
                 target = [a["id"] for a in scene].index(sample.ann_ids[0])
-                right, best_iou = score_objects(pred, masks, target)
+                picked, best_iou = score_objects(pred, masks)
+                fits = candidates(text, scene)
                 for key in (kind, "all"):
                     acc = sums[key]
                     acc["n"] += 1
                     acc["iou"] += mask_iou(pred, masks[target])
-                    acc["right"] += float(right)
+                    acc["right"] += float(picked == target)
                     acc["best_iou"] += best_iou
                     acc["chance"] += 1.0 / len(scene)
+                    acc["candidate"] += float(picked in fits)
+                    acc["chance_candidate_pick"] += len(fits) / len(scene)
+                    acc["chance_candidate"] += 1.0 / len(fits)
+                    if len(fits) > 1:  # how much of each candidate the mask covers: the target vs the others
+                        acc["n_ambiguous"] += 1
+                        acc["cover_target"] += covered(pred, masks[target])
+                        acc["cover_others"] += float(np.mean([covered(pred, masks[k]) for k in fits if k != target]))
     rows = {}
     for key, acc in sums.items():
         n = int(acc["n"])
         rows[key] = {"n": n, **({} if n == 0 else {
             "mIoU": acc["iou"] / n, "right_object": acc["right"] / n, "chance": acc["chance"] / n,
-            "best_object_IoU": acc["best_iou"] / n})}
+            "best_object_IoU": acc["best_iou"] / n, "candidate": acc["candidate"] / n,
+            "chance_candidate": acc["chance_candidate_pick"] / n,
+            "right_given_candidate": acc["right"] / max(acc["candidate"], 1.0),
+            "chance_given_candidate": acc["chance_candidate"] / n,
+            "covered_target": acc["cover_target"] / max(acc["n_ambiguous"], 1.0),
+            "covered_other_candidates": acc["cover_others"] / max(acc["n_ambiguous"], 1.0)})}
     return {"variant": model.cfg.name, "kinds": rows}
 
 
@@ -125,11 +161,17 @@ def main() -> None:
     name = args.name or args.ckpt.resolve().parent.name
     result.update({"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split})
     print(f"{result['variant']} on {args.data} ({args.split}):")
-    print(f"{'kind':<10} {'n':>5} {'mIoU':>6} {'right object':>13} {'chance':>7} {'best-object IoU':>16}")
+    print(f"{'kind':<10} {'n':>5} {'mIoU':>6} {'right object':>13} {'chance':>7} {'best-object IoU':>16}"
+          f" {'candidate (chance)':>19} {'right | candidate (chance)':>27}")
     for kind, row in result["kinds"].items():
         if row["n"]:
             print(f"{kind:<10} {row['n']:>5} {row['mIoU']:>6.3f} {row['right_object']:>13.3f} {row['chance']:>7.3f}"
-                  f" {row['best_object_IoU']:>16.3f}")
+                  f" {row['best_object_IoU']:>16.3f} {row['candidate']:>10.3f} ({row['chance_candidate']:.3f})"
+                  f" {row['right_given_candidate']:>18.3f} ({row['chance_given_candidate']:.3f})")
+    print(f"\n{'kind':<10} {'covered: target':>16} {'other candidates':>17}")
+    for kind, row in result["kinds"].items():
+        if row["n"] and kind != "attribute":
+            print(f"{kind:<10} {row['covered_target']:>16.3f} {row['covered_other_candidates']:>17.3f}")
     write_result(result, args.out, f"synth_kinds_{name}.json")
 
 

@@ -14,21 +14,32 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_synth_kinds.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_synth_kinds import score_objects  # noqa: E402
+from bench_synth_kinds import candidates, covered, score_objects  # noqa: E402
 
 
 def test_score_objects_by_hand() -> None:
     left = np.zeros((4, 8), bool)
     left[:, :4] = True
     right = ~left
-    assert score_objects(left, [left, right], 0) == (True, 1.0)
-    assert score_objects(left, [left, right], 1) == (False, 1.0)  # a clean mask of the wrong object
+    assert score_objects(left, [left, right]) == (0, 1.0)
+    assert score_objects(left, [right, left]) == (1, 1.0)
     # Mostly the right half plus one column of the left: IoU 16/20 with `right`, 4/32 with `left`.
     pred = right.copy()
     pred[:, 3] = True
-    ok, best = score_objects(pred, [left, right], 1)
-    assert ok and best == pytest.approx(16 / 20)
-    assert score_objects(np.zeros_like(left), [left, right], 0) == (False, 0.0)  # an empty mask picks none
+    picked, best = score_objects(pred, [left, right])
+    assert picked == 1 and best == pytest.approx(16 / 20)
+    assert score_objects(np.zeros_like(left), [left, right]) == (None, 0.0)  # an empty mask picks none
+    assert covered(pred, left) == pytest.approx(4 / 16) and covered(pred, right) == 1.0
+
+
+def test_candidates_follow_the_head_noun_phrase() -> None:
+    scene = [{"attributes": {"shape": "star", "colour": "green", "size": "large", "texture": "solid"}},
+             {"attributes": {"shape": "star", "colour": "green", "size": "small", "texture": "dotted"}},
+             {"attributes": {"shape": "circle", "colour": "green", "size": "large", "texture": "solid"}},
+             {"attributes": {"shape": "star", "colour": "red", "size": "large", "texture": "solid"}}]
+    assert candidates("the leftmost green star", scene) == [0, 1]
+    assert candidates("the big star left of the green circle", scene) == [0, 3]
+    assert candidates("the green shape at the top", scene) == [0, 1, 2]
 
 
 def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
@@ -53,4 +64,10 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
             # IoU with the target can never beat the IoU with the best-matching object (the target is one).
             assert 0.0 <= row["mIoU"] <= row["best_object_IoU"] + 1e-12 <= 1.0 + 1e-12
             assert 0.0 <= row["right_object"] <= 1.0 and 1 / 6 <= row["chance"] <= 1 / 2
-    assert "right object" in proc.stdout and "wrote" in proc.stdout
+            # the target fits its own head phrase, so a right pick is a candidate and chance | candidate
+            # is at least chance over the whole scene
+            assert row["right_object"] <= row["candidate"] + 1e-12 <= 1.0 + 1e-12
+            assert row["chance"] - 1e-12 <= row["chance_candidate"] <= 1.0
+            assert 0.0 <= row["covered_target"] <= 1.0 and 0.0 <= row["covered_other_candidates"] <= 1.0
+            assert row["chance"] - 1e-12 <= row["chance_given_candidate"] <= 1.0
+    assert "right | candidate" in proc.stdout and "wrote" in proc.stdout

@@ -12,7 +12,15 @@ from PIL import Image
 
 from lvg.errors import InputError
 from lvg.train.data import load_grefer, load_refer
-from lvg.train.synth import COLOURS, MIN_VOCAB_SIZE, expression_kind, generate, make_scene, rle_encode
+from lvg.train.synth import (
+    COLOURS,
+    MIN_VOCAB_SIZE,
+    expression_kind,
+    generate,
+    head_description,
+    make_scene,
+    rle_encode,
+)
 
 mask_api = pytest.importorskip("pycocotools.mask")
 # pycocotools 2.0.x under numpy 2 warns about its own __array__ on every decode.
@@ -242,6 +250,27 @@ def test_expression_kind_reads_back_the_generators_kind():
             assert expression_kind(e.text, len(e.targets)) == e.kind, e
             seen.add(e.kind)
     assert seen == {"attribute", "position", "relation", "multi", "none"}  # every branch was exercised
+
+
+def test_head_description_names_the_targets_candidates():
+    """An attribute expression's head picks out its target alone; a position or relation expression's head
+    holds the target among the candidates it chooses from (SceneObject fields, as the generator checks)."""
+    ambiguous = 0
+    for i in range(40):
+        scene = make_scene(5, i, size_range=(96, 160))
+        for t, exprs in scene.single.items():
+            for e in exprs:
+                head = head_description(e.text)
+                assert set(head) <= {"size", "texture", "colour", "shape"}
+                candidates = [j for j, o in enumerate(scene.objects)
+                              if all(getattr(o, a) == v for a, v in head.items())]
+                assert t in candidates, (e, head)
+                if e.kind == "attribute":
+                    assert candidates == [t], (e, head)
+                ambiguous += e.kind != "attribute" and len(candidates) > 1
+    assert ambiguous > 20
+    assert head_description("the big dotted red star under the blue circle") == {
+        "size": "large", "texture": "dotted", "colour": "red", "shape": "star"}
 
 
 def test_bad_arguments(tmp_path):

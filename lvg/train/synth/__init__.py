@@ -15,7 +15,7 @@ output is a pure function of the arguments.
 """
 
 from lvg.train.synth.dataset import FORMAT_VERSION, MIN_VOCAB_SIZE, SynthSummary, generate, rle_encode
-from lvg.train.synth.language import denotation, expression_kind
+from lvg.train.synth.language import denotation, expression_kind, head_description
 from lvg.train.synth.objects import COLOURS, SHAPES, SIZES, TEXTURES, Expression, SceneObject
 from lvg.train.synth.scene import SynthScene, make_scene
 
@@ -33,6 +33,7 @@ __all__ = [
     "denotation",
     "expression_kind",
     "generate",
+    "head_description",
     "make_scene",
     "rle_encode",
 ]

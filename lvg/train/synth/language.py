@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from lvg.train.synth.objects import COLOURS, SHAPES, Expression, Kind, SceneObject
+from lvg.train.synth.objects import COLOURS, SHAPES, TEXTURES, Expression, Kind, SceneObject
 
 __all__ = [
     "denotation",
@@ -230,6 +230,26 @@ def expression_kind(text: str, targets: int) -> Kind:
     if _POSITION_RE.match(text):
         return "position"
     return "attribute"
+
+
+_WORD_ATTRIBUTE = {
+    **{w: ("size", size) for size, words in _SIZE_WORDS.items() for w in words},
+    **{t: ("texture", t) for t in TEXTURES},
+    **{c: ("colour", c) for c in COLOURS},
+    **{s: ("shape", s) for s in SHAPES},
+}
+
+
+def head_description(text: str) -> dict[str, str]:
+    """The attribute values that the head noun phrase of a generated single-target expression names.
+
+    The head is the object the sentence describes before any position or relation: "the leftmost large green
+    star" and "the green star left of the red circle" both give ``{"size": "large", "colour": "green",
+    "shape": "star"}`` and ``{"colour": "green", "shape": "star"}``. The scene's objects that match it are the
+    candidates among which a position or relation has to choose; "shape" alone names no attribute.
+    """
+    head = _RELATION_RE.split(text, maxsplit=1)[0]  # the reference object's words come after the relation
+    return dict(_WORD_ATTRIBUTE[w] for w in head.split() if w in _WORD_ATTRIBUTE)
 
 
 def single_expressions(objects: Sequence[SceneObject], t: int, width: int, height: int,
