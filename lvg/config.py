@@ -123,6 +123,11 @@ class HeadConfig:
     it can stay text-independent, and ``t_o`` then collapses into a constant. The mean gives the heads the
     words from the first step. From scratch on lvg-s it did not make the masks follow the sentence (the
     runs are in MODEL_CARD.md), so every shipped variant keeps the paper's ``"cls"``.
+
+    ``pixel_positions`` adds where each pixel is (x, y and sine-cosine terms of them) to ``F^V`` through a
+    1x1 convolution that starts at zero, so that ``F^V . e_j`` can prefer an object by its position. The
+    decoder's convolutions and group norms are translation-equivariant; without it the mask can only tell
+    two objects apart by what the encoder wrote into their features. Off in the paper's variants.
     """
 
     pyramid_layers: tuple[int, ...] = (4, 6, 8, 12)
@@ -133,6 +138,7 @@ class HeadConfig:
     gres: bool = False
     empty_heads: int = 12
     class_pool: ClassPool = "cls"
+    pixel_positions: bool = False
 
 
 @dataclass(frozen=True)
@@ -362,6 +368,10 @@ def lvg_tiny_nolatent() -> ModelConfig:
     return lvg_tiny().replace(name="lvg-tiny-nolatent", latent=LatentConfig(enabled=False, lengths=(2, 3)))
 
 
+def lvg_tiny_xy() -> ModelConfig:
+    return lvg_tiny().replace(name="lvg-tiny-xy", head=dataclasses.replace(_tiny_head(), pixel_positions=True))
+
+
 def lvg_tiny_gres() -> ModelConfig:
     return lvg_tiny().replace(
         name="lvg-tiny-gres",
@@ -370,7 +380,7 @@ def lvg_tiny_gres() -> ModelConfig:
     )
 
 
-def _small(gres: bool, latent: bool, name: str) -> ModelConfig:
+def _small(gres: bool, latent: bool, name: str, pixel_positions: bool = False) -> ModelConfig:
     return ModelConfig(
         name=name,
         encoder=EncoderConfig(
@@ -379,7 +389,8 @@ def _small(gres: bool, latent: bool, name: str) -> ModelConfig:
         ),
         latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres),
         head=HeadConfig(
-            pyramid_layers=(2, 4, 5, 6), neck_dim=96, embed_dim=96, mlp_hidden=384, gres=gres, empty_heads=6
+            pyramid_layers=(2, 4, 5, 6), neck_dim=96, embed_dim=96, mlp_hidden=384, gres=gres, empty_heads=6,
+            pixel_positions=pixel_positions,
         ),
         preprocess=PreprocessConfig(max_text_len=24, tokenizer="synthetic.spm"),
     )
@@ -394,6 +405,11 @@ def lvg_s_nolatent() -> ModelConfig:
     return _small(gres=True, latent=False, name="lvg-s-nolatent")
 
 
+def lvg_s_xy() -> ModelConfig:
+    """lvg-s whose F^V also knows where each pixel is (``HeadConfig.pixel_positions``)."""
+    return _small(gres=True, latent=True, name="lvg-s-xy", pixel_positions=True)
+
+
 _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-b": lvg_b,
     "lvg-b-nolatent": lvg_b_nolatent,
@@ -402,9 +418,11 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-l-gres": lvg_l_gres,
     "lvg-s": lvg_s,
     "lvg-s-nolatent": lvg_s_nolatent,
+    "lvg-s-xy": lvg_s_xy,
     "lvg-tiny": lvg_tiny,
     "lvg-tiny-nolatent": lvg_tiny_nolatent,
     "lvg-tiny-gres": lvg_tiny_gres,
+    "lvg-tiny-xy": lvg_tiny_xy,
 }
 
 

@@ -19,6 +19,26 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
+#: Channels of :func:`position_table`: x and y, and the sine and cosine of each at three frequencies.
+POSITION_CHANNELS = 14
+
+
+def position_table(side: int) -> Tensor:
+    """Where each cell of a ``side x side`` map is: float32 ``(1, 14, side, side)``.
+
+    Channels: ``x``, ``y`` (cell centres, -1 at the left / top edge to 1 at the right / bottom), then
+    ``sin(f pi x), cos(f pi x), sin(f pi y), cos(f pi y)`` for ``f`` in 1, 2, 4. The linear terms let a
+    mask prefer the left or the top of the image; the periodic ones, bands and finer places.
+    """
+    u = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1  # (side,) cell centres in (-1, 1)
+    y, x = torch.meshgrid(u, u, indexing="ij")  # (side, side) each
+    terms = [x, y]
+    for f in (1, 2, 4):
+        terms += [torch.sin(f * math.pi * x), torch.cos(f * math.pi * x),
+                  torch.sin(f * math.pi * y), torch.cos(f * math.pi * y)]
+    return torch.stack(terms)[None]  # (1, 14, side, side)
+
+
 class PixelDecoder(nn.Module):
     """Patch tokens of the pyramid layers + class-token embeddings -> per-expression logit maps.
 
@@ -45,6 +65,15 @@ class PixelDecoder(nn.Module):
         self.upsample = nn.Sequential(*ups)
         self.last = nn.ConvTranspose2d(c, c, 2, stride=2)  # the final stride-2 step, folded (see above)
         self.proj = nn.Conv2d(c, head.embed_dim, 1)
+        self.positions: nn.Conv2d | None = None
+        if head.pixel_positions:
+            side = self.grid * 2 ** (steps - 1)  # the 1/8-scale side that `last` reads
+            # A constant of the architecture, not a weight: rebuilt here, exported as a constant.
+            self.register_buffer("position_table", position_table(side), persistent=False)
+            self.positions = nn.Conv2d(POSITION_CHANNELS, c, 1)
+            # Zero at the start: a model given positions computes what the same weights computed without them.
+            nn.init.zeros_(self.positions.weight)
+            nn.init.zeros_(self.positions.bias)
 
     def features(self, levels: list[Tensor]) -> Tensor:
         """levels: one ``(B, n, d)`` patch-token tensor per pyramid layer -> ``(B, c, H/8, W/8)``."""
@@ -53,8 +82,10 @@ class PixelDecoder(nn.Module):
             b, n, d = x.shape
             x = norm(x).transpose(1, 2).reshape(b, d, self.grid, self.grid)  # (B, n, d) -> (B, d, g, g)
             maps.append(lateral(x))
-        x = self.fuse(torch.cat(maps, dim=1))  # (B, c, g, g)
-        return self.upsample(x)
+        x = self.upsample(self.fuse(torch.cat(maps, dim=1)))  # (B, c, g, g) -> (B, c, H/8, W/8)
+        if self.positions is not None:
+            x = x + self.positions(self.position_table).to(x.dtype)  # (1, c, H/8, W/8), the same for every image
+        return x
 
     def feature_map(self, levels: list[Tensor]) -> Tensor:
         """The unfolded ``F^V`` ``(B, E, H/4, W/4)`` (for inspection and the equivalence test)."""

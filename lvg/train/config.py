@@ -29,7 +29,7 @@ Contrastive = Literal["pos_margin", "infonce", "triplet", "arcface"]
 Schedule = Literal["cosine", "constant"]
 Task = Literal["ris", "rec", "gres"]
 Stage = Literal["ground", "pretrain"]
-InitParts = Literal["all", "backbone", "shared"]
+InitParts = Literal["all", "backbone", "shared", "grow"]
 ExpressionKind = Literal["attribute", "position", "relation", "multi", "none"]
 
 
@@ -102,7 +102,10 @@ class TrainConfig:
     only the encoder (``beit3.*``) from it, so that a pretraining run (``stage = "pretrain"``) of one
     variant starts the grounding runs of its twins (e.g. ``lvg-s-nolatent``) on the same footing;
     ``"shared"`` takes every tensor the model has (each must be in the file, shape for shape) and leaves out
-    the file's other modules, so a latent-off twin continues a latent-on run's weights.
+    the file's other modules, so a latent-off twin continues a latent-on run's weights. ``"grow"`` is the
+    other way round: every tensor of the file must fit the model, and the modules the model adds keep their
+    initialisation (``lvg-s-xy`` from an ``lvg-s`` run: its position features start at zero, so the run
+    starts from the same function).
 
     ``stage = "pretrain"`` trains the encoder alone on dense targets (:mod:`lvg.train.pretrain`): per
     patch, the shape, colour, size and texture of the object covering it (or background) and that object's

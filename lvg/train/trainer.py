@@ -419,6 +419,11 @@ class Trainer:
                 own = self.model.state_dict()
                 state = read_checkpoint_tensors(init, model_only=True)
                 load_state_strict(self.model, {k: v for k, v in state.items() if k in own}, str(init.path))
+            elif cfg.init_parts == "grow":
+                # A variant with more modules (lvg-s-xy from an lvg-s run): all of the file's tensors must fit;
+                # the model's own additions keep their initialisation.
+                state = read_checkpoint_tensors(init, model_only=True)
+                load_state_strict(self.model, {**self.model.state_dict(), **state}, str(init.path))
             else:
                 load_weights(self.model, init)
             if main:

@@ -163,6 +163,20 @@ def test_export_of_live_model_and_check(tmp_path, artifacts):
     assert again.passed and again.batches == (2,)
 
 
+def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts):
+    """The position table is a constant of the graph: ONNX Runtime gives the torch answer at batches 1 and 3."""
+    from lvg.modeling import build_model
+
+    torch.manual_seed(4)
+    model = build_model("lvg-tiny-xy")
+    with torch.no_grad():
+        model.pixel_decoder.positions.weight.normal_()  # not the zero start: the position term must show
+    report = export_onnx(model, tmp_path / "xy.onnx", tokenizer=artifacts.spm, simplify=False)
+    assert report.check is not None and report.check.passed and report.check.max_abs_prob < 1e-4
+    graph = onnx.load(str(report.path)).graph
+    assert "position_table" not in {i.name for i in graph.input}
+
+
 def test_export_needs_a_tokenizer(tmp_path, artifacts):
     from tests.helpers.artifacts import make_checkpoint
 

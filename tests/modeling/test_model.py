@@ -9,9 +9,10 @@ import torch
 
 from lvg.config import LatentConfig, get_config
 from lvg.modeling import build_model
+from lvg.modeling.pixel_decoder import POSITION_CHANNELS, position_table
 from tests.modeling.conftest import make_inputs
 
-TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres"]
+TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy"]
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -195,10 +196,11 @@ def test_config_is_attached_and_frozen():
         model.cfg.name = "other"  # type: ignore[misc]
 
 
-def test_folded_prediction_equals_the_unfolded_feature_map():
+@pytest.mark.parametrize("variant", ["lvg-tiny", "lvg-tiny-xy"])
+def test_folded_prediction_equals_the_unfolded_feature_map(variant):
     # The decoder folds its last deconv + projection into the class embeddings; check against F^V . e_j.
     torch.manual_seed(5)
-    model = build_model("lvg-tiny").eval()
+    model = build_model(variant).eval()
     dec = model.pixel_decoder
     b, n, d = 2, model.cfg.encoder.num_patches, model.cfg.encoder.embed_dim
     levels = [torch.randn(b, n, d) for _ in model.cfg.head.pyramid_layers]
@@ -207,11 +209,44 @@ def test_folded_prediction_equals_the_unfolded_feature_map():
         for m in dec.modules():  # non-trivial biases, so the folded bias terms are exercised
             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and m.bias is not None:
                 m.bias.normal_()
+        if dec.positions is not None:  # and position features that are not zero
+            dec.positions.weight.normal_()
         fmap = dec.feature_map(levels)  # (B, E, 120, 120)
         expected = torch.einsum("behw,bje->bjhw", fmap.double(), emb.double())
         got = dec(levels, emb)
     assert got.shape == (b, 3, 120, 120)
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pixel_positions_start_at_zero_then_add_a_map_of_position_alone():
+    """lvg-tiny-xy given lvg-tiny's weights computes lvg-tiny's answer; once its position features are not zero,
+    they add to an expression's logits a map that depends on where a pixel is, not on the image's features."""
+    torch.manual_seed(3)
+    plain = build_model("lvg-tiny").eval()
+    xy = build_model("lvg-tiny-xy").eval()
+    missing, unexpected = xy.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["pixel_decoder.positions.weight", "pixel_decoder.positions.bias"] and not unexpected
+    images = torch.randn(2, 3, 480, 480)
+    ids, mask = torch.tensor([[0, 5, 6, 2] + [1] * 12] * 2), torch.tensor([[1] * 4 + [0] * 12] * 2)
+    n, d = plain.cfg.encoder.num_patches, plain.cfg.encoder.embed_dim
+    levels = [torch.randn(2, n, d) for _ in plain.cfg.head.pyramid_layers]  # two images' features
+    emb = torch.randn(1, 3, plain.cfg.head.embed_dim).expand(2, 3, -1)  # the same expressions for both
+    with torch.no_grad():
+        torch.testing.assert_close(xy(images, ids, mask)["logits"], plain(images, ids, mask)["logits"])
+        base = plain.pixel_decoder(levels, emb)  # (2, 3, 120, 120)
+        xy.pixel_decoder.positions.weight.normal_()
+        added = xy.pixel_decoder(levels, emb) - base
+    torch.testing.assert_close(added[0], added[1], rtol=0, atol=1e-4)  # the same map for both images
+    assert (added[0, 0, :, :60].mean() - added[0, 0, :, 60:].mean()).abs() > 1e-2  # left differs from right
+
+
+def test_position_table_runs_from_left_to_right_and_top_to_bottom():
+    table = position_table(6)
+    assert table.shape == (1, POSITION_CHANNELS, 6, 6)
+    x, y = table[0, 0], table[0, 1]
+    assert torch.all(x[:, 1:] > x[:, :-1]) and torch.all(y[1:] > y[:-1])
+    assert x.min() > -1 and x.max() < 1 and torch.allclose(x, -x.flip(1))
+    assert table.abs().max() <= 1
 
 
 def _pooling_pair(seed: int = 0):

@@ -151,3 +151,22 @@ def test_a_latent_off_twin_starts_from_every_weight_it_shares_with_a_latent_run(
                 init_parts="shared")
     with pytest.raises(Exception, match="missing|does not match"):
         train(back, tmp_path / "back", show_progress=False)
+
+
+def test_a_variant_with_position_features_grows_from_a_run_without_them(tmp_path: Path, synth_dataset) -> None:
+    # lvg-s-xy from an lvg-s run: every tensor of the file, the position features from zero.
+    data = synth_dataset.out_dir
+    plain = train(_cfg(data, stage="ground", steps=1), tmp_path / "plain", show_progress=False)
+    grow = _cfg(data, variant="lvg-tiny-xy", stage="ground", lr=1e-9, weight_decay=0.0,
+                init_from=str(plain.checkpoint), init_parts="grow", steps=1)
+    got = read_checkpoint_tensors(train(grow, tmp_path / "xy", show_progress=False).checkpoint, model_only=True)
+    src = read_checkpoint_tensors(plain.checkpoint, model_only=True)
+    assert set(got) - set(src) == {"pixel_decoder.positions.weight", "pixel_decoder.positions.bias"}
+    for k, v in src.items():
+        assert torch.allclose(got[k], v, atol=1e-6), k
+    assert got["pixel_decoder.positions.weight"].abs().max() < 1e-6
+    # A file with tensors the model lacks does not grow into it.
+    shrink = _cfg(data, stage="ground", steps=1, init_from=str(tmp_path / "xy" / "last.safetensors"),
+                  init_parts="grow")
+    with pytest.raises(Exception, match="unexpected|does not fit"):
+        train(shrink, tmp_path / "shrink", show_progress=False)
