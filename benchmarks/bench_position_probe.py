@@ -1,0 +1,108 @@
+"""Where a model keeps the position of a pixel: linear probes of x and y on its feature maps.
+
+    python benchmarks/bench_position_probe.py --ckpt RUN/last.safetensors --data data/synth-heldout \
+        [--sentences 96] [--out benchmarks/results] [--name NAME]
+
+The mask is ``F^V . e_j`` (Eq. 9): one dot product per pixel between the pixel decoder's features and an
+expression's embedding. To prefer "the star on the left", either the encoder has written into the left
+star's features that it is the one meant, or ``F^V`` carries where each pixel is, so the embedding can
+weigh it. This bench runs the model on ``--sentences`` sentences of the split (with their images), fits a
+ridge regression from each feature vector to its cell's x and y (-1 .. 1) on the first half and reports
+R^2 on the second half, for every pyramid level the encoder hands the decoder and for ``F^V`` at 1/8 scale
+(what the folded last step reads). R^2 near 0: a linear read-out of the features cannot tell where they
+are; below 0: a fit on some images does not carry to others. Writes ``position_probe_<name>.json`` and
+prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _results import write_result
+
+from lvg.modeling import load_checkpoint
+from lvg.train.data import open_dataset
+from lvg.train.run_data import tokenizer_for_checkpoint
+from lvg.train.torch_data import GroundingDataset
+
+RIDGE = 1.0  # on standardised features: only keeps the solve stable, too weak to change R^2 visibly
+
+
+def probe_r2(features: np.ndarray, target: np.ndarray) -> float:
+    """Held-out R^2 of a ridge regression ``features (N, d) -> target (N,)``: fitted on the first half of the
+    rows, scored on the second (rows are ordered by sentence, so the halves are mostly different images)."""
+    half = len(features) // 2
+    mu, sd = features[:half].mean(0), features[:half].std(0) + 1e-6
+    a = np.c_[(features - mu) / sd, np.ones(len(features))]  # (N, d + 1) standardised, with a bias column
+    coef = np.linalg.solve(a[:half].T @ a[:half] + RIDGE * np.eye(a.shape[1]), a[:half].T @ target[:half])
+    resid = a[half:] @ coef - target[half:]
+    return float(1.0 - (resid**2).mean() / target[half:].var())
+
+
+def grid_targets(n_maps: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """x and y (-1 .. 1, cell centres) of every cell of ``n_maps`` row-major ``side x side`` maps, in order."""
+    u = (np.arange(side) + 0.5) / side * 2 - 1
+    y, x = np.meshgrid(u, u, indexing="ij")  # (side, side)
+    return np.tile(x.ravel(), n_maps), np.tile(y.ravel(), n_maps)
+
+
+def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> dict[str, Any]:
+    model = load_checkpoint(ckpt).eval()
+    tok = tokenizer_for_checkpoint(ckpt, str(data), model.cfg)
+    dataset = GroundingDataset(open_dataset(data / "refcoco-synth", split=split), preprocess=model.cfg.preprocess,
+                               tokenizer=tok, train=False)
+    decoder = model.pixel_decoder
+    captured: dict[str, list[torch.Tensor]] = {}
+    features = decoder.features
+
+    def recording(levels: list[torch.Tensor]) -> torch.Tensor:
+        for k, level in enumerate(levels):  # (B, n, d) patch tokens, row-major over the patch grid
+            captured.setdefault(f"encoder level {k} (layer {model.cfg.head.pyramid_layers[k]})", []).append(level)
+        out = features(levels)  # (B, c, H/8, W/8): F^V before the folded last step, with positions if any
+        captured.setdefault("F^V (1/8 scale)", []).append(out.flatten(2).transpose(1, 2))  # -> (B, hw, c)
+        return out
+
+    decoder.features = recording  # an instance attribute over the method, for this run only
+    n = min(sentences, len(dataset))
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+            model(torch.stack([torch.as_tensor(it["image"]) for it in items]),
+                  torch.stack([torch.as_tensor(it["text_ids"]) for it in items]),
+                  torch.stack([torch.as_tensor(it["text_mask"]) for it in items]))
+    rows = {}
+    for name, parts in captured.items():
+        feats = torch.cat(parts).float()  # (N, cells, d)
+        side = int(round(feats.shape[1] ** 0.5))
+        x, y = grid_targets(feats.shape[0], side)
+        flat = feats.reshape(-1, feats.shape[2]).numpy()
+        rows[name] = {"dims": int(feats.shape[2]), "side": side, "r2_x": probe_r2(flat, x), "r2_y": probe_r2(flat, y)}
+    return {"variant": model.cfg.name, "sentences": n, "probes": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", type=Path, required=True, help="Checkpoint (.safetensors).")
+    parser.add_argument("--data", type=Path, required=True, help="A dataset directory made by lvg data synth.")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--sentences", type=int, default=96, help="Sentences to run (each with its image).")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default=None, help="Result name (default: the checkpoint's run folder).")
+    args = parser.parse_args()
+    result = run(args.ckpt, args.data, args.split, args.sentences, args.batch_size)
+    result.update({"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split})
+    print(f"{result['variant']} on {args.data} ({args.split}, {result['sentences']} sentences): held-out R^2 of a "
+          "linear probe")
+    print(f"{'features':<26} {'dims':>5} {'grid':>5} {'x':>7} {'y':>7}")
+    for name, row in result["probes"].items():
+        print(f"{name:<26} {row['dims']:>5} {row['side']:>5} {row['r2_x']:>7.3f} {row['r2_y']:>7.3f}")
+    write_result(result, args.out, f"position_probe_{args.name or args.ckpt.resolve().parent.name}.json")
+
+
+if __name__ == "__main__":
+    main()
