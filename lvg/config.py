@@ -125,7 +125,7 @@ class HeadConfig:
     runs are in MODEL_CARD.md), so every shipped variant keeps the paper's ``"cls"``.
 
     ``pixel_positions`` adds where each pixel is (x, y and sine-cosine terms of them) to ``F^V`` through a
-    1x1 convolution that starts at zero, so that ``F^V . e_j`` can prefer an object by its position. The
+    1x1 convolution, so that ``F^V . e_j`` can prefer an object by its position. The
     decoder's convolutions and group norms are translation-equivariant; without it the mask can only tell
     two objects apart by what the encoder wrote into their features. Off in the paper's variants.
     """

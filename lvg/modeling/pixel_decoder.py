@@ -70,10 +70,11 @@ class PixelDecoder(nn.Module):
             side = self.grid * 2 ** (steps - 1)  # the 1/8-scale side that `last` reads
             # A constant of the architecture, not a weight: rebuilt here, exported as a constant.
             self.register_buffer("position_table", position_table(side), persistent=False)
+            # PyTorch's default initialisation, not zero: the position term only helps once an expression's
+            # embedding tells "left" from "right", and from zero neither that difference nor the position
+            # weights get a gradient (a saddle: 1,000 steps from zero moved the weights to 0.0025 and
+            # changed nothing).
             self.positions = nn.Conv2d(POSITION_CHANNELS, c, 1)
-            # Zero at the start: a model given positions computes what the same weights computed without them.
-            nn.init.zeros_(self.positions.weight)
-            nn.init.zeros_(self.positions.bias)
 
     def features(self, levels: list[Tensor]) -> Tensor:
         """levels: one ``(B, n, d)`` patch-token tensor per pyramid layer -> ``(B, c, H/8, W/8)``."""

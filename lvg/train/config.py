@@ -104,8 +104,7 @@ class TrainConfig:
     ``"shared"`` takes every tensor the model has (each must be in the file, shape for shape) and leaves out
     the file's other modules, so a latent-off twin continues a latent-on run's weights. ``"grow"`` is the
     other way round: every tensor of the file must fit the model, and the modules the model adds keep their
-    initialisation (``lvg-s-xy`` from an ``lvg-s`` run: its position features start at zero, so the run
-    starts from the same function).
+    initialisation (``lvg-s-xy`` from an ``lvg-s`` run: everything but its position features).
 
     ``stage = "pretrain"`` trains the encoder alone on dense targets (:mod:`lvg.train.pretrain`): per
     patch, the shape, colour, size and texture of the object covering it (or background) and that object's
