@@ -10,8 +10,13 @@ weigh it. This bench runs the model on ``--sentences`` sentences of the split (w
 ridge regression from each feature vector to its cell's x and y (-1 .. 1) on the first half and reports
 R^2 on the second half, for every pyramid level the encoder hands the decoder and for ``F^V`` at 1/8 scale
 (what the folded last step reads). R^2 near 0: a linear read-out of the features cannot tell where they
-are; below 0: a fit on some images does not carry to others. Writes ``position_probe_<name>.json`` and
-prints a table.
+are; below 0: a fit on some images does not carry to others.
+
+The other half of the dot product is the expression's embedding ``e``. For the sentences of the split that
+name a direction or a colour, it also swaps that one word ("left" <-> "right", "top" <-> "bottom"; a colour
+for the next colour) and reports the mean cosine similarity between the embeddings of the sentence and its
+swap on the same image: near 1, the embedding does not carry that word. Writes
+``position_probe_<name>.json`` and prints both tables.
 """
 
 from __future__ import annotations
@@ -27,8 +32,13 @@ from _results import write_result
 from lvg.modeling import load_checkpoint
 from lvg.train.data import open_dataset
 from lvg.train.run_data import tokenizer_for_checkpoint
+from lvg.train.synth import COLOURS
 from lvg.train.torch_data import GroundingDataset
 
+#: One-word swaps: a direction for its opposite, a colour for another (the generator's words).
+DIRECTION_SWAPS = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost",
+                   "top": "bottom", "bottom": "top", "topmost": "bottommost", "bottommost": "topmost",
+                   "above": "below", "below": "above", "under": "above"}
 RIDGE = 1.0  # on standardised features: only keeps the solve stable, too weak to change R^2 visibly
 
 
@@ -48,6 +58,35 @@ def grid_targets(n_maps: int, side: int) -> tuple[np.ndarray, np.ndarray]:
     u = (np.arange(side) + 0.5) / side * 2 - 1
     y, x = np.meshgrid(u, u, indexing="ij")  # (side, side)
     return np.tile(x.ravel(), n_maps), np.tile(y.ravel(), n_maps)
+
+
+def swap_word(text: str, swaps: dict[str, str]) -> str | None:
+    """``text`` with its first word found in ``swaps`` replaced, or ``None`` when it has none."""
+    words = text.split()
+    for i, w in enumerate(words):
+        if w in swaps:
+            return " ".join([*words[:i], swaps[w], *words[i + 1:]])
+    return None
+
+
+def embedding_similarity(model: Any, dataset: Any, n: int, swaps: dict[str, str]) -> tuple[float, int]:
+    """Mean cosine similarity of the expression embedding before and after one swapped word, over the first
+    ``n`` sentences that have such a word, each on its own image; and how many there were."""
+    tok, max_len = dataset.tokenizer, model.cfg.preprocess.max_text_len
+    sims: list[float] = []
+    for i in range(len(dataset)):
+        if len(sims) >= n:
+            break
+        text = dataset.plan(i)[1]
+        other = swap_word(text, swaps)
+        if other is None:
+            continue
+        image = torch.as_tensor(dataset[i]["image"])[None].expand(2, -1, -1, -1)  # (2, 3, S, S): one image
+        ids, masks = zip(*(tok.encode_checked(t, max_len)[:2] for t in (text, other)))
+        with torch.no_grad():
+            e = model(image, torch.as_tensor(np.stack(ids)), torch.as_tensor(np.stack(masks)))["text_embedding"]
+        sims.append(float(torch.nn.functional.cosine_similarity(e[0], e[1], dim=0)))
+    return (float(np.mean(sims)) if sims else float("nan")), len(sims)
 
 
 def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> dict[str, Any]:
@@ -81,7 +120,13 @@ def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> 
         x, y = grid_targets(feats.shape[0], side)
         flat = feats.reshape(-1, feats.shape[2]).numpy()
         rows[name] = {"dims": int(feats.shape[2]), "side": side, "r2_x": probe_r2(flat, x), "r2_y": probe_r2(flat, y)}
-    return {"variant": model.cfg.name, "sentences": n, "probes": rows}
+    colours = list(COLOURS)
+    colour_swaps = {c: colours[(k + 1) % len(colours)] for k, c in enumerate(colours)}
+    similarity = {}
+    for name, swaps in (("direction", DIRECTION_SWAPS), ("colour", colour_swaps)):
+        mean, count = embedding_similarity(model, dataset, n, swaps)
+        similarity[name] = {"cosine": mean, "sentences": count}
+    return {"variant": model.cfg.name, "sentences": n, "probes": rows, "embedding_similarity": similarity}
 
 
 def main() -> None:
@@ -101,6 +146,9 @@ def main() -> None:
     print(f"{'features':<26} {'dims':>5} {'grid':>5} {'x':>7} {'y':>7}")
     for name, row in result["probes"].items():
         print(f"{name:<26} {row['dims']:>5} {row['side']:>5} {row['r2_x']:>7.3f} {row['r2_y']:>7.3f}")
+    print(f"\n{'one word swapped':<18} {'sentences':>9} {'cos(e, e_swapped)':>18}")
+    for name, row in result["embedding_similarity"].items():
+        print(f"{name:<18} {row['sentences']:>9} {row['cosine']:>18.3f}")
     write_result(result, args.out, f"position_probe_{args.name or args.ckpt.resolve().parent.name}.json")
 
 
