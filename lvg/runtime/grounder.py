@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -312,10 +313,11 @@ class Grounder:
             ArtifactError: the model failed on inputs built to its own metadata, or returned outputs of
                 the wrong shape or non-finite values (a file whose graph does not match its metadata).
         """
-        return self.predict_batch(
+        (result,) = self.predict_batch(
             [image], [text], task=task, mask_threshold=mask_threshold, return_attention=return_attention,
             channel_order=channel_order,
-        )[0]
+        )
+        return cast(Result, result)  # on_error="raise": an error was raised, not returned
 
     def predict_batch(
         self,
