@@ -21,19 +21,14 @@ swap on the same image: near 1, the embedding does not carry that word. Writes
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from _results import write_result
+from _synth_checkpoint import arguments, forward, open_checkpoint, write
 
-from lvg.modeling import load_checkpoint
-from lvg.train.data import open_dataset
-from lvg.train.run_data import tokenizer_for_checkpoint
 from lvg.train.synth import COLOURS
-from lvg.train.torch_data import GroundingDataset
 
 #: One-word swaps: a direction for its opposite, a colour for another (the generator's words).
 DIRECTION_SWAPS = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost",
@@ -81,19 +76,17 @@ def embedding_similarity(model: Any, dataset: Any, n: int, swaps: dict[str, str]
         other = swap_word(text, swaps)
         if other is None:
             continue
-        image = torch.as_tensor(dataset[i]["image"])[None].expand(2, -1, -1, -1)  # (2, 3, S, S): one image
-        ids, masks = zip(*(tok.encode_checked(t, max_len)[:2] for t in (text, other)))
-        with torch.no_grad():
-            e = model(image, torch.as_tensor(np.stack(ids)), torch.as_tensor(np.stack(masks)))["text_embedding"]
+        image = dataset[i]["image"]  # the same image under both sentences
+        pair = [{"image": image, "text_ids": ids, "text_mask": mask}
+                for ids, mask, _ in (tok.encode_checked(t, max_len) for t in (text, other))]
+        e = forward(model, pair)["text_embedding"]  # (2, E)
         sims.append(float(torch.nn.functional.cosine_similarity(e[0], e[1], dim=0)))
     return (float(np.mean(sims)) if sims else float("nan")), len(sims)
 
 
 def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> dict[str, Any]:
-    model = load_checkpoint(ckpt).eval()
-    tok = tokenizer_for_checkpoint(ckpt, str(data), model.cfg)
-    dataset = GroundingDataset(open_dataset(data / "refcoco-synth", split=split), preprocess=model.cfg.preprocess,
-                               tokenizer=tok, train=False)
+    opened = open_checkpoint(ckpt, data, split)
+    model, dataset = opened.model, opened.dataset
     decoder = model.pixel_decoder
     captured: dict[str, list[torch.Tensor]] = {}
     features = decoder.features
@@ -107,12 +100,9 @@ def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> 
 
     decoder.features = recording  # an instance attribute over the method, for this run only
     n = min(sentences, len(dataset))
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-            model(torch.stack([torch.as_tensor(it["image"]) for it in items]),
-                  torch.stack([torch.as_tensor(it["text_ids"]) for it in items]),
-                  torch.stack([torch.as_tensor(it["text_mask"]) for it in items]))
+    for start in range(0, n, batch_size):
+        forward(model, [dataset[i] for i in range(start, min(n, start + batch_size))])
+    del decoder.features  # the class's method again: the embedding passes below record nothing
     rows = {}
     for name, parts in captured.items():
         feats = torch.cat(parts).float()  # (N, cells, d)
@@ -130,17 +120,10 @@ def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", type=Path, required=True, help="Checkpoint (.safetensors).")
-    parser.add_argument("--data", type=Path, required=True, help="A dataset directory made by lvg data synth.")
-    parser.add_argument("--split", default="val")
+    parser = arguments(__doc__)
     parser.add_argument("--sentences", type=int, default=96, help="Sentences to run (each with its image).")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--name", default=None, help="Result name (default: the checkpoint's run folder).")
     args = parser.parse_args()
     result = run(args.ckpt, args.data, args.split, args.sentences, args.batch_size)
-    result.update({"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split})
     print(f"{result['variant']} on {args.data} ({args.split}, {result['sentences']} sentences): held-out R^2 of a "
           "linear probe")
     print(f"{'features':<26} {'dims':>5} {'grid':>5} {'x':>7} {'y':>7}")
@@ -149,7 +132,7 @@ def main() -> None:
     print(f"\n{'one word swapped':<18} {'sentences':>9} {'cos(e, e_swapped)':>18}")
     for name, row in result["embedding_similarity"].items():
         print(f"{name:<18} {row['sentences']:>9} {row['cosine']:>18.3f}")
-    write_result(result, args.out, f"position_probe_{args.name or args.ckpt.resolve().parent.name}.json")
+    write(result, args, "position_probe")
 
 
 if __name__ == "__main__":

@@ -28,26 +28,20 @@ reverse says it grounds but its masks are coarse. Writes ``synth_kinds_<name>.js
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from _results import write_result
+from _synth_checkpoint import arguments, forward, open_checkpoint, write
 
 from lvg.core.postprocess import postprocess
 from lvg.core.preprocess import letterbox_geometry
-from lvg.modeling import load_checkpoint
-from lvg.train.data import open_dataset
 from lvg.train.evaluate import select_sentences
 from lvg.train.metrics import mask_iou
 from lvg.train.refer_files import decode_segmentation
-from lvg.train.run_data import tokenizer_for_checkpoint
 from lvg.train.synth import expression_kind, head_description
-from lvg.train.torch_data import GroundingDataset
 
 KINDS = ("attribute", "position", "relation")
 
@@ -87,51 +81,45 @@ def score_objects(pred: np.ndarray, masks: list[np.ndarray]) -> tuple[int | None
 
 
 def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int) -> dict[str, Any]:
-    model = load_checkpoint(ckpt)
+    opened = open_checkpoint(ckpt, data, split)
+    model, source, dataset = opened.model, opened.source, opened.dataset
     pre = model.cfg.preprocess
-    tok = tokenizer_for_checkpoint(ckpt, str(data), model.cfg)
-    source = open_dataset(data / "refcoco-synth", split=split)
-    dataset = GroundingDataset(source, preprocess=pre, tokenizer=tok, train=False)
     objects = _scene_objects(data)
     indices = select_sentences(len(dataset), max_sentences)  # the subset lvg eval --max-sentences scores
     decoded: dict[int, list[np.ndarray]] = {}  # image id -> its objects' masks (several sentences per image)
     sums: dict[str, dict[str, float]] = {k: defaultdict(float) for k in (*KINDS, "all")}
-    with torch.no_grad():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            items = [dataset[i] for i in chunk]
-            out = model(torch.stack([torch.as_tensor(it["image"]) for it in items]),
-                        torch.stack([torch.as_tensor(it["text_ids"]) for it in items]),
-                        torch.stack([torch.as_tensor(it["text_mask"]) for it in items]))
-            probs = out["prob"].float().numpy()  # (B, S/4, S/4)
-            for j, (index, item) in enumerate(zip(chunk, items)):
-                sample = source.samples[item["sample_index"]]
-                text = dataset.plan(index)[1]
-                kind = expression_kind(text, len(sample.ann_ids))
-                lb = letterbox_geometry(sample.width, sample.height, pre.size)
-                pred = postprocess(probs[j], lb, mask_threshold=pre.mask_threshold).mask
-                scene = objects[sample.image_id]
-                if sample.image_id not in decoded:
-                    decoded[sample.image_id] = [decode_segmentation(a["segmentation"], sample.height, sample.width)
-                                                for a in scene]
-                masks = decoded[sample.image_id]
-                target = [a["id"] for a in scene].index(sample.ann_ids[0])
-                picked, best_iou = score_objects(pred, masks)
-                fits = candidates(text, scene)
-                for key in (kind, "all"):
-                    acc = sums[key]
-                    acc["n"] += 1
-                    acc["iou"] += mask_iou(pred, masks[target])
-                    acc["right"] += float(picked == target)
-                    acc["best_iou"] += best_iou
-                    acc["chance"] += 1.0 / len(scene)
-                    acc["candidate"] += float(picked in fits)
-                    acc["chance_candidate_pick"] += len(fits) / len(scene)
-                    acc["chance_candidate"] += 1.0 / len(fits)
-                    if len(fits) > 1:  # how much of each candidate the mask covers: the target vs the others
-                        acc["n_ambiguous"] += 1
-                        acc["cover_target"] += covered(pred, masks[target])
-                        acc["cover_others"] += float(np.mean([covered(pred, masks[k]) for k in fits if k != target]))
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        items = [dataset[i] for i in chunk]
+        probs = forward(model, items)["prob"].float().numpy()  # (B, S/4, S/4)
+        for j, (index, item) in enumerate(zip(chunk, items)):
+            sample = source.samples[item["sample_index"]]
+            text = dataset.plan(index)[1]
+            kind = expression_kind(text, len(sample.ann_ids))
+            lb = letterbox_geometry(sample.width, sample.height, pre.size)
+            pred = postprocess(probs[j], lb, mask_threshold=pre.mask_threshold).mask
+            scene = objects[sample.image_id]
+            if sample.image_id not in decoded:
+                decoded[sample.image_id] = [decode_segmentation(a["segmentation"], sample.height, sample.width)
+                                            for a in scene]
+            masks = decoded[sample.image_id]
+            target = [a["id"] for a in scene].index(sample.ann_ids[0])
+            picked, best_iou = score_objects(pred, masks)
+            fits = candidates(text, scene)
+            for key in (kind, "all"):
+                acc = sums[key]
+                acc["n"] += 1
+                acc["iou"] += mask_iou(pred, masks[target])
+                acc["right"] += float(picked == target)
+                acc["best_iou"] += best_iou
+                acc["chance"] += 1.0 / len(scene)
+                acc["candidate"] += float(picked in fits)
+                acc["chance_candidate_pick"] += len(fits) / len(scene)
+                acc["chance_candidate"] += 1.0 / len(fits)
+                if len(fits) > 1:  # how much of each candidate the mask covers: the target vs the others
+                    acc["n_ambiguous"] += 1
+                    acc["cover_target"] += covered(pred, masks[target])
+                    acc["cover_others"] += float(np.mean([covered(pred, masks[k]) for k in fits if k != target]))
     rows = {}
     for key, acc in sums.items():
         n = int(acc["n"])
@@ -147,19 +135,10 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", type=Path, required=True, help="Checkpoint (.safetensors).")
-    parser.add_argument("--data", type=Path, required=True, help="A dataset directory made by lvg data synth.")
-    parser.add_argument("--split", default="val")
+    parser = arguments(__doc__)
     parser.add_argument("--max-sentences", type=int, default=400, help="Evenly spread subset (0: all).")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--name", default=None, help="Result name (default: the checkpoint's run folder).")
     args = parser.parse_args()
-
     result = run(args.ckpt, args.data, args.split, args.max_sentences, args.batch_size)
-    name = args.name or args.ckpt.resolve().parent.name
-    result.update({"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split})
     print(f"{result['variant']} on {args.data} ({args.split}):")
     print(f"{'kind':<10} {'n':>5} {'mIoU':>6} {'right object':>13} {'chance':>7} {'best-object IoU':>16}"
           f" {'candidate (chance)':>19} {'right | candidate (chance)':>27}")
@@ -172,7 +151,7 @@ def main() -> None:
     for kind, row in result["kinds"].items():
         if row["n"] and kind != "attribute":
             print(f"{kind:<10} {row['covered_target']:>16.3f} {row['covered_other_candidates']:>17.3f}")
-    write_result(result, args.out, f"synth_kinds_{name}.json")
+    write(result, args, "synth_kinds")
 
 
 if __name__ == "__main__":

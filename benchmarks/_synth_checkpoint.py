@@ -1,0 +1,63 @@
+"""What the checkpoint diagnostics on `lvg data synth` data (``bench_synth_kinds.py``,
+``bench_position_probe.py``) share: their common arguments, the checkpoint with a split's sentences, one
+batched forward pass, and where the result is written."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from _results import write_result
+
+from lvg.modeling import load_checkpoint
+from lvg.train.data import ReferSource, open_dataset
+from lvg.train.run_data import tokenizer_for_checkpoint
+from lvg.train.torch_data import GroundingDataset
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A parser with ``--ckpt --data --split --batch-size --out --name``; each bench adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--ckpt", type=Path, required=True, help="Checkpoint (.safetensors).")
+    parser.add_argument("--data", type=Path, required=True, help="A dataset directory made by lvg data synth.")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default=None, help="Result name (default: the checkpoint's run folder).")
+    return parser
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A checkpoint's model (eval mode) and a split of the single-target (REFER layout) sentences, read with
+    the checkpoint's own tokenizer."""
+
+    model: Any
+    source: ReferSource
+    dataset: GroundingDataset
+
+
+def open_checkpoint(ckpt: Path, data: Path, split: str) -> Opened:
+    model = load_checkpoint(ckpt).eval()
+    tok = tokenizer_for_checkpoint(ckpt, str(data), model.cfg)
+    source = open_dataset(data / "refcoco-synth", split=split)
+    return Opened(model, source, GroundingDataset(source, preprocess=model.cfg.preprocess, tokenizer=tok,
+                                                  train=False))
+
+
+def forward(model: Any, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The model's outputs for dataset items, as one batch, without gradients."""
+    with torch.no_grad():
+        return model(torch.stack([torch.as_tensor(it["image"]) for it in items]),  # (B, 3, S, S)
+                     torch.stack([torch.as_tensor(it["text_ids"]) for it in items]),  # (B, L)
+                     torch.stack([torch.as_tensor(it["text_mask"]) for it in items]))  # (B, L)
+
+
+def write(result: dict[str, Any], args: argparse.Namespace, prefix: str) -> Path:
+    """Record the run's inputs in ``result`` and write it as ``<out>/<prefix>_<name>.json``."""
+    result.update({"checkpoint": str(args.ckpt), "data": str(args.data), "split": args.split})
+    name = args.name or args.ckpt.resolve().parent.name
+    return write_result(result, args.out, f"{prefix}_{name}.json")
