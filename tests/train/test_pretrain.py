@@ -134,39 +134,47 @@ def test_pretraining_needs_attributes() -> None:
         _object_attributes({"id": 1, "category_id": 1, "segmentation": []}, {1: "person"})
 
 
-def test_a_latent_off_twin_starts_from_every_weight_it_shares_with_a_latent_run(tmp_path: Path, synth_dataset) -> None:
+@pytest.fixture(scope="module")
+def grounding_run(tmp_path_factory: pytest.TempPathFactory, synth_dataset) -> Path:
+    """One step of lvg-tiny grounding: the checkpoint the --init-parts tests start from."""
+    out = tmp_path_factory.mktemp("grounding")
+    return train(_cfg(synth_dataset.out_dir, stage="ground", steps=1), out, show_progress=False).checkpoint
+
+
+def _started_from(ckpt: Path, data: Path, out: Path, *, variant: str, parts: str) -> dict[str, torch.Tensor]:
+    """The weights of a one-step run of ``variant`` from ``ckpt`` at a learning rate too small to move them."""
+    cfg = _cfg(data, variant=variant, stage="ground", lr=1e-9, weight_decay=0.0, init_from=str(ckpt),
+               init_parts=parts, steps=1)
+    return read_checkpoint_tensors(train(cfg, out, show_progress=False).checkpoint, model_only=True)
+
+
+def test_a_latent_off_twin_starts_from_every_weight_it_shares_with_a_latent_run(
+        tmp_path: Path, synth_dataset, grounding_run: Path) -> None:
     # Table 4 at equal footing: the no-latent model takes all of its tensors from the latent model's run and
     # leaves out the latent-expression modules it does not have.
     data = synth_dataset.out_dir
-    on = train(_cfg(data, stage="ground", steps=1), tmp_path / "on", show_progress=False)
-    twin = _cfg(data, variant="lvg-tiny-nolatent", stage="ground", lr=1e-9, weight_decay=0.0,
-                init_from=str(on.checkpoint), init_parts="shared", steps=1)
-    got = read_checkpoint_tensors(train(twin, tmp_path / "off", show_progress=False).checkpoint, model_only=True)
-    src = read_checkpoint_tensors(on.checkpoint, model_only=True)
+    got = _started_from(grounding_run, data, tmp_path / "off", variant="lvg-tiny-nolatent", parts="shared")
+    src = read_checkpoint_tensors(grounding_run, model_only=True)
     assert set(got) < set(src) and any(k.startswith("latent_init.") for k in set(src) - set(got))
     for k, v in got.items():
         assert torch.allclose(v, src[k], atol=1e-6), k
     # The other way round the file lacks tensors the model has: refused, not silently left at random.
-    back = _cfg(data, stage="ground", steps=1, init_from=str(tmp_path / "off" / "last.safetensors"),
-                init_parts="shared")
     with pytest.raises(Exception, match="missing|does not match"):
-        train(back, tmp_path / "back", show_progress=False)
+        _started_from(tmp_path / "off" / "last.safetensors", data, tmp_path / "back", variant="lvg-tiny",
+                      parts="shared")
 
 
-def test_a_variant_with_position_features_grows_from_a_run_without_them(tmp_path: Path, synth_dataset) -> None:
+def test_a_variant_with_position_features_grows_from_a_run_without_them(
+        tmp_path: Path, synth_dataset, grounding_run: Path) -> None:
     # lvg-s-xy from an lvg-s run: every tensor of the file, the position features from their initialisation.
     data = synth_dataset.out_dir
-    plain = train(_cfg(data, stage="ground", steps=1), tmp_path / "plain", show_progress=False)
-    grow = _cfg(data, variant="lvg-tiny-xy", stage="ground", lr=1e-9, weight_decay=0.0,
-                init_from=str(plain.checkpoint), init_parts="grow", steps=1)
-    got = read_checkpoint_tensors(train(grow, tmp_path / "xy", show_progress=False).checkpoint, model_only=True)
-    src = read_checkpoint_tensors(plain.checkpoint, model_only=True)
+    got = _started_from(grounding_run, data, tmp_path / "xy", variant="lvg-tiny-xy", parts="grow")
+    src = read_checkpoint_tensors(grounding_run, model_only=True)
     assert set(got) - set(src) == {"pixel_decoder.positions.weight", "pixel_decoder.positions.bias"}
     for k, v in src.items():
         assert torch.allclose(got[k], v, atol=1e-6), k
     assert got["pixel_decoder.positions.weight"].abs().max() > 0.05  # initialised, not left at zero
     # A file with tensors the model lacks does not grow into it.
-    shrink = _cfg(data, stage="ground", steps=1, init_from=str(tmp_path / "xy" / "last.safetensors"),
-                  init_parts="grow")
     with pytest.raises(Exception, match="unexpected|does not fit"):
-        train(shrink, tmp_path / "shrink", show_progress=False)
+        _started_from(tmp_path / "xy" / "last.safetensors", data, tmp_path / "shrink", variant="lvg-tiny",
+                      parts="grow")
