@@ -58,7 +58,7 @@ class CurriculumStep:
 EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
-    "contrastive", "gamma", "tau", "loss_no_target", "seed", "pretrained", "tokenizer", "stage",
+    "contrastive", "gamma", "tau", "loss_no_target", "loss_direction", "seed", "pretrained", "tokenizer", "stage",
     "sentences_per_image", "curriculum", "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability",
     "global_batch",
 )
@@ -82,7 +82,10 @@ class TrainConfig:
 
     Loss (SPEC 3.6): ``loss_contrastive * L_cont + loss_bce * BCE + loss_dice * Dice (+ loss_no_target *
     L_nt for GRES)``; ``contrastive`` picks Eq. 8's positive-margin loss or a Table 6 alternative; ``gamma``
-    is its margin (also the triplet / ArcFace margin), ``tau`` its temperature.
+    is its margin (also the triplet / ArcFace margin), ``tau`` its temperature. ``loss_direction > 0`` adds
+    an auxiliary term, that weight times the cross-entropy of a linear classifier that names the sentence's
+    direction word (left, right, up, down or none) from ``t_o`` (:mod:`lvg.train.direction`), so that the
+    expression embedding the masks are made from holds the direction word; 0 (the paper) leaves it out.
 
     ``eval_every`` / ``save_every`` / ``log_every`` count optimizer steps (0 disables periodic evaluation;
     a checkpoint and, with a validation split, an evaluation always happen at the end).
@@ -146,6 +149,7 @@ class TrainConfig:
     gamma: float = 0.2
     tau: float = 0.1
     loss_no_target: float = 0.5
+    loss_direction: float = 0.0
     eval_every: int = 0
     eval_max_sentences: int = 0
     eval_text_swap: bool = False
@@ -180,7 +184,7 @@ class TrainConfig:
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         for name in ("backbone_lr_mult", "weight_decay", "min_lr_ratio", "grad_clip", "loss_bce", "loss_dice",
-                     "loss_contrastive", "gamma", "loss_no_target"):
+                     "loss_contrastive", "gamma", "loss_no_target", "loss_direction"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr_ratio > 1:

@@ -11,7 +11,8 @@ Items are dicts (default-collatable):
 - ``no_target``: float32 scalar, 1.0 for a no-target expression;
 - ``index``: int. Training: the sample index. Evaluation: the position in
   :meth:`ReferSource.sentences_flat` (every sentence is one item);
-- ``sample_index``: int, the sample the item came from.
+- ``sample_index``: int, the sample the item came from;
+- ``direction``: int64 scalar, the sentence's direction label (:func:`lvg.train.direction.direction_class`).
 
 Training draws ONE sentence per sample per epoch; the draw and the augmentations are a pure function
 of ``(seed, epoch, index)`` (``numpy.random.default_rng([seed, epoch, index])``), so they do not depend
@@ -42,6 +43,7 @@ from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
+from lvg.train.direction import direction_class
 from lvg.train.sampling import Planned
 
 __all__ = ["GroundingDataset", "JITTER_RANGE", "FLIP_PROBABILITY", "JITTER_PROBABILITY"]
@@ -159,6 +161,7 @@ class GroundingDataset(torch.utils.data.Dataset):
             "no_target": bool(sample.no_target),
             "index": int(index),
             "sample_index": int(sample_index),
+            "direction": direction_class(sentence),
         }
 
     def __getitem__(self, index: int | Planned) -> dict[str, Any]:
@@ -171,4 +174,5 @@ class GroundingDataset(torch.utils.data.Dataset):
             "no_target": torch.tensor(1.0 if item["no_target"] else 0.0, dtype=torch.float32),
             "index": item["index"],
             "sample_index": item["sample_index"],
+            "direction": torch.tensor(item["direction"], dtype=torch.int64),
         }
