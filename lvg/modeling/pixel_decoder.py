@@ -85,7 +85,11 @@ class PixelDecoder(nn.Module):
             maps.append(lateral(x))
         x = self.upsample(self.fuse(torch.cat(maps, dim=1)))  # (B, c, g, g) -> (B, c, H/8, W/8)
         if self.positions is not None:
-            x = x + self.positions(self.position_table).to(x.dtype)  # (1, c, H/8, W/8), the same for every image
+            # Per image, though the same for all: on the constant table alone, an export would fold the
+            # convolution into a (c, H/8, W/8) constant, 1.4 MB in lvg-s-xy's file against the table's 0.2 MB,
+            # for 0.4% of the FLOPs.
+            table = self.position_table.expand(x.shape[0], -1, -1, -1)  # (1, 14, H/8, W/8) -> (B, 14, H/8, W/8)
+            x = x + self.positions(table).to(x.dtype)  # (B, c, H/8, W/8)
         return x
 
     def feature_map(self, levels: list[Tensor]) -> Tensor:

@@ -166,15 +166,22 @@ def test_export_of_live_model_and_check(tmp_path, artifacts):
 def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts):
     """The position table is a constant of the graph: ONNX Runtime gives the torch answer at batches 1 and 3."""
     from lvg.modeling import build_model
+    from lvg.modeling.pixel_decoder import POSITION_CHANNELS
 
     torch.manual_seed(4)
     model = build_model("lvg-tiny-xy")
     with torch.no_grad():
         model.pixel_decoder.positions.weight.normal_()  # not the zero start: the position term must show
-    report = export_onnx(model, tmp_path / "xy.onnx", tokenizer=artifacts.spm, simplify=False)
+    report = export_onnx(model, tmp_path / "xy.onnx", tokenizer=artifacts.spm)  # as `lvg export` simplifies
     assert report.check is not None and report.check.passed and report.check.max_abs_prob < 1e-4
     graph = onnx.load(str(report.path)).graph
     assert "position_table" not in {i.name for i in graph.input}
+    # The file holds the small table, not the convolution of it folded into a map with the decoder's channels.
+    side, channels = model.pixel_decoder.position_table.shape[-1], model.pixel_decoder.positions.out_channels
+    constants = [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    shapes = [tuple(t.dims) for t in [*graph.initializer, *constants]]
+    assert any(s[-3:] == (POSITION_CHANNELS, side, side) for s in shapes)
+    assert not any(s[-3:] == (channels, side, side) for s in shapes), shapes
 
 
 def test_export_needs_a_tokenizer(tmp_path, artifacts):
