@@ -15,11 +15,14 @@ training uses the classifier; no exported model has it.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DIRECTIONS", "DirectionNet", "direction_class", "direction_loss"]
+from lvg.errors import ConfigError
+
+__all__ = ["DIRECTIONS", "DirectionNet", "direction_class", "direction_loss", "with_direction_loss"]
 
 #: The direction classes after "none" (label 0).
 DIRECTIONS = ("left", "right", "up", "down")
@@ -45,6 +48,9 @@ class DirectionNet(nn.Module):
     ``(B, 1 + len(DIRECTIONS))``.
     """
 
+    #: Where a checkpoint keeps the classifier (:func:`lvg.train.state.heads_tensors`).
+    checkpoint_prefix = "train/direction_head/"
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
@@ -62,3 +68,18 @@ class DirectionNet(nn.Module):
 def direction_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy of ``logits`` ``(B, 1 + len(DIRECTIONS))`` against ``labels`` ``(B,)`` int64, in float32."""
     return F.cross_entropy(logits.float(), labels)
+
+
+def with_direction_loss(parts: dict[str, Tensor], outputs: dict[str, Tensor], batch: dict[str, Any],
+                        weight: float) -> dict[str, Tensor]:
+    """The grounding loss ``parts`` plus ``"direction"`` (:func:`direction_loss` of :class:`DirectionNet`'s
+    outputs against ``batch["direction"]``), added to ``"total"`` at ``weight``.
+
+    Raises:
+        ConfigError: the batch has no direction labels (a dataset other than :mod:`lvg.train.torch_data`'s).
+    """
+    if "direction" not in batch:
+        raise ConfigError("loss_direction needs each sample's direction label, which the datasets of "
+                          "lvg.train.torch_data give; this run's data has none")
+    ce = direction_loss(outputs["direction_logits"], batch["direction"])
+    return {**parts, "direction": ce, "total": parts["total"] + weight * ce}

@@ -147,6 +147,9 @@ class PretrainNet(nn.Module):
     vocab)`` logits, where ``sizes`` are the attribute vocabularies' sizes plus background.
     """
 
+    #: Where a checkpoint keeps the heads (:func:`lvg.train.state.heads_tensors`).
+    checkpoint_prefix = "train/pretrain_heads/"
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         cfg: ModelConfig = model.cfg  # type: ignore[assignment]

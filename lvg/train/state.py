@@ -50,7 +50,7 @@ from lvg.core.limits import parse_json_object
 from lvg.core.model_file import ModelFile
 from lvg.errors import ArtifactError, CheckpointError, ConfigError
 from lvg.modeling import save_checkpoint
-from lvg.modeling.checkpoint import TRAIN_PREFIX, read_checkpoint_tensors
+from lvg.modeling.checkpoint import TRAIN_PREFIX, load_state_strict, read_checkpoint_tensors
 from lvg.train.config import EXACTNESS_FIELDS, TrainConfig
 from lvg.train.distributed import DistInfo, gather_objects
 from lvg.train.run_dir import truncate_log
@@ -417,6 +417,25 @@ def check_resume_config(loaded: ResumePoint, cfg: TrainConfig) -> None:
             f"resuming with changed settings {changed} (checkpoint: "
             + ", ".join(f"{f}={getattr(old, f)!r}" for f in changed)
             + "): the run will not match an uninterrupted one", ResumeWarning, stacklevel=3)
+
+
+def heads_tensors(net: nn.Module) -> dict[str, Tensor]:
+    """The weights of a net of training-only heads (``net.heads()``) under its ``checkpoint_prefix``: what a
+    checkpoint keeps of them beside the model's."""
+    return {net.checkpoint_prefix + k: v for k, v in net.heads().items()}  # type: ignore[operator]
+
+
+def restore_heads(net: nn.Module, point: ResumePoint) -> None:
+    """Load the training-only heads of ``net`` saved by :func:`heads_tensors` (its model is loaded already).
+
+    Raises:
+        CheckpointError: the checkpoint does not hold exactly these heads.
+    """
+    prefix: str = net.checkpoint_prefix  # type: ignore[assignment]
+    heads = {k[len(prefix):]: v for k, v in point.tensors.items() if k.startswith(prefix)}
+    if set(heads) != set(net.heads()):  # type: ignore[operator]
+        raise CheckpointError(f"{point.path} does not hold this run's training heads ({prefix}*)")
+    load_state_strict(net, {**net.state_dict(), **heads}, str(point.path))
 
 
 def restore_state(point: ResumePoint, opt: torch.optim.Optimizer, scaler: Any, info: DistInfo,

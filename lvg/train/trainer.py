@@ -28,13 +28,13 @@ from torch import Tensor, nn
 from lvg._progress import progress
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import check_vocabulary
-from lvg.errors import CheckpointError, ConfigError, InputError
+from lvg.errors import ConfigError, InputError
 from lvg.modeling import build_model, load_beit3_pretrained, load_weights, resolve_device, save_checkpoint
 from lvg.modeling.checkpoint import load_state_strict, read_checkpoint_tensors
 from lvg.modeling.runner import ArrayRunner
 from lvg.train.accumulate import micro_batches, sync_last
 from lvg.train.config import TrainConfig
-from lvg.train.direction import DirectionNet, direction_loss
+from lvg.train.direction import DirectionNet, with_direction_loss
 from lvg.train.distributed import (
     ShardedBatchSampler,
     any_rank,
@@ -61,7 +61,9 @@ from lvg.train.state import (
     check_resume_config,
     collect_state,
     find_resume_checkpoint,
+    heads_tensors,
     preserved_rng,
+    restore_heads,
     restore_state,
     save_training_checkpoint,
     seed_everything,
@@ -73,8 +75,6 @@ __all__ = ["AmpWarning", "TrainResult", "Trainer", "train"]
 log = logging.getLogger("lvg.train")
 
 #: Checkpoint tensors holding the pretraining heads' weights (beside the model's own).
-HEADS_PREFIX = "train/pretrain_heads/"
-DIRECTION_PREFIX = "train/direction_head/"
 
 
 class AmpWarning(UserWarning):
@@ -142,8 +142,9 @@ class Trainer:
         self._index: SentenceIndex | None = None
         # The pretraining heads (setup builds them for stage="pretrain"); a grounding trainer has none.
         self.pretrain: PretrainNet | None = None
-        # The direction classifier on t_o (setup builds it for loss_direction > 0 in a grounding run).
-        self.direction: DirectionNet | None = None
+        # The model under training-only heads, trained beside it and wrapped by DDP: the pretraining heads,
+        # or the direction classifier on t_o (loss_direction > 0).
+        self.heads: PretrainNet | DirectionNet | None = None
         # Training losses summed since the last log line.
         self._window: dict[str, float] = {}
         self._window_steps, self._window_start = 0, 0.0
@@ -187,13 +188,13 @@ class Trainer:
         self.model = build_model(cfg.variant, impl=cfg.kernel_impl)
         # Pretraining trains the model's encoder under heads of its own (lvg.train.pretrain).
         self.pretrain = PretrainNet(self.model) if cfg.stage == "pretrain" else None
-        if self.pretrain is None and cfg.loss_direction > 0:
-            self.direction = DirectionNet(self.model)
+        self.heads = self.pretrain if self.pretrain is not None else (
+            DirectionNet(self.model) if cfg.loss_direction > 0 else None)
         self._check_out_dir()
         weights = self._load_weights(point)
         self.model.to(dev)
-        if self.trained_heads is not None:
-            self.trained_heads.to(dev)
+        if self.heads is not None:
+            self.heads.to(dev)
         self.data = self._data(weights, resumed=point is not None)
         n_train = len(self.data.train)
         self.steps_per_epoch = ShardedBatchSampler.steps_per_epoch(n_train, cfg.batch_size, info.world_size)
@@ -204,7 +205,7 @@ class Trainer:
         if self.total <= 0:
             raise ConfigError("set steps or epochs to a positive number")
 
-        self.opt = build_optimizer(self.model, cfg, extra=self.trained_heads)
+        self.opt = build_optimizer(self.model, cfg, extra=self.heads)
         self.amp = cfg.amp
         if self.amp == "fp16" and dev.type != "cuda":
             # bfloat16 autocast runs on CPUs too; float16 autocast with its loss scaling is a CUDA path.
@@ -213,7 +214,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=(self.amp == "fp16"))
         if point is not None:
             self.step, self.best = restore_state(point, self.opt, self.scaler, info, dev)
-            self._restore_heads(point)
+            if self.heads is not None:
+                restore_heads(self.heads, point)
             self.checkpoint = point.path
             if info.is_main:
                 log.info("resumed from %s at step %d", point.path, self.step)
@@ -304,12 +306,8 @@ class Trainer:
             bce=cfg.loss_bce, dice=cfg.loss_dice, contrastive=cfg.loss_contrastive,
             contrastive_kind=cfg.contrastive, gamma=cfg.gamma, tau=cfg.tau, no_target_weight=cfg.loss_no_target,
         )
-        if self.direction is not None:
-            if "direction" not in batch:
-                raise ConfigError("loss_direction needs each sample's direction label, which the datasets of "
-                                  "lvg.train.torch_data give; this run's data has none")
-            parts["direction"] = direction_loss(outputs["direction_logits"], batch["direction"])
-            parts["total"] = parts["total"] + cfg.loss_direction * parts["direction"]
+        if isinstance(self.heads, DirectionNet):
+            parts = with_direction_loss(parts, outputs, batch, cfg.loss_direction)
         return parts
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -376,34 +374,12 @@ class Trainer:
         """Write ``last`` (the previous one becomes ``prev``) with everything a resume needs."""
         tensors, state = collect_state(self.opt, self.scaler, self.step, self.steps_per_epoch, self.best, self.dist,
                                        self.device)
-        heads = self.trained_heads
-        if heads is not None:
-            tensors.update({self._heads_prefix + k: v for k, v in heads.heads().items()})  # type: ignore[operator]
+        if self.heads is not None:
+            tensors.update(heads_tensors(self.heads))
         if self.dist.is_main:
             self.checkpoint = save_training_checkpoint(self.model, self.out, tensors=tensors, state=state,
                                                        cfg=self.cfg, extra=self._header)
         barrier(self.dist)
-
-    @property
-    def trained_heads(self) -> nn.Module | None:
-        """The model under training-only heads (the pretraining heads, or the direction classifier), if any:
-        what the optimizer trains beside the model and what DDP wraps."""
-        return self.pretrain if self.pretrain is not None else self.direction
-
-    @property
-    def _heads_prefix(self) -> str:
-        return HEADS_PREFIX if self.pretrain is not None else DIRECTION_PREFIX
-
-    def _restore_heads(self, point: ResumePoint) -> None:
-        """Load the training-only heads' weights saved beside the model's (the model is loaded already)."""
-        net = self.trained_heads
-        if net is None:
-            return
-        prefix = self._heads_prefix
-        heads = {k[len(prefix):]: v for k, v in point.tensors.items() if k.startswith(prefix)}
-        if set(heads) != set(net.heads()):  # type: ignore[operator]
-            raise CheckpointError(f"{point.path} does not hold this run's training heads ({prefix}*)")
-        load_state_strict(net, {**net.state_dict(), **heads}, str(point.path))
 
     # --------------------------------------------------------------------------------- setup details
 
@@ -476,7 +452,7 @@ class Trainer:
             return build_data(self.cfg, model_cfg, weights_from=weights, resuming=resumed)
 
     def _wrap_ddp(self) -> nn.Module:
-        net = self.trained_heads if self.trained_heads is not None else self.model
+        net = self.heads if self.heads is not None else self.model
         if not self.dist.enabled:
             return net
         from torch.nn.parallel import DistributedDataParallel
