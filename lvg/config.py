@@ -372,6 +372,10 @@ def lvg_tiny_xy() -> ModelConfig:
     return lvg_tiny().replace(name="lvg-tiny-xy", head=dataclasses.replace(_tiny_head(), pixel_positions=True))
 
 
+def lvg_tiny_xy_nolatent() -> ModelConfig:
+    return lvg_tiny_xy().replace(name="lvg-tiny-xy-nolatent", latent=LatentConfig(enabled=False, lengths=(2, 3)))
+
+
 def lvg_tiny_gres() -> ModelConfig:
     return lvg_tiny().replace(
         name="lvg-tiny-gres",
@@ -410,6 +414,11 @@ def lvg_s_xy() -> ModelConfig:
     return _small(gres=True, latent=True, name="lvg-s-xy", pixel_positions=True)
 
 
+def lvg_s_xy_nolatent() -> ModelConfig:
+    """lvg-s-xy without latent expressions: its twin in the paper's Table 4."""
+    return _small(gres=True, latent=False, name="lvg-s-xy-nolatent", pixel_positions=True)
+
+
 _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-b": lvg_b,
     "lvg-b-nolatent": lvg_b_nolatent,
@@ -419,10 +428,12 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s": lvg_s,
     "lvg-s-nolatent": lvg_s_nolatent,
     "lvg-s-xy": lvg_s_xy,
+    "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
     "lvg-tiny": lvg_tiny,
     "lvg-tiny-nolatent": lvg_tiny_nolatent,
     "lvg-tiny-gres": lvg_tiny_gres,
     "lvg-tiny-xy": lvg_tiny_xy,
+    "lvg-tiny-xy-nolatent": lvg_tiny_xy_nolatent,
 }
 
 

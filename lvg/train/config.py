@@ -29,7 +29,7 @@ Contrastive = Literal["pos_margin", "infonce", "triplet", "arcface"]
 Schedule = Literal["cosine", "constant"]
 Task = Literal["ris", "rec", "gres"]
 Stage = Literal["ground", "pretrain"]
-InitParts = Literal["all", "backbone", "shared", "grow"]
+InitParts = Literal["all", "backbone", "shared", "grow", "common"]
 ExpressionKind = Literal["attribute", "position", "relation", "multi", "none"]
 
 
@@ -107,7 +107,9 @@ class TrainConfig:
     ``"shared"`` takes every tensor the model has (each must be in the file, shape for shape) and leaves out
     the file's other modules, so a latent-off twin continues a latent-on run's weights. ``"grow"`` is the
     other way round: every tensor of the file must fit the model, and the modules the model adds keep their
-    initialisation (``lvg-s-xy`` from an ``lvg-s`` run: everything but its position features).
+    initialisation (``lvg-s-xy`` from an ``lvg-s`` run: everything but its position features). ``"common"`` is
+    both at once (``lvg-s-xy-nolatent`` from an ``lvg-s`` run): the tensors the two share by name, the whole
+    encoder among them (:mod:`lvg.train.init_weights`).
 
     ``stage = "pretrain"`` trains the encoder alone on dense targets (:mod:`lvg.train.pretrain`): per
     patch, the shape, colour, size and texture of the object covering it (or background) and that object's

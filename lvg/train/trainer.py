@@ -29,8 +29,8 @@ from lvg._progress import progress
 from lvg.core.model_file import ModelFile
 from lvg.core.tokenizer import check_vocabulary
 from lvg.errors import ConfigError, InputError
-from lvg.modeling import build_model, load_beit3_pretrained, load_weights, resolve_device, save_checkpoint
-from lvg.modeling.checkpoint import load_state_strict, read_checkpoint_tensors
+from lvg.modeling import build_model, load_beit3_pretrained, resolve_device, save_checkpoint
+from lvg.modeling.checkpoint import load_state_strict
 from lvg.modeling.runner import ArrayRunner
 from lvg.train.accumulate import micro_batches, sync_last
 from lvg.train.config import TrainConfig
@@ -46,6 +46,7 @@ from lvg.train.distributed import (
 )
 from lvg.train.domain import domain_header
 from lvg.train.evaluate import evaluate
+from lvg.train.init_weights import init_model
 from lvg.train.losses import grounding_loss
 from lvg.train.optim import build_optimizer, lr_factor, set_lr
 from lvg.train.pretrain import PretrainNet, pretrain_loss
@@ -417,26 +418,9 @@ class Trainer:
                 log.info("pretrained BEiT-3 %s: %s", cfg.pretrained, report.summary())
         if cfg.init_from:
             init = ModelFile.open(cfg.init_from, checkpoint=True)
-            if cfg.init_parts == "backbone":
-                # The encoder of another variant's run (its twin's pretraining, say): only beit3.* must fit.
-                state = read_checkpoint_tensors(init, model_only=True)
-                load_state_strict(self.model.beit3, {k[len("beit3."):]: v for k, v in state.items()
-                                                     if k.startswith("beit3.")}, str(init.path))
-            elif cfg.init_parts == "shared":
-                # A twin with fewer modules (lvg-s-nolatent from an lvg-s run): all of its own tensors must
-                # fit; the file's extra modules are left out.
-                own = self.model.state_dict()
-                state = read_checkpoint_tensors(init, model_only=True)
-                load_state_strict(self.model, {k: v for k, v in state.items() if k in own}, str(init.path))
-            elif cfg.init_parts == "grow":
-                # A variant with more modules (lvg-s-xy from an lvg-s run): all of the file's tensors must fit;
-                # the model's own additions keep their initialisation.
-                state = read_checkpoint_tensors(init, model_only=True)
-                load_state_strict(self.model, {**self.model.state_dict(), **state}, str(init.path))
-            else:
-                load_weights(self.model, init)
+            taken = init_model(self.model, init, cfg.init_parts)
             if main:
-                log.info("initialised from %s", cfg.init_from)
+                log.info("initialised from %s: %s", cfg.init_from, taken)
             return init
         return None
 
