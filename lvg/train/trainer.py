@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -102,6 +103,14 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, **options: Any) -> Train
     :class:`Trainer` run (``options`` are its keyword arguments: ``resume``, ``device``, ``show_progress``,
     ``stop_at_step``, ``on_step``, ``data``)."""
     return Trainer(cfg, out_dir, **options).run()
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In a data-loading worker: ignore SIGINT and SIGTERM. Ctrl-C and ``systemctl stop`` signal the whole
+    process group; a worker that died of it would make the trainer raise mid-step instead of finishing the
+    step and checkpointing. The trainer ends its workers itself, and they exit when it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class Trainer:
@@ -292,6 +301,7 @@ class Trainer:
             # Own generator: creating the iterator must not draw from the global torch RNG, whose stream a
             # resumed run restores exactly.
             generator=torch.Generator().manual_seed(cfg.seed * 7 + epoch),
+            worker_init_fn=_ignore_stop_signals,
         )
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:

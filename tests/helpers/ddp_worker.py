@@ -1,6 +1,7 @@
 """Worker processes started by the training tests (not a test module).
 
-    python ddp_worker.py signal OUT           train "forever" on fake data; the test sends a signal
+    python ddp_worker.py signal OUT [WORKERS] train "forever" on fake data (with WORKERS data-loading
+                                             processes); the test sends a signal
     torchrun --nproc_per_node 2 ddp_worker.py ddp BASE [DATA_DIR INIT]
                                              a few DDP steps; every rank writes its own record to BASE
                                              (never into the run directory, which only rank 0 may write);
@@ -34,11 +35,12 @@ def worker_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **extra}
 
 
-def run_signal(out: Path) -> None:
+def run_signal(out: Path, workers: int = 0) -> None:
     def on_step(step: int, batch: dict) -> None:
         (out / "step-marker").write_text(str(step))
 
-    cfg = TrainConfig(variant="lvg-tiny", steps=1000, batch_size=2, save_every=0, log_every=1, val_split=None)
+    cfg = TrainConfig(variant="lvg-tiny", steps=1000, batch_size=2, save_every=0, log_every=1, val_split=None,
+                      num_workers=workers)
     result = train(cfg, out, data=TrainData(FakeGrounding(6), None, None, None), show_progress=False,
                    on_step=on_step)
     print("RESULT", result.step, result.stopped)
@@ -77,7 +79,7 @@ def run_ddp(base: Path, data_dir: str | None, init: str | None) -> None:
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "signal":
-        run_signal(Path(sys.argv[2]))
+        run_signal(Path(sys.argv[2]), *(int(a) for a in sys.argv[3:4]))
     elif mode == "ddp":
         run_ddp(Path(sys.argv[2]), *(sys.argv[3:5] if len(sys.argv) > 3 else (None, None)))
     else:

@@ -118,22 +118,26 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert all(torch.equal(before[k], loaded.tensors[k]) for k in before)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_finishes_step_checkpoints_and_exits_zero(tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGTERM, 0), (signal.SIGINT, 0), (signal.SIGTERM, 1),
+                                              (signal.SIGINT, 1)])
+def test_signal_finishes_step_checkpoints_and_exits_zero(tmp_path: Path, sig: int, workers: int) -> None:
+    # The signal goes to the whole process group, as Ctrl-C in a terminal and `systemctl stop` send it: the
+    # data-loading workers get it too, and must leave the stopping to the trainer.
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(ddp_worker.SCRIPT), "signal", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ddp_worker.worker_env())
+    proc = subprocess.Popen([sys.executable, str(ddp_worker.SCRIPT), "signal", str(out), str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ddp_worker.worker_env(),
+                            start_new_session=True)
     try:
         deadline = time.time() + 120
         while not (out / "step-marker").exists():
             assert proc.poll() is None, proc.communicate()
             assert time.time() < deadline, "training never made a step"
             time.sleep(0.05)
-        proc.send_signal(sig)
+        os.killpg(proc.pid, sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, stderr
     step = int(stdout.split("RESULT")[1].split()[0])
     assert "True" in stdout.split("RESULT")[1]
