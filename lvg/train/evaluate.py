@@ -21,6 +21,7 @@ reach a fair training loss that way, by segmenting every salient object).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,7 @@ def evaluate(
     mask_threshold: float | None = None,
     dist_info: DistInfo | None = None,
     show_progress: bool | None = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on every sentence of ``split`` of ``source``.
 
@@ -79,6 +81,9 @@ def evaluate(
         dist_info: under DDP, each rank evaluates every K-th sentence and the sums are gathered, so every
             rank returns the metrics of the whole split.
         show_progress: progress bar on stderr (rank 0 only); None = when stderr is a terminal.
+        should_stop: asked before each batch that every rank has (under DDP a collective, e.g.
+            :func:`~lvg.train.distributed.any_rank`); True abandons the evaluation with
+            :class:`EvaluationStopped`.
 
     Returns:
         ``{"task", "split", "mask_threshold", "n", <metrics>...,
@@ -105,9 +110,13 @@ def evaluate(
                      text_swap=text_swap)
 
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    # Every rank holds at least this many batches, so all ranks ask should_stop equally often.
+    asked = len(selected) // info.world_size // batch_size
     bar = progress(batches, desc=f"eval {split}", disable=True if not info.is_main else
                    (None if show_progress is None else not show_progress))
-    for chunk in bar:
+    for b, chunk in enumerate(bar):
+        if should_stop is not None and b < asked and should_stop():
+            raise EvaluationStopped(f"evaluation of {split} stopped after {b} of {len(batches)} batches")
         items = [dataset.arrays(i) for i in chunk]
         image = np.stack([it["image"] for it in items])  # (B, 3, S, S)
         ids = np.stack([it["text_ids"] for it in items])  # (B, L)
@@ -123,6 +132,10 @@ def evaluate(
         for j, sample in enumerate(samples):
             scores.add(sample, out, j, swapped if partner[j] is not None else None)
     return {"task": task, "split": split, "mask_threshold": threshold, **scores.result(info)}
+
+
+class EvaluationStopped(Exception):
+    """:func:`evaluate` was abandoned because ``should_stop`` said so."""
 
 
 class _Scores:
@@ -209,4 +222,4 @@ def _gather(acc: MetricAccumulator, task: str, info: DistInfo) -> MetricAccumula
     return total
 
 
-__all__ = ["evaluate"]
+__all__ = ["EvaluationStopped", "evaluate"]

@@ -24,8 +24,8 @@ from torch import nn
 from lvg.core.atomic import atomic_output
 from lvg.errors import InputError
 
-__all__ = ["CONFIG_FILE", "LOG_FILE", "JsonlLog", "StopFlag", "check_output_dir", "checkpoint_bytes", "read_log",
-           "truncate_log"]
+__all__ = ["CONFIG_FILE", "LOG_FILE", "JsonlLog", "StopFlag", "check_output_dir", "checkpoint_bytes",
+           "ignore_stop_signals", "read_log", "truncate_log"]
 
 LOG_FILE, CONFIG_FILE = "log.jsonl", "train_config.json"
 
@@ -85,6 +85,14 @@ class StopFlag:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a data-loading worker: ignore SIGINT and SIGTERM. Ctrl-C and ``systemctl stop`` signal the whole
+    process group; a worker that died of it would make the trainer raise mid-step instead of finishing the
+    step and checkpointing. The trainer ends its workers itself, and they exit when it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class JsonlLog:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -46,13 +45,21 @@ from lvg.train.distributed import (
     mean_over_ranks,
 )
 from lvg.train.domain import domain_header
-from lvg.train.evaluate import evaluate
+from lvg.train.evaluate import EvaluationStopped, evaluate
 from lvg.train.init_weights import init_model
 from lvg.train.losses import grounding_loss
 from lvg.train.optim import build_optimizer, lr_factor, set_lr
 from lvg.train.pretrain import PretrainNet, pretrain_loss
 from lvg.train.run_data import TokenizerMismatchWarning, TrainData, build_data
-from lvg.train.run_dir import CONFIG_FILE, LOG_FILE, JsonlLog, StopFlag, check_output_dir, checkpoint_bytes
+from lvg.train.run_dir import (
+    CONFIG_FILE,
+    LOG_FILE,
+    JsonlLog,
+    StopFlag,
+    check_output_dir,
+    checkpoint_bytes,
+    ignore_stop_signals,
+)
 from lvg.train.sampling import GroupBatchSampler, SentenceIndex
 from lvg.train.state import (
     BEST,
@@ -105,14 +112,6 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, **options: Any) -> Train
     return Trainer(cfg, out_dir, **options).run()
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """In a data-loading worker: ignore SIGINT and SIGTERM. Ctrl-C and ``systemctl stop`` signal the whole
-    process group; a worker that died of it would make the trainer raise mid-step instead of finishing the
-    step and checkpointing. The trainer ends its workers itself, and they exit when it dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 class Trainer:
     """One training run of ``cfg.variant`` on ``cfg.data`` into ``out_dir``; :meth:`run` does it once.
 
@@ -150,6 +149,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.checkpoint: Path | None = None
         self._index: SentenceIndex | None = None
+        self._stop: StopFlag | None = None  # the running loop's signal flag, which evaluations also heed
         # The pretraining heads (setup builds them for stage="pretrain"); a grounding trainer has none.
         self.pretrain: PretrainNet | None = None
         # The model under training-only heads, trained beside it and wrapped by DDP: the pretraining heads,
@@ -247,6 +247,7 @@ class Trainer:
         self._window_start = time.perf_counter()
         self.model.train()
         with StopFlag() as stop, bar:
+            self._stop = stop
             while self.step < self.total:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 for batch in self.batches(epoch, offset):
@@ -258,7 +259,7 @@ class Trainer:
                     last = self.step >= self.total
                     self._log_train(parts, epoch, last, bar)
                     if cfg.eval_every and self.step % cfg.eval_every == 0 and not last:
-                        self.metrics = self.evaluate(final=False)
+                        self.metrics = self.evaluate(final=False) or self.metrics
                     want_stop = any_rank(stop.requested or (self.stop_at_step is not None
                                                             and self.step >= self.stop_at_step), self.dist, self.device)
                     if last or want_stop or (cfg.save_every and self.step % cfg.save_every == 0):
@@ -301,7 +302,7 @@ class Trainer:
             # Own generator: creating the iterator must not draw from the global torch RNG, whose stream a
             # resumed run restores exactly.
             generator=torch.Generator().manual_seed(cfg.seed * 7 + epoch),
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=ignore_stop_signals,
         )
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -360,16 +361,22 @@ class Trainer:
     # ---------------------------------------------------------------------- evaluation and checkpoints
 
     def evaluate(self, *, final: bool) -> dict[str, Any] | None:
-        """Score the validation split (all of it when ``final``); a new best score writes ``best``."""
-        cfg, data, info = self.cfg, self.data, self.dist
+        """Score the validation split (all of it when ``final``); a new best score writes ``best``. A stop request
+        abandons it (``None``): a scheduler's SIGTERM gives a grace period, not the length of a pass."""
+        cfg, data, info, stop = self.cfg, self.data, self.dist, self._stop
         if not data.val_split or data.source is None:
             return None
-        with preserved_rng(self.device), self.autocast():
-            result = evaluate(
-                ArrayRunner(self.model, self.device), data.source, data.val_split, data.tokenizer,
-                task=cfg.resolved_task(self.model.cfg.head.gres), batch_size=cfg.eval_batch_size,
-                max_sentences=0 if final else cfg.eval_max_sentences, dist_info=info, text_swap=cfg.eval_text_swap,
-            )
+        try:
+            with preserved_rng(self.device), self.autocast():
+                result = evaluate(
+                    ArrayRunner(self.model, self.device), data.source, data.val_split, data.tokenizer,
+                    task=cfg.resolved_task(self.model.cfg.head.gres), batch_size=cfg.eval_batch_size,
+                    max_sentences=0 if final else cfg.eval_max_sentences, dist_info=info, text_swap=cfg.eval_text_swap,
+                    should_stop=None if stop is None else lambda: any_rank(stop.requested, info, self.device))
+        except EvaluationStopped as e:
+            log.warning("%s: stop requested", e)
+            self.run_log.write({"kind": "event", "event": "evaluation stopped", "step": self.step})
+            return None
         key = "gIoU" if "gIoU" in result else "mIoU" if "mIoU" in result else "acc@0.5"
         score = result.get(key)
         if info.is_main:

@@ -147,6 +147,27 @@ def test_signal_finishes_step_checkpoints_and_exits_zero(tmp_path: Path, sig: in
     assert read_log(out)[-2]["event"] == "stopped"
 
 
+@pytest.mark.parametrize("at_step", [1, 3])
+def test_a_stop_during_an_evaluation_abandons_it_and_keeps_the_steps(tmp_path: Path, synth_dataset,
+                                                                      at_step: int) -> None:
+    # A scheduler's SIGTERM gives a grace period, not the minutes a validation pass can take. The signal lands
+    # at the step of a periodic evaluation (1) or the last step (3): the evaluation is abandoned after at most
+    # one batch, and the run's steps are saved.
+    def on_step(step: int, batch: dict) -> None:
+        if step == at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = _cfg(data=str(synth_dataset.out_dir), steps=3, eval_every=1, val_split="val", eval_batch_size=1,
+               eval_max_sentences=2, tokenizer=str(synth_dataset.tokenizer))
+    result = train(cfg, tmp_path / "run", show_progress=False, on_step=on_step)
+    log = read_log(tmp_path / "run")
+    evals = [r["step"] for r in log if r.get("kind") == "eval"]
+    assert evals == list(range(1, at_step)), evals  # the evaluations before the signal ran whole
+    assert any(r.get("event") == "evaluation stopped" and r["step"] == at_step for r in log), log[-3:]
+    assert result.step == at_step and result.stopped == (at_step < 3)
+    assert json.loads(ModelFile.open(tmp_path / "run" / LAST).metadata["train_state"])["step"] == at_step
+
+
 def test_refuses_to_overwrite_a_run_and_checks_the_output_dir(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(_cfg(steps=1), out, data=_data(), show_progress=False)
