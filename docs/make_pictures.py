@@ -17,11 +17,13 @@ from lvg.runtime.grounder import Grounder
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "shapes.jpg"
 
-#: (file, text, task): the README's table, left to right.
+#: (file, text, task): the README's tables, left to right.
 PICTURES = (
     ("ris_big_red.png", "the big red shape", "ris"),
     ("gres_all_stars.png", "all the stars", "gres"),
     ("gres_no_target.png", "the yellow square", "gres"),
+    ("ris_position.png", "the red shape at the bottom", "ris"),
+    ("ris_relation.png", "the orange star above the dotted star", "ris"),
 )
 
 
