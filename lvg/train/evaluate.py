@@ -83,7 +83,8 @@ def evaluate(
         show_progress: progress bar on stderr (rank 0 only); None = when stderr is a terminal.
         should_stop: asked before each batch that every rank has (under DDP a collective, e.g.
             :func:`~lvg.train.distributed.any_rank`); True abandons the evaluation with
-            :class:`EvaluationStopped`.
+            :class:`EvaluationStopped`, so that a stop signal (a scheduler's SIGTERM and its grace period)
+            need not wait for a whole pass.
 
     Returns:
         ``{"task", "split", "mask_threshold", "n", <metrics>...,

@@ -361,8 +361,7 @@ class Trainer:
     # ---------------------------------------------------------------------- evaluation and checkpoints
 
     def evaluate(self, *, final: bool) -> dict[str, Any] | None:
-        """Score the validation split (all of it when ``final``); a new best score writes ``best``. A stop request
-        abandons it (``None``): a scheduler's SIGTERM gives a grace period, not the length of a pass."""
+        """Score the validation split (all when ``final``); a new best writes ``best``; a stop abandons it (None)."""
         cfg, data, info, stop = self.cfg, self.data, self.dist, self._stop
         if not data.val_split or data.source is None:
             return None
