@@ -83,8 +83,6 @@ __all__ = ["AmpWarning", "TrainResult", "Trainer", "train"]
 
 log = logging.getLogger("lvg.train")
 
-#: Checkpoint tensors holding the pretraining heads' weights (beside the model's own).
-
 
 class AmpWarning(UserWarning):
     """Mixed precision was requested where it is unavailable (CPU)."""
@@ -150,14 +148,17 @@ class Trainer:
         self.checkpoint: Path | None = None
         self._index: SentenceIndex | None = None
         self._stop: StopFlag | None = None  # the running loop's signal flag, which evaluations also heed
-        # The pretraining heads (setup builds them for stage="pretrain"); a grounding trainer has none.
-        self.pretrain: PretrainNet | None = None
-        # The model under training-only heads, trained beside it and wrapped by DDP: the pretraining heads,
-        # or the direction classifier on t_o (loss_direction > 0).
+        # The model under training-only heads, trained beside it and wrapped by DDP: the pretraining heads
+        # (stage="pretrain"), or the direction classifier on t_o (loss_direction > 0).
         self.heads: PretrainNet | DirectionNet | None = None
         # Training losses summed since the last log line.
         self._window: dict[str, float] = {}
         self._window_steps, self._window_start = 0, 0.0
+
+    @property
+    def pretrain(self) -> PretrainNet | None:
+        """The pretraining heads of a ``stage = "pretrain"`` run, else None."""
+        return self.heads if isinstance(self.heads, PretrainNet) else None
 
     # ----------------------------------------------------------------------------------------- the run
 
@@ -197,8 +198,7 @@ class Trainer:
         seed_everything(cfg.seed, info.rank)
         self.model = build_model(cfg.variant, impl=cfg.kernel_impl)
         # Pretraining trains the model's encoder under heads of its own (lvg.train.pretrain).
-        self.pretrain = PretrainNet(self.model) if cfg.stage == "pretrain" else None
-        self.heads = self.pretrain if self.pretrain is not None else (
+        self.heads = PretrainNet(self.model) if cfg.stage == "pretrain" else (
             DirectionNet(self.model) if cfg.loss_direction > 0 else None)
         self._check_out_dir()
         weights = self._load_weights(point)
