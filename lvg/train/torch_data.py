@@ -13,6 +13,7 @@ Items are dicts (default-collatable):
   :meth:`ReferSource.sentences_flat` (every sentence is one item);
 - ``sample_index``: int, the sample the item came from;
 - ``direction``: int64 scalar, the sentence's direction label (:func:`lvg.train.direction.direction_class`).
+- ``attributes``: int64 ``(4,)``, its attribute-word labels (:func:`lvg.train.direction.attribute_classes`).
 
 Training draws ONE sentence per sample per epoch; the draw and the augmentations are a pure function
 of ``(seed, epoch, index)`` (``numpy.random.default_rng([seed, epoch, index])``), so they do not depend
@@ -43,10 +44,11 @@ from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
-from lvg.train.direction import direction_class
+from lvg.train.direction import attribute_classes, direction_class
+from lvg.train.run_dir import ignore_stop_signals
 from lvg.train.sampling import Planned
 
-__all__ = ["GroundingDataset", "JITTER_RANGE", "FLIP_PROBABILITY", "JITTER_PROBABILITY"]
+__all__ = ["GroundingDataset", "JITTER_RANGE", "FLIP_PROBABILITY", "JITTER_PROBABILITY", "train_loader"]
 
 FLIP_PROBABILITY = 0.5
 JITTER_PROBABILITY = 0.8
@@ -162,6 +164,7 @@ class GroundingDataset(torch.utils.data.Dataset):
             "index": int(index),
             "sample_index": int(sample_index),
             "direction": direction_class(sentence),
+            "attributes": attribute_classes(sentence),
         }
 
     def __getitem__(self, index: int | Planned) -> dict[str, Any]:
@@ -175,4 +178,19 @@ class GroundingDataset(torch.utils.data.Dataset):
             "index": item["index"],
             "sample_index": item["sample_index"],
             "direction": torch.tensor(item["direction"], dtype=torch.int64),
+            "attributes": torch.tensor(item["attributes"], dtype=torch.int64),
         }
+
+
+def train_loader(dataset: torch.utils.data.Dataset, batch_sampler: Any, *, num_workers: int, pin_memory: bool,
+                 seed: int) -> torch.utils.data.DataLoader:
+    """A DataLoader of ``batch_sampler``'s batches of ``dataset`` for the trainer.
+
+    Its workers ignore stop signals: Ctrl-C and ``systemctl stop`` signal the whole process group, and the
+    trainer, which gets the same signal, finishes its step, saves and ends them. It draws from its own
+    generator (``seed``): creating the iterator must not draw from the global torch RNG, whose stream a
+    resumed run restores exactly.
+    """
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed),
+                                       worker_init_fn=ignore_stop_signals)

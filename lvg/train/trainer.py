@@ -58,7 +58,6 @@ from lvg.train.run_dir import (
     StopFlag,
     check_output_dir,
     checkpoint_bytes,
-    ignore_stop_signals,
 )
 from lvg.train.sampling import GroupBatchSampler, SentenceIndex
 from lvg.train.state import (
@@ -78,6 +77,7 @@ from lvg.train.state import (
     seed_everything,
     tokenizer_header,
 )
+from lvg.train.torch_data import train_loader
 
 __all__ = ["AmpWarning", "TrainResult", "Trainer", "train"]
 
@@ -149,7 +149,7 @@ class Trainer:
         self._index: SentenceIndex | None = None
         self._stop: StopFlag | None = None  # the running loop's signal flag, which evaluations also heed
         # The model under training-only heads, trained beside it and wrapped by DDP: the pretraining heads
-        # (stage="pretrain"), or the direction classifier on t_o (loss_direction > 0).
+        # (stage="pretrain"), or the word classifiers on t_o (loss_direction or loss_attribute_words > 0).
         self.heads: PretrainNet | DirectionNet | None = None
         # Training losses summed since the last log line.
         self._window: dict[str, float] = {}
@@ -199,7 +199,8 @@ class Trainer:
         self.model = build_model(cfg.variant, impl=cfg.kernel_impl)
         # Pretraining trains the model's encoder under heads of its own (lvg.train.pretrain).
         self.heads = PretrainNet(self.model) if cfg.stage == "pretrain" else (
-            DirectionNet(self.model) if cfg.loss_direction > 0 else None)
+            DirectionNet(self.model, direction=cfg.loss_direction > 0, attribute_words=cfg.loss_attribute_words > 0)
+            if cfg.loss_direction > 0 or cfg.loss_attribute_words > 0 else None)
         self._check_out_dir()
         weights = self._load_weights(point)
         self.model.to(dev)
@@ -294,16 +295,8 @@ class Trainer:
         else:
             sampler = ShardedBatchSampler(len(self.data.train), cfg.batch_size, rank=info.rank,
                                           world_size=info.world_size, seed=cfg.seed, epoch=epoch, start_step=offset)
-        yield from torch.utils.data.DataLoader(
-            self.data.train,
-            batch_sampler=sampler,
-            num_workers=cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            # Own generator: creating the iterator must not draw from the global torch RNG, whose stream a
-            # resumed run restores exactly.
-            generator=torch.Generator().manual_seed(cfg.seed * 7 + epoch),
-            worker_init_fn=ignore_stop_signals,
-        )
+        yield from train_loader(self.data.train, sampler, num_workers=cfg.num_workers,
+                                pin_memory=self.device.type == "cuda", seed=cfg.seed * 7 + epoch)
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
         """The loss parts of one batch (``"total"`` is what is minimised; SPEC 3.6, or the pretraining
@@ -319,7 +312,7 @@ class Trainer:
             contrastive_kind=cfg.contrastive, gamma=cfg.gamma, tau=cfg.tau, no_target_weight=cfg.loss_no_target,
         )
         if isinstance(self.heads, DirectionNet):
-            parts = with_direction_loss(parts, outputs, batch, cfg.loss_direction)
+            parts = with_direction_loss(parts, outputs, batch, cfg.loss_direction, cfg.loss_attribute_words)
         return parts
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:

@@ -54,9 +54,10 @@ def run_ddp(base: Path, data_dir: str | None, init: str | None) -> None:
         seen.append([int(i) for i in batch["index"]])
 
     if data_dir:
-        # GRES variant on gREFER data: the no-target head trains under DDP and evaluation is sharded.
+        # GRES variant on gREFER data: the no-target head and the attribute-word classifiers (no direction
+        # classifier: a module without a loss would stop DDP) train under DDP, and evaluation is sharded.
         cfg = TrainConfig(variant="lvg-tiny-gres", data=data_dir, steps=3, batch_size=2, save_every=0, log_every=1,
-                          val_split="val", eval_batch_size=8, seed=5, init_from=init,
+                          val_split="val", eval_batch_size=8, seed=5, init_from=init, loss_attribute_words=0.5,
                           tokenizer=str(next(Path(data_dir).glob("*.spm"))))
         data = None
     else:

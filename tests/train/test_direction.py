@@ -1,5 +1,5 @@
-"""The direction auxiliary loss (lvg.train.direction): labels from the words, and runs that train the
-classifier, keep it out of the model's weights and resume exactly."""
+"""The direction and attribute-word auxiliary losses (lvg.train.direction): labels from the words, and runs
+that train the classifiers, keep them out of the model's weights and resume exactly."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from lvg.modeling import build_model
 from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.config import TrainConfig
 from lvg.train.data import open_dataset
-from lvg.train.direction import DIRECTIONS, direction_class
+from lvg.train.direction import ATTRIBUTE_WORDS, DIRECTIONS, attribute_classes, direction_class
 from lvg.train.synth.language import expression_kind
 from lvg.train.trainer import train
 
@@ -36,6 +36,41 @@ def test_direction_class_names_the_first_direction_word(text: str, direction: st
     assert direction_class(text) == (0 if direction is None else 1 + DIRECTIONS.index(direction))
 
 
+@pytest.mark.parametrize(("text", "words"), [
+    ("the small blue square", {"size": "small", "colour": "blue", "shape": "square"}),
+    ("The BIG dotted purple hexagon", {"size": "large", "texture": "dotted", "colour": "purple", "shape": "hexagon"}),
+    ("the little solid star", {"size": "small", "texture": "solid", "shape": "star"}),
+    # The reference object's words are not the target's.
+    ("the red circle left of the striped blue square", {"colour": "red", "shape": "circle"}),
+    ("the shape above the green triangle", {}),
+    ("the triangle next to the red star", {"shape": "triangle"}),
+    ("the leftmost green star", {"colour": "green", "shape": "star"}),
+    ("the circle on the right", {"shape": "circle"}),
+    ("all red shapes", {"colour": "red"}),  # "shapes" names no shape
+    ("the three stars", {"shape": "star"}),
+    ("the red or blue circle", {"colour": "red", "shape": "circle"}),  # the first word of a group decides
+    ("man on left", {}),
+    ("a reddish star", {"shape": "star"}),  # whole words only
+])
+def test_attribute_classes_name_the_target_phrases_words(text: str, words: dict[str, str]) -> None:
+    expected = []
+    for group, classes in ATTRIBUTE_WORDS.items():
+        hit = [i for i, names in enumerate(classes) if words.get(group) in names]
+        expected.append(1 + hit[0] if hit else 0)
+    assert attribute_classes(text) == tuple(expected)
+
+
+def test_every_generated_attribute_expression_has_its_shape_or_an_attribute_word(synth_dataset) -> None:
+    source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=False)
+    seen = 0
+    for sample in source.samples:
+        for text in sample.sentences:
+            if expression_kind(text, 1) == "attribute":
+                seen += 1
+                assert any(attribute_classes(text)), text
+    assert seen > 0
+
+
 def test_every_generated_position_and_relation_expression_has_a_direction(synth_dataset) -> None:
     source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=False)
     kinds = {"attribute": 0, "position": 0, "relation": 0}
@@ -54,20 +89,30 @@ def _cfg(data: Path, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_a_run_with_the_direction_loss_resumes_exactly_and_keeps_the_classifier_out_of_the_model(
-        tmp_path: Path, synth_dataset) -> None:
+_HEAD = "train/direction_head/"
+
+
+@pytest.mark.parametrize(("weights", "logged", "heads"), [
+    ({}, {"loss_direction"}, {"classifier"}),
+    ({"loss_attribute_words": 0.5}, {"loss_direction", "loss_attribute_words"},
+     {"classifier", *(f"attribute_classifiers.{g}" for g in ATTRIBUTE_WORDS)}),
+    ({"loss_direction": 0.0, "loss_attribute_words": 1.0}, {"loss_attribute_words"},
+     {f"attribute_classifiers.{g}" for g in ATTRIBUTE_WORDS}),
+])
+def test_a_run_with_the_word_losses_resumes_exactly_and_keeps_the_classifiers_out_of_the_model(
+        tmp_path: Path, synth_dataset, weights: dict[str, float], logged: set[str], heads: set[str]) -> None:
     data = synth_dataset.out_dir
-    full = train(_cfg(data), tmp_path / "full", show_progress=False)
-    assert all("loss_direction" in row for row in full.history if "loss" in row)
-    train(_cfg(data), tmp_path / "split", show_progress=False, stop_at_step=2)
-    train(_cfg(data), tmp_path / "split", show_progress=False, resume=True)
+    full = train(_cfg(data, **weights), tmp_path / "full", show_progress=False)
+    rows = [row for row in full.history if "loss" in row]
+    assert rows and all({k for k in row if k in ("loss_direction", "loss_attribute_words")} == logged for row in rows)
+    train(_cfg(data, **weights), tmp_path / "split", show_progress=False, stop_at_step=2)
+    train(_cfg(data, **weights), tmp_path / "split", show_progress=False, resume=True)
     a, b = (read_checkpoint_tensors(tmp_path / run / "last.safetensors") for run in ("full", "split"))
-    head = {k for k in a if k.startswith("train/direction_head/")}
-    assert head == {"train/direction_head/classifier.weight", "train/direction_head/classifier.bias"}
+    assert {k for k in a if k.startswith(_HEAD)} == {f"{_HEAD}{h}.{p}" for h in heads for p in ("weight", "bias")}
     assert set(a) == set(b) and [k for k in a if not torch.equal(a[k], b[k])] == []
     # The classifier trained with the model, and the model's own weights are exactly the variant's.
     assert read_checkpoint_tensors(tmp_path / "full" / "last.safetensors", model_only=True).keys() == \
         build_model("lvg-tiny").state_dict().keys()
-    # The optimizer moves the classifier: the split run's step-2 checkpoint (now prev) differs from step 4.
+    # The optimizer moves every classifier: the split run's step-2 checkpoint (now prev) differs from step 4.
     two = read_checkpoint_tensors(tmp_path / "split" / "prev.safetensors")
-    assert not torch.equal(two["train/direction_head/classifier.weight"], a["train/direction_head/classifier.weight"])
+    assert all(not torch.equal(two[f"{_HEAD}{h}.weight"], a[f"{_HEAD}{h}.weight"]) for h in heads)
