@@ -10,6 +10,8 @@ is renamed over its name once complete.
 - :class:`OutputSet`: several files of one command (an overlay and a mask, an engine and its sidecar): all
   are written to temporary files first and renamed only when every one was written, so a command that fails
   leaves none of its new outputs.
+- :func:`file_lock`: an exclusive lock between processes, for work whose result another process must not
+  see half done (a download, a compile cache that a library writes in place).
 - Temporary names are ``.<name>.<pid>.<random>.tmp``. A process killed outright (SIGKILL, power loss) cannot
   remove its own; the next write of the same output removes those whose process is gone
   (:func:`remove_stale`).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from lvg.errors import InputError, LVGError
 
-__all__ = ["OutputSet", "atomic_output", "remove_stale", "scratch_path", "temp_path"]
+__all__ = ["OutputSet", "atomic_output", "file_lock", "remove_stale", "scratch_path", "temp_path"]
 
 
 def temp_path(dest: Path) -> Path:
@@ -147,3 +150,30 @@ class OutputSet:
             raise
         finally:
             self.discard()
+
+
+@contextmanager
+def file_lock(path: Path, *, waiting: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block; waits for another holder, first
+    printing "waiting for ``waiting`` ..." to stderr when ``waiting`` is given.
+
+    ``fcntl.flock`` where it exists (Linux, macOS); elsewhere the block runs unlocked. The lock goes with the
+    process: one killed while holding it holds it no more.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                print(f"waiting for {waiting} ...", file=sys.stderr, flush=True)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

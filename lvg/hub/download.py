@@ -9,16 +9,13 @@ connection that drops midway is retried from where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ from lvg._progress import progress
 from lvg._version import __version__
 from lvg.errors import LVGError
 
-__all__ = ["FetchError", "download", "file_lock", "sha256_of"]
+__all__ = ["FetchError", "download", "sha256_of"]
 
 CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -47,30 +44,6 @@ def _hash_file(path: Path) -> Any:
 def sha256_of(path: Path) -> str:
     """The SHA-256 of ``path``'s bytes, hex."""
     return _hash_file(path).hexdigest()
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) for the block; waits for another holder.
-
-    ``fcntl.flock`` where it exists (Linux, macOS); elsewhere the block runs unlocked.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process fetching {path.stem} ...", file=sys.stderr, flush=True)
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _open(url: str, start: int, timeout: float) -> Any:

@@ -28,10 +28,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from lvg.core.atomic import OutputSet
+from lvg.core.atomic import OutputSet, file_lock
 from lvg.core.home import cache_home
 from lvg.hub.catalog import Item, get_item
-from lvg.hub.download import FetchError, download, file_lock
+from lvg.hub.download import FetchError, download
 from lvg.hub.verify import check_annotations, check_file, image_members
 
 __all__ = ["cache_home", "cached_path", "fetch", "is_cached", "mirror_url", "offline"]
@@ -177,7 +177,7 @@ def fetch(item: Item | str, *, mirror: str | None = None, offline_only: bool | N
     if is_cached(item, home):
         return cached_path(item, home)
     downloads = home / "downloads"
-    with file_lock(downloads / f"{item.file}.lock"):
+    with file_lock(downloads / f"{item.file}.lock", waiting=f"another process fetching {item.file}"):
         if is_cached(item, home):  # another process fetched it while this one waited
             return cached_path(item, home)
         placed = _where_to_put(item, home)

@@ -100,6 +100,28 @@ def test_openvino_runs_requests_from_several_threads(micro, ov_cache, monkeypatc
         np.testing.assert_array_equal(got[i], want[i])
 
 
+def test_a_process_compiling_into_the_cache_makes_the_next_one_wait(micro, tmp_path):
+    """OpenVINO writes a cache blob in place and maps it on load, so two processes compiling one new model at
+    once could map a half-written blob (SIGBUS). Another process holding the cache's compile lock makes a
+    new backend wait, say so, and then compile into the cache."""
+    pytest.importorskip("openvino")
+    from lvg.core.atomic import file_lock
+
+    cache = tmp_path / "ov"
+    code = ("from lvg.runtime.backends.openvino_backend import OpenVINOBackend\n"
+            f"OpenVINOBackend({str(micro.onnx)!r}, precision='fp32', cache={str(cache)!r})\nprint('compiled')")
+    with file_lock(cache / ".compile.lock"):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        lines = iter(proc.stderr.readline, "")  # ends when the process exits (it must not, while we hold it)
+        said = next((line for line in lines if "waiting for" in line), "")
+        assert said.strip() == f"waiting for another process compiling into {cache} ..."
+        assert proc.poll() is None and not list(cache.glob("*.blob"))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.strip() == "compiled", err
+    assert list(cache.glob("*.blob"))
+
+
 def test_precision_refusals(micro):
     with pytest.raises(InputError, match="bf16 instructions"):
         open_backend(micro.onnx, precision="bf16", features=PLAIN_CPU)

@@ -8,7 +8,7 @@ accumulate in fp32. An int8 file's quantise / dequantise pairs become int8 kerne
 parts it keeps in floating point run at bf16 on a CPU with bf16 instructions (faster, and the held-out
 metrics of the bundled model equal fp32's to 0.0005 either way), else at fp32. Compiled models are cached in
 ``$LVG_HOME/openvino`` (default ``~/.cache/lvg/openvino``), keyed by OpenVINO on the file and the options,
-so a second load of the same model skips compilation.
+so a second load of the same model skips compilation; processes sharing the cache compile one at a time.
 
 Thread safety: one compiled model; each concurrent ``run`` takes its own infer request from a small pool
 (an infer request is not safe to share), so requests from several threads run side by side.
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from lvg.core.artifact import OUTPUT_NO_TARGET, OUTPUT_PROB
+from lvg.core.atomic import file_lock
 from lvg.core.home import cache_home
 from lvg.core.model_file import ModelFile
 from lvg.core.outputs import ModelOutput
@@ -88,8 +90,15 @@ class OpenVINOBackend(Backend):
         folder = _usable_cache(cache)
         if folder is not None:
             core.set_property({"CACHE_DIR": str(folder)})
+        # OpenVINO writes a cache blob in place, and a process that loads it maps it: two processes compiling
+        # the same new model at once (two camera nodes after a model update) can map a blob the other is
+        # still writing and die of SIGBUS. One compile at a time per cache folder; the second then loads the
+        # first's finished blob.
+        lock = file_lock(folder / ".compile.lock", waiting=f"another process compiling into {folder}") \
+            if folder is not None else nullcontext()
         try:
-            self._compiled = core.compile_model(str(p), "CPU", config)
+            with lock:
+                self._compiled = core.compile_model(str(p), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line messages
             raise ArtifactError(f"{p} cannot be compiled by OpenVINO ({first_line(exc)})") from None
         inputs = {port.get_any_name(): _dims(port) for port in self._compiled.inputs}
