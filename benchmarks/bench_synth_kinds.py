@@ -23,7 +23,15 @@ and scored three ways, all at the original image resolution with the runtime's o
   relation words change nothing).
 
 Low ``right object`` with fair ``best-object IoU`` says the model segments but does not ground; the
-reverse says it grounds but its masks are coarse. Writes ``synth_kinds_<name>.json`` and prints a table.
+reverse says it grounds but its masks are coarse. Two breakdowns point further:
+
+- ``attribute_words``: the right-object rate of attribute expressions by the attribute words they use
+  besides the shape ("the dotted circle" uses texture; "the circle" uses none): which attributes the model
+  reads.
+- ``iou_by_size``: over right picks of every kind, the IoU with the target by the target's size word: how
+  much the masks' resolution costs on small objects.
+
+Writes ``synth_kinds_<name>.json`` and prints the tables.
 """
 
 from __future__ import annotations
@@ -88,6 +96,8 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
     indices = select_sentences(len(dataset), max_sentences)  # the subset lvg eval --max-sentences scores
     decoded: dict[int, list[np.ndarray]] = {}  # image id -> its objects' masks (several sentences per image)
     sums: dict[str, dict[str, float]] = {k: defaultdict(float) for k in (*KINDS, "all")}
+    words: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # attribute words -> sums
+    sizes: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # target size -> sums
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         items = [dataset[i] for i in chunk]
@@ -106,10 +116,19 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
             target = [a["id"] for a in scene].index(sample.ann_ids[0])
             picked, best_iou = score_objects(pred, masks)
             fits = candidates(text, scene)
+            iou = mask_iou(pred, masks[target])
+            if kind == "attribute":
+                for used in [k for k in head_description(text) if k != "shape"] or ["none"]:
+                    words[used]["n"] += 1
+                    words[used]["right"] += float(picked == target)
+            if picked == target:
+                size = sizes[scene[target]["attributes"]["size"]]
+                size["n"] += 1
+                size["iou"] += iou
             for key in (kind, "all"):
                 acc = sums[key]
                 acc["n"] += 1
-                acc["iou"] += mask_iou(pred, masks[target])
+                acc["iou"] += iou
                 acc["right"] += float(picked == target)
                 acc["best_iou"] += best_iou
                 acc["chance"] += 1.0 / len(scene)
@@ -131,7 +150,10 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
             "chance_given_candidate": acc["chance_candidate"] / n,
             "covered_target": acc["cover_target"] / max(acc["n_ambiguous"], 1.0),
             "covered_other_candidates": acc["cover_others"] / max(acc["n_ambiguous"], 1.0)})}
-    return {"variant": model.cfg.name, "kinds": rows}
+    return {"variant": model.cfg.name, "kinds": rows,
+            "attribute_words": {k: {"n": int(v["n"]), "right_object": v["right"] / v["n"]}
+                                for k, v in sorted(words.items())},
+            "iou_by_size": {k: {"n": int(v["n"]), "IoU": v["iou"] / v["n"]} for k, v in sorted(sizes.items())}}
 
 
 def main() -> None:
@@ -151,6 +173,12 @@ def main() -> None:
     for kind, row in result["kinds"].items():
         if row["n"] and kind != "attribute":
             print(f"{kind:<10} {row['covered_target']:>16.3f} {row['covered_other_candidates']:>17.3f}")
+    print(f"\n{'attribute words (besides the shape)':<36} {'n':>5} {'right object':>13}")
+    for used, row in result["attribute_words"].items():
+        print(f"{used:<36} {row['n']:>5} {row['right_object']:>13.3f}")
+    print(f"\n{'right picks: target size':<36} {'n':>5} {'IoU':>13}")
+    for size, row in result["iou_by_size"].items():
+        print(f"{size:<36} {row['n']:>5} {row['IoU']:>13.3f}")
     write(result, args, "synth_kinds")
 
 

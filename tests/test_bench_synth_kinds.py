@@ -70,4 +70,14 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
             assert row["chance"] - 1e-12 <= row["chance_candidate"] <= 1.0
             assert 0.0 <= row["covered_target"] <= 1.0 and 0.0 <= row["covered_other_candidates"] <= 1.0
             assert row["chance"] - 1e-12 <= row["chance_given_candidate"] <= 1.0
-    assert "right | candidate" in proc.stdout and "wrote" in proc.stdout
+    # Every attribute expression is counted under each attribute word it uses, or under "none".
+    used = result["attribute_words"]
+    assert set(used) <= {"colour", "size", "texture", "none"}
+    assert rows["attribute"]["n"] <= sum(r["n"] for r in used.values()) <= 3 * rows["attribute"]["n"]
+    assert all(0.0 <= r["right_object"] <= 1.0 for r in used.values())
+    # The size breakdown covers exactly the right picks, and their IoU with the target is the best IoU.
+    right = sum(round(rows[k]["right_object"] * rows[k]["n"]) for k in ("attribute", "position", "relation"))
+    assert sum(r["n"] for r in result["iou_by_size"].values()) == right
+    assert set(result["iou_by_size"]) <= {"small", "large"}
+    assert all(0.0 < r["IoU"] <= 1.0 for r in result["iou_by_size"].values())
+    assert "right | candidate" in proc.stdout and "attribute words" in proc.stdout and "wrote" in proc.stdout

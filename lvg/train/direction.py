@@ -11,7 +11,7 @@ decides what the pixels do with it.
 The direction loss alone pulls ``t_o`` toward the direction word at the cost of the rest: after it, swapping
 the colour word of a held-out synthetic sentence left ``t_o`` at cosine 0.90 to the original (0.64 before).
 With ``loss_attribute_words > 0`` one more linear classifier per group of :data:`ATTRIBUTE_WORDS` (colour,
-shape, size, texture) names the group's first word in the target's phrase, so ``t_o`` has to keep those too.
+shape, size, texture) names the group's value in the target's phrase, so ``t_o`` has to keep those too.
 The target's phrase is the sentence up to its relation ("the red circle left of the blue square" -> "the red
 circle"), so the reference object's words are not asked for.
 
@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lvg.errors import ConfigError
-from lvg.train.synth.objects import COLOURS, SHAPES, TEXTURES
+from lvg.train.synth.language import head_description
+from lvg.train.synth.objects import COLOURS, SHAPES, SIZES, TEXTURES
 
 __all__ = ["ATTRIBUTE_WORDS", "DIRECTIONS", "DirectionNet", "attribute_classes", "direction_class",
            "direction_loss", "with_direction_loss"]
@@ -43,29 +44,20 @@ _DIRECTION_WORDS = re.compile(
 )
 
 
-#: The attribute word groups: per group, its classes after "none" (label 0), each the words that name it.
-#: The synthetic world's vocabularies (:mod:`lvg.train.synth.objects`); another dataset's sentences mostly get
-#: "none", which is still a label.
-ATTRIBUTE_WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "colour": tuple((c,) for c in COLOURS),
-    "shape": tuple((s, s + "s") for s in SHAPES),
-    "size": (("small", "little"), ("large", "big")),
-    "texture": tuple((t,) for t in TEXTURES),
+#: The attribute groups and their classes after "none" (label 0): the synthetic world's vocabularies
+#: (:mod:`lvg.train.synth.objects`). Another dataset's sentences mostly get "none", which is still a label.
+ATTRIBUTE_WORDS: dict[str, tuple[str, ...]] = {
+    "colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES, "texture": TEXTURES,
 }
-_WORD_CLASS = {group: {w: 1 + i for i, words in enumerate(classes) for w in words}
-               for group, classes in ATTRIBUTE_WORDS.items()}
-# Where the reference object's phrase starts: "left of", "right of", "above", "below" and their kin.
-_RELATION = re.compile(r"\b(?:left of|right of|above|below|under|beneath|next to)\b")
 
 
 def attribute_classes(text: str) -> tuple[int, ...]:
     """The attribute labels of ``text``, one per group of :data:`ATTRIBUTE_WORDS` in its order: 0 when the
-    target's phrase (the words before a relation) has no word of the group, else 1 + the class index of its
-    first one (case-insensitive, whole words)."""
-    text = text.lower()
-    relation = _RELATION.search(text)
-    words = re.findall(r"\w+", text[:relation.start()] if relation else text)
-    return tuple(next((table[w] for w in words if w in table), 0) for table in _WORD_CLASS.values())
+    target's phrase names no value of the group, else 1 + the index of the value its first such word names
+    (:func:`lvg.train.synth.head_description`: "the big red circle left of the blue square" -> large, red,
+    circle)."""
+    head = head_description(text)
+    return tuple(1 + values.index(head[group]) if group in head else 0 for group, values in ATTRIBUTE_WORDS.items())
 
 
 def direction_class(text: str) -> int:

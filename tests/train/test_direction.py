@@ -43,7 +43,8 @@ def test_direction_class_names_the_first_direction_word(text: str, direction: st
     # The reference object's words are not the target's.
     ("the red circle left of the striped blue square", {"colour": "red", "shape": "circle"}),
     ("the shape above the green triangle", {}),
-    ("the triangle next to the red star", {"shape": "triangle"}),
+    ("the star under the big circle", {"shape": "star"}),
+    ("the square to the right of the dotted star", {"shape": "square"}),
     ("the leftmost green star", {"colour": "green", "shape": "star"}),
     ("the circle on the right", {"shape": "circle"}),
     ("all red shapes", {"colour": "red"}),  # "shapes" names no shape
@@ -53,11 +54,8 @@ def test_direction_class_names_the_first_direction_word(text: str, direction: st
     ("a reddish star", {"shape": "star"}),  # whole words only
 ])
 def test_attribute_classes_name_the_target_phrases_words(text: str, words: dict[str, str]) -> None:
-    expected = []
-    for group, classes in ATTRIBUTE_WORDS.items():
-        hit = [i for i, names in enumerate(classes) if words.get(group) in names]
-        expected.append(1 + hit[0] if hit else 0)
-    assert attribute_classes(text) == tuple(expected)
+    expected = tuple(1 + values.index(words[g]) if g in words else 0 for g, values in ATTRIBUTE_WORDS.items())
+    assert attribute_classes(text) == expected
 
 
 def test_every_generated_attribute_expression_has_its_shape_or_an_attribute_word(synth_dataset) -> None:

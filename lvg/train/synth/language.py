@@ -237,6 +237,7 @@ _WORD_ATTRIBUTE = {
     **{t: ("texture", t) for t in TEXTURES},
     **{c: ("colour", c) for c in COLOURS},
     **{s: ("shape", s) for s in SHAPES},
+    **{plural: ("shape", s) for s, plural in _PLURAL.items()},
 }
 
 
@@ -244,12 +245,18 @@ def head_description(text: str) -> dict[str, str]:
     """The attribute values that the head noun phrase of a generated single-target expression names.
 
     The head is the object the sentence describes before any position or relation: "the leftmost large green
-    star" and "the green star left of the red circle" both give ``{"size": "large", "colour": "green",
-    "shape": "star"}`` and ``{"colour": "green", "shape": "star"}``. The scene's objects that match it are the
-    candidates among which a position or relation has to choose; "shape" alone names no attribute.
+    star" and "the green star left of the red circle" give ``{"size": "large", "colour": "green", "shape":
+    "star"}`` and ``{"colour": "green", "shape": "star"}``. The scene's objects that match it are the
+    candidates among which a position or relation has to choose; "shape" alone names no attribute. Any
+    sentence has one: case is ignored, plural shape words name their shape ("all the stars" -> ``{"shape":
+    "star"}``) and the first word of an attribute decides.
     """
-    head = _RELATION_RE.split(text, maxsplit=1)[0]  # the reference object's words come after the relation
-    return dict(_WORD_ATTRIBUTE[w] for w in head.split() if w in _WORD_ATTRIBUTE)
+    head = _RELATION_RE.split(text.lower(), maxsplit=1)[0]  # the reference object's words come after the relation
+    found: dict[str, str] = {}
+    for word in re.findall(r"\w+", head):
+        if word in _WORD_ATTRIBUTE:
+            found.setdefault(*_WORD_ATTRIBUTE[word])
+    return found
 
 
 def single_expressions(objects: Sequence[SceneObject], t: int, width: int, height: int,
