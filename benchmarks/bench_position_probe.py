@@ -13,10 +13,10 @@ R^2 on the second half, for every pyramid level the encoder hands the decoder an
 are; below 0: a fit on some images does not carry to others.
 
 The other half of the dot product is the expression's embedding ``e``. For the sentences of the split that
-name a direction or a colour, it also swaps that one word ("left" <-> "right", "top" <-> "bottom"; a colour
-for the next colour) and reports the mean cosine similarity between the embeddings of the sentence and its
-swap on the same image: near 1, the embedding does not carry that word. Writes
-``position_probe_<name>.json`` and prints both tables.
+name a direction, a colour, a shape or a texture, it also swaps that one word ("left" <-> "right", "top" <->
+"bottom"; a colour, shape or texture for the next one of the generator's list) and reports the mean cosine
+similarity between the embeddings of the sentence and its swap on the same image: near 1, the embedding does
+not carry that word. Writes ``position_probe_<name>.json`` and prints both tables.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from _synth_checkpoint import arguments, forward, open_checkpoint, write
 
-from lvg.train.synth import COLOURS
+from lvg.train.synth import COLOURS, SHAPES, TEXTURES
 
 #: One-word swaps: a direction for its opposite, a colour for another (the generator's words).
 DIRECTION_SWAPS = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost",
@@ -53,6 +53,11 @@ def grid_targets(n_maps: int, side: int) -> tuple[np.ndarray, np.ndarray]:
     u = (np.arange(side) + 0.5) / side * 2 - 1
     y, x = np.meshgrid(u, u, indexing="ij")  # (side, side)
     return np.tile(x.ravel(), n_maps), np.tile(y.ravel(), n_maps)
+
+
+def cycle_swaps(words: list[str]) -> dict[str, str]:
+    """Each word for the next one of ``words`` (the last for the first)."""
+    return {w: words[(k + 1) % len(words)] for k, w in enumerate(words)}
 
 
 def swap_word(text: str, swaps: dict[str, str]) -> str | None:
@@ -110,10 +115,9 @@ def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> 
         x, y = grid_targets(feats.shape[0], side)
         flat = feats.reshape(-1, feats.shape[2]).numpy()
         rows[name] = {"dims": int(feats.shape[2]), "side": side, "r2_x": probe_r2(flat, x), "r2_y": probe_r2(flat, y)}
-    colours = list(COLOURS)
-    colour_swaps = {c: colours[(k + 1) % len(colours)] for k, c in enumerate(colours)}
     similarity = {}
-    for name, swaps in (("direction", DIRECTION_SWAPS), ("colour", colour_swaps)):
+    for name, swaps in (("direction", DIRECTION_SWAPS), ("colour", cycle_swaps(list(COLOURS))),
+                        ("shape", cycle_swaps(list(SHAPES))), ("texture", cycle_swaps(list(TEXTURES)))):
         mean, count = embedding_similarity(model, dataset, n, swaps)
         similarity[name] = {"cosine": mean, "sentences": count}
     return {"variant": model.cfg.name, "sentences": n, "probes": rows, "embedding_similarity": similarity}

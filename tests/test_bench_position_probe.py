@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_position_probe.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_position_probe import DIRECTION_SWAPS, grid_targets, probe_r2, swap_word  # noqa: E402
+from bench_position_probe import DIRECTION_SWAPS, cycle_swaps, grid_targets, probe_r2, swap_word  # noqa: E402
 
 
 def test_probe_reads_position_only_where_the_features_hold_it() -> None:
@@ -31,6 +31,9 @@ def test_swap_word_changes_one_word() -> None:
     assert swap_word("the star left of the circle on the right", DIRECTION_SWAPS) == (
         "the star right of the circle on the right")  # the first direction only
     assert swap_word("the green star", DIRECTION_SWAPS) is None
+    shapes = cycle_swaps(["circle", "square", "star"])
+    assert shapes == {"circle": "square", "square": "star", "star": "circle"}
+    assert swap_word("the green star left of the circle", shapes) == "the green circle left of the circle"
 
 
 def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
@@ -55,6 +58,6 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
     assert fv["side"] == 60 and fv["dims"] == model.cfg.head.neck_dim
     assert fv["r2_x"] > 0.9 and fv["r2_y"] > 0.9
     similarity = json.loads((tmp_path / "out" / "position_probe_xy.json").read_text())["embedding_similarity"]
-    assert set(similarity) == {"direction", "colour"}
+    assert set(similarity) == {"direction", "colour", "shape", "texture"}
     assert 1 <= similarity["colour"]["sentences"] <= 8 and -1.0 <= similarity["colour"]["cosine"] <= 1.0 + 1e-6
     assert "F^V" in proc.stdout and "cos(e, e_swapped)" in proc.stdout and "wrote" in proc.stdout
