@@ -84,7 +84,7 @@ class TrainConfig:
     L_nt for GRES)``; ``contrastive`` picks Eq. 8's positive-margin loss or a Table 6 alternative; ``gamma``
     is its margin (also the triplet / ArcFace margin), ``tau`` its temperature. ``loss_direction > 0`` adds
     an auxiliary term, that weight times the cross-entropy of a linear classifier that names the sentence's
-    direction word (left, right, up, down or none) from ``t_o`` (:mod:`lvg.train.direction`), so that the
+    direction word (left, right, up, down or none) from ``t_o`` (:mod:`lvg.train.words`), so that the
     expression embedding the masks are made from holds the direction word; 0 (the paper) leaves it out.
     ``loss_attribute_words > 0`` likewise adds classifiers that name the target phrase's colour, shape, size
     and texture words from ``t_o`` (the mean of their cross-entropies at that weight).

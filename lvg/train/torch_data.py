@@ -12,8 +12,8 @@ Items are dicts (default-collatable):
 - ``index``: int. Training: the sample index. Evaluation: the position in
   :meth:`ReferSource.sentences_flat` (every sentence is one item);
 - ``sample_index``: int, the sample the item came from;
-- ``direction``: int64 scalar, the sentence's direction label (:func:`lvg.train.direction.direction_class`).
-- ``attributes``: int64 ``(4,)``, its attribute-word labels (:func:`lvg.train.direction.attribute_classes`).
+- ``direction``: int64 scalar, the sentence's direction label (:func:`lvg.train.words.direction_class`).
+- ``attributes``: int64 ``(4,)``, its attribute-word labels (:func:`lvg.train.words.attribute_classes`).
 
 Training draws ONE sentence per sample per epoch; the draw and the augmentations are a pure function
 of ``(seed, epoch, index)`` (``numpy.random.default_rng([seed, epoch, index])``), so they do not depend
@@ -44,9 +44,9 @@ from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
-from lvg.train.direction import attribute_classes, direction_class
 from lvg.train.run_dir import ignore_stop_signals
 from lvg.train.sampling import Planned
+from lvg.train.words import attribute_classes, direction_class
 
 __all__ = ["GroundingDataset", "JITTER_RANGE", "FLIP_PROBABILITY", "JITTER_PROBABILITY", "train_loader"]
 

@@ -34,7 +34,6 @@ from lvg.modeling.checkpoint import load_state_strict
 from lvg.modeling.runner import ArrayRunner
 from lvg.train.accumulate import micro_batches, sync_last
 from lvg.train.config import TrainConfig
-from lvg.train.direction import DirectionNet, with_direction_loss
 from lvg.train.distributed import (
     ShardedBatchSampler,
     any_rank,
@@ -78,6 +77,7 @@ from lvg.train.state import (
     tokenizer_header,
 )
 from lvg.train.torch_data import train_loader
+from lvg.train.words import WordsNet, with_word_losses
 
 __all__ = ["AmpWarning", "TrainResult", "Trainer", "train"]
 
@@ -150,7 +150,7 @@ class Trainer:
         self._stop: StopFlag | None = None  # the running loop's signal flag, which evaluations also heed
         # The model under training-only heads, trained beside it and wrapped by DDP: the pretraining heads
         # (stage="pretrain"), or the word classifiers on t_o (loss_direction or loss_attribute_words > 0).
-        self.heads: PretrainNet | DirectionNet | None = None
+        self.heads: PretrainNet | WordsNet | None = None
         # Training losses summed since the last log line.
         self._window: dict[str, float] = {}
         self._window_steps, self._window_start = 0, 0.0
@@ -199,7 +199,7 @@ class Trainer:
         self.model = build_model(cfg.variant, impl=cfg.kernel_impl)
         # Pretraining trains the model's encoder under heads of its own (lvg.train.pretrain).
         self.heads = PretrainNet(self.model) if cfg.stage == "pretrain" else (
-            DirectionNet(self.model, direction=cfg.loss_direction > 0, attribute_words=cfg.loss_attribute_words > 0)
+            WordsNet(self.model, direction=cfg.loss_direction > 0, attribute_words=cfg.loss_attribute_words > 0)
             if cfg.loss_direction > 0 or cfg.loss_attribute_words > 0 else None)
         self._check_out_dir()
         weights = self._load_weights(point)
@@ -311,8 +311,8 @@ class Trainer:
             bce=cfg.loss_bce, dice=cfg.loss_dice, contrastive=cfg.loss_contrastive,
             contrastive_kind=cfg.contrastive, gamma=cfg.gamma, tau=cfg.tau, no_target_weight=cfg.loss_no_target,
         )
-        if isinstance(self.heads, DirectionNet):
-            parts = with_direction_loss(parts, outputs, batch, cfg.loss_direction, cfg.loss_attribute_words)
+        if isinstance(self.heads, WordsNet):
+            parts = with_word_losses(parts, outputs, batch, cfg.loss_direction, cfg.loss_attribute_words)
         return parts
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:

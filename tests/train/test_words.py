@@ -1,4 +1,4 @@
-"""The direction and attribute-word auxiliary losses (lvg.train.direction): labels from the words, and runs
+"""The direction and attribute-word auxiliary losses (lvg.train.words): labels from the words, and runs
 that train the classifiers, keep them out of the model's weights and resume exactly."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from lvg.modeling import build_model
 from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.config import TrainConfig
 from lvg.train.data import open_dataset
-from lvg.train.direction import ATTRIBUTE_WORDS, DIRECTIONS, attribute_classes, direction_class
 from lvg.train.synth.language import expression_kind
 from lvg.train.trainer import train
+from lvg.train.words import ATTRIBUTE_WORDS, DIRECTIONS, attribute_classes, direction_class
 
 
 @pytest.mark.parametrize(("text", "direction"), [

@@ -1,23 +1,22 @@
-"""Auxiliary training signals that make the expression embedding carry the sentence's direction word and the
-target's attribute words.
+"""Auxiliary training signals that make the expression embedding ``t_o`` carry the sentence's words: its
+direction word and the target's attribute words.
 
 A grounding model trained on masks alone can learn to read the head noun phrase of "the leftmost green star"
 and ignore "leftmost": its mask then covers every green star, and the mask loss gives the direction word
 only a weak, indirect gradient. With ``loss_direction > 0`` a linear classifier reads the input
 expression's embedding ``t_o`` (the ``text_embedding`` output, the vector every pixel feature is dotted with)
 and is trained to name the sentence's first direction word, so that ``t_o`` has to hold it. The mask loss
-decides what the pixels do with it.
+decides what the pixels do with it. The label comes from the words alone, so any dataset has it: 0 = no
+direction word, else 1 + the index in :data:`DIRECTIONS` of the first one ("the man on the left" -> left,
+"the cup above the plate" -> up).
 
-The direction loss alone pulls ``t_o`` toward the direction word at the cost of the rest: after it, swapping
-the colour word of a held-out synthetic sentence left ``t_o`` at cosine 0.90 to the original (0.64 before).
-With ``loss_attribute_words > 0`` one more linear classifier per group of :data:`ATTRIBUTE_WORDS` (colour,
-shape, size, texture) names the group's value in the target's phrase, so ``t_o`` has to keep those too.
-The target's phrase is the sentence up to its relation ("the red circle left of the blue square" -> "the red
+Pulled toward the direction word, ``t_o`` can lose the others (MODEL_CARD.md, "What was tried"). With
+``loss_attribute_words > 0`` one more linear classifier per group of :data:`ATTRIBUTE_WORDS` (colour, shape,
+size, texture) names the group's value in the target's phrase, so ``t_o`` has to keep those too. The
+target's phrase is the sentence up to its relation ("the red circle left of the blue square" -> "the red
 circle"), so the reference object's words are not asked for.
 
-The label comes from the words alone, so any dataset has it: 0 = no direction word, else 1 + the index in
-:data:`DIRECTIONS` of the first one ("the man on the left" -> left, "the cup above the plate" -> up). Only
-training uses the classifier; no exported model has it.
+Only training uses the classifiers; no exported model has them.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from lvg.errors import ConfigError
 from lvg.train.synth.language import head_description
 from lvg.train.synth.objects import COLOURS, SHAPES, SIZES, TEXTURES
 
-__all__ = ["ATTRIBUTE_WORDS", "DIRECTIONS", "DirectionNet", "attribute_classes", "direction_class",
-           "direction_loss", "with_direction_loss"]
+__all__ = ["ATTRIBUTE_WORDS", "DIRECTIONS", "WordsNet", "attribute_classes", "direction_class",
+           "word_loss", "with_word_losses"]
 
 #: The direction classes after "none" (label 0).
 DIRECTIONS = ("left", "right", "up", "down")
@@ -67,7 +66,7 @@ def direction_class(text: str) -> int:
     return 0 if match is None else int(match.lastindex or 0)
 
 
-class DirectionNet(nn.Module):
+class WordsNet(nn.Module):
     """A Latent-VG model (shared, not copied) with classifiers on its input expression's embedding: with
     ``direction``, the direction classifier; with ``attribute_words``, one per group of :data:`ATTRIBUTE_WORDS`.
 
@@ -76,7 +75,8 @@ class DirectionNet(nn.Module):
     classifiers with a loss are built: DDP refuses parameters that get no gradient.
     """
 
-    #: Where a checkpoint keeps the classifiers (:func:`lvg.train.state.heads_tensors`).
+    #: Where a checkpoint keeps the classifiers (:func:`lvg.train.state.heads_tensors`); the name predates
+    #: the attribute classifiers and stays so that runs saved before them resume.
     checkpoint_prefix = "train/direction_head/"
 
     def __init__(self, model: nn.Module, *, direction: bool = True, attribute_words: bool = False) -> None:
@@ -88,7 +88,7 @@ class DirectionNet(nn.Module):
             {g: nn.Linear(dim, 1 + len(c)) for g, c in ATTRIBUTE_WORDS.items()} if attribute_words else {})
 
     def heads(self) -> dict[str, Tensor]:
-        """The classifier's weights (what a checkpoint keeps besides the model's)."""
+        """The classifiers' weights (what a checkpoint keeps besides the model's)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
 
     def forward(self, image: Tensor, text_ids: Tensor, text_mask: Tensor) -> dict[str, Tensor]:
@@ -100,15 +100,16 @@ class DirectionNet(nn.Module):
         return {**out, **logits}
 
 
-def direction_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy of ``logits`` ``(B, 1 + len(DIRECTIONS))`` against ``labels`` ``(B,)`` int64, in float32."""
+def word_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of one classifier's ``logits`` ``(B, 1 + classes)`` against ``labels`` ``(B,)`` int64, in
+    float32."""
     return F.cross_entropy(logits.float(), labels)
 
 
-def with_direction_loss(parts: dict[str, Tensor], outputs: dict[str, Tensor], batch: dict[str, Any],
-                        weight: float, attribute_weight: float = 0.0) -> dict[str, Tensor]:
-    """The grounding loss ``parts`` plus, at ``weight`` > 0, ``"direction"`` (:func:`direction_loss` of
-    :class:`DirectionNet`'s outputs against ``batch["direction"]``) and, at ``attribute_weight`` > 0,
+def with_word_losses(parts: dict[str, Tensor], outputs: dict[str, Tensor], batch: dict[str, Any],
+                     weight: float, attribute_weight: float = 0.0) -> dict[str, Tensor]:
+    """The grounding loss ``parts`` plus, at ``weight`` > 0, ``"direction"`` (:func:`word_loss` of
+    :class:`WordsNet`'s outputs against ``batch["direction"]``) and, at ``attribute_weight`` > 0,
     ``"attribute_words"`` (the mean over the groups of the same cross-entropy against ``batch["attributes"]``
     ``(B, len(ATTRIBUTE_WORDS))``), each added to ``"total"`` at its weight.
 
@@ -121,11 +122,11 @@ def with_direction_loss(parts: dict[str, Tensor], outputs: dict[str, Tensor], ba
                           "datasets of lvg.train.torch_data give; this run's data has none")
     out = dict(parts)
     if weight > 0:
-        out["direction"] = direction_loss(outputs["direction_logits"], batch["direction"])
+        out["direction"] = word_loss(outputs["direction_logits"], batch["direction"])
         out["total"] = out["total"] + weight * out["direction"]
     if attribute_weight > 0:
         labels = batch["attributes"]  # (B, groups)
-        out["attribute_words"] = sum(direction_loss(outputs[f"{g}_logits"], labels[:, i])
+        out["attribute_words"] = sum(word_loss(outputs[f"{g}_logits"], labels[:, i])
                                      for i, g in enumerate(ATTRIBUTE_WORDS)) / len(ATTRIBUTE_WORDS)
         out["total"] = out["total"] + attribute_weight * out["attribute_words"]
     return out
