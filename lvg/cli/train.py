@@ -72,6 +72,9 @@ def train_command(
     eval_text_swap: bool | None = typer.Option(
         None, "--eval-text-swap/--no-eval-text-swap",
         help="Add the text-swap control (lvg eval --text-swap) to every evaluation."),
+    final_eval: bool | None = typer.Option(
+        None, "--final-eval/--no-final-eval",
+        help="Score the whole validation split after the last step (default on; off for one step of a recipe)."),
     save_every: int | None = typer.Option(None, help="Checkpoint every N steps."),
     log_every: int | None = typer.Option(None, help="Log every N steps."),
     seed: int | None = typer.Option(None, help="Random seed."),
@@ -113,7 +116,8 @@ def train_command(
     require("safetensors", extra="train", purpose="training")
     cfg = _train_config(config, {
         "variant": variant, "data": data, "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "eval_every": eval_every, "eval_text_swap": eval_text_swap, "save_every": save_every,
+        "eval_every": eval_every, "eval_text_swap": eval_text_swap, "final_eval": final_eval,
+        "save_every": save_every,
         "log_every": log_every, "seed": seed, "amp": amp, "threads": threads, "stage": stage,
         "sentences_per_image": sentences_per_image, "init_parts": init_parts,
         "contrastive": contrastive, "pretrained": pretrained, "init_from": init, "tokenizer": tokenizer,

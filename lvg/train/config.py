@@ -90,7 +90,8 @@ class TrainConfig:
     and texture words from ``t_o`` (the mean of their cross-entropies at that weight).
 
     ``eval_every`` / ``save_every`` / ``log_every`` count optimizer steps (0 disables periodic evaluation;
-    a checkpoint and, with a validation split, an evaluation always happen at the end).
+    a checkpoint and, with a validation split and ``final_eval``, an evaluation always happen at the end:
+    ``final_eval = False`` skips that pass for a run that is one step of a longer recipe).
     ``eval_max_sentences`` caps periodic evaluations (0 = every sentence); the final one uses all.
     ``eval_text_swap`` adds the text-swap control to every evaluation (``lvg eval --text-swap``: the same
     metrics with each image paired with another image's sentence; a second forward pass per batch). A
@@ -158,6 +159,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_max_sentences: int = 0
     eval_text_swap: bool = False
+    final_eval: bool = True
     save_every: int = 500
     log_every: int = 10
     seed: int = 0

@@ -267,7 +267,7 @@ class Trainer:
                         # Save before the final evaluation: a kill during a long evaluation must not lose
                         # the last steps (the evaluation writes best.safetensors itself).
                         self.save()
-                        if last:
+                        if last and cfg.final_eval:
                             self.metrics = self.evaluate(final=True) or self.metrics
                     if last:
                         return

@@ -365,6 +365,23 @@ def test_periodic_evaluation_logs_the_text_swap_control(tmp_path: Path, synth_da
     assert "text_swap" in json.loads(res.stdout)["metrics"]
 
 
+def test_no_final_eval_skips_only_the_pass_after_the_last_step(tmp_path: Path, synth_dataset) -> None:
+    from typer.testing import CliRunner
+
+    from lvg.cli import app
+
+    base = ["train", "--variant", "lvg-tiny", "--data", str(synth_dataset.out_dir), "--steps", "3",
+            "--eval-every", "2", "--device", "cpu", "--json"]
+    runs = {}
+    for name, flag in (("with", []), ("without", ["--no-final-eval"])):
+        res = CliRunner().invoke(app, [*base, *flag, "--out", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        runs[name] = [r["step"] for r in read_log(tmp_path / name) if r["kind"] == "eval"]
+        assert (tmp_path / name / "last.safetensors").exists()
+    assert runs == {"with": [2, 3], "without": [2]}
+    assert json.loads((tmp_path / "without" / "train_config.json").read_text())["final_eval"] is False
+
+
 @pytest.mark.slow
 def test_training_beats_the_untrained_model_on_held_out_data(tmp_path: Path, capsys) -> None:
     """lvg-tiny learns on a small synthetic set: held-out mIoU clearly above the untrained model's."""
