@@ -30,9 +30,11 @@ def attribute_attention_reference(attrs: Tensor, concepts_v: Tensor, scale: floa
     Returns:
         new attribute tokens ``(B, Na, d)`` in ``attrs``' dtype.
     """
-    logits = torch.einsum("bad,bcd->bac", attrs.float(), concepts_v.float()) * scale  # (B, Na, Nc)
-    weights = logits.softmax(dim=1)
-    return torch.einsum("bac,bcd->bad", weights, concepts_v.float()).to(attrs.dtype)
+    # fp32, also under autocast (see concept_attention_reference).
+    with torch.autocast(attrs.device.type, enabled=False):
+        logits = torch.einsum("bad,bcd->bac", attrs.float(), concepts_v.float()) * scale  # (B, Na, Nc)
+        weights = logits.softmax(dim=1)
+        return torch.einsum("bac,bcd->bad", weights, concepts_v.float()).to(attrs.dtype)
 
 
 def attribute_attention_backward(

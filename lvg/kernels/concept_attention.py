@@ -28,11 +28,14 @@ def concept_attention_reference(v: Tensor, mask: Tensor, concepts: Tensor, scale
     Returns:
         visual concept tokens ``(B, Nc, d)`` in ``v``'s dtype.
     """
-    logits = torch.einsum("cd,bnd->bcn", concepts.float(), v.float()) * scale  # (B, Nc, n)
-    # A mask, never boolean indexing: shapes stay static for export and batching.
-    logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
-    weights = logits.softmax(dim=-1)
-    return torch.einsum("bcn,bnd->bcd", weights, v.float()).to(v.dtype)
+    # fp32, also under autocast (which would run the einsums in bf16 / fp16 whatever their inputs' dtype):
+    # with large activations, half-precision logits tie and the softmax's gradient explodes.
+    with torch.autocast(v.device.type, enabled=False):
+        logits = torch.einsum("cd,bnd->bcn", concepts.float(), v.float()) * scale  # (B, Nc, n)
+        # A mask, never boolean indexing: shapes stay static for export and batching.
+        logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
+        weights = logits.softmax(dim=-1)
+        return torch.einsum("bcn,bnd->bcd", weights, v.float()).to(v.dtype)
 
 
 def concept_attention_backward(

@@ -31,8 +31,10 @@ def patch_select_reference(v: Tensor, t_cls: Tensor, *, rule: str = "mean", topk
     Returns:
         ``scores (B, n)`` float32 and ``mask (B, n)`` bool. The mask always selects at least one patch.
     """
-    # fp32 accumulation: the mean threshold is sensitive to rounding in half precision.
-    scores = torch.einsum("bnd,bd->bn", v.float(), t_cls.float())
+    # fp32 accumulation: the mean threshold is sensitive to rounding in half precision. Autocast would
+    # run the einsum in bf16 / fp16 whatever its inputs' dtype, so it is switched off here.
+    with torch.autocast(v.device.type, enabled=False):
+        scores = torch.einsum("bnd,bd->bn", v.float(), t_cls.float())
     if rule == "mean":
         # min(mean, max): if rounding puts the mean above every score (all scores equal), the top patch
         # is still selected, so the masked softmax never sees an empty row.

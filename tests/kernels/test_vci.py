@@ -59,6 +59,27 @@ def _naive_vci(v, t, a, c):
     return torch.from_numpy(out), torch.from_numpy(masks)
 
 
+def test_the_reference_stays_fp32_under_bf16_autocast(rng):
+    """Autocast runs einsums in bf16 whatever their inputs' dtype. The VCI's softmaxes must not: a trained
+    model's activations are large, half-precision logits then tie, and the gradients explode (norms of
+    1e5-1e10 through the concept injectors in bf16 training runs)."""
+    inputs = _inputs(rng, *SIZES[0], grad=True)
+    results = []
+    for autocast in (False, True):
+        for x in inputs:
+            x.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = vci_reference(*inputs)
+        out.attrs.float().square().sum().backward()
+        v, _, attrs, concepts = inputs  # t_cls only selects patches: no gradient
+        results.append((out.attrs.detach(), out.mask, [x.grad.clone() for x in (v, attrs, concepts)]))
+    (plain, plain_mask, plain_grads), (cast, cast_mask, cast_grads) = results
+    assert cast.dtype == torch.float32 and torch.equal(cast_mask, plain_mask)
+    torch.testing.assert_close(cast, plain, rtol=1e-6, atol=1e-6)
+    for a, b in zip(cast_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("impl", ["reference", pytest.param("triton", marks=requires_triton)])
 def test_matches_a_loop_implementation(impl, rng):
     v, t, a, c = _inputs(rng, 2, 11, 6, 3, 4)
