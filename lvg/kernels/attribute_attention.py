@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lvg.kernels._precision import without_autocast
 from lvg.kernels._triton import cdiv, dot_precision, interpreting, lazy_jit, next_pow2
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def attribute_attention_reference(attrs: Tensor, concepts_v: Tensor, scale: floa
         new attribute tokens ``(B, Na, d)`` in ``attrs``' dtype.
     """
     # fp32, also under autocast (see concept_attention_reference).
-    with torch.autocast(attrs.device.type, enabled=False):
+    with without_autocast(attrs):
         logits = torch.einsum("bad,bcd->bac", attrs.float(), concepts_v.float()) * scale  # (B, Na, Nc)
         weights = logits.softmax(dim=1)
         return torch.einsum("bac,bcd->bad", weights, concepts_v.float()).to(attrs.dtype)

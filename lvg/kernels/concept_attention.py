@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lvg.kernels._precision import without_autocast
 from lvg.kernels._triton import cdiv, dot_precision, interpreting, lazy_jit, next_pow2
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def concept_attention_reference(v: Tensor, mask: Tensor, concepts: Tensor, scale
     """
     # fp32, also under autocast (which would run the einsums in bf16 / fp16 whatever their inputs' dtype):
     # with large activations, half-precision logits tie and the softmax's gradient explodes.
-    with torch.autocast(v.device.type, enabled=False):
+    with without_autocast(v):
         logits = torch.einsum("cd,bnd->bcn", concepts.float(), v.float()) * scale  # (B, Nc, n)
         # A mask, never boolean indexing: shapes stay static for export and batching.
         logits = logits.masked_fill(~mask[:, None, :], float("-inf"))

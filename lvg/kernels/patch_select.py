@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lvg.kernels._precision import without_autocast
 from lvg.kernels._triton import cdiv, interpreting, lazy_jit, next_pow2
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def patch_select_reference(v: Tensor, t_cls: Tensor, *, rule: str = "mean", topk
     """
     # fp32 accumulation: the mean threshold is sensitive to rounding in half precision. Autocast would
     # run the einsum in bf16 / fp16 whatever its inputs' dtype, so it is switched off here.
-    with torch.autocast(v.device.type, enabled=False):
+    with without_autocast(v):
         scores = torch.einsum("bnd,bd->bn", v.float(), t_cls.float())
     if rule == "mean":
         # min(mean, max): if rounding puts the mean above every score (all scores equal), the top patch
