@@ -137,6 +137,11 @@ def train_command(
 
     with messages_as_lines():
         result = train(cfg, out, resume=resume, device=device, stop_at_step=stop_at)
+    _report(result, json_out)
+
+
+def _report(result: Any, json_out: bool) -> None:
+    """Print how a run ended (a ``TrainResult``): one JSON object, or a line and the final metrics."""
     summary = {
         "out": str(result.out_dir), "step": result.step, "total_steps": result.total_steps,
         "stopped": result.stopped, "checkpoint": str(result.checkpoint) if result.checkpoint else None,
