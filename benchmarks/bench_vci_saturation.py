@@ -5,7 +5,8 @@
 
 The VCI (paper Eq. 4-6) routes visual concepts into the latent expressions' attribute tokens through two
 softmaxes over dot products of encoder tokens. This bench runs ``--sentences`` sentences of the split,
-takes each injector's inputs (the patch tokens, the text class token, the latent tokens) and recomputes
+takes each injector's inputs (the patch tokens, the text class token, the latent tokens, after the
+injector's own norms with ``vci_norm``) and recomputes
 both softmaxes in fp32 with the kernels' references:
 
 - ``concept max``: concept attention (Eq. 5), the largest weight of a concept over the selected patches,
@@ -35,14 +36,14 @@ def saturation(patches: torch.Tensor, t_cls: torch.Tensor, latent: torch.Tensor,
     """One injector's softmax statistics for inputs ``patches (B, n, d)``, ``t_cls (B, d)``, ``latent (B, m, d)``,
     each summed over the batch. The softmaxes are those of ``lvg.kernels``' concept and attribute attention
     references, written out here because the references return only their outputs."""
-    patches, t_cls, latent = patches.float(), t_cls.float(), latent.float()
+    patches, attrs = (x.float() for x in injector.vci_inputs(patches.float(), latent.float()))
+    t_cls = t_cls.float()
     scale = patches.shape[-1] ** -0.5
     _, mask = patch_select_reference(patches, t_cls, rule=injector.rule, topk=injector.topk)  # (B, n)
     concepts = injector.concepts.float()  # (Nc, d)
     logits = torch.einsum("cd,bnd->bcn", concepts, patches) * scale  # (B, Nc, n)
     weights = logits.masked_fill(~mask[:, None, :], float("-inf")).softmax(dim=-1)
     concepts_v = torch.einsum("bcn,bnd->bcd", weights, patches)  # (B, Nc, d): C_V of Eq. 5
-    attrs = latent.index_select(1, injector.attr_index)  # (B, Na, d)
     routing = (torch.einsum("bad,bcd->bac", attrs, concepts_v) * scale).softmax(dim=1)  # over attributes
     return {
         "concept_max": float(weights.amax(dim=-1).mean(dim=1).sum()),

@@ -79,6 +79,11 @@ class LatentConfig:
     threshold: ThresholdRule = "mean"
     topk: int = 30
     gumbel_tau: float = 1.0
+    # Not in the paper: a LayerNorm on the patches and the attribute tokens entering the VCI, so
+    # its dot products stay bounded. BEiT-3's hidden states enter the paper's VCI as they are; a model trained
+    # from scratch grows token norms in the thousands, and then the attribute softmax is a hard assignment
+    # that passes no gradient (benchmarks/bench_vci_saturation.py).
+    vci_norm: bool = False
 
     @property
     def num_expressions(self) -> int:
@@ -384,14 +389,16 @@ def lvg_tiny_gres() -> ModelConfig:
     )
 
 
-def _small(gres: bool, latent: bool, name: str, pixel_positions: bool = False) -> ModelConfig:
+def _small(
+    gres: bool, latent: bool, name: str, pixel_positions: bool = False, vci_norm: bool = False
+) -> ModelConfig:
     return ModelConfig(
         name=name,
         encoder=EncoderConfig(
             patch_size=32, embed_dim=192, depth=6, num_heads=6, ffn_dim=768, vocab_size=1000, max_text_positions=64,
             init_std=0.02, position_init="sincos",
         ),
-        latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres),
+        latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres, vci_norm=vci_norm),
         head=HeadConfig(
             pyramid_layers=(2, 4, 5, 6), neck_dim=96, embed_dim=96, mlp_hidden=384, gres=gres, empty_heads=6,
             pixel_positions=pixel_positions,
@@ -414,6 +421,11 @@ def lvg_s_xy() -> ModelConfig:
     return _small(gres=True, latent=True, name="lvg-s-xy", pixel_positions=True)
 
 
+def lvg_s_xy_vcinorm() -> ModelConfig:
+    """lvg-s-xy whose concept injectors normalise their inputs (``LatentConfig.vci_norm``)."""
+    return _small(gres=True, latent=True, name="lvg-s-xy-vcinorm", pixel_positions=True, vci_norm=True)
+
+
 def lvg_s_xy_nolatent() -> ModelConfig:
     """lvg-s-xy without latent expressions: its twin in the paper's Table 4."""
     return _small(gres=True, latent=False, name="lvg-s-xy-nolatent", pixel_positions=True)
@@ -429,6 +441,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-nolatent": lvg_s_nolatent,
     "lvg-s-xy": lvg_s_xy,
     "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
+    "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
     "lvg-tiny": lvg_tiny,
     "lvg-tiny-nolatent": lvg_tiny_nolatent,
     "lvg-tiny-gres": lvg_tiny_gres,

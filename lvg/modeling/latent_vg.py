@@ -67,7 +67,7 @@ class LatentVG(nn.Module):
                 # One injector between each pair of layers: after the last layer the attribute tokens feed
                 # nothing (only class tokens reach the heads), so an injector there would be dead weight.
                 self.concept_injectors = nn.ModuleList(
-                    ConceptInjector(lat, d, vci) for _ in range(enc.depth - 1)
+                    ConceptInjector(lat, d, vci, enc.layernorm_eps) for _ in range(enc.depth - 1)
                 )
             else:
                 self.concept_injectors = None

@@ -159,6 +159,7 @@ def test_subject_distributor_and_injector_touch_only_their_slots():
         LatentConfig(lengths=(2, 3), num_concepts=5, threshold="none"),
         LatentConfig(lengths=(2, 3), num_concepts=5, threshold="topk", topk=10),
         LatentConfig(lengths=(2, 3), num_concepts=5, concept_init="normal"),
+        LatentConfig(lengths=(2, 3), num_concepts=5, vci_norm=True),
     ],
 )
 def test_ablation_switches_build_and_run(latent):
@@ -170,6 +171,29 @@ def test_ablation_switches_build_and_run(latent):
     out["prob"].mean().backward()
     assert hasattr(model, "subject_distributor") and (model.subject_distributor is None) != latent.subject_distributor
     assert (model.concept_injectors is None) != latent.concept_injector
+
+
+def test_vci_norm_makes_the_injector_blind_to_token_scale():
+    """Large tokens saturate the plain VCI's softmaxes; with ``vci_norm`` the injector reads them at unit scale."""
+    torch.manual_seed(5)
+    lat = LatentConfig(lengths=(2, 3), num_concepts=5)
+    d = get_config("lvg-tiny").encoder.embed_dim
+    latent = torch.randn(2, lat.num_tokens, d)
+    s_v, patches = torch.randn(2, d), torch.randn(2, get_config("lvg-tiny").encoder.num_patches, d)
+    slots = list(lat.attribute_slots)
+    for norm in (False, True):
+        model = build_model(get_config("lvg-tiny").replace(latent=dataclasses.replace(lat, vci_norm=norm)))
+        injector = model.concept_injectors[0]
+        small, mask_small = injector(patches, s_v, latent)
+        big, mask_big = injector(patches * 1000, s_v * 1000, latent * 1000)
+        # Unnormalised, the new attribute tokens are mixtures of raw patches: scale them back to compare.
+        big_attrs = big[:, slots] if norm else big[:, slots] / 1000
+        assert torch.equal(mask_small, mask_big)
+        assert torch.allclose(big_attrs, small[:, slots], atol=1e-4) == norm
+    # The gains and biases of both norms learn.
+    small[:, slots].pow(2).sum().backward()
+    for name, p in injector.norms.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
 def test_topk_rule_selects_k_patches():
