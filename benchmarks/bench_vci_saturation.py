@@ -40,7 +40,7 @@ def saturation(patches: torch.Tensor, t_cls: torch.Tensor, latent: torch.Tensor,
     t_cls = t_cls.float()
     scale = patches.shape[-1] ** -0.5
     _, mask = patch_select_reference(patches, t_cls, rule=injector.rule, topk=injector.topk)  # (B, n)
-    concepts = injector.concepts.float()  # (Nc, d)
+    concepts = injector.concept_tokens().float()  # (Nc, d)
     logits = torch.einsum("cd,bnd->bcn", concepts, patches) * scale  # (B, Nc, n)
     weights = logits.masked_fill(~mask[:, None, :], float("-inf")).softmax(dim=-1)
     concepts_v = torch.einsum("bcn,bnd->bcd", weights, patches)  # (B, Nc, d): C_V of Eq. 5

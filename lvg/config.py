@@ -84,6 +84,10 @@ class LatentConfig:
     # from scratch grows token norms in the thousands, and then the attribute softmax is a hard assignment
     # that passes no gradient (benchmarks/bench_vci_saturation.py).
     vci_norm: bool = False
+    # Not in the paper: a learned gain on the concept tokens, starting at this value (0: none). With vci_norm
+    # the concept logits are the concept's norm times a cosine, at most about 1 for unit-norm concepts, so the
+    # concept softmax starts near uniform; a gain of 10 is cosine attention's usual start (Swin V2).
+    concept_gain: float = 0.0
 
     @property
     def num_expressions(self) -> int:
@@ -188,6 +192,8 @@ class ModelConfig:
             problems.append("latent.enabled needs at least one expression length")
         if any(k < 1 for k in lat.lengths):
             problems.append(f"latent.lengths must be positive, got {lat.lengths}")
+        if lat.concept_gain < 0:
+            problems.append(f"latent.concept_gain must be 0 (none) or positive, got {lat.concept_gain}")
         if not head.pyramid_layers or any(not 1 <= i <= enc.depth for i in head.pyramid_layers):
             problems.append(f"head.pyramid_layers {head.pyramid_layers} must lie in 1..{enc.depth}")
         if head.gres and enc.embed_dim % head.empty_heads:
@@ -390,7 +396,8 @@ def lvg_tiny_gres() -> ModelConfig:
 
 
 def _small(
-    gres: bool, latent: bool, name: str, pixel_positions: bool = False, vci_norm: bool = False
+    gres: bool, latent: bool, name: str, pixel_positions: bool = False, vci_norm: bool = False,
+    concept_gain: float = 0.0,
 ) -> ModelConfig:
     return ModelConfig(
         name=name,
@@ -398,7 +405,8 @@ def _small(
             patch_size=32, embed_dim=192, depth=6, num_heads=6, ffn_dim=768, vocab_size=1000, max_text_positions=64,
             init_std=0.02, position_init="sincos",
         ),
-        latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres, vci_norm=vci_norm),
+        latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres, vci_norm=vci_norm,
+                            concept_gain=concept_gain),
         head=HeadConfig(
             pyramid_layers=(2, 4, 5, 6), neck_dim=96, embed_dim=96, mlp_hidden=384, gres=gres, empty_heads=6,
             pixel_positions=pixel_positions,
@@ -426,6 +434,12 @@ def lvg_s_xy_vcinorm() -> ModelConfig:
     return _small(gres=True, latent=True, name="lvg-s-xy-vcinorm", pixel_positions=True, vci_norm=True)
 
 
+def lvg_s_xy_vcinorm_gain() -> ModelConfig:
+    """lvg-s-xy-vcinorm whose concept tokens carry a learned gain starting at 10 (``LatentConfig.concept_gain``)."""
+    return _small(gres=True, latent=True, name="lvg-s-xy-vcinorm-gain", pixel_positions=True, vci_norm=True,
+                  concept_gain=10.0)
+
+
 def lvg_s_xy_nolatent() -> ModelConfig:
     """lvg-s-xy without latent expressions: its twin in the paper's Table 4."""
     return _small(gres=True, latent=False, name="lvg-s-xy-nolatent", pixel_positions=True)
@@ -442,6 +456,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy": lvg_s_xy,
     "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
+    "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,
     "lvg-tiny": lvg_tiny,
     "lvg-tiny-nolatent": lvg_tiny_nolatent,
     "lvg-tiny-gres": lvg_tiny_gres,

@@ -48,6 +48,8 @@ def test_bad_configs_are_rejected_with_clear_errors():
         get_config("lvg-xl")
     with pytest.raises(ConfigError, match="differ in length"):
         ModelConfig(latent=LatentConfig(lengths=(4, 10, 16), dropout=(0.1,)))
+    with pytest.raises(ConfigError, match="concept_gain must be 0"):
+        ModelConfig(latent=LatentConfig(concept_gain=-1.0))
     with pytest.raises(ConfigError, match="not a multiple"):
         ModelConfig(encoder=EncoderConfig(img_size=481), preprocess=PreprocessConfig(size=481))
     data = get_config("lvg-tiny").to_dict()

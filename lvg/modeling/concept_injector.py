@@ -6,6 +6,8 @@ implementation (PyTorch reference or Triton) is chosen once when the model is bu
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +35,8 @@ class ConceptInjector(nn.Module):
             nn.ModuleDict({k: nn.LayerNorm(dim, eps=eps) for k in ("patches", "attributes")})
             if cfg.vci_norm else None
         )
+        # cfg.concept_gain: in log space, so it stays positive and moves by ratios; a scalar, so no weight decay.
+        self.log_concept_gain = nn.Parameter(torch.tensor(math.log(cfg.concept_gain))) if cfg.concept_gain > 0 else None
         self.register_buffer("attr_index", torch.tensor(cfg.attribute_slots, dtype=torch.long), persistent=False)
 
     def vci_inputs(self, patches: Tensor, latent: Tensor) -> tuple[Tensor, Tensor]:
@@ -44,11 +48,15 @@ class ConceptInjector(nn.Module):
             patches, attrs = self.norms["patches"](patches), self.norms["attributes"](attrs)
         return patches, attrs
 
+    def concept_tokens(self) -> Tensor:
+        """The concept tokens ``C`` ``(N_c, d)`` of Eq. 5, with their gain when the config has one."""
+        return self.concepts if self.log_concept_gain is None else self.concepts * self.log_concept_gain.exp()
+
     def forward(self, patches: Tensor, t_cls: Tensor, latent: Tensor) -> tuple[Tensor, Tensor]:
         """patches ``(B, n, d)``, t_cls ``(B, d)``, latent ``(B, sum(k+2), d)``.
 
         Returns the updated latent tokens and the target-patch mask ``(B, n)`` bool.
         """
         patches, attrs = self.vci_inputs(patches, latent)
-        out = self._vci(patches, t_cls, attrs, self.concepts.to(patches.dtype), rule=self.rule, topk=self.topk)
+        out = self._vci(patches, t_cls, attrs, self.concept_tokens().to(patches.dtype), rule=self.rule, topk=self.topk)
         return latent.index_copy(1, self.attr_index, out.attrs.to(latent.dtype)), out.mask

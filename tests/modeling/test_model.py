@@ -160,6 +160,7 @@ def test_subject_distributor_and_injector_touch_only_their_slots():
         LatentConfig(lengths=(2, 3), num_concepts=5, threshold="topk", topk=10),
         LatentConfig(lengths=(2, 3), num_concepts=5, concept_init="normal"),
         LatentConfig(lengths=(2, 3), num_concepts=5, vci_norm=True),
+        LatentConfig(lengths=(2, 3), num_concepts=5, vci_norm=True, concept_gain=10.0),
     ],
 )
 def test_ablation_switches_build_and_run(latent):
@@ -194,6 +195,22 @@ def test_vci_norm_makes_the_injector_blind_to_token_scale():
     small[:, slots].pow(2).sum().backward()
     for name, p in injector.norms.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_concept_gain_scales_the_concept_tokens_and_learns():
+    torch.manual_seed(6)
+    lat = LatentConfig(lengths=(2, 3), num_concepts=5, vci_norm=True)
+    model = build_model(get_config("lvg-tiny").replace(latent=dataclasses.replace(lat, concept_gain=10.0)))
+    injector = model.concept_injectors[0]
+    torch.testing.assert_close(injector.concept_tokens(), injector.concepts * 10)
+    d = model.cfg.encoder.embed_dim
+    patches, s_v = torch.randn(2, model.cfg.encoder.num_patches, d), torch.randn(2, d)
+    new, _ = injector(patches, s_v, torch.randn(2, lat.num_tokens, d))
+    new[:, list(lat.attribute_slots)].pow(2).sum().backward()
+    assert injector.log_concept_gain.grad is not None and injector.log_concept_gain.grad.abs() > 0
+    # Without a gain the injector has no such parameter and reads its concept tokens as they are.
+    plain = build_model(get_config("lvg-tiny").replace(latent=lat)).concept_injectors[0]
+    assert plain.log_concept_gain is None and plain.concept_tokens() is plain.concepts
 
 
 def test_topk_rule_selects_k_patches():
