@@ -36,7 +36,7 @@ def saturation(patches: torch.Tensor, t_cls: torch.Tensor, latent: torch.Tensor,
     """One injector's softmax statistics for inputs ``patches (B, n, d)``, ``t_cls (B, d)``, ``latent (B, m, d)``,
     each summed over the batch. The softmaxes are those of ``lvg.kernels``' concept and attribute attention
     references, written out here because the references return only their outputs."""
-    patches, attrs = (x.float() for x in injector.vci_inputs(patches.float(), latent.float()))
+    patches, attrs = injector.vci_inputs(patches.float(), latent.float())  # fp32 in, fp32 out
     t_cls = t_cls.float()
     scale = patches.shape[-1] ** -0.5
     _, mask = patch_select_reference(patches, t_cls, rule=injector.rule, topk=injector.topk)  # (B, n)
@@ -71,7 +71,9 @@ def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> 
         hook.remove()
     rows = {}
     for i, injector in enumerate(model.concept_injectors):
-        batches = [saturation(*args, injector) for args in captured[i]]
+        # The injector's own norms and gain are parameters: no autograd graph for statistics.
+        with torch.inference_mode():
+            batches = [saturation(*args, injector) for args in captured[i]]
         rows[f"injector {i}"] = {**{k: sum(b[k] for b in batches) / n for k in batches[0]},
                                  "attributes": len(injector.attr_index)}
     return {"variant": model.cfg.name, "sentences": n, "injectors": rows}

@@ -395,18 +395,14 @@ def lvg_tiny_gres() -> ModelConfig:
     )
 
 
-def _small(
-    gres: bool, latent: bool, name: str, pixel_positions: bool = False, vci_norm: bool = False,
-    concept_gain: float = 0.0,
-) -> ModelConfig:
+def _small(gres: bool, latent: bool, name: str, pixel_positions: bool = False) -> ModelConfig:
     return ModelConfig(
         name=name,
         encoder=EncoderConfig(
             patch_size=32, embed_dim=192, depth=6, num_heads=6, ffn_dim=768, vocab_size=1000, max_text_positions=64,
             init_std=0.02, position_init="sincos",
         ),
-        latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres, vci_norm=vci_norm,
-                            concept_gain=concept_gain),
+        latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres),
         head=HeadConfig(
             pyramid_layers=(2, 4, 5, 6), neck_dim=96, embed_dim=96, mlp_hidden=384, gres=gres, empty_heads=6,
             pixel_positions=pixel_positions,
@@ -431,13 +427,14 @@ def lvg_s_xy() -> ModelConfig:
 
 def lvg_s_xy_vcinorm() -> ModelConfig:
     """lvg-s-xy whose concept injectors normalise their inputs (``LatentConfig.vci_norm``)."""
-    return _small(gres=True, latent=True, name="lvg-s-xy-vcinorm", pixel_positions=True, vci_norm=True)
+    base = lvg_s_xy()
+    return base.replace(name="lvg-s-xy-vcinorm", latent=dataclasses.replace(base.latent, vci_norm=True))
 
 
 def lvg_s_xy_vcinorm_gain() -> ModelConfig:
     """lvg-s-xy-vcinorm whose concept tokens carry a learned gain starting at 10 (``LatentConfig.concept_gain``)."""
-    return _small(gres=True, latent=True, name="lvg-s-xy-vcinorm-gain", pixel_positions=True, vci_norm=True,
-                  concept_gain=10.0)
+    base = lvg_s_xy_vcinorm()
+    return base.replace(name="lvg-s-xy-vcinorm-gain", latent=dataclasses.replace(base.latent, concept_gain=10.0))
 
 
 def lvg_s_xy_nolatent() -> ModelConfig:
