@@ -24,6 +24,12 @@ def _parse_batches(text: str) -> list[int]:
     return values
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant figures: a tiny model's share of the matmul rate is ~0.01, where
+    rounding to a fixed number of decimals would cost several percent."""
+    return float(f"{x:.{digits}g}")
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     """Linear-interpolated percentile of an ascending list (numpy's default method)."""
     if len(sorted_values) == 1:
@@ -126,8 +132,8 @@ def bench(
                 "mean_ms": round(mean, 3),
                 "throughput_per_s": round(b * 1e3 / mean, 2),
                 "gflops_per_sample": gf,
-                "tflops_per_s": round(gf * b / mean, 4) if gf is not None else None,
-                "of_matmul": round(gf * b / mean * 1e3 / ceiling.gflops_per_s, 3)
+                "tflops_per_s": _sig(gf * b / mean) if gf is not None else None,
+                "of_matmul": _sig(gf * b / mean * 1e3 / ceiling.gflops_per_s)
                 if gf is not None and ceiling is not None else None,
             }
         )

@@ -66,3 +66,11 @@ def test_eval_reports_the_precision_it_ran(synth_dataset):
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert (data["backend"], data["precision"]) == ("onnxruntime", "fp32") and data["n"] == 4
+
+
+def test_bench_ratios_keep_their_precision_when_small():
+    """The micro model's share of the matmul rate is ~0.01; fixed decimals made it 0.01 for 0.01026."""
+    from lvg.cli.bench import _sig
+
+    assert _sig(0.010256410256) == pytest.approx(0.010256410256, rel=1e-3)
+    assert _sig(123456.0) == 123500.0
