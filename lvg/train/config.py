@@ -58,9 +58,9 @@ class CurriculumStep:
 EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
-    "contrastive", "gamma", "tau", "loss_no_target", "loss_direction", "loss_attribute_words", "seed",
-    "pretrained", "tokenizer", "stage", "sentences_per_image", "curriculum", "loss_attributes", "loss_centre",
-    "loss_mlm", "mlm_probability", "global_batch",
+    "contrastive", "gamma", "tau", "loss_no_target", "loss_direction", "loss_attribute_words",
+    "loss_direction_latent", "seed", "pretrained", "tokenizer", "stage", "sentences_per_image", "curriculum",
+    "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability", "global_batch",
 )
 
 
@@ -88,6 +88,9 @@ class TrainConfig:
     expression embedding the masks are made from holds the direction word; 0 (the paper) leaves it out.
     ``loss_attribute_words > 0`` likewise adds classifiers that name the target phrase's colour, shape, size
     and texture words from ``t_o`` (the mean of their cross-entropies at that weight).
+    ``loss_direction_latent > 0`` asks the same direction classifier to name the word from every latent
+    embedding ``z_o^i`` too (the mean of their cross-entropies at that weight): Eq. 9 averages the latent
+    expressions' maps with the input expression's, so a latent that does not hold the direction blurs it.
 
     ``eval_every`` / ``save_every`` / ``log_every`` count optimizer steps (0 disables periodic evaluation;
     a checkpoint and, with a validation split and ``final_eval``, an evaluation always happen at the end:
@@ -156,6 +159,7 @@ class TrainConfig:
     loss_no_target: float = 0.5
     loss_direction: float = 0.0
     loss_attribute_words: float = 0.0
+    loss_direction_latent: float = 0.0
     eval_every: int = 0
     eval_max_sentences: int = 0
     eval_text_swap: bool = False
@@ -191,7 +195,8 @@ class TrainConfig:
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         for name in ("backbone_lr_mult", "weight_decay", "min_lr_ratio", "grad_clip", "loss_bce", "loss_dice",
-                     "loss_contrastive", "gamma", "loss_no_target", "loss_direction", "loss_attribute_words"):
+                     "loss_contrastive", "gamma", "loss_no_target", "loss_direction", "loss_attribute_words",
+                     "loss_direction_latent"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr_ratio > 1:

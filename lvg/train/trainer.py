@@ -199,8 +199,9 @@ class Trainer:
         self.model = build_model(cfg.variant, impl=cfg.kernel_impl)
         # Pretraining trains the model's encoder under heads of its own (lvg.train.pretrain).
         self.heads = PretrainNet(self.model) if cfg.stage == "pretrain" else (
-            WordsNet(self.model, direction=cfg.loss_direction > 0, attribute_words=cfg.loss_attribute_words > 0)
-            if cfg.loss_direction > 0 or cfg.loss_attribute_words > 0 else None)
+            WordsNet(self.model, direction=cfg.loss_direction > 0, attribute_words=cfg.loss_attribute_words > 0,
+                     latent_direction=cfg.loss_direction_latent > 0)
+            if cfg.loss_direction > 0 or cfg.loss_attribute_words > 0 or cfg.loss_direction_latent > 0 else None)
         self._check_out_dir()
         weights = self._load_weights(point)
         self.model.to(dev)
@@ -312,7 +313,8 @@ class Trainer:
             contrastive_kind=cfg.contrastive, gamma=cfg.gamma, tau=cfg.tau, no_target_weight=cfg.loss_no_target,
         )
         if isinstance(self.heads, WordsNet):
-            parts = with_word_losses(parts, outputs, batch, cfg.loss_direction, cfg.loss_attribute_words)
+            parts = with_word_losses(parts, outputs, batch, cfg.loss_direction, cfg.loss_attribute_words,
+                                     cfg.loss_direction_latent)
         return parts
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:

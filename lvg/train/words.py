@@ -79,11 +79,17 @@ class WordsNet(nn.Module):
     #: the attribute classifiers and stays so that runs saved before them resume.
     checkpoint_prefix = "train/direction_head/"
 
-    def __init__(self, model: nn.Module, *, direction: bool = True, attribute_words: bool = False) -> None:
+    def __init__(self, model: nn.Module, *, direction: bool = True, attribute_words: bool = False,
+                 latent_direction: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.latent_direction = latent_direction
+        if latent_direction and not model.cfg.latent.enabled:  # type: ignore[union-attr]
+            raise ConfigError(f"loss_direction_latent needs latent expressions; {model.cfg.name} has none")
         dim = model.cfg.head.embed_dim  # type: ignore[union-attr]
-        self.classifier = nn.Linear(dim, 1 + len(DIRECTIONS)) if direction else None
+        # One classifier for t_o and the latents: they meet F^V in the same dot product (Eq. 9), so the
+        # direction should be legible along the same axes in all of them.
+        self.classifier = nn.Linear(dim, 1 + len(DIRECTIONS)) if direction or latent_direction else None
         self.attribute_classifiers = nn.ModuleDict(
             {g: nn.Linear(dim, 1 + len(c)) for g, c in ATTRIBUTE_WORDS.items()} if attribute_words else {})
 
@@ -97,6 +103,8 @@ class WordsNet(nn.Module):
         logits = {f"{g}_logits": head(t_o) for g, head in self.attribute_classifiers.items()}
         if self.classifier is not None:
             logits["direction_logits"] = self.classifier(t_o)
+        if self.latent_direction:
+            logits["latent_direction_logits"] = self.classifier(out["latent_embeddings"])  # (B, N, 1 + dirs)
         return {**out, **logits}
 
 
@@ -107,20 +115,29 @@ def word_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def with_word_losses(parts: dict[str, Tensor], outputs: dict[str, Tensor], batch: dict[str, Any],
-                     weight: float, attribute_weight: float = 0.0) -> dict[str, Tensor]:
+                     weight: float, attribute_weight: float = 0.0,
+                     latent_weight: float = 0.0) -> dict[str, Tensor]:
     """The grounding loss ``parts`` plus, at ``weight`` > 0, ``"direction"`` (:func:`word_loss` of
     :class:`WordsNet`'s outputs against ``batch["direction"]``) and, at ``attribute_weight`` > 0,
     ``"attribute_words"`` (the mean over the groups of the same cross-entropy against ``batch["attributes"]``
-    ``(B, len(ATTRIBUTE_WORDS))``), each added to ``"total"`` at its weight.
+    ``(B, len(ATTRIBUTE_WORDS))``) and, at ``latent_weight`` > 0, ``"latent_direction"`` (the direction
+    cross-entropy of every latent embedding ``z_o^i``, averaged), each added to ``"total"`` at its weight.
 
     Raises:
         ConfigError: the batch lacks the labels (a dataset other than :mod:`lvg.train.torch_data`'s).
     """
-    wanted = [(key, w) for key, w in (("direction", weight), ("attributes", attribute_weight)) if w > 0]
+    wanted = [(key, w) for key, w in (("direction", max(weight, latent_weight)), ("attributes", attribute_weight))
+              if w > 0]
     if any(key not in batch for key, _ in wanted):
         raise ConfigError("loss_direction and loss_attribute_words need each sample's word labels, which the "
                           "datasets of lvg.train.torch_data give; this run's data has none")
     out = dict(parts)
+    if latent_weight > 0:
+        logits = outputs["latent_direction_logits"]  # (B, N, C)
+        b, n, c = logits.shape
+        labels = batch["direction"][:, None].expand(b, n)  # (B, N): each latent, the sentence's label
+        out["latent_direction"] = word_loss(logits.reshape(b * n, c), labels.reshape(b * n))
+        out["total"] = out["total"] + latent_weight * out["latent_direction"]
     if weight > 0:
         out["direction"] = word_loss(outputs["direction_logits"], batch["direction"])
         out["total"] = out["total"] + weight * out["direction"]

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from lvg.errors import ConfigError
 from lvg.modeling import build_model
 from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.config import TrainConfig
 from lvg.train.data import open_dataset
 from lvg.train.synth.language import expression_kind
 from lvg.train.trainer import train
-from lvg.train.words import ATTRIBUTE_WORDS, DIRECTIONS, attribute_classes, direction_class
+from lvg.train.words import ATTRIBUTE_WORDS, DIRECTIONS, WordsNet, attribute_classes, direction_class, with_word_losses
 
 
 @pytest.mark.parametrize(("text", "direction"), [
@@ -96,13 +97,16 @@ _HEAD = "train/direction_head/"
      {"classifier", *(f"attribute_classifiers.{g}" for g in ATTRIBUTE_WORDS)}),
     ({"loss_direction": 0.0, "loss_attribute_words": 1.0}, {"loss_attribute_words"},
      {f"attribute_classifiers.{g}" for g in ATTRIBUTE_WORDS}),
+    ({"loss_direction": 0.0, "loss_direction_latent": 1.0}, {"loss_latent_direction"}, {"classifier"}),
+    ({"loss_direction_latent": 0.5}, {"loss_direction", "loss_latent_direction"}, {"classifier"}),
 ])
 def test_a_run_with_the_word_losses_resumes_exactly_and_keeps_the_classifiers_out_of_the_model(
         tmp_path: Path, synth_dataset, weights: dict[str, float], logged: set[str], heads: set[str]) -> None:
     data = synth_dataset.out_dir
     full = train(_cfg(data, **weights), tmp_path / "full", show_progress=False)
     rows = [row for row in full.history if "loss" in row]
-    assert rows and all({k for k in row if k in ("loss_direction", "loss_attribute_words")} == logged for row in rows)
+    words = ("loss_direction", "loss_attribute_words", "loss_latent_direction")
+    assert rows and all({k for k in row if k in words} == logged for row in rows)
     train(_cfg(data, **weights), tmp_path / "split", show_progress=False, stop_at_step=2)
     train(_cfg(data, **weights), tmp_path / "split", show_progress=False, resume=True)
     a, b = (read_checkpoint_tensors(tmp_path / run / "last.safetensors") for run in ("full", "split"))
@@ -114,3 +118,35 @@ def test_a_run_with_the_word_losses_resumes_exactly_and_keeps_the_classifiers_ou
     # The optimizer moves every classifier: the split run's step-2 checkpoint (now prev) differs from step 4.
     two = read_checkpoint_tensors(tmp_path / "split" / "prev.safetensors")
     assert all(not torch.equal(two[f"{_HEAD}{h}.weight"], a[f"{_HEAD}{h}.weight"]) for h in heads)
+
+
+def _inputs(cfg, b: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from lvg.export.onnx_export import example_inputs
+
+    return example_inputs(cfg, b, seed=5)
+
+
+def test_the_latent_direction_loss_is_the_shared_classifiers_cross_entropy_on_every_latent() -> None:
+    torch.manual_seed(0)
+    net = WordsNet(build_model("lvg-tiny"), direction=False, latent_direction=True)
+    out = net(*_inputs(net.model.cfg))
+    latents = out["latent_embeddings"]  # (B, N, E)
+    assert latents.shape[1] >= 2
+    labels = torch.tensor([0, 1, 3])
+    zero = {"total": torch.zeros(())}
+    parts = with_word_losses(zero, out, {"direction": labels}, 0.0, latent_weight=2.0)
+    # The mean over every (sample, latent) of the t_o classifier's cross-entropy, each latent scored alone.
+    each = [torch.nn.functional.cross_entropy(net.classifier(latents[:, i]), labels, reduction="none")
+            for i in range(latents.shape[1])]
+    want = torch.stack(each).mean()
+    assert torch.allclose(parts["latent_direction"], want, atol=1e-6)
+    assert torch.allclose(parts["total"], 2.0 * want, atol=1e-6) and "direction" not in parts
+    # It trains the latent expressions (their initialiser), not only the classifier.
+    parts["total"].backward()
+    grads = [p.grad for p in net.model.latent_init.parameters() if p.requires_grad]
+    assert grads and any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_the_latent_direction_loss_refuses_a_variant_without_latents() -> None:
+    with pytest.raises(ConfigError, match="lvg-tiny-nolatent has none"):
+        WordsNet(build_model("lvg-tiny-nolatent"), direction=True, latent_direction=True)
