@@ -22,7 +22,8 @@ from lvg.train.domain import TrainingDomain, checkpoint_data, training_domain
 def export(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint (.safetensors) to export; with --int8 also an fp32 "
                               ".onnx export."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | trt (TensorRT engine, built via ONNX)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | trt (TensorRT engine, built via ONNX) | "
+                            "safetensors (the weights of an fp32 .onnx export, back as a checkpoint)."),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 compute (IO stays fp32; LayerNorm/softmax kept fp32)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: beside the checkpoint); with "
                                     "--int8 the int8 file."),
@@ -68,10 +69,15 @@ def export(
         lvg export --ckpt model.safetensors --format trt --fp16 --batch 8 --out model.engine
 
         lvg export --ckpt model.onnx --int8 --calib data/synth-train
+
+        lvg export --ckpt model.onnx --format safetensors --out model.safetensors
     """
     fmt = fmt.lower()
-    if fmt not in ("onnx", "trt", "tensorrt"):
-        raise InputError(f"unknown --format {fmt!r}; choose onnx or trt")
+    if fmt not in ("onnx", "trt", "tensorrt", "safetensors"):
+        raise InputError(f"unknown --format {fmt!r}; choose onnx, trt or safetensors")
+    if fmt == "safetensors":
+        _to_checkpoint(ckpt, out, json_out=json_out, other=fp16 or int8 or calib is not None or tokenizer is not None)
+        return
     request = None
     if int8 or calib is not None:
         request = _int8_request(fmt=fmt, fp16=fp16, int8=int8, calib=calib, samples=calib_samples,
@@ -104,6 +110,28 @@ def export(
     _print_export(report, data)
     if request is not None:
         _print_int8(data["int8"])
+
+
+def _to_checkpoint(source: Path, out: Path | None, *, json_out: bool, other: bool) -> None:
+    """``--format safetensors``: an fp32 ``.onnx`` export's weights back as a checkpoint (lvg.export.recover)."""
+    if source.suffix.lower() not in ONNX_SUFFIXES:
+        raise InputError(f"--format safetensors reads an .onnx export; {source} is not one")
+    if other:
+        raise InputError("--fp16, --int8, --calib and --tokenizer shape an ONNX export; --format safetensors "
+                         "takes the file's weights and tokenizer as they are")
+    model_file = ModelFile.open(source)  # torch-free: a bad file is refused before the slow imports
+    require("torch", extra="export", purpose="lvg export --format safetensors")
+    require("onnx", extra="export", purpose="lvg export --format safetensors")
+    target = out if out is not None else source.with_suffix(".safetensors")
+    check_outputs([source], {"--out": target})
+    from lvg.export.recover import checkpoint_from_onnx
+
+    report = checkpoint_from_onnx(model_file, target)
+    if json_out:
+        echo_json(report.to_dict())
+        return
+    typer.echo(f"wrote {report.path}: {report.variant}, {report.tensors} tensors from {report.source}; "
+               f"it reproduces the file to {report.max_abs_prob:.2g} (mask probabilities)")
 
 
 def _write(checkpoint: ModelFile, onnx_out: Path, engine_out: Path, *, fmt: str, fp16: bool, opset: int, batch: int,
