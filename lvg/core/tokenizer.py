@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat
 import unicodedata
 import warnings
@@ -169,9 +170,9 @@ class Tokenizer:
         room = max_len - 2
         # Only a fixed budget of characters is ever read, whatever follows: normalising and tokenising cost
         # O(max_len) for any text (a text of one unknown character repeated is one word piece however long).
-        head, rest = _cut_long_text(text, room)
+        head, more = _cut_long_text(text, room)
         ids = self.word_ids(head)
-        truncated = len(ids) > room or (bool(rest) and not rest.isspace())
+        truncated = len(ids) > room or more
         ids = ids[:room]
         seq = np.full(max_len, PAD_ID, dtype=np.int64)  # (max_len,)
         n = len(ids) + 2
@@ -248,36 +249,39 @@ def check_vocabulary(tokenizer: Tokenizer, config: ModelConfig, *, what: str = "
         )
 
 
+#: A character ``str.isspace`` is False for (``re``'s ``\s`` is the same test for ``str`` patterns).
+_NOT_SPACE = re.compile(r"\S")
 #: Characters read per kept word piece before a long text is cut (see :func:`_cut_long_text`).
 _SCAN_PER_PIECE = 64
 #: Texts up to this many characters are never cut before tokenisation.
 _SCAN_MIN = 8192
 
 
-def _cut_long_text(text: str, room: int) -> tuple[str, str]:
-    """Split an over-long text into ``(head, rest)``: the tokenizer reads ``head`` only, so a text costs
-    O(room) however long it is.
+def _cut_long_text(text: str, room: int) -> tuple[str, bool]:
+    """Cut an over-long text to ``(head, more)``: the tokenizer reads ``head`` only, so a text costs O(room)
+    however long it is; ``more`` says whether anything but whitespace follows ``head``.
 
     Only the first ``room`` word pieces are kept, so a 10 MB string would otherwise be normalised and
     tokenised in full just to be thrown away. Texts up to ``max(_SCAN_MIN, 64 * room)`` characters (the
-    budget) are not cut (``rest == ""``). Longer ones are cut at the last whitespace before that limit (in
+    budget) are not cut (``more`` is False). Longer ones are cut at the last whitespace before that limit (in
     its second half): sentencepiece segments whitespace-separated words independently, so the pieces of
     ``head`` are those the whole text starts with. Only a text without whitespace for thousands of
     characters (no natural language) is cut inside a "word", where the segmentation near the cut may differ.
-    What follows the budget is never read: a text that is only whitespace or control characters up to it
-    is empty.
+    What follows the budget is never normalised or copied: a text that is only whitespace or control
+    characters up to it is empty; ``more`` is found by a search that stops at the first character after the
+    cut that is not whitespace (at once, for a text that goes on).
     """
     if not isinstance(text, str):
-        return text, ""
+        return text, False
     limit = max(_SCAN_MIN, _SCAN_PER_PIECE * max(room, 1))
     if len(text) <= limit:
-        return text, ""
+        return text, False
     cut = limit
     for i in range(limit - 1, limit // 2, -1):
         if text[i].isspace():
             cut = i
             break
-    return text[:cut], text[cut:]
+    return text[:cut], _NOT_SPACE.search(text, cut) is not None
 
 
 def warn_truncated(text: str, max_len: int) -> None:
