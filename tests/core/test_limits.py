@@ -33,7 +33,9 @@ def test_checkpoint_declaring_a_model_100x_its_tensors_is_refused_before_allocat
         with pytest.raises(CheckpointError) as info:
             Grounder.load(path, device="cpu")
         seconds = time.perf_counter() - start
-    assert seconds < 1.0 and peak.growth_mib < 300, (seconds, peak.growth_mib)
+    # The memory bound is the check (an lvg-b-sized encoder is ~350 MiB of weights); the time bound, generous
+    # for a machine shared with other jobs, only catches work far beyond reading a header (milliseconds).
+    assert seconds < 10.0 and peak.growth_mib < 300, (seconds, peak.growth_mib)
     message = str(info.value)
     assert "does not fit its config" in message and "huge.safetensors" in message and "\n" not in message
     # Every way in (lvg info reads the config alone, lvg export and --init open it as a checkpoint) is refused.
