@@ -97,7 +97,10 @@ def _fingerprint_export(model: nn.Module, mf: ModelFile) -> Any:
             p.copy_(torch.randn(p.shape, generator=g))
     exporter = "dynamo" if "[dynamo]" in mf.metadata.get("lvg.exporter", "") else "torchscript"
     simplify = "onnxruntime basic optimisation" in mf.metadata.get("lvg.exporter", "")
-    opset = int(mf.metadata.get("lvg.opset", "20"))
+    try:
+        opset = int(mf.metadata.get("lvg.opset", "20"))
+    except ValueError:
+        raise ArtifactError(f"{mf.path}: lvg.opset is not a number") from None
     tok = mf.tokenizer()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe.onnx"
