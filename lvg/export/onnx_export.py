@@ -56,6 +56,9 @@ __all__ = [
 ]
 
 DEFAULT_OPSET = 20
+#: How ``lvg.exporter`` names the steps that made a file (lvg.export.recover reads them back).
+EXPORTER_STEP = "torch.onnx.export[{exporter}]"
+SIMPLIFY_STEP = "onnxruntime basic optimisation"
 
 #: Tolerances of :func:`check_onnx` per precision: max |prob_onnx - prob_torch|, and mask agreement.
 PROB_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
@@ -362,9 +365,9 @@ def export_onnx(
     if simplify:
         proto, simplified = _simplify(proto)
     precision = "fp32"
-    steps = [f"torch.onnx.export[{exporter}] torch {torch.__version__}"]
+    steps = [f"{EXPORTER_STEP.format(exporter=exporter)} torch {torch.__version__}"]
     if simplified:
-        steps.append("onnxruntime basic optimisation")
+        steps.append(SIMPLIFY_STEP)
     if fp16:
         from lvg.export.fp16 import convert_to_fp16
 

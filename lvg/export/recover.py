@@ -8,7 +8,7 @@ weight is stored transposed under an anonymous name (``onnx::MatMul_N``), a Grou
 parameter used row by row as one initializer per row. Which initializer holds which parameter is therefore
 found by fingerprint: the file's variant, given distinct random values, is exported again the same way, and
 each parameter is looked up by value (as is, transposed, or row by row) among that export's initializers; the
-file's initializer of the same name holds the trained value. The recovered model must then reproduce the
+file's initializer at the same input of the same node holds the trained value. The recovered model must then reproduce the
 file's outputs in ONNX Runtime, or nothing is written.
 """
 
@@ -24,10 +24,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lvg.core.artifact import tokenizer_metadata
+from lvg.core.artifact import KEY_EXPORTER, tokenizer_metadata
 from lvg.core.domain import domain_metadata
 from lvg.core.model_file import ModelFile
 from lvg.errors import ArtifactError, CheckpointError
+from lvg.export.onnx_export import (
+    DEFAULT_OPSET,
+    EXPORTER_STEP,
+    SIMPLIFY_STEP,
+    ExportWrapper,
+    example_inputs,
+    export_onnx,
+)
 from lvg.modeling import build_model
 from lvg.modeling.checkpoint import load_state_strict, save_checkpoint
 
@@ -68,16 +76,18 @@ def checkpoint_from_onnx(source: str | os.PathLike[str] | ModelFile,
     if mf.info.precision != "fp32":
         raise ArtifactError(f"{mf.path} is {mf.info.precision}: only an fp32 export holds the trained weights "
                             "exactly")
-    trained = onnx.load(str(mf.path)).graph
+    proto = onnx.load(str(mf.path))
+    # The opset the graph itself declares (default domain), not a metadata copy of it.
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), DEFAULT_OPSET)
+    tok = mf.tokenizer()
     model = build_model(mf.config).eval()
-    probe = _fingerprint_export(model, mf)
-    state = _match(model.state_dict(), _by_use(probe, trained), mf)
+    probe = _fingerprint_export(model, mf, opset=opset, tokenizer=None if tok is None else tok.model_bytes)
+    state = _match(model.state_dict(), _by_use(probe, proto.graph), mf)
     load_state_strict(model, state, str(mf.path))
     diff = _max_abs_prob(model, mf)
     if not diff <= TOLERANCE:
         raise CheckpointError(f"the weights recovered from {mf.path} do not reproduce it: mask probabilities "
                               f"differ by up to {diff:.3g} (tolerance {TOLERANCE})")
-    tok = mf.tokenizer()
     header = {} if tok is None else tokenizer_metadata(tok.model_bytes, tok.identity)
     header.update(domain_metadata(mf.info.domain.words, mf.info.domain.description))
     path = save_checkpoint(model, out, metadata=header)
@@ -85,27 +95,20 @@ def checkpoint_from_onnx(source: str | os.PathLike[str] | ModelFile,
                          max_abs_prob=diff)
 
 
-def _fingerprint_export(model: nn.Module, mf: ModelFile) -> Any:
+def _fingerprint_export(model: nn.Module, mf: ModelFile, *, opset: int, tokenizer: bytes | None) -> Any:
     """The graph of ``model`` exported as ``mf`` was, after giving every parameter distinct values."""
     import onnx
-
-    from lvg.export.onnx_export import export_onnx
 
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g))
-    exporter = "dynamo" if "[dynamo]" in mf.metadata.get("lvg.exporter", "") else "torchscript"
-    simplify = "onnxruntime basic optimisation" in mf.metadata.get("lvg.exporter", "")
-    try:
-        opset = int(mf.metadata.get("lvg.opset", "20"))
-    except ValueError:
-        raise ArtifactError(f"{mf.path}: lvg.opset is not a number") from None
-    tok = mf.tokenizer()
+    steps = mf.metadata.get(KEY_EXPORTER, "")
+    exporter = "dynamo" if EXPORTER_STEP.format(exporter="dynamo") in steps else "torchscript"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe.onnx"
-        export_onnx(model, out, opset=opset, exporter=exporter, simplify=simplify, check=False,
-                    tokenizer=None if tok is None else tok.model_bytes)
+        export_onnx(model, out, opset=opset, exporter=exporter, simplify=SIMPLIFY_STEP in steps, check=False,
+                    tokenizer=tokenizer)
         return onnx.load(str(out)).graph
 
 
@@ -148,16 +151,14 @@ def _match(state: dict[str, Tensor], pairs: list[tuple[np.ndarray, np.ndarray]],
 
     def find(a: np.ndarray) -> np.ndarray | None:
         """``a``'s trained value: stored as is (any shape of the same size) or, for a matrix, transposed."""
-        flat = a.reshape(-1)
-        for i in by_size.get(a.size, []):
-            if np.array_equal(pairs[i][0].reshape(-1), flat):
-                return pairs[i][1].reshape(a.shape)
         sq = np.squeeze(a)
-        if sq.ndim == 2:
-            flat_t = np.ascontiguousarray(sq.T).reshape(-1)
-            for i in by_size.get(a.size, []):
-                if np.array_equal(pairs[i][0].reshape(-1), flat_t):
-                    return pairs[i][1].reshape(sq.T.shape).T.reshape(a.shape)
+        transposed = np.ascontiguousarray(sq.T).reshape(-1) if sq.ndim == 2 else None
+        for i in by_size.get(a.size, []):
+            probe, value = (x.reshape(-1) for x in pairs[i])
+            if np.array_equal(probe, a.reshape(-1)):
+                return value.reshape(a.shape)
+            if transposed is not None and np.array_equal(probe, transposed):
+                return value.reshape(sq.T.shape).T.reshape(a.shape)
         return None
 
     out, missing = {}, []
@@ -181,8 +182,6 @@ def _match(state: dict[str, Tensor], pairs: list[tuple[np.ndarray, np.ndarray]],
 def _max_abs_prob(model: nn.Module, mf: ModelFile) -> float:
     """Largest |ONNX Runtime on the file - torch on ``model``| of the mask probabilities, batch 2."""
     import onnxruntime as ort
-
-    from lvg.export.onnx_export import ExportWrapper, example_inputs
 
     image, ids, mask = example_inputs(mf.config, 2, seed=1)
     sess = ort.InferenceSession(str(mf.path), providers=["CPUExecutionProvider"])
