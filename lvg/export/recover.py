@@ -8,8 +8,8 @@ weight is stored transposed under an anonymous name (``onnx::MatMul_N``), a Grou
 parameter used row by row as one initializer per row. Which initializer holds which parameter is therefore
 found by fingerprint: the file's variant, given distinct random values, is exported again the same way, and
 each parameter is looked up by value (as is, transposed, or row by row) among that export's initializers; the
-file's initializer at the same input of the same node holds the trained value. The recovered model must then reproduce the
-file's outputs in ONNX Runtime, or nothing is written.
+file's initializer at the same input of the same node holds the trained value. The recovered model must then
+reproduce the file's outputs in ONNX Runtime, or nothing is written.
 """
 
 from __future__ import annotations
