@@ -10,7 +10,8 @@ This module is torch-free (the CLI parses configs before importing torch). Examp
     contrastive = "pos_margin"
 
 Unknown keys, wrong types and out-of-range values are :class:`~lvg.errors.ConfigError` with the field
-named. Every field has a default, so a file only lists what it changes.
+named. Every field has a default, so a file only lists what it changes; ``base = "other.toml"`` starts from
+another config of the same folder (:meth:`TrainConfig.from_file`).
 """
 
 from __future__ import annotations
@@ -275,25 +276,58 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
-        """Load a ``.json`` or ``.toml`` file (decided by the suffix; anything else is tried as JSON)."""
-        path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read train config {path}: {exc.strerror or exc}") from None
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                raise ConfigError(f"{path}: TOML configs need Python 3.11+; use a .json config") from None
+        """Load a ``.json`` or ``.toml`` file (decided by the suffix; anything else is tried as JSON).
 
-            try:
-                data = tomllib.loads(raw.decode("utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-        else:
-            try:
-                data = json.loads(raw.decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data, where=str(path))
+        A file may name another config of its own folder with ``base = "other.toml"``: that file's keys are
+        read first and this file's keys replace them one by one (a list such as ``curriculum`` is replaced
+        whole). Bases chain; a chain that comes back to a file is refused.
+        """
+        return cls.from_dict(_read_layered(Path(path), ()), where=str(path))
+
+
+#: The key that names a config's base file (not a field: it is consumed while reading).
+BASE_KEY = "base"
+
+
+def _read_layered(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The keys of ``path`` over those of its ``base`` chain; ``chain`` holds the files already read."""
+    data = _read_mapping(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    # Only a bare file name: a name read from a config never reaches outside the config's folder.
+    if not isinstance(base, str) or not base or Path(base).name != base or base in (".", ".."):
+        raise ConfigError(f"{path}: {BASE_KEY} must be the file name of a config in the same folder, "
+                          f"got {base!r}")
+    seen = (*chain, path.resolve())
+    parent = path.parent / base
+    if parent.resolve() in seen:
+        names = " -> ".join(p.name for p in (*seen, parent))
+        raise ConfigError(f"{path}: the {BASE_KEY} chain comes back to a file it has read: {names}")
+    return {**_read_layered(parent, seen), **data}
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """One config file's top-level keys, unmerged."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read train config {path}: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise ConfigError(f"{path}: TOML configs need Python 3.11+; use a .json config") from None
+
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    else:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected an object of config keys, got {type(data).__name__}")
+    return data
