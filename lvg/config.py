@@ -137,6 +137,12 @@ class HeadConfig:
     1x1 convolution, so that ``F^V . e_j`` can prefer an object by its position. The
     decoder's convolutions and group norms are translation-equivariant; without it the mask can only tell
     two objects apart by what the encoder wrote into their features. Off in the paper's variants.
+
+    ``image_stem > 0`` adds a shallow convolutional stem over the input image (two stride-2 3x3 convolutions,
+    this many channels) whose 1/4-scale features join ``F^V`` through a 1x1 projection, so a mask's edge
+    can follow the pixels rather than a patch grid's upsampling (at patch 32 an object of the synthetic
+    scenes is two or three patches wide). 0 (off) in the paper's variants; the projection starts at zero,
+    so a model grown from weights without it starts with their function.
     """
 
     pyramid_layers: tuple[int, ...] = (4, 6, 8, 12)
@@ -148,6 +154,7 @@ class HeadConfig:
     empty_heads: int = 12
     class_pool: ClassPool = "cls"
     pixel_positions: bool = False
+    image_stem: int = 0
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,8 @@ class ModelConfig:
             problems.append(f"head.pyramid_layers {head.pyramid_layers} must lie in 1..{enc.depth}")
         if head.gres and enc.embed_dim % head.empty_heads:
             problems.append(f"embed_dim {enc.embed_dim} not divisible by head.empty_heads {head.empty_heads}")
+        if head.image_stem < 0:
+            problems.append(f"head.image_stem must be 0 (off) or a channel count, got {head.image_stem}")
         if not 0 <= enc.init_std <= 1:
             problems.append(f"encoder.init_std must lie in 0..1, got {enc.init_std}")
         if enc.position_init == "sincos" and enc.embed_dim % 4:
@@ -383,6 +392,11 @@ def lvg_tiny_xy() -> ModelConfig:
     return lvg_tiny().replace(name="lvg-tiny-xy", head=dataclasses.replace(_tiny_head(), pixel_positions=True))
 
 
+def lvg_tiny_xy_stem() -> ModelConfig:
+    return lvg_tiny().replace(name="lvg-tiny-xy-stem",
+                              head=dataclasses.replace(_tiny_head(), pixel_positions=True, image_stem=4))
+
+
 def lvg_tiny_xy_nolatent() -> ModelConfig:
     return lvg_tiny_xy().replace(name="lvg-tiny-xy-nolatent", latent=LatentConfig(enabled=False, lengths=(2, 3)))
 
@@ -437,6 +451,12 @@ def lvg_s_xy_vcinorm_gain() -> ModelConfig:
     return base.replace(name="lvg-s-xy-vcinorm-gain", latent=dataclasses.replace(base.latent, concept_gain=10.0))
 
 
+def lvg_s_xy_stem() -> ModelConfig:
+    """lvg-s-xy whose F^V also reads the image's pixels at 1/4 scale (``HeadConfig.image_stem``, 24 channels)."""
+    base = lvg_s_xy()
+    return base.replace(name="lvg-s-xy-stem", head=dataclasses.replace(base.head, image_stem=24))
+
+
 def lvg_s_xy_nolatent() -> ModelConfig:
     """lvg-s-xy without latent expressions: its twin in the paper's Table 4."""
     return _small(gres=True, latent=False, name="lvg-s-xy-nolatent", pixel_positions=True)
@@ -452,6 +472,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-nolatent": lvg_s_nolatent,
     "lvg-s-xy": lvg_s_xy,
     "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
+    "lvg-s-xy-stem": lvg_s_xy_stem,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
     "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,
     "lvg-tiny": lvg_tiny,
@@ -459,6 +480,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-gres": lvg_tiny_gres,
     "lvg-tiny-xy": lvg_tiny_xy,
     "lvg-tiny-xy-nolatent": lvg_tiny_xy_nolatent,
+    "lvg-tiny-xy-stem": lvg_tiny_xy_stem,
 }
 
 

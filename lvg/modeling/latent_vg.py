@@ -151,7 +151,7 @@ class LatentVG(nn.Module):
         emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)
 
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
-        logits = self.pixel_decoder(levels, emb) * emb.shape[-1] ** -0.5  # (B, 1+N, S/4, S/4)
+        logits = self.pixel_decoder(levels, emb, image) * emb.shape[-1] ** -0.5  # (B, 1+N, S/4, S/4)
         out["logits"] = logits
         # Each expression's map once: Eq. 9 averages them, evaluation scores them one by one.
         out["expression_prob"] = logits.float().sigmoid()  # (B, 1+N, S/4, S/4)

@@ -75,6 +75,17 @@ class PixelDecoder(nn.Module):
             # weights get a gradient (a saddle: 1,000 steps from zero moved the weights to 0.0025 and
             # changed nothing).
             self.positions = nn.Conv2d(POSITION_CHANNELS, c, 1)
+        self.stem: nn.Sequential | None = None
+        self.stem_proj: nn.Conv2d | None = None
+        if head.image_stem:
+            s = head.image_stem
+            self.stem = nn.Sequential(nn.Conv2d(3, s, 3, stride=2, padding=1), _norm(s), nn.GELU(),
+                                      nn.Conv2d(s, s, 3, stride=2, padding=1), _norm(s), nn.GELU())
+            # Zero: a model grown from weights without the stem starts with their function. Not a saddle (unlike
+            # the position term's): the projection's gradient is the stem's features times the embedding's.
+            self.stem_proj = nn.Conv2d(s, head.embed_dim, 1)
+            nn.init.zeros_(self.stem_proj.weight)
+            nn.init.zeros_(self.stem_proj.bias)
 
     def features(self, levels: list[Tensor]) -> Tensor:
         """levels: one ``(B, n, d)`` patch-token tensor per pyramid layer -> ``(B, c, H/8, W/8)``."""
@@ -92,12 +103,21 @@ class PixelDecoder(nn.Module):
             x = x + self.positions(table).to(x.dtype)  # (B, c, H/8, W/8)
         return x
 
-    def feature_map(self, levels: list[Tensor]) -> Tensor:
-        """The unfolded ``F^V`` ``(B, E, H/4, W/4)`` (for inspection and the equivalence test)."""
-        return self.proj(self.last(self.features(levels)))
+    def feature_map(self, levels: list[Tensor], image: Tensor | None = None) -> Tensor:
+        """The unfolded ``F^V`` ``(B, E, H/4, W/4)`` (for inspection and the equivalence test); ``image`` as in
+        :meth:`forward`."""
+        fmap = self.proj(self.last(self.features(levels)))
+        return fmap if self.stem_proj is None else fmap + self.stem_proj(self._stem(image))
 
-    def forward(self, levels: list[Tensor], emb: Tensor) -> Tensor:
-        """``levels`` as in :meth:`features`, ``emb`` ``(B, J, E)`` -> logits ``F^V . e_j`` ``(B, J, H/4, W/4)``."""
+    def _stem(self, image: Tensor | None) -> Tensor:
+        """The input image ``(B, 3, S, S)`` -> its pixel features ``(B, s, S/4, S/4)``."""
+        if image is None:
+            raise ValueError("this decoder reads the image (head.image_stem > 0): pass image=")
+        return self.stem(image)
+
+    def forward(self, levels: list[Tensor], emb: Tensor, image: Tensor | None = None) -> Tensor:
+        """``levels`` as in :meth:`features`, ``emb`` ``(B, J, E)``, ``image`` the encoder's normalised input
+        ``(B, 3, S, S)`` (read only with ``head.image_stem``) -> logits ``F^V . e_j`` ``(B, J, H/4, W/4)``."""
         h = self.features(levels)  # (B, c, h, w) at 1/8 scale
         w_proj = self.proj.weight[:, :, 0, 0]  # (E, c)
         u = emb @ w_proj  # (B, J, c): W_proj^T e_j
@@ -111,4 +131,11 @@ class PixelDecoder(nn.Module):
         fm = filters.permute(0, 2, 1, 3, 4).reshape(b, c, j * 4)  # (B, J, c, 2, 2) -> (B, c, J*2*2)
         out = (hm @ fm).reshape(b, hh, ww, j, 2, 2)  # (B, hw, 4J) -> (B, h, w, J, y, x)
         out = out.permute(0, 3, 1, 4, 2, 5).reshape(b, j, 2 * hh, 2 * ww)  # -> (B, J, 2h, 2w): pixel (2i+y, 2k+x)
-        return out + bias[:, :, None, None]
+        out = out + bias[:, :, None, None]
+        if self.stem_proj is not None:
+            # The stem's share of F^V . e_j, folded the same way: (W_s^T e_j) . S + b_s . e_j, one (s,) filter each.
+            pix = self._stem(image).to(out.dtype)  # (B, s, H/4, W/4)
+            us = emb @ self.stem_proj.weight[:, :, 0, 0].to(emb.dtype)  # (B, J, E) @ (E, s) -> (B, J, s)
+            sb = emb @ self.stem_proj.bias.to(emb.dtype)  # (B, J)
+            out = out + (us @ pix.flatten(2)).reshape(out.shape) + sb[:, :, None, None]  # (B, J, H/4*W/4) -> map
+        return out

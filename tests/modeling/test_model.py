@@ -12,7 +12,7 @@ from lvg.modeling import build_model
 from lvg.modeling.pixel_decoder import POSITION_CHANNELS, position_table
 from tests.modeling.conftest import make_inputs
 
-TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy"]
+TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem"]
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -54,6 +54,8 @@ def test_backward_reaches_every_learnable_parameter(name):
     loss.backward()
     # With latent expressions the visual class token is replaced by s_V (Sec. 3.1): it cannot learn.
     frozen = {"beit3.vision_embed.cls_token"} if model.cfg.latent.enabled else set()
+    # Behind a zero projection the image stem learns from the second step on (its own test shows it).
+    frozen |= {n for n, _ in model.named_parameters() if n.startswith("pixel_decoder.stem.")}
     for pname, p in model.named_parameters():
         assert torch.isfinite(p.grad).all() if p.grad is not None else True, pname
         if pname in frozen:
@@ -237,7 +239,7 @@ def test_config_is_attached_and_frozen():
         model.cfg.name = "other"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("variant", ["lvg-tiny", "lvg-tiny-xy"])
+@pytest.mark.parametrize("variant", ["lvg-tiny", "lvg-tiny-xy", "lvg-tiny-xy-stem"])
 def test_folded_prediction_equals_the_unfolded_feature_map(variant):
     # The decoder folds its last deconv + projection into the class embeddings; check against F^V . e_j.
     torch.manual_seed(5)
@@ -252,9 +254,12 @@ def test_folded_prediction_equals_the_unfolded_feature_map(variant):
                 m.bias.normal_()
         if dec.positions is not None:  # and position features that are not zero
             dec.positions.weight.normal_()
-        fmap = dec.feature_map(levels)  # (B, E, 120, 120)
+        image = torch.randn(b, 3, 480, 480)
+        if dec.stem_proj is not None:  # and pixel features that are not zero
+            dec.stem_proj.weight.normal_()
+        fmap = dec.feature_map(levels, image)  # (B, E, 120, 120)
         expected = torch.einsum("behw,bje->bjhw", fmap.double(), emb.double())
-        got = dec(levels, emb)
+        got = dec(levels, emb, image)
     assert got.shape == (b, 3, 120, 120)
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
 
@@ -276,6 +281,49 @@ def test_pixel_positions_add_a_map_of_position_alone():
         added = xy.pixel_decoder(levels, emb) - plain.pixel_decoder(levels, emb)  # (2, 3, 120, 120)
     torch.testing.assert_close(added[0], added[1], rtol=0, atol=1e-4)  # the same map for both images
     assert (added[0, 0, :, :60].mean() - added[0, 0, :, 60:].mean()).abs() > 1e-2  # left differs from right
+
+
+def test_image_stem_grows_a_model_without_changing_it_then_follows_the_pixels():
+    """lvg-tiny-xy-stem with lvg-tiny-xy's weights predicts exactly what lvg-tiny-xy does (the stem's projection
+    starts at zero); once the projection is not zero, a pixel's logit depends on that pixel of the image."""
+    torch.manual_seed(4)
+    xy = build_model("lvg-tiny-xy").eval()
+    stem = build_model("lvg-tiny-xy-stem").eval()
+    missing, unexpected = stem.load_state_dict(xy.state_dict(), strict=False)
+    assert missing and all(k.startswith("pixel_decoder.stem") for k in missing) and not unexpected
+    image, ids, mask = make_inputs(stem.cfg, batch=1)
+    with torch.no_grad():
+        torch.testing.assert_close(stem(image, ids, mask)["logits"], xy(image, ids, mask)["logits"])
+        stem.pixel_decoder.stem_proj.weight.normal_()
+        before = stem(image, ids, mask)["logits"]  # (1, J, 120, 120)
+        changed = image.clone()
+        changed[..., 200:204, 200:204] += 3.0  # a few pixels of the image: 1/4-scale cells 50
+        diff = (stem(image, ids, mask)["logits"] - before).abs()
+        after = (stem(changed, ids, mask)["logits"] - before).abs()
+    assert diff.max() == 0
+    assert after[..., 49:52, 49:52].max() > 10 * after[..., :30, :30].max()  # where the pixels changed, mostly
+    with pytest.raises(ValueError, match="pass image="):
+        stem.pixel_decoder(*_decoder_inputs(stem))
+
+
+def test_image_stem_learns_from_the_second_step():
+    torch.manual_seed(6)
+    model = build_model("lvg-tiny-xy-stem").train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    image, ids, mask = make_inputs(model.cfg, batch=2)
+    stem = [p for n, p in model.named_parameters() if n.startswith("pixel_decoder.stem.")]
+    for step in range(2):
+        opt.zero_grad()
+        model(image, ids, mask)["prob"].mean().backward()
+        proj, convs = model.pixel_decoder.stem_proj.weight.grad, [p.grad for p in stem]
+        assert proj is not None and proj.abs().sum() > 0
+        assert all((g is not None and g.abs().sum() > 0) == (step == 1) for g in convs), step
+        opt.step()
+
+
+def _decoder_inputs(model):
+    n, d = model.cfg.encoder.num_patches, model.cfg.encoder.embed_dim
+    return [torch.randn(1, n, d) for _ in model.cfg.head.pyramid_layers], torch.randn(1, 2, model.cfg.head.embed_dim)
 
 
 def test_position_table_runs_from_left_to_right_and_top_to_bottom():
