@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_synth_kinds.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_synth_kinds import candidates, covered, score_objects  # noqa: E402
+from bench_synth_kinds import candidates, covered, near_edge, score_objects  # noqa: E402
 
 
 def test_score_objects_by_hand() -> None:
@@ -30,6 +30,22 @@ def test_score_objects_by_hand() -> None:
     assert picked == 1 and best == pytest.approx(16 / 20)
     assert score_objects(np.zeros_like(left), [left, right]) == (None, 0.0)  # an empty mask picks none
     assert covered(pred, left) == pytest.approx(4 / 16) and covered(pred, right) == 1.0
+
+
+def test_near_edge_by_hand() -> None:
+    target = np.zeros((40, 40), bool)
+    target[10:30, 10:30] = True
+    shifted = np.roll(target, 2, axis=1)  # two columns wrong on each side, all at the edge
+    assert near_edge(shifted, target) == 1.0
+    blob = target.copy()
+    blob[0:4, 35:40] = True  # 20 wrong pixels 5+ away from the square
+    assert near_edge(blob, target) == 0.0
+    both = shifted | blob  # the target, 40 pixels past its right edge and 20 far: two thirds at the edge
+    assert near_edge(both, target) == pytest.approx(40 / 60)
+    # Within 1 pixel: the wrong column next to each side (20 + 20) and the two ends of the inner missing column,
+    # which touch the top and bottom edges.
+    assert near_edge(shifted, target, radius=1) == pytest.approx(42 / 80)
+    assert near_edge(target, target) is None
 
 
 def test_candidates_follow_the_head_noun_phrase() -> None:
@@ -79,5 +95,5 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
     right = sum(round(rows[k]["right_object"] * rows[k]["n"]) for k in ("attribute", "position", "relation"))
     assert sum(r["n"] for r in result["iou_by_size"].values()) == right
     assert set(result["iou_by_size"]) <= {"small", "large"}
-    assert all(0.0 < r["IoU"] <= 1.0 for r in result["iou_by_size"].values())
-    assert "right | candidate" in proc.stdout and "attribute words" in proc.stdout and "wrote" in proc.stdout
+    assert all(0.0 < r["IoU"] <= 1.0 and 0.0 <= r["near_edge"] <= 1.0 for r in result["iou_by_size"].values())
+    assert all(words in proc.stdout for words in ("right | candidate", "attribute words", "near the edge", "wrote"))
