@@ -58,7 +58,7 @@ def _variant_names(variant: str) -> dict[str, str]:
 def _code_hash() -> str:
     """Hash of the model code: cached ONNX files are rebuilt when the model changes."""
     h = hashlib.sha256()
-    for sub in ("lvg/modeling", "lvg/kernels", "lvg/export", "lvg/config.py"):
+    for sub in ("lvg/modeling", "lvg/kernels", "lvg/export", "lvg/config"):
         p = ROOT / sub
         for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
             h.update(f.read_bytes())

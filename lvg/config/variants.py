@@ -1,0 +1,192 @@
+"""The named variants. Each is a function so that a variant is a value, never shared mutable state."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from lvg.config.model import EncoderConfig, HeadConfig, LatentConfig, ModelConfig, PreprocessConfig
+from lvg.errors import ConfigError
+
+
+def lvg_b() -> ModelConfig:
+    """The paper's model: BEiT-3 base, N=2 latent expressions of lengths (4, 10), SD and VCI on."""
+    return ModelConfig(name="lvg-b")
+
+
+def lvg_b_nolatent() -> ModelConfig:
+    """Table 4's base row: the same backbone and heads, no latent expressions."""
+    return ModelConfig(name="lvg-b-nolatent", latent=LatentConfig(enabled=False))
+
+
+def lvg_b_gres() -> ModelConfig:
+    """GRES (Appendix B): empty-token no-target head, subject distributor off."""
+    return ModelConfig(
+        name="lvg-b-gres",
+        latent=LatentConfig(subject_distributor=False),
+        head=HeadConfig(gres=True),
+    )
+
+
+def _large_encoder() -> EncoderConfig:
+    # BEiT-3 large (beit3_large_patch16_224.pth): 24 layers, width 1024, 16 heads, FFN 4096.
+    return EncoderConfig(embed_dim=1024, depth=24, num_heads=16, ffn_dim=4096)
+
+
+def _large_head(gres: bool = False) -> HeadConfig:
+    # decided: base's pyramid taps (4, 6, 8, 12 of 12 layers) at the same depths of 24, and the head widths
+    # follow the encoder's (1024, MLP 4096, 16 heads in the empty token's attention).
+    return HeadConfig(pyramid_layers=(8, 12, 16, 24), neck_dim=1024, embed_dim=1024, mlp_hidden=4096, gres=gres,
+                      empty_heads=16)
+
+
+def lvg_l() -> ModelConfig:
+    """lvg-b on BEiT-3 large: the same latent expressions, VCI and heads, widths following the encoder."""
+    return ModelConfig(name="lvg-l", encoder=_large_encoder(), head=_large_head())
+
+
+def lvg_l_gres() -> ModelConfig:
+    """lvg-b-gres on BEiT-3 large."""
+    return ModelConfig(name="lvg-l-gres", encoder=_large_encoder(), latent=LatentConfig(subject_distributor=False),
+                       head=_large_head(gres=True))
+
+
+def _tiny_encoder() -> EncoderConfig:
+    # 480 input with patch 32 keeps the product's fixed input size while staying CPU-fast (225 patches).
+    return EncoderConfig(
+        patch_size=32, embed_dim=64, depth=4, num_heads=4, ffn_dim=128, vocab_size=512, max_text_positions=64
+    )
+
+
+def _tiny_head(gres: bool = False) -> HeadConfig:
+    # The GRES tiny variant exercises the "cls_mean" class pooling (export parity, padding invariance).
+    return HeadConfig(pyramid_layers=(1, 2, 3, 4), neck_dim=32, embed_dim=32, mlp_hidden=64, gres=gres, empty_heads=4,
+                      class_pool="cls_mean" if gres else "cls")
+
+
+def _tiny_pre() -> PreprocessConfig:
+    return PreprocessConfig(max_text_len=16, tokenizer="synthetic.spm")
+
+
+def lvg_tiny() -> ModelConfig:
+    """Test-sized model with every part of lvg-b (latent N=2, SD, VCI)."""
+    return ModelConfig(
+        name="lvg-tiny",
+        encoder=_tiny_encoder(),
+        latent=LatentConfig(lengths=(2, 3), num_concepts=7),
+        head=_tiny_head(),
+        preprocess=_tiny_pre(),
+    )
+
+
+def lvg_tiny_nolatent() -> ModelConfig:
+    return lvg_tiny().replace(name="lvg-tiny-nolatent", latent=LatentConfig(enabled=False, lengths=(2, 3)))
+
+
+def lvg_tiny_xy() -> ModelConfig:
+    return lvg_tiny().replace(name="lvg-tiny-xy", head=dataclasses.replace(_tiny_head(), pixel_positions=True))
+
+
+def lvg_tiny_xy_stem() -> ModelConfig:
+    return lvg_tiny().replace(name="lvg-tiny-xy-stem",
+                              head=dataclasses.replace(_tiny_head(), pixel_positions=True, image_stem=4))
+
+
+def lvg_tiny_xy_nolatent() -> ModelConfig:
+    return lvg_tiny_xy().replace(name="lvg-tiny-xy-nolatent", latent=LatentConfig(enabled=False, lengths=(2, 3)))
+
+
+def lvg_tiny_gres() -> ModelConfig:
+    return lvg_tiny().replace(
+        name="lvg-tiny-gres",
+        latent=LatentConfig(lengths=(2, 3), num_concepts=7, subject_distributor=False),
+        head=_tiny_head(gres=True),
+    )
+
+
+def _small(gres: bool, latent: bool, name: str, pixel_positions: bool = False) -> ModelConfig:
+    return ModelConfig(
+        name=name,
+        encoder=EncoderConfig(
+            patch_size=32, embed_dim=192, depth=6, num_heads=6, ffn_dim=768, vocab_size=1000, max_text_positions=64,
+            init_std=0.02, position_init="sincos",
+        ),
+        latent=LatentConfig(enabled=latent, num_concepts=32, subject_distributor=not gres),
+        head=HeadConfig(
+            pyramid_layers=(2, 4, 5, 6), neck_dim=96, embed_dim=96, mlp_hidden=384, gres=gres, empty_heads=6,
+            pixel_positions=pixel_positions,
+        ),
+        preprocess=PreprocessConfig(max_text_len=24, tokenizer="synthetic.spm"),
+    )
+
+
+def lvg_s() -> ModelConfig:
+    """Small model for the bundled demo (trained on synthetic data): RIS/REC and GRES heads."""
+    return _small(gres=True, latent=True, name="lvg-s")
+
+
+def lvg_s_nolatent() -> ModelConfig:
+    return _small(gres=True, latent=False, name="lvg-s-nolatent")
+
+
+def lvg_s_xy() -> ModelConfig:
+    """lvg-s whose F^V also knows where each pixel is (``HeadConfig.pixel_positions``)."""
+    return _small(gres=True, latent=True, name="lvg-s-xy", pixel_positions=True)
+
+
+def lvg_s_xy_vcinorm() -> ModelConfig:
+    """lvg-s-xy whose concept injectors normalise their inputs (``LatentConfig.vci_norm``)."""
+    base = lvg_s_xy()
+    return base.replace(name="lvg-s-xy-vcinorm", latent=dataclasses.replace(base.latent, vci_norm=True))
+
+
+def lvg_s_xy_vcinorm_gain() -> ModelConfig:
+    """lvg-s-xy-vcinorm whose concept tokens carry a learned gain starting at 10 (``LatentConfig.concept_gain``)."""
+    base = lvg_s_xy_vcinorm()
+    return base.replace(name="lvg-s-xy-vcinorm-gain", latent=dataclasses.replace(base.latent, concept_gain=10.0))
+
+
+def lvg_s_xy_stem() -> ModelConfig:
+    """lvg-s-xy whose F^V also reads the image's pixels at 1/4 scale (``HeadConfig.image_stem``, 24 channels)."""
+    base = lvg_s_xy()
+    return base.replace(name="lvg-s-xy-stem", head=dataclasses.replace(base.head, image_stem=24))
+
+
+def lvg_s_xy_nolatent() -> ModelConfig:
+    """lvg-s-xy without latent expressions: its twin in the paper's Table 4."""
+    return _small(gres=True, latent=False, name="lvg-s-xy-nolatent", pixel_positions=True)
+
+
+_VARIANTS: dict[str, Callable[[], ModelConfig]] = {
+    "lvg-b": lvg_b,
+    "lvg-b-nolatent": lvg_b_nolatent,
+    "lvg-b-gres": lvg_b_gres,
+    "lvg-l": lvg_l,
+    "lvg-l-gres": lvg_l_gres,
+    "lvg-s": lvg_s,
+    "lvg-s-nolatent": lvg_s_nolatent,
+    "lvg-s-xy": lvg_s_xy,
+    "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
+    "lvg-s-xy-stem": lvg_s_xy_stem,
+    "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
+    "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,
+    "lvg-tiny": lvg_tiny,
+    "lvg-tiny-nolatent": lvg_tiny_nolatent,
+    "lvg-tiny-gres": lvg_tiny_gres,
+    "lvg-tiny-xy": lvg_tiny_xy,
+    "lvg-tiny-xy-nolatent": lvg_tiny_xy_nolatent,
+    "lvg-tiny-xy-stem": lvg_tiny_xy_stem,
+}
+
+
+def list_variants() -> list[str]:
+    """Names accepted by :func:`get_config`."""
+    return list(_VARIANTS)
+
+
+def get_config(name: str) -> ModelConfig:
+    """The frozen config of a named variant, e.g. ``get_config("lvg-b")``."""
+    try:
+        return _VARIANTS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown variant {name!r}; choose one of {', '.join(_VARIANTS)}") from None
