@@ -96,12 +96,12 @@ def test_info_model_describes_the_bundled_onnx_without_torch():
     proc = _lvg("info", "--model", "lvg/assets/default/model.onnx", "--json", pre=block)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["variant"] == "lvg-s-xy" and data["kind"] == "onnx" and data["input_size"] == 480
+    assert data["variant"] == "lvg-s-xy-stem" and data["kind"] == "onnx" and data["input_size"] == 480
     assert data["params"] > 7_000_000 and data["gflops_per_sample"] > 2 and data["precision"] == "fp32"
     assert data["description"].startswith("synthetic-scene demo") and data["train_words"] > 40
     assert data["tokenizer_pieces"] > 300
     proc = _lvg("info", "--model", "lvg/assets/default/model.onnx", pre=block)
-    assert proc.returncode == 0 and "synthetic-scene demo" in proc.stdout and "parameters   7.24M" in proc.stdout
+    assert proc.returncode == 0 and "synthetic-scene demo" in proc.stdout and "parameters   7.25M" in proc.stdout
 
 
 def test_bare_lvg_prints_help_and_flags_read_as_flags():
