@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lvg.config.typed import dataclass_from_dict
+from lvg.config.typed import dataclass_from_dict, json_object
 from lvg.errors import ConfigError
 
 ThresholdRule = Literal["mean", "none", "topk"]
@@ -237,10 +237,4 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("config JSON must be an object")
-        return cls.from_dict(data)
+        return cls.from_dict(json_object(text, "config"))

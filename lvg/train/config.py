@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lvg.config import KernelImpl, dataclass_from_dict
+from lvg.config import KernelImpl
+from lvg.config.typed import dataclass_from_dict, json_object
 from lvg.errors import ConfigError
 
 Amp = Literal["off", "bf16", "fp16"]
@@ -268,11 +269,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"train config is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(json_object(text, "train config"))
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
