@@ -78,6 +78,10 @@ def _files_the_package_root_imports() -> set[str]:
     return files
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _timed(command: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(command, capture_output=True, timeout=120, check=True)
@@ -100,7 +104,10 @@ def test_sigint_at_any_moment_of_start_up_exits_130_without_a_traceback(micro, e
     whole = min(_timed(command) for _ in range(2))
     codes = []
     for delay in [whole * f for f in [i * 0.02 for i in range(16)] + [0.5, 0.8]]:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # SIGINT at its default in the child: a suite started in the background of a non-interactive shell (nohup
+        # ... &) inherits it ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_default_sigint)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
