@@ -2,7 +2,8 @@
 
 A simple feature pyramid over the patch tokens of several encoder layers (4, 6, 8, 12 for base), fused at
 the patch scale (1/16), then stride-2 deconvolutions up to 1/4 scale and a projection to the class-token
-embedding dimension.
+embedding dimension. Optional additions to that map: where each pixel is (``HeadConfig.pixel_positions``) and
+the image's own 1/4-scale features from a shallow convolutional stem (``HeadConfig.image_stem``).
 """
 
 from __future__ import annotations
