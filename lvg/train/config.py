@@ -307,24 +307,18 @@ def _read_layered(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
 def _read_mapping(path: Path) -> dict[str, Any]:
     """One config file's top-level keys, unmerged."""
     try:
-        raw = path.read_bytes()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read train config {path}: {exc.strerror or exc}") from None
-    if path.suffix.lower() == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            raise ConfigError(f"{path}: TOML configs need Python 3.11+; use a .json config") from None
-
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    else:
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected an object of config keys, got {type(data).__name__}")
-    return data
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from None
+    if path.suffix.lower() != ".toml":
+        return json_object(text, str(path))
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        raise ConfigError(f"{path}: TOML configs need Python 3.11+; use a .json config") from None
+    try:
+        return tomllib.loads(text)  # a TOML document is always a table
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
