@@ -28,7 +28,7 @@ from lvg.train.config import CurriculumStep
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
 from lvg.train.synth import expression_kind
 
-__all__ = ["GroupBatchSampler", "Planned", "SentenceIndex", "allowed_kinds"]
+__all__ = ["FLIP_PROBABILITY", "GroupBatchSampler", "JITTER_PROBABILITY", "Planned", "SentenceIndex", "allowed_kinds"]
 
 FLIP_PROBABILITY = 0.5
 JITTER_PROBABILITY = 0.8

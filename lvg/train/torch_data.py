@@ -45,13 +45,11 @@ from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
 from lvg.train.run_dir import ignore_stop_signals
-from lvg.train.sampling import Planned
+from lvg.train.sampling import FLIP_PROBABILITY, JITTER_PROBABILITY, Planned
 from lvg.train.words import attribute_classes, direction_class
 
 __all__ = ["GroundingDataset", "JITTER_RANGE", "FLIP_PROBABILITY", "JITTER_PROBABILITY", "train_loader"]
 
-FLIP_PROBABILITY = 0.5
-JITTER_PROBABILITY = 0.8
 #: Brightness / contrast / saturation factors are drawn uniformly from this range.
 JITTER_RANGE = (0.9, 1.1)
 
