@@ -138,6 +138,12 @@ class HeadConfig:
     can follow the pixels rather than a patch grid's upsampling (at patch 32 an object of the synthetic
     scenes is two or three patches wide). 0 (off) in the paper's variants; the projection starts at zero,
     so a model grown from weights without it starts with their function.
+
+    ``stem_tokens`` (needs ``image_stem``) also feeds the stem's features to the encoder: stride-2 3x3
+    convolutions from 1/4 scale down to the patch grid, added to each patch token through a 1x1 projection
+    that starts at zero. A patch token is otherwise one linear map of its pixels, and which object a sentence
+    names is chosen from those tokens (at patch 32 a synthetic object straddles two or three patches).
+    Off in the paper's variants.
     """
 
     pyramid_layers: tuple[int, ...] = (4, 6, 8, 12)
@@ -150,6 +156,7 @@ class HeadConfig:
     class_pool: ClassPool = "cls"
     pixel_positions: bool = False
     image_stem: int = 0
+    stem_tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,6 +209,8 @@ class ModelConfig:
             problems.append(f"embed_dim {enc.embed_dim} not divisible by head.empty_heads {head.empty_heads}")
         if head.image_stem < 0:
             problems.append(f"head.image_stem must be 0 (off) or a channel count, got {head.image_stem}")
+        if head.stem_tokens and not head.image_stem:
+            problems.append("head.stem_tokens reads the image stem: it needs head.image_stem > 0")
         if not 0 <= enc.init_std <= 1:
             problems.append(f"encoder.init_std must lie in 0..1, got {enc.init_std}")
         if enc.position_init == "sincos" and enc.embed_dim % 4:

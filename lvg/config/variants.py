@@ -92,6 +92,11 @@ def lvg_tiny_xy_stem() -> ModelConfig:
                               head=dataclasses.replace(_tiny_head(), pixel_positions=True, image_stem=4))
 
 
+def lvg_tiny_xy_stem_tokens() -> ModelConfig:
+    base = lvg_tiny_xy_stem()
+    return base.replace(name="lvg-tiny-xy-stem-tokens", head=dataclasses.replace(base.head, stem_tokens=True))
+
+
 def lvg_tiny_xy_nolatent() -> ModelConfig:
     return lvg_tiny_xy().replace(name="lvg-tiny-xy-nolatent", latent=LatentConfig(enabled=False, lengths=(2, 3)))
 
@@ -152,6 +157,12 @@ def lvg_s_xy_stem() -> ModelConfig:
     return base.replace(name="lvg-s-xy-stem", head=dataclasses.replace(base.head, image_stem=24))
 
 
+def lvg_s_xy_stem_tokens() -> ModelConfig:
+    """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
+    base = lvg_s_xy_stem()
+    return base.replace(name="lvg-s-xy-stem-tokens", head=dataclasses.replace(base.head, stem_tokens=True))
+
+
 def lvg_s_xy_nolatent() -> ModelConfig:
     """lvg-s-xy without latent expressions: its twin in the paper's Table 4."""
     return _small(gres=True, latent=False, name="lvg-s-xy-nolatent", pixel_positions=True)
@@ -168,6 +179,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy": lvg_s_xy,
     "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
     "lvg-s-xy-stem": lvg_s_xy_stem,
+    "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
     "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,
     "lvg-tiny": lvg_tiny,
@@ -176,6 +188,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy": lvg_tiny_xy,
     "lvg-tiny-xy-nolatent": lvg_tiny_xy_nolatent,
     "lvg-tiny-xy-stem": lvg_tiny_xy_stem,
+    "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 
 

@@ -18,6 +18,7 @@ from lvg.modeling.empty_head import EmptyHead
 from lvg.modeling.encoder import BEiT3, truncated_normal_init
 from lvg.modeling.latent_init import LatentExpressionInit
 from lvg.modeling.pixel_decoder import PixelDecoder
+from lvg.modeling.stem_tokens import StemTokens
 from lvg.modeling.subject_distributor import SubjectDistributor
 from lvg.modeling.token_heads import TokenMLP
 
@@ -25,7 +26,7 @@ from lvg.modeling.token_heads import TokenMLP
 PARTS = {
     "backbone": ("beit3",),
     "latent_expressions": ("latent_init", "concept_injectors", "latent_heads", "subject_distributor"),
-    "heads": ("text_head", "pixel_decoder", "empty_head"),
+    "heads": ("text_head", "pixel_decoder", "empty_head", "stem_tokens"),
 }
 
 
@@ -80,6 +81,7 @@ class LatentVG(nn.Module):
                                  persistent=False)
         self.text_head = TokenMLP(d, head.mlp_hidden, head.embed_dim)
         self.pixel_decoder = PixelDecoder(head, enc)
+        self.stem_tokens = StemTokens(head.image_stem, enc.patch_size, d) if head.stem_tokens else None
         self.empty_head = EmptyHead(d, head.empty_heads, enc.layernorm_eps) if head.gres else None
         self._pyramid = {i - 1: j for j, i in enumerate(head.pyramid_layers)}  # layer index -> level slot
         if enc.init_std > 0:
@@ -93,6 +95,11 @@ class LatentVG(nn.Module):
         lat = cfg.latent
         text_mask = text_mask.bool()
         xv, xt = self.beit3.embed(image, text_ids)  # (B, 1+n, d), (B, L, d)
+        pixels = None
+        if self.stem_tokens is not None:
+            # Once for both readers: the patch tokens here, F^V in the decoder.
+            pixels = self.pixel_decoder.pixels(image)  # (B, s, S/4, S/4)
+            xv = torch.cat([xv[:, :1], xv[:, 1:] + self.stem_tokens(pixels).to(xv.dtype)], dim=1)  # (B, 1+n, d)
         b, nv, _ = xv.shape
         text_len = xt.shape[1]
         out: dict[str, Tensor] = {}
@@ -151,7 +158,7 @@ class LatentVG(nn.Module):
         emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)
 
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
-        logits = self.pixel_decoder(levels, emb, image) * emb.shape[-1] ** -0.5  # (B, 1+N, S/4, S/4)
+        logits = self.pixel_decoder(levels, emb, image, pixels) * emb.shape[-1] ** -0.5  # (B, 1+N, S/4, S/4)
         out["logits"] = logits
         # Each expression's map once: Eq. 9 averages them, evaluation scores them one by one.
         out["expression_prob"] = logits.float().sigmoid()  # (B, 1+N, S/4, S/4)

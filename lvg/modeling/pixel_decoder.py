@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from lvg.config import EncoderConfig, HeadConfig
 
 
-def _norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> nn.GroupNorm:
+    """The decoder's normalisation: GroupNorm with up to 32 groups that divide ``channels``."""
     return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
@@ -58,11 +59,11 @@ class PixelDecoder(nn.Module):
         self.level_norms = nn.ModuleList(nn.LayerNorm(d, eps=enc.layernorm_eps) for _ in range(levels))
         self.lateral = nn.ModuleList(nn.Conv2d(d, c, 1) for _ in range(levels))
         k = head.fuse_kernel
-        self.fuse = nn.Sequential(nn.Conv2d(c * levels, c, k, padding=k // 2, bias=False), _norm(c), nn.GELU())
+        self.fuse = nn.Sequential(nn.Conv2d(c * levels, c, k, padding=k // 2, bias=False), group_norm(c), nn.GELU())
         steps = int(math.log2(enc.patch_size // 4))  # 2 for patch 16: 1/16 -> 1/8 -> 1/4
         ups: list[nn.Module] = []
         for _ in range(steps - 1):
-            ups += [nn.ConvTranspose2d(c, c, 2, stride=2), _norm(c), nn.GELU()]
+            ups += [nn.ConvTranspose2d(c, c, 2, stride=2), group_norm(c), nn.GELU()]
         self.upsample = nn.Sequential(*ups)
         self.last = nn.ConvTranspose2d(c, c, 2, stride=2)  # the final stride-2 step, folded (see above)
         self.proj = nn.Conv2d(c, head.embed_dim, 1)
@@ -80,8 +81,8 @@ class PixelDecoder(nn.Module):
         self.stem_proj: nn.Conv2d | None = None
         if head.image_stem:
             s = head.image_stem
-            self.stem = nn.Sequential(nn.Conv2d(3, s, 3, stride=2, padding=1), _norm(s), nn.GELU(),
-                                      nn.Conv2d(s, s, 3, stride=2, padding=1), _norm(s), nn.GELU())
+            self.stem = nn.Sequential(nn.Conv2d(3, s, 3, stride=2, padding=1), group_norm(s), nn.GELU(),
+                                      nn.Conv2d(s, s, 3, stride=2, padding=1), group_norm(s), nn.GELU())
             # Zero: a model grown from weights without the stem starts with their function. Not a saddle (unlike
             # the position term's): the projection's gradient is the stem's features times the embedding's.
             self.stem_proj = nn.Conv2d(s, head.embed_dim, 1)
@@ -108,17 +109,21 @@ class PixelDecoder(nn.Module):
         """The unfolded ``F^V`` ``(B, E, H/4, W/4)`` (for inspection and the equivalence test); ``image`` as in
         :meth:`forward`."""
         fmap = self.proj(self.last(self.features(levels)))
-        return fmap if self.stem_proj is None else fmap + self.stem_proj(self._stem(image))
+        return fmap if self.stem_proj is None else fmap + self.stem_proj(self.pixels(image))
 
-    def _stem(self, image: Tensor | None) -> Tensor:
-        """The input image ``(B, 3, S, S)`` -> its pixel features ``(B, s, S/4, S/4)``."""
+    def pixels(self, image: Tensor | None) -> Tensor:
+        """The input image ``(B, 3, S, S)`` -> its stem features ``(B, s, S/4, S/4)`` (``head.image_stem``)."""
+        if self.stem is None:
+            raise ValueError("this decoder has no image stem (head.image_stem = 0)")
         if image is None:
             raise ValueError("this decoder reads the image (head.image_stem > 0): pass image=")
         return self.stem(image)
 
-    def forward(self, levels: list[Tensor], emb: Tensor, image: Tensor | None = None) -> Tensor:
+    def forward(self, levels: list[Tensor], emb: Tensor, image: Tensor | None = None,
+                pixels: Tensor | None = None) -> Tensor:
         """``levels`` as in :meth:`features`, ``emb`` ``(B, J, E)``, ``image`` the encoder's normalised input
-        ``(B, 3, S, S)`` (read only with ``head.image_stem``) -> logits ``F^V . e_j`` ``(B, J, H/4, W/4)``."""
+        ``(B, 3, S, S)`` (read only with ``head.image_stem``; ``pixels``, its :meth:`pixels` when the caller
+        has them already) -> logits ``F^V . e_j`` ``(B, J, H/4, W/4)``."""
         h = self.features(levels)  # (B, c, h, w) at 1/8 scale
         w_proj = self.proj.weight[:, :, 0, 0]  # (E, c)
         u = emb @ w_proj  # (B, J, c): W_proj^T e_j
@@ -135,7 +140,7 @@ class PixelDecoder(nn.Module):
         out = out + bias[:, :, None, None]
         if self.stem_proj is not None:
             # The stem's share of F^V . e_j, folded the same way: (W_s^T e_j) . S + b_s . e_j, one (s,) filter each.
-            pix = self._stem(image).to(out.dtype)  # (B, s, H/4, W/4)
+            pix = (self.pixels(image) if pixels is None else pixels).to(out.dtype)  # (B, s, H/4, W/4)
             us = emb @ self.stem_proj.weight[:, :, 0, 0].to(emb.dtype)  # (B, J, E) @ (E, s) -> (B, J, s)
             sb = emb @ self.stem_proj.bias.to(emb.dtype)  # (B, J)
             out = out + (us @ pix.flatten(2)).reshape(out.shape) + sb[:, :, None, None]  # (B, J, H/4*W/4) -> map

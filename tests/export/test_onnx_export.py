@@ -163,7 +163,7 @@ def test_export_of_live_model_and_check(tmp_path, artifacts):
     assert again.passed and again.batches == (2,)
 
 
-@pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-xy-stem"])
+@pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens"])
 def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant):
     """The position table is a constant of the graph: ONNX Runtime gives the torch answer at batches 1 and 3,
     with the image stem's pixel features too."""
@@ -176,6 +176,8 @@ def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant)
         model.pixel_decoder.positions.weight.normal_()  # not the zero start: the position term must show
         if model.pixel_decoder.stem_proj is not None:  # nor the stem's
             model.pixel_decoder.stem_proj.weight.normal_(std=0.5)
+        if model.stem_tokens is not None:  # nor the patch tokens' share of the stem
+            model.stem_tokens.proj.weight.normal_(std=0.5)
     report = export_onnx(model, tmp_path / "xy.onnx", tokenizer=artifacts.spm)  # as `lvg export` simplifies
     assert report.check is not None and report.check.passed and report.check.max_abs_prob < 1e-4
     graph = onnx.load(str(report.path)).graph

@@ -12,7 +12,7 @@ from lvg.modeling import build_model
 from lvg.modeling.pixel_decoder import POSITION_CHANNELS, position_table
 from tests.modeling.conftest import make_inputs
 
-TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem"]
+TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens"]
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -55,7 +55,7 @@ def test_backward_reaches_every_learnable_parameter(name):
     # With latent expressions the visual class token is replaced by s_V (Sec. 3.1): it cannot learn.
     frozen = {"beit3.vision_embed.cls_token"} if model.cfg.latent.enabled else set()
     # Behind a zero projection the image stem learns from the second step on (its own test shows it).
-    frozen |= {n for n, _ in model.named_parameters() if n.startswith("pixel_decoder.stem.")}
+    frozen |= {n for n, _ in model.named_parameters() if n.startswith(("pixel_decoder.stem.", "stem_tokens.down."))}
     for pname, p in model.named_parameters():
         assert torch.isfinite(p.grad).all() if p.grad is not None else True, pname
         if pname in frozen:
@@ -319,6 +319,44 @@ def test_image_stem_learns_from_the_second_step():
         assert proj is not None and proj.abs().sum() > 0
         assert all((g is not None and g.abs().sum() > 0) == (step == 1) for g in convs), step
         opt.step()
+
+
+def test_stem_tokens_grow_a_model_without_changing_it_then_feed_the_encoder():
+    """lvg-tiny-xy-stem-tokens with lvg-tiny-xy-stem's weights predicts exactly what that model does (the
+    projection starts at zero); once it is not zero, the patch tokens carry the stem's features, and both
+    the projection and the convolutions behind it learn (the convolutions from the second step)."""
+    torch.manual_seed(7)
+    stem = build_model("lvg-tiny-xy-stem").eval()
+    model = build_model("lvg-tiny-xy-stem-tokens").eval()
+    missing, unexpected = model.load_state_dict(stem.state_dict(), strict=False)
+    assert missing and all(k.startswith("stem_tokens.") for k in missing) and not unexpected
+    image, ids, mask = make_inputs(model.cfg, batch=2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image, ids, mask)["logits"], stem(image, ids, mask)["logits"])
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    convs = [p for n, p in model.named_parameters() if n.startswith("stem_tokens.down.")]
+    for step in range(2):
+        opt.zero_grad()
+        model(image, ids, mask)["prob"].mean().backward()
+        assert model.stem_tokens.proj.weight.grad.abs().sum() > 0
+        assert all((g.grad is not None and g.grad.abs().sum() > 0) == (step == 1) for g in convs), step
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        tokens = model.stem_tokens(model.pixel_decoder.pixels(image))  # (B, n, d)
+        assert tokens.shape == (2, model.cfg.encoder.num_patches, model.cfg.encoder.embed_dim)
+        assert tokens.abs().amax() > 0
+        assert (model(image, ids, mask)["logits"] - stem(image, ids, mask)["logits"]).abs().amax() > 0
+
+
+def test_stem_tokens_need_the_image_stem():
+    from lvg.config import get_config
+    from lvg.errors import ConfigError
+
+    base = get_config("lvg-tiny-xy")
+    with pytest.raises(ConfigError, match="stem_tokens reads the image stem"):
+        base.replace(head=dataclasses.replace(base.head, stem_tokens=True))
 
 
 def _decoder_inputs(model):
