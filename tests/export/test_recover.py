@@ -17,7 +17,7 @@ from lvg.modeling.checkpoint import read_checkpoint_tensors
 from tests.helpers.artifacts import make_checkpoint
 
 
-@pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-gres"])
+@pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-gres", "lvg-tiny-xy-stem-tokens"])
 def test_the_weights_come_back_exactly(tmp_path: Path, artifacts, variant: str) -> None:
     ckpt = make_checkpoint(variant, tmp_path / "m.safetensors", artifacts.spm, seed=3)
     onnx = tmp_path / "m.onnx"
