@@ -283,17 +283,25 @@ def test_pixel_positions_add_a_map_of_position_alone():
     assert (added[0, 0, :, :60].mean() - added[0, 0, :, 60:].mean()).abs() > 1e-2  # left differs from right
 
 
+def _grown(small: str, big: str, added: str, batch: int):
+    """``big`` loaded with ``small``'s weights: only the parts under ``added`` are missing, and the grown model
+    predicts exactly what ``small`` does. -> (small, big, its inputs)."""
+    before = build_model(small).eval()
+    model = build_model(big).eval()
+    missing, unexpected = model.load_state_dict(before.state_dict(), strict=False)
+    assert missing and all(k.startswith(added) for k in missing) and not unexpected
+    inputs = make_inputs(model.cfg, batch=batch)
+    with torch.no_grad():
+        torch.testing.assert_close(model(*inputs)["logits"], before(*inputs)["logits"])
+    return before, model, inputs
+
+
 def test_image_stem_grows_a_model_without_changing_it_then_follows_the_pixels():
     """lvg-tiny-xy-stem with lvg-tiny-xy's weights predicts exactly what lvg-tiny-xy does (the stem's projection
     starts at zero); once the projection is not zero, a pixel's logit depends on that pixel of the image."""
     torch.manual_seed(4)
-    xy = build_model("lvg-tiny-xy").eval()
-    stem = build_model("lvg-tiny-xy-stem").eval()
-    missing, unexpected = stem.load_state_dict(xy.state_dict(), strict=False)
-    assert missing and all(k.startswith("pixel_decoder.stem") for k in missing) and not unexpected
-    image, ids, mask = make_inputs(stem.cfg, batch=1)
+    _, stem, (image, ids, mask) = _grown("lvg-tiny-xy", "lvg-tiny-xy-stem", "pixel_decoder.stem", batch=1)
     with torch.no_grad():
-        torch.testing.assert_close(stem(image, ids, mask)["logits"], xy(image, ids, mask)["logits"])
         stem.pixel_decoder.stem_proj.weight.normal_()
         before = stem(image, ids, mask)["logits"]  # (1, J, 120, 120)
         changed = image.clone()
@@ -326,13 +334,7 @@ def test_stem_tokens_grow_a_model_without_changing_it_then_feed_the_encoder():
     projection starts at zero); once it is not zero, the patch tokens carry the stem's features, and both
     the projection and the convolutions behind it learn (the convolutions from the second step)."""
     torch.manual_seed(7)
-    stem = build_model("lvg-tiny-xy-stem").eval()
-    model = build_model("lvg-tiny-xy-stem-tokens").eval()
-    missing, unexpected = model.load_state_dict(stem.state_dict(), strict=False)
-    assert missing and all(k.startswith("stem_tokens.") for k in missing) and not unexpected
-    image, ids, mask = make_inputs(model.cfg, batch=2)
-    with torch.no_grad():
-        torch.testing.assert_close(model(image, ids, mask)["logits"], stem(image, ids, mask)["logits"])
+    stem, model, (image, ids, mask) = _grown("lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens", "stem_tokens.", batch=2)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     convs = [p for n, p in model.named_parameters() if n.startswith("stem_tokens.down.")]
