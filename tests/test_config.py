@@ -35,6 +35,15 @@ def test_paper_variant_values():
     assert gres.head.gres and not gres.latent.subject_distributor
 
 
+@pytest.mark.parametrize("name", [n for n in list_variants() if n.endswith("-nolatent")])
+def test_latent_off_twins_differ_only_in_latent_expressions(name):
+    # Table 4 compares each variant with its -nolatent twin: anything else that differed would be measured too.
+    # A disabled LatentConfig's other fields build nothing, so only the enabled flag is compared.
+    on, off = get_config(name.removesuffix("-nolatent")), get_config(name)
+    assert on.latent.enabled and not off.latent.enabled
+    assert off.replace(name=on.name, latent=on.latent) == on
+
+
 @pytest.mark.parametrize("name", list_variants())
 def test_json_round_trip(name):
     cfg = get_config(name)

@@ -163,6 +163,12 @@ def lvg_s_xy_stem_tokens() -> ModelConfig:
     return base.replace(name="lvg-s-xy-stem-tokens", head=dataclasses.replace(base.head, stem_tokens=True))
 
 
+def lvg_s_xy_stem_nolatent() -> ModelConfig:
+    """lvg-s-xy-stem without latent expressions: its twin in the paper's Table 4."""
+    base = lvg_s_xy_nolatent()
+    return base.replace(name="lvg-s-xy-stem-nolatent", head=dataclasses.replace(base.head, image_stem=24))
+
+
 def lvg_s_xy_nolatent() -> ModelConfig:
     """lvg-s-xy without latent expressions: its twin in the paper's Table 4."""
     return _small(gres=True, latent=False, name="lvg-s-xy-nolatent", pixel_positions=True)
@@ -179,6 +185,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy": lvg_s_xy,
     "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
     "lvg-s-xy-stem": lvg_s_xy_stem,
+    "lvg-s-xy-stem-nolatent": lvg_s_xy_stem_nolatent,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
     "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,
