@@ -165,8 +165,8 @@ def lvg_s_xy_stem_tokens() -> ModelConfig:
 
 def lvg_s_xy_stem_nolatent() -> ModelConfig:
     """lvg-s-xy-stem without latent expressions: its twin in the paper's Table 4."""
-    base = lvg_s_xy_nolatent()
-    return base.replace(name="lvg-s-xy-stem-nolatent", head=dataclasses.replace(base.head, image_stem=24))
+    base = lvg_s_xy_stem()
+    return base.replace(name="lvg-s-xy-stem-nolatent", latent=dataclasses.replace(base.latent, enabled=False))
 
 
 def lvg_s_xy_nolatent() -> ModelConfig:
