@@ -21,6 +21,7 @@ from lvg.train.config import TrainConfig, data_parts
 
 __all__ = [
     "TokenizerMismatchWarning",
+    "TokenizerUnverifiedWarning",
     "TrainData",
     "build_data",
     "data_path",
@@ -74,6 +75,11 @@ class TokenizerMismatchWarning(UserWarning):
     """A tokenizer other than the one a checkpoint was trained with: its text ids mean other words."""
 
 
+class TokenizerUnverifiedWarning(TokenizerMismatchWarning):
+    """A checkpoint that neither carries nor names its tokenizer, read with the one beside the data: if it
+    was trained with another, its text ids mean other words and every score is meaningless."""
+
+
 def tokenizer_for_checkpoint(ckpt: str | os.PathLike | ModelFile | None, data: str, model_cfg: ModelConfig,
                              explicit: str | None = None, *, strict: bool = False) -> Tokenizer:
     """The tokenizer to run checkpoint ``ckpt`` (None: freshly initialised weights) with on ``data``.
@@ -82,7 +88,9 @@ def tokenizer_for_checkpoint(ckpt: str | os.PathLike | ModelFile | None, data: s
     the text embeddings were learnt for those ids (:meth:`ModelFile.tokenizer`); else the variant's file
     found beside the data. A dataset made by another ``lvg data synth`` call has its own tokenizer, so
     "beside the data" is only the last resort. An explicit file that differs from the checkpoint's own warns
-    (:class:`TokenizerMismatchWarning`), or with ``strict`` (resuming a run) is a :class:`ConfigError`.
+    (:class:`TokenizerMismatchWarning`), or with ``strict`` (resuming a run) is a :class:`ConfigError`; so
+    does the file beside the data when the checkpoint names another, and one that cannot be checked (the
+    checkpoint neither carries nor names its own) warns with :class:`TokenizerUnverifiedWarning`.
     """
     if ckpt is not None:
         model_file = ModelFile.open(ckpt, checkpoint=True)
@@ -99,7 +107,27 @@ def tokenizer_for_checkpoint(ckpt: str | os.PathLike | ModelFile | None, data: s
     path = Path(explicit) if explicit else find_tokenizer(data, model_cfg.preprocess.tokenizer)
     tok = Tokenizer.from_file(path)
     check_vocabulary(tok, model_cfg, what=f"tokenizer {path}")
+    if ckpt is not None and not explicit:
+        _check_fallback(model_file, tok, path)
     return tok
+
+
+def _check_fallback(model_file: ModelFile, tok: Tokenizer, path: Path) -> None:
+    """Warn when the tokenizer found beside the data is not provably the one ``model_file`` was trained with.
+
+    A dataset made by another ``lvg data synth`` call has a tokenizer of the same size with other ids for the
+    same words, so the vocabulary check passes and the scores silently collapse; only the model's own record
+    can tell.
+    """
+    if model_file.info.tokenizer_identity is not None:
+        if not model_file.is_own(tok):
+            warnings.warn(f"{path} is not the tokenizer {model_file.path} was trained with (it names "
+                          f"{model_file.info.tokenizer_identity}); its text ids mean other words to this model "
+                          "(pass --tokenizer with the run's own)", TokenizerMismatchWarning, stacklevel=3)
+        return
+    warnings.warn(f"{model_file.path} carries no tokenizer: reading its text with {path} (beside the data); if "
+                  "it was trained with another, every score means nothing (pass --tokenizer with the run's own)",
+                  TokenizerUnverifiedWarning, stacklevel=3)
 
 
 def build_data(cfg: TrainConfig, model_cfg: ModelConfig, *, weights_from: str | os.PathLike | ModelFile | None = None,

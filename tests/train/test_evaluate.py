@@ -7,6 +7,7 @@ Constant-output models make the expected numbers exact: a map of ones predicts t
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,14 @@ from typer.testing import CliRunner
 
 from lvg.cli import app
 from lvg.config import get_config
-from lvg.core.artifact import tokenizer_metadata
+from lvg.core.artifact import KEY_TOKENIZER_IDENTITY, tokenizer_metadata
 from lvg.core.tokenizer import Tokenizer, train_sentencepiece
 from lvg.errors import InputError
 from lvg.modeling import build_model, save_checkpoint
 from lvg.modeling.runner import ArrayRunner
 from lvg.train.data import open_dataset
 from lvg.train.evaluate import _swap_partners, evaluate
-from lvg.train.run_data import TokenizerMismatchWarning, tokenizer_for_checkpoint
+from lvg.train.run_data import TokenizerMismatchWarning, TokenizerUnverifiedWarning, tokenizer_for_checkpoint
 from tests.helpers.artifacts import CORPUS
 
 
@@ -197,7 +198,17 @@ def test_eval_uses_the_checkpoints_own_tokenizer(tmp_path: Path, synth_dataset) 
     data = str(synth_dataset.out_dir)
 
     assert tokenizer_for_checkpoint(carrying, data, cfg).model_bytes == own_tok.model_bytes
-    assert tokenizer_for_checkpoint(bare, data, cfg).model_bytes == beside.model_bytes  # nothing else to go by
+    # Nothing else to go by, but the ids may mean other words to a checkpoint that cannot say: a warning.
+    with pytest.warns(TokenizerUnverifiedWarning, match="carries no tokenizer"):
+        assert tokenizer_for_checkpoint(bare, data, cfg).model_bytes == beside.model_bytes
+    # One that names its tokenizer without carrying it is checked against the file found.
+    named = save_checkpoint(model, tmp_path / "named.safetensors",
+                            metadata={KEY_TOKENIZER_IDENTITY: own_tok.identity})
+    with pytest.warns(TokenizerMismatchWarning, match="not the tokenizer"):
+        tokenizer_for_checkpoint(named, data, cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fresh weights learn the ids they are given: nothing to warn about
+        tokenizer_for_checkpoint(None, data, cfg)
     with pytest.warns(TokenizerMismatchWarning, match="not the tokenizer"):
         chosen = tokenizer_for_checkpoint(carrying, data, cfg, str(synth_dataset.tokenizer))
     assert chosen.model_bytes == beside.model_bytes  # an explicit file still wins
@@ -213,6 +224,9 @@ def test_eval_uses_the_checkpoints_own_tokenizer(tmp_path: Path, synth_dataset) 
     assert explicit.exit_code == 0 and json.loads(explicit.stdout) == json.loads(quiet.stdout)
     loud = runner.invoke(app, [*base, "--tokenizer", str(synth_dataset.tokenizer)])
     assert loud.exit_code == 0 and "warning:" in loud.stderr and "not the tokenizer" in loud.stderr
+    unverified = runner.invoke(app, [*base[:2], str(bare), *base[3:]])
+    assert unverified.exit_code == 0 and "warning:" in unverified.stderr, unverified.stderr
+    assert "carries no tokenizer" in unverified.stderr
 
 
 def test_swap_partners_pick_the_next_sentence_of_another_image() -> None:
