@@ -88,9 +88,10 @@ def tokenizer_for_checkpoint(ckpt: str | os.PathLike | ModelFile | None, data: s
     the text embeddings were learnt for those ids (:meth:`ModelFile.tokenizer`); else the variant's file
     found beside the data. A dataset made by another ``lvg data synth`` call has its own tokenizer, so
     "beside the data" is only the last resort. An explicit file that differs from the checkpoint's own warns
-    (:class:`TokenizerMismatchWarning`), or with ``strict`` (resuming a run) is a :class:`ConfigError`; so
-    does the file beside the data when the checkpoint names another, and one that cannot be checked (the
-    checkpoint neither carries nor names its own) warns with :class:`TokenizerUnverifiedWarning`.
+    (:class:`TokenizerMismatchWarning`), or with ``strict`` (resuming a run) is a :class:`ConfigError`. The
+    file found beside the data warns the same way when the checkpoint names another tokenizer, and with
+    :class:`TokenizerUnverifiedWarning` when the checkpoint neither carries nor names one, since nothing can
+    check it then.
     """
     if ckpt is not None:
         model_file = ModelFile.open(ckpt, checkpoint=True)
