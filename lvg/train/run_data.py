@@ -93,42 +93,44 @@ def tokenizer_for_checkpoint(ckpt: str | os.PathLike | ModelFile | None, data: s
     :class:`TokenizerUnverifiedWarning` when the checkpoint neither carries nor names one, since nothing can
     check it then.
     """
-    if ckpt is not None:
-        model_file = ModelFile.open(ckpt, checkpoint=True)
-        tok = model_file.tokenizer(explicit or None)
-        if tok is not None:
-            if explicit and not model_file.is_own(tok):
-                if strict:
-                    raise TokenizerError(f"tokenizer {explicit} is not the one this run was trained with (it is in "
-                                         f"{model_file.path}); unset tokenizer to continue with the run's own")
-                warnings.warn(f"{explicit} is not the tokenizer {model_file.path} was trained with; its text ids mean "
-                              "other words to this model (leave --tokenizer out to use the checkpoint's own)",
-                              TokenizerMismatchWarning, stacklevel=2)
-            return tok
-    path = Path(explicit) if explicit else find_tokenizer(data, model_cfg.preprocess.tokenizer)
-    tok = Tokenizer.from_file(path)
-    check_vocabulary(tok, model_cfg, what=f"tokenizer {path}")
-    if ckpt is not None and not explicit:
-        _check_fallback(model_file, tok, path)
+    model_file = ModelFile.open(ckpt, checkpoint=True) if ckpt is not None else None
+    tok = model_file.tokenizer(explicit or None) if model_file is not None else None
+    source = explicit
+    if tok is None:  # fresh weights, or a checkpoint that does not carry its tokenizer
+        path = Path(explicit) if explicit else find_tokenizer(data, model_cfg.preprocess.tokenizer)
+        tok = Tokenizer.from_file(path)
+        check_vocabulary(tok, model_cfg, what=f"tokenizer {path}")
+        source = str(path)
+    if model_file is not None:
+        _check_own(model_file, tok, source, explicit=bool(explicit), strict=strict)
     return tok
 
 
-def _check_fallback(model_file: ModelFile, tok: Tokenizer, path: Path) -> None:
-    """Warn when the tokenizer found beside the data is not provably the one ``model_file`` was trained with.
+def _check_own(model_file: ModelFile, tok: Tokenizer, source: str | None, *, explicit: bool, strict: bool) -> None:
+    """Warn (or with ``strict`` raise) when ``tok``, read from ``source``, is not provably the tokenizer
+    ``model_file`` was trained with.
 
     A dataset made by another ``lvg data synth`` call has a tokenizer of the same size with other ids for the
     same words, so the vocabulary check passes and the scores silently collapse; only the model's own record
-    can tell.
+    (the tokenizer it carries or the identity it names) can tell. An explicit file for a model that records
+    none is the user's call and passes silently.
     """
-    if model_file.info.tokenizer_identity is not None:
-        if not model_file.is_own(tok):
-            warnings.warn(f"{path} is not the tokenizer {model_file.path} was trained with (it names "
-                          f"{model_file.info.tokenizer_identity}); its text ids mean other words to this model "
-                          "(pass --tokenizer with the run's own)", TokenizerMismatchWarning, stacklevel=3)
+    info = model_file.info
+    if info.tokenizer_identity is None and info.tokenizer_bytes is None:
+        if not explicit:
+            warnings.warn(f"{model_file.path} carries no tokenizer: reading its text with {source} (beside the data); "
+                          "if it was trained with another, every score means nothing (pass --tokenizer with the run's "
+                          "own)", TokenizerUnverifiedWarning, stacklevel=3)
         return
-    warnings.warn(f"{model_file.path} carries no tokenizer: reading its text with {path} (beside the data); if "
-                  "it was trained with another, every score means nothing (pass --tokenizer with the run's own)",
-                  TokenizerUnverifiedWarning, stacklevel=3)
+    if model_file.is_own(tok):
+        return
+    if strict:
+        raise TokenizerError(f"tokenizer {source} is not the one this run was trained with (it is in "
+                             f"{model_file.path}); unset tokenizer to continue with the run's own")
+    hint = ("leave --tokenizer out to use the checkpoint's own" if explicit and info.tokenizer_bytes is not None
+            else f"pass --tokenizer with the run's own, {info.tokenizer_identity}")
+    warnings.warn(f"{source} is not the tokenizer {model_file.path} was trained with; its text ids mean other words "
+                  f"to this model ({hint})", TokenizerMismatchWarning, stacklevel=3)
 
 
 def build_data(cfg: TrainConfig, model_cfg: ModelConfig, *, weights_from: str | os.PathLike | ModelFile | None = None,
