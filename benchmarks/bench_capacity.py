@@ -4,15 +4,15 @@
                                         [--runs 30] [--steps 5] [--threads 2] [--rounds 3]
                                         [--out benchmarks/results]
 
-Each option changes the variant's encoder: ``width`` (embedding width; the FFN keeps its ratio to it), ``depth`` (the
-pixel decoder's pyramid layers move in proportion), ``patch`` and ``size`` (input resolution). Per option,
+Each option changes the variant's encoder: ``width`` (embedding width; the FFN keeps its ratio to it),
+``depth`` (the pixel decoder's pyramid layers move in proportion), ``patch`` and ``size`` (input resolution). Per option,
 with random weights (the cost does not depend on their values): parameters, the fp32 ONNX file's size,
-ONNX Runtime latency at batch 1 (median of ``--runs``, after 5 warm-up runs), and a training-step proxy at
-batch 12 (forward under bf16 autocast, a mean-square loss on the mask logits, backward, AdamW; median of
+ONNX Runtime latency at batch 1 in the session ``lvg infer`` opens (median of ``--runs``, after 5 warm-up
+runs), and the trainer's own step at batch 12 in bf16 on random batches (``bench_train_step.py``'s; median of
 ``--steps`` after 2 warm-up steps). Every option is measured in each of ``--rounds`` rounds, in alternating
 order; the numbers are medians over rounds, and the ratios to the unchanged variant are medians of each
-round's ratios. The
-bundled model's limits (README) are 30 MB and 100 ms; the table marks the options that keep both.
+round's ratios. The bundled model's limits (README) are 30 MB and 100 ms; the table marks the options that
+keep both.
 Writes ``capacity_<variant>.json``.
 """
 
@@ -68,15 +68,17 @@ def changed_config(cfg: Any, changes: dict[str, int]) -> Any:
 
 def measure(cfg: Any, *, runs: int, steps: int, threads: int, batch: int = 12) -> dict[str, float]:
     """Parameters, ONNX size and latency, training-step time of a randomly initialised ``cfg``."""
-    import onnxruntime as ort
     import torch
+    from bench_train_step import make_trainer, random_batch
 
     from lvg.core.tokenizer import train_sentencepiece
     from lvg.export.onnx_export import example_inputs, export_onnx
     from lvg.modeling import build_model
+    from lvg.runtime.backends.ort_backend import OnnxRuntimeBackend
 
     torch.manual_seed(0)
     model = build_model(cfg).eval()
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         # Any tokenizer does: the graph's cost does not depend on it.
         spm = train_sentencepiece(["the big red shape left of the small blue star"] * 20, Path(tmp) / "t.spm",
@@ -84,32 +86,28 @@ def measure(cfg: Any, *, runs: int, steps: int, threads: int, batch: int = 12) -
         out = Path(tmp) / "m.onnx"
         export_onnx(model, out, tokenizer=spm, check=False)
         size_mb = out.stat().st_size / 1e6
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
-        feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), example_inputs(cfg, 1))}
+        # The session lvg infer runs (its graph optimisations and thread settings).
+        backend = OnnxRuntimeBackend(out, device="cpu", threads=threads)
+        arrays = [t.numpy() for t in example_inputs(cfg, 1)]
         for _ in range(5):
-            session.run(None, feed)
+            backend.run_arrays(*arrays)
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            session.run(None, feed)
+            backend.run_arrays(*arrays)
             times.append((time.perf_counter() - t0) * 1e3)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    inputs = example_inputs(cfg, batch)
-    step_times = []
-    for i in range(steps + 2):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(*inputs)["logits"].float().square().mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if i >= 2:
-            step_times.append(time.perf_counter() - t0)
-    return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6, "onnx_mb": size_mb,
-            "ort_ms": statistics.median(times), "train_step_s": statistics.median(step_times)}
+        # The trainer's own step (its losses, parameter groups, bf16 autocast) on random batches.
+        trainer = make_trainer(cfg, batch, "bf16", torch.device("cpu"), Path(tmp) / "run")
+        batches = [random_batch(cfg, batch, seed=k) for k in range(2)]
+        step_times = []
+        for k in range(steps + 2):
+            t0 = time.perf_counter()
+            trainer.train_step(batches[k % 2])  # reads the loss back: the step has ended
+            if k >= 2:
+                step_times.append(time.perf_counter() - t0)
+            trainer.step += 1
+    return {"params_m": params_m, "onnx_mb": size_mb, "ort_ms": statistics.median(times),
+            "train_step_s": statistics.median(step_times)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -148,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row[ratio] = statistics.median(m[key] / r[key] for m, r in zip(per_round, rounds[0]))
         row["rounds"] = per_round
         rows.append(row)
-    print(f"{args.variant}, {args.threads} threads: ONNX Runtime fp32 at batch 1, training proxy at batch 12 (bf16)")
+    print(f"{args.variant}, {args.threads} threads: ONNX Runtime fp32 at batch 1, training step at batch 12 (bf16)")
     print(f"{'option':<14}{'params M':>9}{'ONNX MB':>9}{'ORT ms':>8}{'x':>6}{'step s':>8}{'x':>6}  fits 30 MB / 100 ms")
     for r in rows:
         r["fits"] = r["onnx_mb"] <= LIMIT_MB and r["ort_ms"] <= LIMIT_MS

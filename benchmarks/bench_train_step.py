@@ -57,10 +57,11 @@ def random_batch(cfg, batch: int, seed: int = 0, *, pin: bool = False) -> dict[s
     return {k: v.pin_memory() for k, v in out.items()} if pin else out
 
 
-def make_trainer(variant: str, batch: int, amp: str, device: torch.device, run_dir: Path):
+def make_trainer(variant: Any, batch: int, amp: str, device: torch.device, run_dir: Path):
     """A :class:`Trainer` holding a fresh model, its optimizer and mixed-precision state on ``device``, ready
-    for ``train_step`` (no data, run directory or log: the parts a step does not touch). ``amp``: ``"off"``,
-    ``"bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA; float32 elsewhere, the trainer's own rule)."""
+    for ``train_step`` (no data, run directory or log: the parts a step does not touch). ``variant``: a name or
+    a ``ModelConfig`` (a changed variant keeps its name). ``amp``: ``"off"``, ``"bf16"`` (CPU or CUDA) or
+    ``"fp16"`` (CUDA; float32 elsewhere, the trainer's own rule)."""
     from lvg.modeling import build_model
     from lvg.train.config import TrainConfig
     from lvg.train.optim import build_optimizer
@@ -68,7 +69,8 @@ def make_trainer(variant: str, batch: int, amp: str, device: torch.device, run_d
 
     # fp16 autocast with loss scaling is a CUDA path; bf16 autocast runs on the CPU too.
     cpu_amp = "off" if amp == "fp16" else amp
-    cfg = TrainConfig(variant=variant, batch_size=batch, amp=amp if device.type == "cuda" else cpu_amp, steps=1000)
+    name = variant if isinstance(variant, str) else variant.name
+    cfg = TrainConfig(variant=name, batch_size=batch, amp=amp if device.type == "cuda" else cpu_amp, steps=1000)
     trainer = Trainer(cfg, run_dir, device=str(device))
     torch.manual_seed(cfg.seed)
     trainer.device = device
