@@ -5,8 +5,8 @@
                                         [--out benchmarks/results]
 
 Each option changes the variant's encoder: ``width`` (embedding width; the FFN keeps its ratio to it),
-``depth`` (the pixel decoder's pyramid layers move in proportion), ``patch`` and ``size`` (input resolution). Per option,
-with random weights (the cost does not depend on their values): parameters, the fp32 ONNX file's size,
+``depth`` (the pixel decoder's pyramid layers move in proportion), ``patch`` and ``size`` (input resolution).
+Per option, with random weights (the cost does not depend on their values): parameters, the fp32 ONNX file's size,
 ONNX Runtime latency at batch 1 in the session ``lvg infer`` opens (median of ``--runs``, after 5 warm-up
 runs), and the trainer's own step at batch 12 in bf16 on random batches (``bench_train_step.py``'s; median of
 ``--steps`` after 2 warm-up steps). Every option is measured in each of ``--rounds`` rounds, in alternating
