@@ -90,11 +90,12 @@ def train_command(
         None, "--init", help="Start from this Latent-VG checkpoint's weights (same variant; new optimizer and "
         "schedule)."),
     init_parts: str | None = typer.Option(
-        None, "--init-parts", help="all | backbone | shared | grow | common: what --init loads (backbone: the "
-        "encoder only, from any variant of the same encoder, e.g. a pretraining run; shared: every tensor this "
-        "variant has, e.g. a latent-off twin from a latent-on run; grow: every tensor of the file, the variant's "
-        "additions start at their initialisation, e.g. lvg-s-xy from an lvg-s run; common: both at once, e.g. "
-        "lvg-s-xy-nolatent from an lvg-s run)."),
+        None, "--init-parts", help="all | backbone | shared | grow | common | resample: what --init loads "
+        "(backbone: the encoder only, from any variant of the same encoder, e.g. a pretraining run; shared: "
+        "every tensor this variant has, e.g. a latent-off twin from a latent-on run; grow: every tensor of the "
+        "file, the variant's additions start at their initialisation, e.g. lvg-s-xy from an lvg-s run; "
+        "common: both at once, e.g. lvg-s-xy-nolatent from an lvg-s run; resample: the same modules at another "
+        "patch or input size, e.g. lvg-s-xy-stem-p16 from an lvg-s-xy-stem run)."),
     tokenizer: str | None = typer.Option(
         None, help="Sentencepiece file (default: the --init checkpoint's own, else the one beside the data)."),
     val_split: str | None = typer.Option(None, help="Validation split ('' disables evaluation)."),

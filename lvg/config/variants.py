@@ -97,6 +97,13 @@ def lvg_tiny_xy_stem_tokens() -> ModelConfig:
     return base.replace(name="lvg-tiny-xy-stem-tokens", head=dataclasses.replace(base.head, stem_tokens=True))
 
 
+def lvg_tiny_p16() -> ModelConfig:
+    """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
+    base = lvg_tiny()
+    return base.replace(name="lvg-tiny-p16", encoder=dataclasses.replace(base.encoder, patch_size=16, img_size=320),
+                        preprocess=dataclasses.replace(base.preprocess, size=320))
+
+
 def lvg_tiny_xy_nolatent() -> ModelConfig:
     return lvg_tiny_xy().replace(name="lvg-tiny-xy-nolatent", latent=LatentConfig(enabled=False, lengths=(2, 3)))
 
@@ -157,6 +164,16 @@ def lvg_s_xy_stem() -> ModelConfig:
     return base.replace(name="lvg-s-xy-stem", head=dataclasses.replace(base.head, image_stem=24))
 
 
+def lvg_s_xy_stem_p16() -> ModelConfig:
+    """lvg-s-xy-stem on 16-pixel patches of a 320x320 input: 400 patch tokens against 225, at the same size."""
+    base = lvg_s_xy_stem()
+    # Patch 16 at 480 (900 tokens) would cost ~4x the latency; at 320 it stays under the bundled model's 100 ms
+    # (benchmarks/bench_capacity.py).
+    return base.replace(name="lvg-s-xy-stem-p16",
+                        encoder=dataclasses.replace(base.encoder, patch_size=16, img_size=320),
+                        preprocess=dataclasses.replace(base.preprocess, size=320))
+
+
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
     base = lvg_s_xy_stem()
@@ -186,12 +203,14 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
     "lvg-s-xy-stem": lvg_s_xy_stem,
     "lvg-s-xy-stem-nolatent": lvg_s_xy_stem_nolatent,
+    "lvg-s-xy-stem-p16": lvg_s_xy_stem_p16,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
     "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,
     "lvg-tiny": lvg_tiny,
     "lvg-tiny-nolatent": lvg_tiny_nolatent,
     "lvg-tiny-gres": lvg_tiny_gres,
+    "lvg-tiny-p16": lvg_tiny_p16,
     "lvg-tiny-xy": lvg_tiny_xy,
     "lvg-tiny-xy-nolatent": lvg_tiny_xy_nolatent,
     "lvg-tiny-xy-stem": lvg_tiny_xy_stem,

@@ -334,6 +334,25 @@ def resample_vision_positions(table: Tensor, rows: int) -> Tensor:
     return torch.cat([head, grid], dim=0)
 
 
+def resample_patch_kernel(weight: Tensor, patch: int) -> Tensor:
+    """Resize a patch embedding's kernel ``(d, 3, p, p)`` to ``(d, 3, patch, patch)`` for an integer ratio.
+
+    Pseudo-inverse resizing (FlexiViT): the new kernel gives a patch the response the old one gave that patch
+    nearest-upsampled to ``p`` (going down: each ``k x k`` block summed), or, going up, the least-norm kernel
+    whose block sums are the old weights (each weight spread over its block as ``w / k^2``). A constant colour
+    thus keeps its response either way. Raises :class:`CheckpointError` when neither size divides the other.
+    """
+    d, c, p, q = weight.shape
+    if p != q or max(p, patch) % min(p, patch):
+        raise CheckpointError(f"patch kernel {p}x{q} cannot be resized to {patch}x{patch} (not an integer ratio)")
+    if patch <= p:
+        k = p // patch
+        # (d, c, p, p) -> (d, c, patch, k, patch, k): the k x k block under each new kernel weight, summed.
+        return weight.reshape(d, c, patch, k, patch, k).sum(dim=(3, 5))
+    k = patch // p
+    return weight.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3) / (k * k)
+
+
 # Present in official checkpoints, used only by BEiT-3's masked-image pretraining.
 IGNORED_PRETRAINED = ("beit3.vision_embed.mask_token",)
 

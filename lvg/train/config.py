@@ -31,7 +31,7 @@ Contrastive = Literal["pos_margin", "infonce", "triplet", "arcface"]
 Schedule = Literal["cosine", "constant"]
 Task = Literal["ris", "rec", "gres"]
 Stage = Literal["ground", "pretrain"]
-InitParts = Literal["all", "backbone", "shared", "grow", "common"]
+InitParts = Literal["all", "backbone", "shared", "grow", "common", "resample"]
 ExpressionKind = Literal["attribute", "position", "relation", "multi", "none"]
 
 
@@ -117,7 +117,8 @@ class TrainConfig:
     other way round: every tensor of the file must fit the model, and the modules the model adds keep their
     initialisation (``lvg-s-xy`` from an ``lvg-s`` run: everything but its position features). ``"common"`` is
     both at once (``lvg-s-xy-nolatent`` from an ``lvg-s`` run): the tensors the two share by name, the whole
-    encoder among them (:mod:`lvg.train.init_weights`).
+    encoder among them. ``"resample"`` takes every tensor of the same modules at another patch or input size,
+    the patch kernel and position table resized (:mod:`lvg.train.init_weights`).
 
     ``stage = "pretrain"`` trains the encoder alone on dense targets (:mod:`lvg.train.pretrain`): per
     patch, the shape, colour, size and texture of the object covering it (or background) and that object's

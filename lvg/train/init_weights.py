@@ -12,17 +12,31 @@ left at its random initialisation:
 - ``"common"``: ``shared`` and ``grow`` at once, for a twin that both lacks some of the file's modules and
   adds its own (``lvg-s-xy-nolatent`` from an ``lvg-s`` run). The encoder must be whole in the file; every
   other tensor the two share by name must match in shape.
+- ``"resample"``: the same modules at another patch size or input size (``lvg-s-xy-stem-p16`` from an
+  ``lvg-s-xy-stem`` run): the patch kernel and the vision position table are resized to the model's, and the
+  pixel decoder keeps the file's last upsampling stages, those that work at the same scales; every other
+  tensor must match by name and shape.
 """
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from lvg.core.model_file import ModelFile
 from lvg.errors import CheckpointError
-from lvg.modeling.checkpoint import load_state_strict, load_weights, read_checkpoint_tensors
+from lvg.modeling.checkpoint import (
+    load_state_strict,
+    load_weights,
+    read_checkpoint_tensors,
+    resample_patch_kernel,
+    resample_vision_positions,
+)
 
 _BACKBONE = "beit3."
+_KERNEL = "beit3.vision_embed.proj.weight"
+_POSITIONS = "beit3.encoder.embed_positions.A.weight"  # multiway A: the vision rows (3 + grid^2)
+_UPSAMPLE = "pixel_decoder.upsample."
+_STAGE = 3  # modules per upsampling stage in PixelDecoder.upsample: ConvTranspose2d, GroupNorm, GELU
 
 
 def init_model(model: nn.Module, init: ModelFile, parts: str) -> str:
@@ -55,7 +69,52 @@ def init_model(model: nn.Module, init: ModelFile, parts: str) -> str:
         shared = {k: v for k, v in state.items() if k in own}
         load_state_strict(model, {**own, **shared}, source)
         kept = len(shared)
+    elif parts == "resample":
+        resized, what = _resampled(state, own)
+        load_state_strict(model, resized, source)
+        return f"{len(state)} tensors, resampled: {what}"
     else:
         raise CheckpointError(f"unknown init_parts {parts!r}")
     return (f"{kept} tensors ({parts}); left out {len(state) - kept} of the file's, the model's other "
             f"{len(own) - kept} keep their initialisation")
+
+
+def _resampled(state: dict[str, Tensor], own: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+    """``state`` fitted to ``own``'s patch size and grid (the ``"resample"`` mode), and what changed."""
+    out = _last_stages(state, own)
+    changed = []
+    if _KERNEL in out and _KERNEL in own and out[_KERNEL].shape != own[_KERNEL].shape:
+        before, out[_KERNEL] = out[_KERNEL].shape[-1], resample_patch_kernel(out[_KERNEL], own[_KERNEL].shape[-1])
+        changed.append(f"patch kernel {before} -> {own[_KERNEL].shape[-1]}")
+    if _POSITIONS in out and _POSITIONS in own and out[_POSITIONS].shape[0] != own[_POSITIONS].shape[0]:
+        before, out[_POSITIONS] = out[_POSITIONS].shape[0], resample_vision_positions(
+            out[_POSITIONS], own[_POSITIONS].shape[0])
+        changed.append(f"vision positions {before} -> {own[_POSITIONS].shape[0]} rows")
+    stages = (_stages(state), _stages(own))
+    if stages[0] != stages[1]:
+        changed.append(f"decoder upsampling stages {stages[0]} -> {stages[1]} (the file's last)")
+    return out, ", ".join(changed) or "nothing to resize"
+
+
+def _stages(state: dict[str, Tensor]) -> int:
+    return 1 + max((int(k[len(_UPSAMPLE):].split(".", 1)[0]) // _STAGE for k in state if k.startswith(_UPSAMPLE)),
+                   default=-1)
+
+
+def _last_stages(state: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with its upsampling stages renumbered so that the model's last stage is the file's last.
+
+    Each stage doubles the decoder's resolution up to 1/8 scale; a finer patch needs fewer of them, and the
+    stages that remain are those nearest the output, at the scales they were trained at. The file's coarsest
+    stages are left out; a coarser-patch model's extra first stages keep their initialisation.
+    """
+    shift = (_stages(own) - _stages(state)) * _STAGE
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(_UPSAMPLE):
+            index, rest = key[len(_UPSAMPLE):].split(".", 1)
+            if int(index) + shift < 0:
+                continue
+            key = f"{_UPSAMPLE}{int(index) + shift}.{rest}"
+        out[key] = value
+    return {**{k: v for k, v in own.items() if k.startswith(_UPSAMPLE)}, **out}

@@ -149,12 +149,13 @@ def test_wrapper_reuses_the_live_model():
     assert torch.equal(prob, ref["prob"]) and torch.equal(nt, ref["no_target_logit"])
 
 
-def test_export_of_live_model_and_check(tmp_path, artifacts):
+@pytest.mark.parametrize("variant", ["lvg-tiny-nolatent", "lvg-tiny-p16"])
+def test_export_of_live_model_and_check(tmp_path, artifacts, variant):
     from lvg.modeling import build_model
 
     torch.manual_seed(3)
-    model = build_model("lvg-tiny-nolatent")
-    out = tmp_path / "nolatent.onnx"
+    model = build_model(variant)
+    out = tmp_path / f"{variant}.onnx"
     report = export_onnx(model, out, tokenizer=artifacts.spm, simplify=False)
     assert out.is_file() and report.check is not None and report.check.passed
     assert report.check.max_abs_prob < 1e-4

@@ -20,6 +20,7 @@ from lvg.modeling import (
     resolve_device,
     save_checkpoint,
 )
+from lvg.modeling.checkpoint import resample_patch_kernel
 from tests.modeling.conftest import make_inputs
 
 
@@ -262,3 +263,24 @@ def test_resolve_device_picks_what_exists_and_refuses_the_rest():
         resolve_device(f"cuda:{gpus}")  # one past the last GPU (or any GPU, where there is none)
     if gpus:
         assert resolve_device("cuda", index=gpus - 1) == torch.device("cuda", gpus - 1)
+
+
+@pytest.mark.parametrize(("old", "new"), [(32, 16), (32, 8), (8, 16)])
+def test_a_resized_patch_kernel_answers_a_patch_as_the_old_one_answered_it_at_the_old_size(old, new):
+    # Pseudo-inverse resizing: the new kernel on a patch == the old kernel on that patch resized to the old
+    # size, nearest-neighbour (exact when the old size is the larger; when it is the smaller, a patch that is
+    # constant on the new kernel's blocks of the old pixels).
+    torch.manual_seed(0)
+    weight = torch.randn(5, 3, old, old, dtype=torch.float64)
+    resized = resample_patch_kernel(weight, new)
+    assert resized.shape == (5, 3, new, new)
+    small, large = min(old, new), max(old, new)
+    patch = torch.randn(2, 3, small, small, dtype=torch.float64)
+    upsampled = F.interpolate(patch, size=(large, large), mode="nearest")
+    at_small, at_large = (weight, resized) if old == small else (resized, weight)
+    torch.testing.assert_close(F.conv2d(patch, at_small, stride=small), F.conv2d(upsampled, at_large, stride=large))
+
+
+def test_a_patch_kernel_is_not_resized_by_a_fraction():
+    with pytest.raises(CheckpointError, match="not an integer ratio"):
+        resample_patch_kernel(torch.zeros(4, 3, 32, 32), 24)

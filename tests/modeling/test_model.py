@@ -12,7 +12,8 @@ from lvg.modeling import build_model
 from lvg.modeling.pixel_decoder import POSITION_CHANNELS, position_table
 from tests.modeling.conftest import make_inputs
 
-TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens"]
+TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens",
+        "lvg-tiny-p16"]
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -25,7 +26,7 @@ def test_forward_shapes_and_ranges(name):
         out = model(image, ids, mask, return_attention=True)
     n = cfg.latent.num_expressions
     s = cfg.prob_size
-    assert out["prob"].shape == (3, s, s) and s == 120
+    assert out["prob"].shape == (3, s, s) and s == cfg.encoder.img_size // 4  # 120 at 480, 80 at 320
     assert out["logits"].shape == (3, 1 + n, s, s)
     assert out["text_embedding"].shape == (3, cfg.head.embed_dim)
     assert out["latent_embeddings"].shape == (3, n, cfg.head.embed_dim)

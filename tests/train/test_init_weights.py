@@ -12,6 +12,7 @@ from lvg.config import get_config
 from lvg.core.model_file import ModelFile
 from lvg.errors import CheckpointError
 from lvg.modeling import build_model, save_checkpoint
+from lvg.modeling.checkpoint import resample_patch_kernel, resample_vision_positions
 from lvg.train.init_weights import init_model
 
 
@@ -65,3 +66,38 @@ def test_one_sided_modes_refuse_what_common_accepts(tmp_path: Path, parts: str) 
     path, _ = _saved(tmp_path, "lvg-tiny")
     with pytest.raises(CheckpointError, match="does not fit"):
         init_model(build_model("lvg-tiny-xy-nolatent"), ModelFile.open(path, checkpoint=True), parts)
+
+
+@pytest.mark.parametrize(("source", "target"), [("lvg-tiny", "lvg-tiny-p16"), ("lvg-tiny-p16", "lvg-tiny")])
+def test_resample_fits_a_run_to_another_patch_size(tmp_path: Path, source: str, target: str) -> None:
+    # lvg-s-xy-stem-p16 from an lvg-s-xy-stem run, in small: every tensor taken, the three that depend on the
+    # patch grid resized, and the decoder's upsampling stages aligned at the output end.
+    path, src = _saved(tmp_path, source)
+    torch.manual_seed(2)
+    model = build_model(target)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    taken = init_model(model, ModelFile.open(path, checkpoint=True), "resample")
+    got = model.state_dict()
+    kernel, table = "beit3.vision_embed.proj.weight", "beit3.encoder.embed_positions.A.weight"
+    assert torch.equal(got[kernel], resample_patch_kernel(src[kernel], got[kernel].shape[-1]))
+    assert torch.equal(got[table], resample_vision_positions(src[table], got[table].shape[0]))
+    up = "pixel_decoder.upsample."
+    # Three modules per stage (ConvTranspose2d, GroupNorm, GELU): module i belongs to stage i // 3.
+    src_stages, own_stages = (len({int(k.split(".")[2]) // 3 for k in s if k.startswith(up)}) for s in (src, got))
+    shift = 3 * (own_stages - src_stages)
+    for k, v in got.items():
+        if k.startswith(up):
+            index, rest = k[len(up):].split(".", 1)
+            mapped = f"{up}{int(index) - shift}.{rest}"
+            assert torch.equal(v, src[mapped] if mapped in src else before[k]), k
+        elif k not in (kernel, table):
+            assert torch.equal(v, src[k]), k
+    assert f"patch kernel {src[kernel].shape[-1]} -> {got[kernel].shape[-1]}" in taken
+    assert f"decoder upsampling stages {src_stages} -> {own_stages}" in taken
+
+
+def test_resample_refuses_other_modules(tmp_path: Path) -> None:
+    # Only the patch grid may differ: a model with modules the file lacks is not silently half-initialised.
+    path, _ = _saved(tmp_path, "lvg-tiny")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        init_model(build_model("lvg-tiny-xy"), ModelFile.open(path, checkpoint=True), "resample")

@@ -15,7 +15,7 @@ from lvg.core.preprocess import letterbox_geometry, letterbox_mask
 from lvg.core.tokenizer import UNK_ID, Tokenizer
 from lvg.errors import ConfigError
 from lvg.modeling import build_model
-from lvg.modeling.checkpoint import read_checkpoint_tensors
+from lvg.modeling.checkpoint import read_checkpoint_tensors, resample_patch_kernel
 from lvg.train.config import TrainConfig
 from lvg.train.data import open_dataset
 from lvg.train.pretrain import ATTRIBUTES, IGNORE, PretrainDataset, _object_attributes
@@ -178,3 +178,18 @@ def test_a_variant_with_position_features_grows_from_a_run_without_them(
     with pytest.raises(Exception, match="unexpected|does not fit"):
         _started_from(tmp_path / "xy" / "last.safetensors", data, tmp_path / "shrink", variant="lvg-tiny",
                       parts="grow")
+
+
+def test_a_finer_patch_variant_starts_from_a_run_resampled(
+        tmp_path: Path, synth_dataset, grounding_run: Path) -> None:
+    # lvg-s-xy-stem-p16 from an lvg-s-xy-stem run, in small, through the trainer: the run reads 320x320 images
+    # and starts from the file's weights with the patch grid's tensors resized.
+    data = synth_dataset.out_dir
+    got = _started_from(grounding_run, data, tmp_path / "p16", variant="lvg-tiny-p16", parts="resample")
+    src = read_checkpoint_tensors(grounding_run, model_only=True)
+    kernel = "beit3.vision_embed.proj.weight"
+    assert got[kernel].shape[-1] == 16
+    torch.testing.assert_close(got[kernel], resample_patch_kernel(src[kernel], 16), atol=1e-6, rtol=0)
+    assert torch.allclose(got["text_head.fc1.weight"], src["text_head.fc1.weight"], atol=1e-6)
+    with pytest.raises(Exception, match="does not match 'lvg-tiny-p16'"):
+        _started_from(grounding_run, data, tmp_path / "all", variant="lvg-tiny-p16", parts="all")
