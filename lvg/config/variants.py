@@ -165,7 +165,8 @@ def lvg_s_xy_stem() -> ModelConfig:
 
 
 def lvg_s_xy_stem_p16() -> ModelConfig:
-    """lvg-s-xy-stem on 16-pixel patches of a 320x320 input: 400 patch tokens against 225, at the same size."""
+    """lvg-s-xy-stem on 16-pixel patches of a 320x320 input: 400 patch tokens against 225, an 80x80 mask map
+    against 120x120."""
     base = lvg_s_xy_stem()
     # Patch 16 at 480 (900 tokens) would cost ~4x the latency; at 320 it stays under the bundled model's 100 ms
     # (benchmarks/bench_capacity.py).
