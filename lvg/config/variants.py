@@ -97,11 +97,15 @@ def lvg_tiny_xy_stem_tokens() -> ModelConfig:
     return base.replace(name="lvg-tiny-xy-stem-tokens", head=dataclasses.replace(base.head, stem_tokens=True))
 
 
+def _on_grid(base: ModelConfig, name: str, *, patch: int, size: int) -> ModelConfig:
+    """``base`` on ``patch``-pixel patches of a ``size x size`` input (the encoder and preprocessing agree)."""
+    return base.replace(name=name, encoder=dataclasses.replace(base.encoder, patch_size=patch, img_size=size),
+                        preprocess=dataclasses.replace(base.preprocess, size=size))
+
+
 def lvg_tiny_p16() -> ModelConfig:
     """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
-    base = lvg_tiny()
-    return base.replace(name="lvg-tiny-p16", encoder=dataclasses.replace(base.encoder, patch_size=16, img_size=320),
-                        preprocess=dataclasses.replace(base.preprocess, size=320))
+    return _on_grid(lvg_tiny(), "lvg-tiny-p16", patch=16, size=320)
 
 
 def lvg_tiny_xy_nolatent() -> ModelConfig:
@@ -167,12 +171,9 @@ def lvg_s_xy_stem() -> ModelConfig:
 def lvg_s_xy_stem_p16() -> ModelConfig:
     """lvg-s-xy-stem on 16-pixel patches of a 320x320 input: 400 patch tokens against 225, an 80x80 mask map
     against 120x120."""
-    base = lvg_s_xy_stem()
     # Patch 16 at 480 (900 tokens) would cost ~4x the latency; at 320 it stays under the bundled model's 100 ms
     # (benchmarks/bench_capacity.py).
-    return base.replace(name="lvg-s-xy-stem-p16",
-                        encoder=dataclasses.replace(base.encoder, patch_size=16, img_size=320),
-                        preprocess=dataclasses.replace(base.preprocess, size=320))
+    return _on_grid(lvg_s_xy_stem(), "lvg-s-xy-stem-p16", patch=16, size=320)
 
 
 def lvg_s_xy_stem_tokens() -> ModelConfig:

@@ -166,14 +166,20 @@ def estimated_parameters(cfg: ModelConfig) -> int:
     return int(encoder + heads)
 
 
+#: The patch kernel and the vision position table (multiway A: 3 + grid^2 rows): the anchors whose shapes follow
+#: the patch size and input size, resized when weights move to another grid.
+PATCH_KERNEL = "beit3.vision_embed.proj.weight"
+VISION_POSITIONS = "beit3.encoder.embed_positions.A.weight"
+
+
 #: Anchor tensors (SPEC section 3.1's fixed BEiT-3 names) and the shape the config gives each.
 def _anchor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     enc = cfg.encoder
     d = enc.embed_dim
     return {
         "beit3.text_embed.weight": (enc.vocab_size, d),
-        "beit3.vision_embed.proj.weight": (d, enc.in_chans, enc.patch_size, enc.patch_size),
-        "beit3.encoder.embed_positions.A.weight": (enc.vision_positions, d),
+        PATCH_KERNEL: (d, enc.in_chans, enc.patch_size, enc.patch_size),
+        VISION_POSITIONS: (enc.vision_positions, d),
         "beit3.encoder.embed_positions.B.weight": (enc.max_text_positions, d),
         "beit3.encoder.layers.0.ffn.A.fc1.weight": (enc.ffn_dim, d),
     }

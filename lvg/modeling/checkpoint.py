@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from lvg.config import ModelConfig
 from lvg.core.artifact import CHECKPOINT_CONFIG_KEY, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
 from lvg.core.atomic import atomic_output
-from lvg.core.limits import parse_json_object
+from lvg.core.limits import VISION_POSITIONS, parse_json_object
 from lvg.core.model_file import ModelFile
 from lvg.errors import CheckpointError, InputError, first_line
 
@@ -378,7 +378,7 @@ def load_beit3_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadRepo
             if key not in IGNORED_PRETRAINED:
                 report.unexpected.append(key)
             continue
-        if key == "beit3.encoder.embed_positions.A.weight" and value.shape != own[key].shape:
+        if key == VISION_POSITIONS and value.shape != own[key].shape:
             resized = resample_vision_positions(value, own[key].shape[0])
             report.resampled[key] = (tuple(value.shape), tuple(resized.shape))
             value = resized

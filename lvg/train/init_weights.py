@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lvg.core.limits import PATCH_KERNEL, VISION_POSITIONS
 from lvg.core.model_file import ModelFile
 from lvg.errors import CheckpointError
 from lvg.modeling.checkpoint import (
@@ -33,8 +34,6 @@ from lvg.modeling.checkpoint import (
 )
 
 _BACKBONE = "beit3."
-_KERNEL = "beit3.vision_embed.proj.weight"
-_POSITIONS = "beit3.encoder.embed_positions.A.weight"  # multiway A: the vision rows (3 + grid^2)
 _UPSAMPLE = "pixel_decoder.upsample."
 _STAGE = 3  # modules per upsampling stage in PixelDecoder.upsample: ConvTranspose2d, GroupNorm, GELU
 
@@ -83,13 +82,13 @@ def _resampled(state: dict[str, Tensor], own: dict[str, Tensor]) -> tuple[dict[s
     """``state`` fitted to ``own``'s patch size and grid (the ``"resample"`` mode), and what changed."""
     out = _last_stages(state, own)
     changed = []
-    if _KERNEL in out and _KERNEL in own and out[_KERNEL].shape != own[_KERNEL].shape:
-        before, out[_KERNEL] = out[_KERNEL].shape[-1], resample_patch_kernel(out[_KERNEL], own[_KERNEL].shape[-1])
-        changed.append(f"patch kernel {before} -> {own[_KERNEL].shape[-1]}")
-    if _POSITIONS in out and _POSITIONS in own and out[_POSITIONS].shape[0] != own[_POSITIONS].shape[0]:
-        before, out[_POSITIONS] = out[_POSITIONS].shape[0], resample_vision_positions(
-            out[_POSITIONS], own[_POSITIONS].shape[0])
-        changed.append(f"vision positions {before} -> {own[_POSITIONS].shape[0]} rows")
+    kernel, table = out.get(PATCH_KERNEL), out.get(VISION_POSITIONS)
+    if kernel is not None and PATCH_KERNEL in own and kernel.shape != own[PATCH_KERNEL].shape:
+        out[PATCH_KERNEL] = resample_patch_kernel(kernel, own[PATCH_KERNEL].shape[-1])
+        changed.append(f"patch kernel {kernel.shape[-1]} -> {own[PATCH_KERNEL].shape[-1]}")
+    if table is not None and VISION_POSITIONS in own and table.shape[0] != own[VISION_POSITIONS].shape[0]:
+        out[VISION_POSITIONS] = resample_vision_positions(table, own[VISION_POSITIONS].shape[0])
+        changed.append(f"vision positions {table.shape[0]} -> {own[VISION_POSITIONS].shape[0]} rows")
     stages = (_stages(state), _stages(own))
     if stages[0] != stages[1]:
         changed.append(f"decoder upsampling stages {stages[0]} -> {stages[1]} (the file's last)")
