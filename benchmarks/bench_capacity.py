@@ -5,7 +5,8 @@
                                         [--out benchmarks/results]
 
 Each option changes the variant's encoder: ``width`` (embedding width; the FFN keeps its ratio to it),
-``depth`` (the pixel decoder's pyramid layers move in proportion), ``patch`` and ``size`` (input resolution).
+``depth`` (the pixel decoder's pyramid layers move in proportion), ``patch`` and ``size`` (input resolution),
+or the probability map's scale: ``map`` (``HeadConfig.map_stride``, 2 for a 1/2-scale map).
 Per option, with random weights (the cost does not depend on their values): parameters, the fp32 ONNX file's size,
 ONNX Runtime latency at batch 1 in the session ``lvg infer`` opens (median of ``--runs``, after 5 warm-up
 runs), and the trainer's own step at batch 12 in bf16 on random batches (``bench_train_step.py``'s; median of
@@ -36,13 +37,13 @@ LIMIT_MB, LIMIT_MS = 30.0, 100.0
 
 
 def parse_option(text: str) -> tuple[str, dict[str, int]]:
-    """``"name:key=value,..."`` -> (name, {key: value}); keys: width, depth, patch, size."""
+    """``"name:key=value,..."`` -> (name, {key: value}); keys: width, depth, patch, size, map."""
     name, _, spec = text.partition(":")
     changes = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("width", "depth", "patch", "size") or not value.isdigit():
-            raise SystemExit(f"error: option {text!r}: expected KEY=INT with KEY in width, depth, patch, size")
+        if key not in ("width", "depth", "patch", "size", "map") or not value.isdigit():
+            raise SystemExit(f"error: option {text!r}: expected KEY=INT with KEY in width, depth, patch, size, map")
         changes[key] = int(value)
     if not name or not changes:
         raise SystemExit(f"error: option {text!r}: expected NAME:KEY=INT[,KEY=INT...]")
@@ -50,7 +51,7 @@ def parse_option(text: str) -> tuple[str, dict[str, int]]:
 
 
 def changed_config(cfg: Any, changes: dict[str, int]) -> Any:
-    """``cfg`` with the encoder changes applied (a ConfigError names what does not fit)."""
+    """``cfg`` with the changes applied (a ConfigError names what does not fit)."""
     enc, head, pre = cfg.encoder, cfg.head, cfg.preprocess
     if "width" in changes:
         ffn = changes["width"] * enc.ffn_dim // enc.embed_dim
@@ -63,6 +64,8 @@ def changed_config(cfg: Any, changes: dict[str, int]) -> Any:
         enc = dataclasses.replace(enc, patch_size=changes["patch"])
     if "size" in changes:
         enc, pre = dataclasses.replace(enc, img_size=changes["size"]), dataclasses.replace(pre, size=changes["size"])
+    if "map" in changes:
+        head = dataclasses.replace(head, map_stride=changes["map"])
     return cfg.replace(encoder=enc, head=head, preprocess=pre)
 
 

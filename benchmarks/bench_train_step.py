@@ -45,7 +45,7 @@ def random_batch(cfg, batch: int, seed: int = 0, *, pin: bool = False) -> dict[s
     # The export check's inputs (images in [-1, 1], bos ids.. eos pad.. of varied lengths), plus targets.
     image, ids, mask = example_inputs(cfg, batch, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
-    side = cfg.encoder.img_size // 4
+    side = cfg.prob_size
     target = torch.zeros(batch, side, side)
     corners = torch.randint(0, side // 2, (batch, 2), generator=g)
     extents = torch.randint(side // 8, side // 2, (batch, 2), generator=g)

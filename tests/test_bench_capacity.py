@@ -30,6 +30,8 @@ def test_options_change_only_what_they_name() -> None:
     small = changed_config(base, {"patch": 16, "size": 320})
     assert (small.encoder.patch_size, small.encoder.img_size, small.preprocess.size) == (16, 320, 320)
     assert small.head == base.head and small.latent == base.latent
+    fine = changed_config(base, {"map": 2})
+    assert fine.head.map_stride == 2 and fine.prob_size == 240 and fine.encoder == base.encoder
     with pytest.raises(ConfigError, match="divisible"):
         changed_config(base, {"width": 200})  # not a multiple of the heads: said at once, before any work
 

@@ -144,6 +144,12 @@ class HeadConfig:
     that starts at zero. A patch token is otherwise one linear map of its pixels, and which object a sentence
     names is chosen from those tokens (at patch 32 a synthetic object straddles two or three patches).
     Off in the paper's variants.
+
+    ``map_stride`` is how many input pixels one cell of the probability map spans: 4 (the paper's 1/4-scale
+    ``F^V``) or 2, which needs ``image_stem``: ``F^V`` at 1/2 scale is the 1/4-scale map upsampled bilinearly
+    plus the stem's features at 1/2 scale (its second convolution at stride 1), so the stem draws the edges at
+    twice the resolution and no new weight is added (a model grown from a stride-4 run starts close to its
+    function). Not with ``stem_tokens``, which reads the stem at 1/4 scale.
     """
 
     pyramid_layers: tuple[int, ...] = (4, 6, 8, 12)
@@ -157,6 +163,7 @@ class HeadConfig:
     pixel_positions: bool = False
     image_stem: int = 0
     stem_tokens: bool = False
+    map_stride: int = 4
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,13 @@ class ModelConfig:
             problems.append(f"head.image_stem must be 0 (off) or a channel count, got {head.image_stem}")
         if head.stem_tokens and not head.image_stem:
             problems.append("head.stem_tokens reads the image stem: it needs head.image_stem > 0")
+        if head.map_stride not in (2, 4):
+            problems.append(f"head.map_stride must be 4 or 2, got {head.map_stride}")
+        elif head.map_stride == 2 and (not head.image_stem or head.stem_tokens):
+            problems.append("head.map_stride 2 draws the 1/2-scale map from the image stem: it needs "
+                            "head.image_stem > 0 and no head.stem_tokens")
+        elif enc.img_size % head.map_stride:
+            problems.append(f"img_size {enc.img_size} is not a multiple of head.map_stride {head.map_stride}")
         if not 0 <= enc.init_std <= 1:
             problems.append(f"encoder.init_std must lie in 0..1, got {enc.init_std}")
         if enc.position_init == "sincos" and enc.embed_dim % 4:
@@ -227,8 +241,8 @@ class ModelConfig:
 
     @property
     def prob_size(self) -> int:
-        """Side of the probability map: the input at 1/4 scale (120 for 480)."""
-        return self.encoder.img_size // 4
+        """Side of the probability map: the input over ``head.map_stride`` (120 for 480 at stride 4)."""
+        return self.encoder.img_size // self.head.map_stride
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with top-level fields replaced (``cfg.replace(latent=LatentConfig(enabled=False))``)."""

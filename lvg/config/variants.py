@@ -103,6 +103,12 @@ def _on_grid(base: ModelConfig, name: str, *, patch: int, size: int) -> ModelCon
                         preprocess=dataclasses.replace(base.preprocess, size=size))
 
 
+def lvg_tiny_xy_stem_fine() -> ModelConfig:
+    """lvg-tiny-xy-stem with its probability map at 1/2 scale, as lvg-s-xy-stem-fine is to lvg-s-xy-stem."""
+    base = lvg_tiny_xy_stem()
+    return base.replace(name="lvg-tiny-xy-stem-fine", head=dataclasses.replace(base.head, map_stride=2))
+
+
 def lvg_tiny_p16() -> ModelConfig:
     """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
     return _on_grid(lvg_tiny(), "lvg-tiny-p16", patch=16, size=320)
@@ -176,6 +182,13 @@ def lvg_s_xy_stem_p16() -> ModelConfig:
     return _on_grid(lvg_s_xy_stem(), "lvg-s-xy-stem-p16", patch=16, size=320)
 
 
+def lvg_s_xy_stem_fine() -> ModelConfig:
+    """lvg-s-xy-stem with its probability map at 1/2 scale (``HeadConfig.map_stride = 2``): 240x240 at 480, the
+    stem drawing the edges at 2 input pixels instead of 4. The same weights as lvg-s-xy-stem."""
+    base = lvg_s_xy_stem()
+    return base.replace(name="lvg-s-xy-stem-fine", head=dataclasses.replace(base.head, map_stride=2))
+
+
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
     base = lvg_s_xy_stem()
@@ -204,6 +217,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy": lvg_s_xy,
     "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
     "lvg-s-xy-stem": lvg_s_xy_stem,
+    "lvg-s-xy-stem-fine": lvg_s_xy_stem_fine,
     "lvg-s-xy-stem-nolatent": lvg_s_xy_stem_nolatent,
     "lvg-s-xy-stem-p16": lvg_s_xy_stem_p16,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
@@ -216,6 +230,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy": lvg_tiny_xy,
     "lvg-tiny-xy-nolatent": lvg_tiny_xy_nolatent,
     "lvg-tiny-xy-stem": lvg_tiny_xy_stem,
+    "lvg-tiny-xy-stem-fine": lvg_tiny_xy_stem_fine,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 

@@ -3,7 +3,8 @@
 A simple feature pyramid over the patch tokens of several encoder layers (4, 6, 8, 12 for base), fused at
 the patch scale (1/16), then stride-2 deconvolutions up to 1/4 scale and a projection to the class-token
 embedding dimension. Optional additions to that map: where each pixel is (``HeadConfig.pixel_positions``) and
-the image's own 1/4-scale features from a shallow convolutional stem (``HeadConfig.image_stem``).
+the image's own 1/4-scale features from a shallow convolutional stem (``HeadConfig.image_stem``); with
+``HeadConfig.map_stride = 2`` the map is upsampled to 1/2 scale and the stem's features join it there.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lvg.config import EncoderConfig, HeadConfig
@@ -79,10 +81,14 @@ class PixelDecoder(nn.Module):
             self.positions = nn.Conv2d(POSITION_CHANNELS, c, 1)
         self.stem: nn.Sequential | None = None
         self.stem_proj: nn.Conv2d | None = None
+        self.map_stride = head.map_stride
         if head.image_stem:
             s = head.image_stem
+            # At map stride 2 the second convolution keeps 1/2 scale: the same weights, evaluated at every
+            # position rather than every other one, so a stride-4 run's stem transfers as it is.
+            second = 2 if head.map_stride == 4 else 1
             self.stem = nn.Sequential(nn.Conv2d(3, s, 3, stride=2, padding=1), group_norm(s), nn.GELU(),
-                                      nn.Conv2d(s, s, 3, stride=2, padding=1), group_norm(s), nn.GELU())
+                                      nn.Conv2d(s, s, 3, stride=second, padding=1), group_norm(s), nn.GELU())
             # Zero: a model grown from weights without the stem starts with their function. Not a saddle (unlike
             # the position term's): the projection's gradient is the stem's features times the embedding's.
             self.stem_proj = nn.Conv2d(s, head.embed_dim, 1)
@@ -106,13 +112,24 @@ class PixelDecoder(nn.Module):
         return x
 
     def feature_map(self, levels: list[Tensor], image: Tensor | None = None) -> Tensor:
-        """The unfolded ``F^V`` ``(B, E, H/4, W/4)`` (for inspection and the equivalence test); ``image`` as in
-        :meth:`forward`."""
-        fmap = self.proj(self.last(self.features(levels)))
+        """The unfolded ``F^V`` ``(B, E, H/m, W/m)``, ``m = head.map_stride`` (for inspection and the equivalence
+        test); ``image`` as in :meth:`forward`."""
+        fmap = self._to_map_scale(self.proj(self.last(self.features(levels))))
         return fmap if self.stem_proj is None else fmap + self.stem_proj(self.pixels(image))
 
+    def _to_map_scale(self, x: Tensor) -> Tensor:
+        """A 1/4-scale ``(B, C, H/4, W/4)`` tensor -> the map's scale ``(B, C, H/s, W/s)``, ``s = map_stride``.
+
+        Bilinear, so upsampling ``F^V`` and upsampling the logits ``F^V . e_j`` are the same function (both
+        are linear per pixel); the forward pass does the latter, J channels instead of E."""
+        if self.map_stride == 4:
+            return x
+        h, w = x.shape[-2:]
+        return F.interpolate(x, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
+
     def pixels(self, image: Tensor | None) -> Tensor:
-        """The input image ``(B, 3, S, S)`` -> its stem features ``(B, s, S/4, S/4)`` (``head.image_stem``)."""
+        """The input image ``(B, 3, S, S)`` -> its stem features ``(B, s, S/m, S/m)`` (``head.image_stem``
+        channels, ``m = head.map_stride``)."""
         if self.stem is None:
             raise ValueError("this decoder has no image stem (head.image_stem = 0)")
         if image is None:
@@ -123,7 +140,7 @@ class PixelDecoder(nn.Module):
                 pixels: Tensor | None = None) -> Tensor:
         """``levels`` as in :meth:`features`, ``emb`` ``(B, J, E)``, ``image`` the encoder's normalised input
         ``(B, 3, S, S)`` (read only with ``head.image_stem``; ``pixels``, its :meth:`pixels` when the caller
-        has them already) -> logits ``F^V . e_j`` ``(B, J, H/4, W/4)``."""
+        has them already) -> logits ``F^V . e_j`` ``(B, J, H/m, W/m)``, ``m = head.map_stride``."""
         h = self.features(levels)  # (B, c, h, w) at 1/8 scale
         w_proj = self.proj.weight[:, :, 0, 0]  # (E, c)
         u = emb @ w_proj  # (B, J, c): W_proj^T e_j
@@ -137,11 +154,11 @@ class PixelDecoder(nn.Module):
         fm = filters.permute(0, 2, 1, 3, 4).reshape(b, c, j * 4)  # (B, J, c, 2, 2) -> (B, c, J*2*2)
         out = (hm @ fm).reshape(b, hh, ww, j, 2, 2)  # (B, hw, 4J) -> (B, h, w, J, y, x)
         out = out.permute(0, 3, 1, 4, 2, 5).reshape(b, j, 2 * hh, 2 * ww)  # -> (B, J, 2h, 2w): pixel (2i+y, 2k+x)
-        out = out + bias[:, :, None, None]
+        out = self._to_map_scale(out + bias[:, :, None, None])  # (B, J, H/m, W/m)
         if self.stem_proj is not None:
             # The stem's share of F^V . e_j, folded the same way: (W_s^T e_j) . S + b_s . e_j, one (s,) filter each.
-            pix = (self.pixels(image) if pixels is None else pixels).to(out.dtype)  # (B, s, H/4, W/4)
+            pix = (self.pixels(image) if pixels is None else pixels).to(out.dtype)  # (B, s, H/m, W/m)
             us = emb @ self.stem_proj.weight[:, :, 0, 0].to(emb.dtype)  # (B, J, E) @ (E, s) -> (B, J, s)
             sb = emb @ self.stem_proj.bias.to(emb.dtype)  # (B, J)
-            out = out + (us @ pix.flatten(2)).reshape(out.shape) + sb[:, :, None, None]  # (B, J, H/4*W/4) -> map
+            out = out + (us @ pix.flatten(2)).reshape(out.shape) + sb[:, :, None, None]  # (B, J, H/m*W/m) -> map
         return out

@@ -162,6 +162,6 @@ def build_data(cfg: TrainConfig, model_cfg: ModelConfig, *, weights_from: str | 
                               seed=cfg.seed, mlm_probability=cfg.mlm_probability)
         return TrainData(train=pre, source=None, tokenizer=tok, val_split=None, domain=domain)
     train_ds = GroundingDataset(train_source, preprocess=model_cfg.preprocess, tokenizer=tok, train=True,
-                                seed=cfg.seed)
+                                seed=cfg.seed, map_stride=model_cfg.head.map_stride)
     val_source = open_dataset(cfg.data, split=cfg.val_split, prefer_gres=gres) if cfg.val_split else None
     return TrainData(train=train_ds, source=val_source, tokenizer=tok, val_split=cfg.val_split, domain=domain)

@@ -6,8 +6,9 @@ Items are dicts (default-collatable):
   (:func:`lvg.core.preprocess.preprocess_image`);
 - ``text_ids``: int64 (L,), ``text_mask``: bool (L,) (:meth:`lvg.core.tokenizer.Tokenizer.encode`,
   L = ``preprocess.max_text_len``);
-- ``target``: float32 (S/4, S/4), the target mask letterboxed and area-averaged to the model's output
-  grid (:func:`lvg.core.preprocess.letterbox_mask` with ``out_size = S // 4``): a soft target;
+- ``target``: float32 (S/m, S/m), the target mask letterboxed and area-averaged to the model's output
+  grid (:func:`lvg.core.preprocess.letterbox_mask` with ``out_size = S // m``, ``m`` the map stride, 4 for
+  the paper's variants): a soft target;
 - ``no_target``: float32 scalar, 1.0 for a no-target expression;
 - ``index``: int. Training: the sample index. Evaluation: the position in
   :meth:`ReferSource.sentences_flat` (every sentence is one item);
@@ -62,7 +63,7 @@ def _jitter(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 class GroundingDataset(torch.utils.data.Dataset):
-    """(image, expression) -> model inputs and a 1/4-scale target, for training or evaluation.
+    """(image, expression) -> model inputs and a target at the model's map scale, for training or evaluation.
 
     Args:
         source: the split to read (:func:`lvg.train.data.load_refer` / ``load_grefer`` / ``open_dataset``).
@@ -72,6 +73,7 @@ class GroundingDataset(torch.utils.data.Dataset):
             augmentation (False).
         seed: seeds the sentence draw and augmentation.
         augment: set False to train without augmentation.
+        map_stride: input pixels per target cell, the model's ``HeadConfig.map_stride`` (4: 1/4 scale).
     """
 
     def __init__(
@@ -83,9 +85,12 @@ class GroundingDataset(torch.utils.data.Dataset):
         train: bool,
         seed: int = 0,
         augment: bool = True,
+        map_stride: int = 4,
     ) -> None:
-        if preprocess.size % 4:
-            raise InputError(f"preprocess.size {preprocess.size} must be a multiple of 4 (targets are 1/4 scale)")
+        if map_stride < 1 or preprocess.size % map_stride:
+            raise InputError(f"preprocess.size {preprocess.size} must be a multiple of the map stride {map_stride} "
+                             "(targets are at the map's scale)")
+        self.map_stride = int(map_stride)
         self.source = source
         self.preprocess = preprocess
         self.tokenizer = tokenizer
@@ -151,7 +156,7 @@ class GroundingDataset(torch.utils.data.Dataset):
         if jitter_rng is not None:
             image = _jitter(image, jitter_rng)
         pixels, lb = preprocess_image(image, self.preprocess)  # (3, S, S) float32
-        target = letterbox_mask(mask, lb, out_size=self.preprocess.size // 4)  # (S/4, S/4) float32
+        target = letterbox_mask(mask, lb, out_size=self.preprocess.size // self.map_stride)  # (S/m, S/m) float32
         ids, text_mask = self.tokenizer.encode(sentence, self.preprocess.max_text_len)
         return {
             "image": pixels,

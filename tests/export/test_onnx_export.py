@@ -164,10 +164,11 @@ def test_export_of_live_model_and_check(tmp_path, artifacts, variant):
     assert again.passed and again.batches == (2,)
 
 
-@pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens"])
+@pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens",
+                                     "lvg-tiny-xy-stem-fine"])
 def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant):
     """The position table is a constant of the graph: ONNX Runtime gives the torch answer at batches 1 and 3,
-    with the image stem's pixel features too."""
+    with the image stem's pixel features too, and with the map at 1/2 scale."""
     from lvg.modeling import build_model
     from lvg.modeling.pixel_decoder import POSITION_CHANNELS
 

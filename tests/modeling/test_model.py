@@ -13,7 +13,7 @@ from lvg.modeling.pixel_decoder import POSITION_CHANNELS, position_table
 from tests.modeling.conftest import make_inputs
 
 TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens",
-        "lvg-tiny-p16"]
+        "lvg-tiny-xy-stem-fine", "lvg-tiny-p16"]
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -26,7 +26,7 @@ def test_forward_shapes_and_ranges(name):
         out = model(image, ids, mask, return_attention=True)
     n = cfg.latent.num_expressions
     s = cfg.prob_size
-    assert out["prob"].shape == (3, s, s) and s == cfg.encoder.img_size // 4  # 120 at 480, 80 at 320
+    assert out["prob"].shape == (3, s, s) and s == cfg.encoder.img_size // cfg.head.map_stride  # 120 at 480 / 4
     assert out["logits"].shape == (3, 1 + n, s, s)
     assert out["text_embedding"].shape == (3, cfg.head.embed_dim)
     assert out["latent_embeddings"].shape == (3, n, cfg.head.embed_dim)
@@ -240,7 +240,7 @@ def test_config_is_attached_and_frozen():
         model.cfg.name = "other"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("variant", ["lvg-tiny", "lvg-tiny-xy", "lvg-tiny-xy-stem"])
+@pytest.mark.parametrize("variant", ["lvg-tiny", "lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-fine"])
 def test_folded_prediction_equals_the_unfolded_feature_map(variant):
     # The decoder folds its last deconv + projection into the class embeddings; check against F^V . e_j.
     torch.manual_seed(5)
@@ -258,10 +258,11 @@ def test_folded_prediction_equals_the_unfolded_feature_map(variant):
         image = torch.randn(b, 3, 480, 480)
         if dec.stem_proj is not None:  # and pixel features that are not zero
             dec.stem_proj.weight.normal_()
-        fmap = dec.feature_map(levels, image)  # (B, E, 120, 120)
+        fmap = dec.feature_map(levels, image)  # (B, E, s, s): 120 at map stride 4, 240 at 2
         expected = torch.einsum("behw,bje->bjhw", fmap.double(), emb.double())
         got = dec(levels, emb, image)
-    assert got.shape == (b, 3, 120, 120)
+    side = model.cfg.prob_size
+    assert got.shape == (b, 3, side, side) and side == 480 // model.cfg.head.map_stride
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -360,6 +361,46 @@ def test_stem_tokens_need_the_image_stem():
     base = get_config("lvg-tiny-xy")
     with pytest.raises(ConfigError, match="stem_tokens reads the image stem"):
         base.replace(head=dataclasses.replace(base.head, stem_tokens=True))
+
+
+def test_map_stride_2_reads_a_stride_4_runs_weights_at_twice_the_resolution():
+    """lvg-tiny-xy-stem-fine takes every tensor of lvg-tiny-xy-stem: its stem's second convolution gives the
+    stride-4 stem's outputs at every other position, its map without the stem's share is the stride-4 map
+    upsampled bilinearly, and a change to a 2x2 block of pixels moves mostly the 1/2-scale cells over it."""
+    torch.manual_seed(8)
+    coarse = build_model("lvg-tiny-xy-stem").eval()
+    fine = build_model("lvg-tiny-xy-stem-fine").eval()
+    fine.load_state_dict(coarse.state_dict())  # strict: the same tensors
+    image, ids, mask = make_inputs(fine.cfg, batch=1)
+    with torch.no_grad():
+        half_c = coarse.pixel_decoder.stem[:3](image)  # (1, s, 240, 240): the first convolution, shared
+        torch.testing.assert_close(fine.pixel_decoder.stem[:3](image), half_c, rtol=0, atol=0)
+        conv_c, conv_f = coarse.pixel_decoder.stem[3](half_c), fine.pixel_decoder.stem[3](half_c)
+        assert conv_c.shape[-1] == 120 and conv_f.shape[-1] == 240
+        torch.testing.assert_close(conv_f[..., ::2, ::2], conv_c, rtol=1e-5, atol=1e-5)
+        # With the stem's projection at zero (a model grown from one without the stem) the map is the coarse
+        # one upsampled: nothing else differs.
+        up = torch.nn.functional.interpolate(coarse(image, ids, mask)["logits"], scale_factor=2, mode="bilinear")
+        torch.testing.assert_close(fine(image, ids, mask)["logits"], up, rtol=1e-4, atol=1e-4)
+        fine.pixel_decoder.stem_proj.weight.normal_()
+        before = fine(image, ids, mask)["logits"]  # (1, J, 240, 240)
+        changed = image.clone()
+        changed[..., 200:202, 200:202] += 3.0  # a 2x2 block of pixels: 1/2-scale cell 100
+        after = (fine(changed, ids, mask)["logits"] - before).abs()
+    assert after[..., 99:102, 99:102].max() > 10 * after[..., :60, :60].max()
+    peak = divmod(int(after.amax(dim=1)[0].argmax()), 240)  # (row, column) of the largest change
+    assert all(99 <= i <= 101 for i in peak), peak
+
+
+def test_map_stride_is_4_or_2_and_2_needs_the_stem_alone():
+    from lvg.errors import ConfigError
+
+    stem = get_config("lvg-tiny-xy-stem")
+    for head, match in [(dataclasses.replace(stem.head, map_stride=3), "must be 4 or 2"),
+                        (dataclasses.replace(get_config("lvg-tiny-xy").head, map_stride=2), "needs head.image_stem"),
+                        (dataclasses.replace(stem.head, stem_tokens=True, map_stride=2), "no head.stem_tokens")]:
+        with pytest.raises(ConfigError, match=match):
+            stem.replace(head=head)
 
 
 def _decoder_inputs(model):

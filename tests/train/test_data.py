@@ -355,6 +355,22 @@ def test_eval_items_cover_every_sentence_and_align(synth_dataset):
         assert cy == pytest.approx(pad_y + (ys.mean() + 0.5) * sy, abs=1.0)
 
 
+def test_targets_follow_the_map_stride(synth_dataset):
+    # A 1/2-scale target is the same area average at twice the resolution: its 2x2 blocks average to the
+    # 1/4-scale target.
+    source = open_dataset(synth_dataset.out_dir, split="val")
+    tok = Tokenizer.from_file(synth_dataset.tokenizer)
+    quarter = GroundingDataset(source, preprocess=PRE, tokenizer=tok, train=False)
+    half = GroundingDataset(source, preprocess=PRE, tokenizer=tok, train=False, map_stride=2)
+    for index in range(0, len(half), 5):
+        fine, coarse = half[index]["target"], quarter[index]["target"]
+        assert fine.shape == (S // 2, S // 2) and coarse.shape == (S // 4, S // 4)
+        pooled = fine.reshape(S // 4, 2, S // 4, 2).mean(dim=(1, 3))  # (S/2, S/2) -> (S/4, 2, S/4, 2) -> (S/4, S/4)
+        torch.testing.assert_close(pooled, coarse, rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="multiple of the map stride 3"):
+        GroundingDataset(source, preprocess=PRE, tokenizer=tok, train=False, map_stride=3)
+
+
 def test_training_draws_and_flips(synth_dataset):
     ds = _dataset(synth_dataset, split="train", train=True, seed=5)
     assert len(ds) == len(ds.source.samples)

@@ -193,3 +193,15 @@ def test_a_finer_patch_variant_starts_from_a_run_resampled(
     assert torch.allclose(got["text_head.fc1.weight"], src["text_head.fc1.weight"], atol=1e-6)
     with pytest.raises(Exception, match="does not match 'lvg-tiny-p16'"):
         _started_from(grounding_run, data, tmp_path / "all", variant="lvg-tiny-p16", parts="all")
+
+
+def test_a_half_scale_map_variant_trains_from_a_quarter_scale_run(
+        tmp_path: Path, synth_dataset, grounding_run: Path) -> None:
+    # lvg-s-xy-stem-fine from an lvg-s-xy-stem run, in small, through the trainer: its targets are at 1/2
+    # scale (a 1/4-scale target would not fit its map) and every tensor of the file is taken as it is.
+    data = synth_dataset.out_dir
+    got = _started_from(grounding_run, data, tmp_path / "fine", variant="lvg-tiny-xy-stem-fine", parts="grow")
+    src = read_checkpoint_tensors(grounding_run, model_only=True)
+    assert set(src) < set(got) and any(k.startswith("pixel_decoder.stem.") for k in set(got) - set(src))
+    for k in src:
+        assert torch.allclose(got[k], src[k], atol=1e-6), k
