@@ -126,7 +126,7 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         items = [dataset[i] for i in chunk]
-        probs = forward(model, items)["prob"].float().numpy()  # (B, S/4, S/4)
+        probs = forward(model, items)["prob"].float().numpy()  # (B, S/m, S/m), m the map stride
         for j, (index, item) in enumerate(zip(chunk, items)):
             sample = source.samples[item["sample_index"]]
             text = dataset.plan(index)[1]
