@@ -118,7 +118,7 @@ class PixelDecoder(nn.Module):
         return fmap if self.stem_proj is None else fmap + self.stem_proj(self.pixels(image))
 
     def _to_map_scale(self, x: Tensor) -> Tensor:
-        """A 1/4-scale ``(B, C, H/4, W/4)`` tensor -> the map's scale ``(B, C, H/s, W/s)``, ``s = map_stride``.
+        """A 1/4-scale ``(B, C, H/4, W/4)`` tensor -> the map's scale ``(B, C, H/m, W/m)``, ``m = map_stride``.
 
         Bilinear, so upsampling ``F^V`` and upsampling the logits ``F^V . e_j`` are the same function (both
         are linear per pixel); the forward pass does the latter, J channels instead of E."""
