@@ -201,6 +201,12 @@ def lvg_s_xy_stem_nolatent() -> ModelConfig:
     return base.replace(name="lvg-s-xy-stem-nolatent", latent=dataclasses.replace(base.latent, enabled=False))
 
 
+def lvg_s_xy_stem_fine_nolatent() -> ModelConfig:
+    """lvg-s-xy-stem-fine without latent expressions: its twin in the paper's Table 4."""
+    base = lvg_s_xy_stem_fine()
+    return base.replace(name="lvg-s-xy-stem-fine-nolatent", latent=dataclasses.replace(base.latent, enabled=False))
+
+
 def lvg_s_xy_nolatent() -> ModelConfig:
     """lvg-s-xy without latent expressions: its twin in the paper's Table 4."""
     return _small(gres=True, latent=False, name="lvg-s-xy-nolatent", pixel_positions=True)
@@ -218,6 +224,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-nolatent": lvg_s_xy_nolatent,
     "lvg-s-xy-stem": lvg_s_xy_stem,
     "lvg-s-xy-stem-fine": lvg_s_xy_stem_fine,
+    "lvg-s-xy-stem-fine-nolatent": lvg_s_xy_stem_fine_nolatent,
     "lvg-s-xy-stem-nolatent": lvg_s_xy_stem_nolatent,
     "lvg-s-xy-stem-p16": lvg_s_xy_stem_p16,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
