@@ -44,8 +44,7 @@ def open_checkpoint(ckpt: Path, data: Path, split: str) -> Opened:
     model = load_checkpoint(ckpt).eval()
     tok = tokenizer_for_checkpoint(ckpt, str(data), model.cfg)
     source = open_dataset(data / "refcoco-synth", split=split)
-    return Opened(model, source, GroundingDataset(source, preprocess=model.cfg.preprocess, tokenizer=tok,
-                                                  train=False, map_stride=model.cfg.head.map_stride))
+    return Opened(model, source, GroundingDataset.for_model(source, model.cfg, tokenizer=tok, train=False))
 
 
 def forward(model: Any, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

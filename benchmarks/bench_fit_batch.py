@@ -48,8 +48,7 @@ def run(variant: str, data: Path, init: Path | None, *, steps: int, lr: float, b
     cfg = model.cfg
     tok = tokenizer_for_checkpoint(init, str(data), cfg)
     source = open_dataset(data / "refcoco-synth", split="train")
-    dataset = GroundingDataset(source, preprocess=cfg.preprocess, tokenizer=tok, train=False,
-                               map_stride=cfg.head.map_stride)
+    dataset = GroundingDataset.for_model(source, cfg, tokenizer=tok, train=False)
     if len(dataset) < batch_size:
         raise SystemExit(f"error: {data} has {len(dataset)} training sentences, fewer than --batch-size {batch_size}")
     picked = np.random.default_rng(seed).choice(len(dataset), size=batch_size, replace=False)

@@ -102,8 +102,7 @@ def evaluate(
         raise ValueError(f"task must be 'ris', 'rec' or 'gres', got {task!r}")
     if getattr(source, "split", None) not in (None, split):
         raise ValueError(f"source holds split {source.split!r}, not {split!r}")
-    dataset = GroundingDataset(source, preprocess=cfg.preprocess, tokenizer=tokenizer, train=False,
-                               map_stride=cfg.head.map_stride)
+    dataset = GroundingDataset.for_model(source, cfg, tokenizer=tokenizer, train=False)
     selected = select_sentences(len(dataset), max_sentences)
     indices = [selected[i] for i in eval_shard(len(selected), info)]
     n_expr = 1 + cfg.latent.num_expressions

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from lvg.config import PreprocessConfig
+from lvg.config import ModelConfig, PreprocessConfig
 from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
@@ -99,6 +99,13 @@ class GroundingDataset(torch.utils.data.Dataset):
         self.augment = bool(augment)
         self.epoch = 0
         self._flat = source.sentences_flat() if not self.train else []
+
+    @classmethod
+    def for_model(cls, source: ReferSource, cfg: ModelConfig, *, tokenizer: Tokenizer, train: bool,
+                  seed: int = 0, augment: bool = True) -> GroundingDataset:
+        """The dataset a model of config ``cfg`` trains or is scored on: its preprocessing and map scale."""
+        return cls(source, preprocess=cfg.preprocess, tokenizer=tokenizer, train=train, seed=seed,
+                   augment=augment, map_stride=cfg.head.map_stride)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose sentence draws and augmentations :meth:`__getitem__` returns."""

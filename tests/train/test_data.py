@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -301,7 +302,7 @@ def test_data_module_imports_without_torch():
 
 torch = pytest.importorskip("torch")
 
-from lvg.config import PreprocessConfig  # noqa: E402
+from lvg.config import PreprocessConfig, get_config  # noqa: E402
 from lvg.core.image import load_image  # noqa: E402
 from lvg.core.preprocess import letterbox_mask, preprocess_image  # noqa: E402
 from lvg.core.tokenizer import Tokenizer  # noqa: E402
@@ -361,7 +362,10 @@ def test_targets_follow_the_map_stride(synth_dataset):
     source = open_dataset(synth_dataset.out_dir, split="val")
     tok = Tokenizer.from_file(synth_dataset.tokenizer)
     quarter = GroundingDataset(source, preprocess=PRE, tokenizer=tok, train=False)
-    half = GroundingDataset(source, preprocess=PRE, tokenizer=tok, train=False, map_stride=2)
+    # A model whose map is at 1/2 scale gets 1/2-scale targets from its config alone.
+    cfg = get_config("lvg-tiny-xy-stem-fine")
+    cfg = cfg.replace(preprocess=PRE, encoder=dataclasses.replace(cfg.encoder, img_size=S))
+    half = GroundingDataset.for_model(source, cfg, tokenizer=tok, train=False)
     for index in range(0, len(half), 5):
         fine, coarse = half[index]["target"], quarter[index]["target"]
         assert fine.shape == (S // 2, S // 2) and coarse.shape == (S // 4, S // 4)
