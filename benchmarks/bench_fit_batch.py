@@ -7,7 +7,7 @@ Takes ``--batch-size`` single-target sentences of the synthetic dataset's ``refc
 (the same ones for a given ``--seed``), no augmentation, and trains on that one batch alone with AdamW
 and the training losses (contrastive weight 0.01, as the lvg-s configs), from scratch or from ``--init``'s
 weights. Every ``--every`` steps it records the Dice loss and the IoU of the thresholded probability
-map (the model's ``mask_threshold``) with the target at the map's 1/4 scale, in eval mode.
+map (the model's ``mask_threshold``) with the target at the map's scale (1/4 or 1/2), in eval mode.
 
 An IoU that climbs towards 1 says the encoder and pixel decoder can express those masks and bind those
 sentences at this patch size, so a low IoU over a whole dataset is a matter of learning (data, steps,

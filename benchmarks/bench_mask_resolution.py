@@ -3,10 +3,10 @@
     python benchmarks/bench_mask_resolution.py --ckpt RUN/last.safetensors --data data/synth-heldout \
         [--sides 80,96] [--max-sentences 800] [--out benchmarks/results] [--name NAME]
 
-Each probability map (S/4 x S/4) is area-reduced to ``side x side`` and brought back bilinearly before the
-runtime's postprocessing and `lvg eval`'s metrics (the same sentences as `lvg eval --task ris
---max-sentences N`): the scores of a model that grounds exactly as this one but draws its masks at that
-resolution, e.g. side 80 for a 320 input against 480. The first row (``model``) is the map as it is.
+Each probability map (``prob_size`` square: S/4, or S/2 at ``map_stride`` 2) is area-reduced to ``side x side``
+and brought back bilinearly before the runtime's postprocessing and `lvg eval`'s metrics (the same sentences as
+`lvg eval --task ris --max-sentences N`): the scores of a model that grounds exactly as this one but draws its
+masks at that resolution, e.g. side 80 for a 320 input against 480. The first row (``model``) is the map as it is.
 """
 
 from __future__ import annotations

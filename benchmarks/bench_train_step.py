@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def random_batch(cfg, batch: int, seed: int = 0, *, pin: bool = False) -> dict[str, torch.Tensor]:
-    """A training batch as the data loader yields it: image, text ids / mask, 1/4-scale target, no_target."""
+    """A training batch as the data loader yields it: image, text ids / mask, target at the map's scale, no_target."""
     from lvg.export.onnx_export import example_inputs
 
     # The export check's inputs (images in [-1, 1], bos ids.. eos pad.. of varied lengths), plus targets.

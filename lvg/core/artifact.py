@@ -27,9 +27,10 @@ key                             value
 
 Model inputs: ``image`` float32 (B, 3, S, S) normalised, ``text_ids`` int64 (B, L), ``text_mask`` bool
 (B, L) (True on real tokens; bool because that is what the model consumes, so no conversion node is
-needed). Outputs: ``prob`` float32 (B, S/4, S/4) in [0, 1] and, for GRES variants, ``no_target`` float32
-(B,) holding the **logit** (not the probability): the threshold ``sigmoid(logit) > no_target_threshold``
-is applied in numpy post-processing, so it stays configurable at run time.
+needed). Outputs: ``prob`` float32 (B, P, P) in [0, 1] (``P``: the config's ``prob_size``, S/4 or S/2) and,
+for GRES variants, ``no_target`` float32 (B,) holding the **logit** (not the probability): the threshold
+``sigmoid(logit) > no_target_threshold`` is applied in numpy post-processing, so it stays configurable at run
+time.
 
 Where the metadata lives: ONNX ``metadata_props``; TensorRT engines a JSON sidecar ``<engine>.json``
 (a TensorRT plan must start with the engine bytes for other tools to open it); torch checkpoints the

@@ -41,9 +41,10 @@ class LatentVG(nn.Module):
 
     and returns a dict:
 
-    - ``prob`` ``(B, S/4, S/4)``: the averaged sigmoid map of Eq. 9;
-    - ``logits`` ``(B, 1 + N, S/4, S/4)``: per-expression logits (input expression first);
-    - ``expression_prob`` ``(B, 1 + N, S/4, S/4)``: their sigmoids, each expression's own map;
+    - ``prob`` ``(B, S/m, S/m)``: the averaged sigmoid map of Eq. 9, ``m = head.map_stride`` (4 or 2;
+      ``cfg.prob_size = S/m``);
+    - ``logits`` ``(B, 1 + N, S/m, S/m)``: per-expression logits (input expression first);
+    - ``expression_prob`` ``(B, 1 + N, S/m, S/m)``: their sigmoids, each expression's own map;
     - ``text_embedding`` ``(B, E)`` = ``t_o``; ``latent_embeddings`` ``(B, N, E)`` = ``z_o^i``;
     - ``no_target_logit`` ``(B,)`` (GRES variants only);
     - ``subject_index`` ``(B,)`` the text position chosen as subject (latent variants only);
@@ -158,10 +159,10 @@ class LatentVG(nn.Module):
         emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)
 
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
-        logits = self.pixel_decoder(levels, emb, image, pixels) * emb.shape[-1] ** -0.5  # (B, 1+N, S/4, S/4)
+        logits = self.pixel_decoder(levels, emb, image, pixels) * emb.shape[-1] ** -0.5  # (B, 1+N, S/m, S/m)
         out["logits"] = logits
         # Each expression's map once: Eq. 9 averages them, evaluation scores them one by one.
-        out["expression_prob"] = logits.float().sigmoid()  # (B, 1+N, S/4, S/4)
+        out["expression_prob"] = logits.float().sigmoid()  # (B, 1+N, S/m, S/m)
         out["prob"] = out["expression_prob"].mean(dim=1)  # Eq. 9
         out["text_embedding"] = emb[:, 0]
         out["latent_embeddings"] = emb[:, 1:]

@@ -46,10 +46,11 @@ def position_table(side: int) -> Tensor:
 class PixelDecoder(nn.Module):
     """Patch tokens of the pyramid layers + class-token embeddings -> per-expression logit maps.
 
-    Architecturally the decoder builds ``F^V = proj(deconv(...))`` of shape ``(B, E, H/4, W/4)`` and the
-    logits are ``F^V . e_j``. The last deconvolution and the 1x1 projection are linear and followed only
-    by that dot product, so we fold both into each class embedding instead: ``e_j -> W_proj^T e_j ->
-    W_deconv u_j`` gives one ``(c, 2, 2)`` filter per expression, applied to the 1/8-scale features.
+    Architecturally the decoder builds ``F^V = proj(deconv(...))`` of shape ``(B, E, H/4, W/4)`` (brought to
+    ``H/m`` when ``head.map_stride`` is 2, see ``_to_map_scale``) and the logits are ``F^V . e_j``. The last
+    deconvolution and the 1x1 projection are linear and followed only by that dot product, so we fold both
+    into each class embedding instead: ``e_j -> W_proj^T e_j -> W_deconv u_j`` gives one ``(c, 2, 2)`` filter
+    per expression, applied to the 1/8-scale features.
     Same parameters, same function (up to float rounding), but the two largest full-resolution layers
     (34 GFLOPs for lvg-b) are never materialised.
     """

@@ -1,10 +1,10 @@
 """Evaluation of a model on a REFER / gREFER split at the ORIGINAL image resolution (SPEC 4).
 
-Every sentence of the split is one evaluation sample. The model's ``(S/4, S/4)`` probability map is mapped
-back through the image's letterbox (:func:`lvg.core.postprocess.postprocess`, the runtime's own code,
-so the numbers match what ``lvg infer`` would produce), thresholded at the variant's ``mask_threshold``,
-and compared with the ground-truth mask decoded at the original size; the REC box is the tight box of
-that mask. GRES uses the no-target head (``sigmoid(logit) > no_target_threshold`` -> empty prediction).
+Every sentence of the split is one evaluation sample. The model's ``(P, P)`` probability map (``P =
+cfg.prob_size``) is mapped back through the image's letterbox (:func:`lvg.core.postprocess.postprocess`, the
+runtime's own code, so the numbers match what ``lvg infer`` would produce), thresholded at the variant's
+``mask_threshold``, and compared with the ground-truth mask decoded at the original size; the REC box is the tight
+box of that mask. GRES uses the no-target head (``sigmoid(logit) > no_target_threshold`` -> empty prediction).
 
 The model is anything that runs numpy batches (:class:`lvg.core.outputs.ArrayModel`): a runtime backend
 (ONNX Runtime, TensorRT, or the torch backend of a checkpoint, as ``lvg infer`` runs them) or a live model

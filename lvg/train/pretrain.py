@@ -129,7 +129,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             m = decode_segmentation(ann["segmentation"], lb.orig_h, lb.orig_w)
             if flip:
                 m = m[:, ::-1]
-            soft = letterbox_mask(m, lb, out_size=q)  # (q, q) coverage at 1/4 scale
+            soft = letterbox_mask(m, lb, out_size=q)  # (q, q) coverage at the map's scale
             cover[k] = soft.reshape(g, q // g, g, q // g).mean(axis=(1, 3))  # (q, q) -> (g, g) patch coverage
             ys, xs = np.nonzero(soft > 0.5)
             if xs.size:

@@ -5,8 +5,8 @@ module) created once in its constructor from a :class:`~lvg.core.model_file.Mode
 inputs to model outputs as numpy arrays (:mod:`lvg.core.outputs`):
 
 - ``image`` float32 (B, 3, S, S), normalised; ``text_ids`` int64 (B, L); ``text_mask`` bool (B, L);
-- returns :class:`~lvg.core.outputs.ModelOutput` with ``prob`` float32 (B, S/4, S/4) and, for GRES models,
-  ``no_target_logit`` float32 (B,).
+- returns :class:`~lvg.core.outputs.ModelOutput` with ``prob`` float32 (B, P, P), ``P`` the config's
+  ``prob_size`` (S/4 or S/2), and, for GRES models, ``no_target_logit`` float32 (B,).
 
 :meth:`Backend.run` takes one batch the model accepts; :meth:`Backend.run_arrays` any number of samples
 (chunked and padded to what the model accepts, outputs checked), which makes every backend an
