@@ -7,6 +7,7 @@ inside checkpoints (safetensors metadata) and exported artifacts (ONNX ``metadat
 """
 
 from lvg.config.model import (
+    MAP_STRIDES,
     ClassPool,
     ConceptInit,
     EncoderConfig,
@@ -21,5 +22,6 @@ from lvg.config.model import (
 from lvg.config.typed import dataclass_from_dict
 from lvg.config.variants import get_config, list_variants
 
-__all__ = ["ClassPool", "ConceptInit", "EncoderConfig", "HeadConfig", "KernelImpl", "LatentConfig", "ModelConfig",
-           "PositionInit", "PreprocessConfig", "ThresholdRule", "dataclass_from_dict", "get_config", "list_variants"]
+__all__ = ["MAP_STRIDES", "ClassPool", "ConceptInit", "EncoderConfig", "HeadConfig", "KernelImpl", "LatentConfig",
+           "ModelConfig", "PositionInit", "PreprocessConfig", "ThresholdRule", "dataclass_from_dict", "get_config",
+           "list_variants"]

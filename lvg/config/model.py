@@ -17,6 +17,9 @@ KernelImpl = Literal["reference", "triton", "auto"]
 ClassPool = Literal["cls", "cls_mean"]
 PositionInit = Literal["random", "sincos"]
 
+#: Input pixels per probability-map cell (``HeadConfig.map_stride``): the paper's 1/4 scale, or 1/2.
+MAP_STRIDES = (4, 2)
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -218,13 +221,12 @@ class ModelConfig:
             problems.append(f"head.image_stem must be 0 (off) or a channel count, got {head.image_stem}")
         if head.stem_tokens and not head.image_stem:
             problems.append("head.stem_tokens reads the image stem: it needs head.image_stem > 0")
-        if head.map_stride not in (2, 4):
+        if head.map_stride not in MAP_STRIDES:
             problems.append(f"head.map_stride must be 4 or 2, got {head.map_stride}")
         elif head.map_stride == 2 and (not head.image_stem or head.stem_tokens):
             problems.append("head.map_stride 2 draws the 1/2-scale map from the image stem: it needs "
                             "head.image_stem > 0 and no head.stem_tokens")
-        elif enc.img_size % head.map_stride:
-            problems.append(f"img_size {enc.img_size} is not a multiple of head.map_stride {head.map_stride}")
+        # No img_size % map_stride check: patch_size is 4 x a power of two, so img_size is a multiple of 4.
         if not 0 <= enc.init_std <= 1:
             problems.append(f"encoder.init_std must lie in 0..1, got {enc.init_std}")
         if enc.position_init == "sincos" and enc.embed_dim % 4:

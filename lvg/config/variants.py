@@ -103,10 +103,14 @@ def _on_grid(base: ModelConfig, name: str, *, patch: int, size: int) -> ModelCon
                         preprocess=dataclasses.replace(base.preprocess, size=size))
 
 
+def _at_half_scale(base: ModelConfig, name: str) -> ModelConfig:
+    """``base`` with its probability map at 1/2 scale (``HeadConfig.map_stride = 2``); the same tensors."""
+    return base.replace(name=name, head=dataclasses.replace(base.head, map_stride=2))
+
+
 def lvg_tiny_xy_stem_fine() -> ModelConfig:
     """lvg-tiny-xy-stem with its probability map at 1/2 scale, as lvg-s-xy-stem-fine is to lvg-s-xy-stem."""
-    base = lvg_tiny_xy_stem()
-    return base.replace(name="lvg-tiny-xy-stem-fine", head=dataclasses.replace(base.head, map_stride=2))
+    return _at_half_scale(lvg_tiny_xy_stem(), "lvg-tiny-xy-stem-fine")
 
 
 def lvg_tiny_p16() -> ModelConfig:
@@ -185,8 +189,7 @@ def lvg_s_xy_stem_p16() -> ModelConfig:
 def lvg_s_xy_stem_fine() -> ModelConfig:
     """lvg-s-xy-stem with its probability map at 1/2 scale (``HeadConfig.map_stride = 2``): 240x240 at 480, the
     stem drawing the edges at 2 input pixels instead of 4. The same weights as lvg-s-xy-stem."""
-    base = lvg_s_xy_stem()
-    return base.replace(name="lvg-s-xy-stem-fine", head=dataclasses.replace(base.head, map_stride=2))
+    return _at_half_scale(lvg_s_xy_stem(), "lvg-s-xy-stem-fine")
 
 
 def lvg_s_xy_stem_tokens() -> ModelConfig:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from lvg.config import ModelConfig, PreprocessConfig
+from lvg.config import MAP_STRIDES, ModelConfig, PreprocessConfig
 from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
@@ -87,7 +87,9 @@ class GroundingDataset(torch.utils.data.Dataset):
         augment: bool = True,
         map_stride: int = 4,
     ) -> None:
-        if map_stride < 1 or preprocess.size % map_stride:
+        if map_stride not in MAP_STRIDES:
+            raise InputError(f"map_stride must be 4 or 2 (a model's HeadConfig.map_stride), got {map_stride}")
+        if preprocess.size % map_stride:
             raise InputError(f"preprocess.size {preprocess.size} must be a multiple of the map stride {map_stride} "
                              "(targets are at the map's scale)")
         self.map_stride = int(map_stride)

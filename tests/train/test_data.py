@@ -371,8 +371,11 @@ def test_targets_follow_the_map_stride(synth_dataset):
         assert fine.shape == (S // 2, S // 2) and coarse.shape == (S // 4, S // 4)
         pooled = fine.reshape(S // 4, 2, S // 4, 2).mean(dim=(1, 3))  # (S/2, S/2) -> (S/4, 2, S/4, 2) -> (S/4, S/4)
         torch.testing.assert_close(pooled, coarse, rtol=0, atol=1e-6)
-    with pytest.raises(InputError, match="multiple of the map stride 3"):
+    with pytest.raises(InputError, match="map_stride must be 4 or 2"):
         GroundingDataset(source, preprocess=PRE, tokenizer=tok, train=False, map_stride=3)
+    with pytest.raises(InputError, match="multiple of the map stride 4"):
+        GroundingDataset(source, preprocess=PreprocessConfig(size=S + 2, max_text_len=16), tokenizer=tok,
+                         train=False)
 
 
 def test_training_draws_and_flips(synth_dataset):
