@@ -36,14 +36,18 @@ DEFAULT_OPTIONS = ("width288:width=288", "depth9:depth=9", "patch16@320:patch=16
 LIMIT_MB, LIMIT_MS = 30.0, 100.0
 
 
+#: What an option may change: the encoder's width and depth, the patch and input size, the map's stride.
+OPTION_KEYS = ("width", "depth", "patch", "size", "map")
+
+
 def parse_option(text: str) -> tuple[str, dict[str, int]]:
     """``"name:key=value,..."`` -> (name, {key: value}); keys: width, depth, patch, size, map."""
     name, _, spec = text.partition(":")
     changes = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("width", "depth", "patch", "size", "map") or not value.isdigit():
-            raise SystemExit(f"error: option {text!r}: expected KEY=INT with KEY in width, depth, patch, size, map")
+        if key not in OPTION_KEYS or not value.isdigit():
+            raise SystemExit(f"error: option {text!r}: expected KEY=INT with KEY in {', '.join(OPTION_KEYS)}")
         changes[key] = int(value)
     if not name or not changes:
         raise SystemExit(f"error: option {text!r}: expected NAME:KEY=INT[,KEY=INT...]")

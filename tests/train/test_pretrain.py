@@ -152,8 +152,9 @@ def _started_from(ckpt: Path, data: Path, out: Path, *, variant: str, parts: str
     # Table 4 at equal footing: the no-latent model takes all of its tensors from the latent model's run and
     # leaves out the latent-expression modules it does not have.
     ("lvg-tiny-nolatent", "shared", "latent_init."),
-    # lvg-s-xy-stem-fine from an lvg-s-xy-stem run, in small: its targets are at 1/2 scale (a 1/4-scale target
-    # would not fit its map) and every tensor of the file is taken as it is; the stem is its own.
+    # A 1/2-scale-map variant grown through the trainer, in small: its targets are at 1/2 scale (a 1/4-scale
+    # target would not fit its map) and every tensor of the plain run is taken as it is; the stem is its own.
+    # (A stride-4 stem's transfer to stride 2 is tests/modeling/test_model.py's.)
     ("lvg-tiny-xy-stem-fine", "grow", "pixel_decoder.stem."),
 ])
 def test_a_twin_starts_from_every_weight_it_shares_with_a_run(
@@ -164,6 +165,11 @@ def test_a_twin_starts_from_every_weight_it_shares_with_a_run(
     assert set(fewer) < set(more) and any(k.startswith(only_in) for k in set(more) - set(fewer))
     for k in fewer:
         assert torch.allclose(got[k], src[k], atol=1e-6), k
+    if parts == "shared":
+        # The other way round the file lacks tensors the model has: refused, not silently left at random.
+        with pytest.raises(Exception, match="missing|does not match"):
+            _started_from(tmp_path / "twin" / "last.safetensors", synth_dataset.out_dir, tmp_path / "back",
+                          variant="lvg-tiny", parts="shared")
 
 
 def test_a_variant_with_position_features_grows_from_a_run_without_them(
