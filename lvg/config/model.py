@@ -153,6 +153,11 @@ class HeadConfig:
     plus the stem's features at 1/2 scale (its second convolution at stride 1), so the stem draws the edges at
     twice the resolution and no new weight is added (a model grown from a stride-4 run starts close to its
     function). Not with ``stem_tokens``, which reads the stem at 1/4 scale.
+
+    ``mask_refine > 0`` (needs ``image_stem``) adds a small convolutional refiner with this many channels
+    (:class:`lvg.modeling.mask_refiner.MaskRefiner`) that reads each expression's logit map with the stem's
+    features at the map's scale and adds a correction, starting at zero, so where an object ends can follow
+    the pixels non-linearly. 0 (off) in the paper's variants.
     """
 
     pyramid_layers: tuple[int, ...] = (4, 6, 8, 12)
@@ -167,6 +172,7 @@ class HeadConfig:
     image_stem: int = 0
     stem_tokens: bool = False
     map_stride: int = 4
+    mask_refine: int = 0
 
 
 @dataclass(frozen=True)
@@ -226,6 +232,10 @@ class ModelConfig:
         elif head.map_stride == 2 and (not head.image_stem or head.stem_tokens):
             problems.append("head.map_stride 2 draws the 1/2-scale map from the image stem: it needs "
                             "head.image_stem > 0 and no head.stem_tokens")
+        if head.mask_refine < 0:
+            problems.append(f"head.mask_refine must be 0 (off) or a channel count, got {head.mask_refine}")
+        elif head.mask_refine and not head.image_stem:
+            problems.append("head.mask_refine reads the image stem: it needs head.image_stem > 0")
         # No img_size % map_stride check: patch_size is 4 x a power of two, so img_size is a multiple of 4.
         if not 0 <= enc.init_std <= 1:
             problems.append(f"encoder.init_std must lie in 0..1, got {enc.init_std}")

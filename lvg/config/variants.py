@@ -113,6 +113,16 @@ def lvg_tiny_xy_stem_fine() -> ModelConfig:
     return _at_half_scale(lvg_tiny_xy_stem(), "lvg-tiny-xy-stem-fine")
 
 
+def _refined(base: ModelConfig, name: str, channels: int) -> ModelConfig:
+    """``base`` with a mask refiner of ``channels`` channels (``HeadConfig.mask_refine``); its tensors and more."""
+    return base.replace(name=name, head=dataclasses.replace(base.head, mask_refine=channels))
+
+
+def lvg_tiny_xy_stem_refine() -> ModelConfig:
+    """lvg-tiny-xy-stem-fine with a mask refiner, as lvg-s-xy-stem-refine is to lvg-s-xy-stem-fine."""
+    return _refined(lvg_tiny_xy_stem_fine(), "lvg-tiny-xy-stem-refine", 4)
+
+
 def lvg_tiny_p16() -> ModelConfig:
     """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
     return _on_grid(lvg_tiny(), "lvg-tiny-p16", patch=16, size=320)
@@ -192,6 +202,11 @@ def lvg_s_xy_stem_fine() -> ModelConfig:
     return _at_half_scale(lvg_s_xy_stem(), "lvg-s-xy-stem-fine")
 
 
+def lvg_s_xy_stem_refine() -> ModelConfig:
+    """lvg-s-xy-stem-fine with an 8-channel mask refiner at 1/2 scale (``HeadConfig.mask_refine``)."""
+    return _refined(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-refine", 8)
+
+
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
     base = lvg_s_xy_stem()
@@ -230,6 +245,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-fine-nolatent": lvg_s_xy_stem_fine_nolatent,
     "lvg-s-xy-stem-nolatent": lvg_s_xy_stem_nolatent,
     "lvg-s-xy-stem-p16": lvg_s_xy_stem_p16,
+    "lvg-s-xy-stem-refine": lvg_s_xy_stem_refine,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
     "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,
@@ -241,6 +257,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy-nolatent": lvg_tiny_xy_nolatent,
     "lvg-tiny-xy-stem": lvg_tiny_xy_stem,
     "lvg-tiny-xy-stem-fine": lvg_tiny_xy_stem_fine,
+    "lvg-tiny-xy-stem-refine": lvg_tiny_xy_stem_refine,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 

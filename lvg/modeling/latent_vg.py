@@ -17,6 +17,7 @@ from lvg.modeling.concept_injector import ConceptInjector
 from lvg.modeling.empty_head import EmptyHead
 from lvg.modeling.encoder import BEiT3, truncated_normal_init
 from lvg.modeling.latent_init import LatentExpressionInit
+from lvg.modeling.mask_refiner import MaskRefiner
 from lvg.modeling.pixel_decoder import PixelDecoder
 from lvg.modeling.stem_tokens import StemTokens
 from lvg.modeling.subject_distributor import SubjectDistributor
@@ -26,7 +27,7 @@ from lvg.modeling.token_heads import TokenMLP
 PARTS = {
     "backbone": ("beit3",),
     "latent_expressions": ("latent_init", "concept_injectors", "latent_heads", "subject_distributor"),
-    "heads": ("text_head", "pixel_decoder", "empty_head", "stem_tokens"),
+    "heads": ("text_head", "pixel_decoder", "empty_head", "stem_tokens", "mask_refiner"),
 }
 
 
@@ -83,6 +84,7 @@ class LatentVG(nn.Module):
         self.text_head = TokenMLP(d, head.mlp_hidden, head.embed_dim)
         self.pixel_decoder = PixelDecoder(head, enc)
         self.stem_tokens = StemTokens(head.image_stem, enc.patch_size, d) if head.stem_tokens else None
+        self.mask_refiner = MaskRefiner(head.image_stem, head.mask_refine) if head.mask_refine else None
         self.empty_head = EmptyHead(d, head.empty_heads, enc.layernorm_eps) if head.gres else None
         self._pyramid = {i - 1: j for j, i in enumerate(head.pyramid_layers)}  # layer index -> level slot
         if enc.init_std > 0:
@@ -97,9 +99,10 @@ class LatentVG(nn.Module):
         text_mask = text_mask.bool()
         xv, xt = self.beit3.embed(image, text_ids)  # (B, 1+n, d), (B, L, d)
         pixels = None
+        if self.stem_tokens is not None or self.mask_refiner is not None:
+            # Once for every reader: the patch tokens, F^V in the decoder, the refiner.
+            pixels = self.pixel_decoder.pixels(image)  # (B, s, S/m, S/m)
         if self.stem_tokens is not None:
-            # Once for both readers: the patch tokens here, F^V in the decoder.
-            pixels = self.pixel_decoder.pixels(image)  # (B, s, S/4, S/4)
             xv = torch.cat([xv[:, :1], xv[:, 1:] + self.stem_tokens(pixels).to(xv.dtype)], dim=1)  # (B, 1+n, d)
         b, nv, _ = xv.shape
         text_len = xt.shape[1]
@@ -160,6 +163,8 @@ class LatentVG(nn.Module):
 
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
         logits = self.pixel_decoder(levels, emb, image, pixels) * emb.shape[-1] ** -0.5  # (B, 1+N, S/m, S/m)
+        if self.mask_refiner is not None:
+            logits = logits + self.mask_refiner(logits, pixels)  # (B, 1+N, S/m, S/m)
         out["logits"] = logits
         # Each expression's map once: Eq. 9 averages them, evaluation scores them one by one.
         out["expression_prob"] = logits.float().sigmoid()  # (B, 1+N, S/m, S/m)

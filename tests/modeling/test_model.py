@@ -13,7 +13,7 @@ from lvg.modeling.pixel_decoder import POSITION_CHANNELS, position_table
 from tests.modeling.conftest import make_inputs
 
 TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens",
-        "lvg-tiny-xy-stem-fine", "lvg-tiny-p16"]
+        "lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine", "lvg-tiny-p16"]
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -56,8 +56,10 @@ def test_backward_reaches_every_learnable_parameter(name):
     loss.backward()
     # With latent expressions the visual class token is replaced by s_V (Sec. 3.1): it cannot learn.
     frozen = {"beit3.vision_embed.cls_token"} if model.cfg.latent.enabled else set()
-    # Behind a zero projection the image stem learns from the second step on (its own test shows it).
-    frozen |= {n for n, _ in model.named_parameters() if n.startswith(("pixel_decoder.stem.", "stem_tokens.down."))}
+    # Behind a zero projection the image stem and the refiner's first convolutions learn from the second step
+    # on (their own tests show it).
+    behind_zero = ("pixel_decoder.stem.", "stem_tokens.down.", "mask_refiner.from_", "mask_refiner.mid.")
+    frozen |= {n for n, _ in model.named_parameters() if n.startswith(behind_zero)}
     for pname, p in model.named_parameters():
         assert torch.isfinite(p.grad).all() if p.grad is not None else True, pname
         if pname in frozen:
