@@ -158,6 +158,11 @@ class HeadConfig:
     (:class:`lvg.modeling.mask_refiner.MaskRefiner`) that reads each expression's logit map with the stem's
     features at the map's scale and adds a correction, starting at zero, so where an object ends can follow
     the pixels non-linearly. 0 (off) in the paper's variants.
+
+    ``candidate_positions`` adds :class:`lvg.modeling.candidate_position.CandidatePosition`: each pixel's
+    offset from the centroid of what the expression's own map covers (in units of its spread), weighed by
+    two coefficients from the expression's embedding that start at zero, added to that map's logits where the
+    map is on. "The leftmost star" is the left of the stars, not of the image. Off in the paper's variants.
     """
 
     pyramid_layers: tuple[int, ...] = (4, 6, 8, 12)
@@ -173,6 +178,7 @@ class HeadConfig:
     stem_tokens: bool = False
     map_stride: int = 4
     mask_refine: int = 0
+    candidate_positions: bool = False
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,16 @@ def lvg_tiny_xy_stem_refine() -> ModelConfig:
     return _refined(lvg_tiny_xy_stem_fine(), "lvg-tiny-xy-stem-refine", 4)
 
 
+def _with_candidate_positions(base: ModelConfig, name: str) -> ModelConfig:
+    """``base`` whose maps also read where a pixel lies among their candidates (``HeadConfig.candidate_positions``)."""
+    return base.replace(name=name, head=dataclasses.replace(base.head, candidate_positions=True))
+
+
+def lvg_tiny_xy_stem_relpos() -> ModelConfig:
+    """lvg-tiny-xy-stem-fine with candidate-relative positions, as lvg-s-xy-stem-relpos is to lvg-s-xy-stem-fine."""
+    return _with_candidate_positions(lvg_tiny_xy_stem_fine(), "lvg-tiny-xy-stem-relpos")
+
+
 def lvg_tiny_p16() -> ModelConfig:
     """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
     return _on_grid(lvg_tiny(), "lvg-tiny-p16", patch=16, size=320)
@@ -207,6 +217,12 @@ def lvg_s_xy_stem_refine() -> ModelConfig:
     return _refined(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-refine", 8)
 
 
+def lvg_s_xy_stem_relpos() -> ModelConfig:
+    """lvg-s-xy-stem-fine whose maps also read where a pixel lies among their candidates
+    (``HeadConfig.candidate_positions``): two more weights per embedding dimension, starting at zero."""
+    return _with_candidate_positions(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-relpos")
+
+
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
     base = lvg_s_xy_stem()
@@ -246,6 +262,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-nolatent": lvg_s_xy_stem_nolatent,
     "lvg-s-xy-stem-p16": lvg_s_xy_stem_p16,
     "lvg-s-xy-stem-refine": lvg_s_xy_stem_refine,
+    "lvg-s-xy-stem-relpos": lvg_s_xy_stem_relpos,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
     "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,
@@ -258,6 +275,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy-stem": lvg_tiny_xy_stem,
     "lvg-tiny-xy-stem-fine": lvg_tiny_xy_stem_fine,
     "lvg-tiny-xy-stem-refine": lvg_tiny_xy_stem_refine,
+    "lvg-tiny-xy-stem-relpos": lvg_tiny_xy_stem_relpos,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 

@@ -48,7 +48,8 @@ Feeds = Mapping[str, np.ndarray]
 QUANTISED_OPS = ("MatMul", "Conv", "Gemm")
 #: Node-name fragments (the exporter names nodes by module path) whose nodes all stay fp32.
 FP32_SCOPES = ("/pixel_decoder/", "/text_head/", "/latent_heads.", "/empty_head/", "/concept_injectors.",
-               "/latent_init/", "/subject_distributor/", "/mask_refiner/")
+               "/latent_init/", "/subject_distributor/", "/mask_refiner/",
+               "/candidate_position/")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from lvg.config import ModelConfig
 from lvg.kernels import get_vci, resolve_impl
+from lvg.modeling.candidate_position import CandidatePosition
 from lvg.modeling.concept_injector import ConceptInjector
 from lvg.modeling.empty_head import EmptyHead
 from lvg.modeling.encoder import BEiT3, truncated_normal_init
@@ -27,7 +28,8 @@ from lvg.modeling.token_heads import TokenMLP
 PARTS = {
     "backbone": ("beit3",),
     "latent_expressions": ("latent_init", "concept_injectors", "latent_heads", "subject_distributor"),
-    "heads": ("text_head", "pixel_decoder", "empty_head", "stem_tokens", "mask_refiner"),
+    "heads": ("text_head", "pixel_decoder", "empty_head", "stem_tokens", "mask_refiner",
+              "candidate_position"),
 }
 
 
@@ -85,6 +87,8 @@ class LatentVG(nn.Module):
         self.pixel_decoder = PixelDecoder(head, enc)
         self.stem_tokens = StemTokens(head.image_stem, enc.patch_size, d) if head.stem_tokens else None
         self.mask_refiner = MaskRefiner(head.image_stem, head.mask_refine) if head.mask_refine else None
+        self.candidate_position = (CandidatePosition(cfg.prob_size, head.embed_dim)
+                                   if head.candidate_positions else None)
         self.empty_head = EmptyHead(d, head.empty_heads, enc.layernorm_eps) if head.gres else None
         self._pyramid = {i - 1: j for j, i in enumerate(head.pyramid_layers)}  # layer index -> level slot
         if enc.init_std > 0:
@@ -165,6 +169,8 @@ class LatentVG(nn.Module):
         logits = self.pixel_decoder(levels, emb, image, pixels) * emb.shape[-1] ** -0.5  # (B, 1+N, S/m, S/m)
         if self.mask_refiner is not None:
             logits = logits + self.mask_refiner(logits, pixels)  # (B, 1+N, S/m, S/m)
+        if self.candidate_position is not None:
+            logits = logits + self.candidate_position(logits, emb)  # (B, 1+N, S/m, S/m)
         out["logits"] = logits
         # Each expression's map once: Eq. 9 averages them, evaluation scores them one by one.
         out["expression_prob"] = logits.float().sigmoid()  # (B, 1+N, S/m, S/m)

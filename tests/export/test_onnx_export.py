@@ -165,10 +165,12 @@ def test_export_of_live_model_and_check(tmp_path, artifacts, variant):
 
 
 @pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens",
-                                     "lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine"])
+                                     "lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine",
+                                     "lvg-tiny-xy-stem-relpos"])
 def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant):
     """The position table is a constant of the graph: ONNX Runtime gives the torch answer at batches 1 and 3,
-    with the image stem's pixel features too, with the map at 1/2 scale, and with the mask refiner."""
+    with the image stem's pixel features too, with the map at 1/2 scale, with the mask refiner and with
+    candidate-relative positions."""
     from lvg.modeling import build_model
     from lvg.modeling.pixel_decoder import POSITION_CHANNELS
 
@@ -182,6 +184,8 @@ def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant)
             model.stem_tokens.proj.weight.normal_(std=0.5)
         if model.mask_refiner is not None:  # nor the refiner's correction
             model.mask_refiner.out.weight.normal_(std=0.5)
+        if model.candidate_position is not None:  # nor the candidates' offsets
+            model.candidate_position.coefficients.weight.normal_(std=0.5)
     report = export_onnx(model, tmp_path / "xy.onnx", tokenizer=artifacts.spm)  # as `lvg export` simplifies
     assert report.check is not None and report.check.passed and report.check.max_abs_prob < 1e-4
     graph = onnx.load(str(report.path)).graph

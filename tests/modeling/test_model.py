@@ -13,7 +13,8 @@ from lvg.modeling.pixel_decoder import POSITION_CHANNELS, position_table
 from tests.modeling.conftest import make_inputs
 
 TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens",
-        "lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine", "lvg-tiny-p16"]
+        "lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine", "lvg-tiny-xy-stem-relpos",
+        "lvg-tiny-p16"]
 
 
 @pytest.mark.parametrize("name", TINY)
