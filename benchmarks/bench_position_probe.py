@@ -16,7 +16,10 @@ The other half of the dot product is the expression's embedding ``e``. For the s
 name a direction, a colour, a shape or a texture, it also swaps that one word ("left" <-> "right", "top" <->
 "bottom"; a colour, shape or texture for the next one of the generator's list) and reports the mean cosine
 similarity between the embeddings of the sentence and its swap on the same image: near 1, the embedding does
-not carry that word. Writes ``position_probe_<name>.json`` and prints both tables.
+not carry that word. For a model with ``HeadConfig.candidate_positions`` it also reports, per direction word,
+the mean coefficients ``(a_x, a_y)`` the input expression's embedding gives to a pixel's offset from the
+centroid of what its map covers (negative ``a_x``: the left of the candidates gains). Writes
+``position_probe_<name>.json`` and prints the tables.
 """
 
 from __future__ import annotations
@@ -89,6 +92,29 @@ def embedding_similarity(model: Any, dataset: Any, n: int, swaps: dict[str, str]
     return (float(np.mean(sims)) if sims else float("nan")), len(sims)
 
 
+def candidate_coefficients(model: Any, dataset: Any, n: int, batch_size: int) -> dict[str, dict[str, float]]:
+    """Mean ``(a_x, a_y)`` of the input expression per first direction word, over the first ``n`` sentences
+    that have one (``HeadConfig.candidate_positions``); empty for a model without it."""
+    box = model.candidate_position
+    if box is None:
+        return {}
+    picked = [(i, w) for i in range(len(dataset)) for w in dataset.plan(i)[1].split() if w in DIRECTION_SWAPS]
+    firsts: dict[int, str] = {}
+    for i, w in picked:
+        firsts.setdefault(i, w)
+    order = list(firsts.items())[:n]
+    rows: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        emb = forward(model, [dataset[i] for i, _ in chunk])["text_embedding"]  # (b, E)
+        with torch.no_grad():
+            a = box.coefficients(emb.float()).numpy()  # (b, 2)
+        for (_, word), coef in zip(chunk, a):
+            rows.setdefault(word, []).append(coef)
+    return {w: {"a_x": float(np.mean([c[0] for c in cs])), "a_y": float(np.mean([c[1] for c in cs])),
+                "sentences": len(cs)} for w, cs in sorted(rows.items())}
+
+
 def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> dict[str, Any]:
     opened = open_checkpoint(ckpt, data, split)
     model, dataset = opened.model, opened.dataset
@@ -120,7 +146,8 @@ def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> 
                         ("shape", cycle_swaps(list(SHAPES))), ("texture", cycle_swaps(list(TEXTURES)))):
         mean, count = embedding_similarity(model, dataset, n, swaps)
         similarity[name] = {"cosine": mean, "sentences": count}
-    return {"variant": model.cfg.name, "sentences": n, "probes": rows, "embedding_similarity": similarity}
+    return {"variant": model.cfg.name, "sentences": n, "probes": rows, "embedding_similarity": similarity,
+            "candidate_coefficients": candidate_coefficients(model, dataset, 4 * n, batch_size)}
 
 
 def main() -> None:
@@ -136,6 +163,10 @@ def main() -> None:
     print(f"\n{'one word swapped':<18} {'sentences':>9} {'cos(e, e_swapped)':>18}")
     for name, row in result["embedding_similarity"].items():
         print(f"{name:<18} {row['sentences']:>9} {row['cosine']:>18.3f}")
+    if result["candidate_coefficients"]:
+        print(f"\n{'direction word':<18} {'sentences':>9} {'a_x':>7} {'a_y':>7}")
+        for word, row in result["candidate_coefficients"].items():
+            print(f"{word:<18} {row['sentences']:>9} {row['a_x']:>7.2f} {row['a_y']:>7.2f}")
     write(result, args, "position_probe")
 
 
