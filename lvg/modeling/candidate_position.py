@@ -53,11 +53,13 @@ class CandidatePosition(nn.Module):
         with without_autocast(logits):
             p = logits.detach().float().sigmoid().reshape(b, j, h * w)  # (B, J, hw): the candidates' weights
             mass = p.sum(-1, keepdim=True) + 1e-6  # (B, J, 1)
-            centroid = (p @ self.centres) / mass  # (B, J, hw) @ (hw, 2) -> (B, J, 2)
-            offset = self.centres[None, None] - centroid[:, :, None]  # (B, J, hw, 2)
+            # The centres and coefficients too: a model cast to bf16 for inference holds them in bf16.
+            centres = self.centres.float()  # (hw, 2)
+            centroid = (p @ centres) / mass  # (B, J, hw) @ (hw, 2) -> (B, J, 2)
+            offset = centres[None, None] - centroid[:, :, None]  # (B, J, hw, 2)
             spread = ((p[..., None] * offset.square()).sum((-2, -1)) / mass[..., 0]).sqrt()  # (B, J)
             z = (offset / (spread[:, :, None, None] + MIN_SPREAD)).clamp(-MAX_OFFSET, MAX_OFFSET)  # (B, J, hw, 2)
-            a = self.coefficients(emb.float())  # (B, J, 2)
+            a = emb.float() @ self.coefficients.weight.float().T  # (B, J, E) @ (E, 2) -> (B, J, 2)
             shift = (z @ a[..., None])[..., 0]  # (B, J, hw, 2) @ (B, J, 2, 1) -> (B, J, hw)
             out = (p * shift).reshape(b, j, h, w)  # gated by the map: background cells keep their logits
         return out.to(logits.dtype)

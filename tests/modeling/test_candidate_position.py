@@ -92,3 +92,19 @@ def test_cell_centres_are_row_major_and_symmetric():
     torch.testing.assert_close(c[:4, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # x along the first row
     torch.testing.assert_close(c[::4, 1], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # y down the first column
     torch.testing.assert_close(c.mean(0), torch.zeros(2))
+
+
+def test_candidate_positions_run_in_a_model_cast_to_bf16():
+    """``cast_model(..., "bf16")`` (``lvg eval``, the torch backend) turns the coefficients and the cell
+    centres bfloat16; the box still computes in float32 and gives the fp32 model's maps within bf16 rounding."""
+    from lvg.modeling.runner import cast_model
+
+    torch.manual_seed(23)
+    model = build_model("lvg-tiny-xy-stem-relpos").eval()
+    with torch.no_grad():
+        model.candidate_position.coefficients.weight.normal_(std=0.5)
+        image, ids, mask = make_inputs(model.cfg, batch=2)
+        ref = model(image, ids, mask)["prob"]
+        cast_model(model, "bf16")
+        out = model(image.bfloat16(), ids, mask)["prob"]
+    assert out.dtype == torch.float32 and (out - ref).abs().mean() < 0.02
