@@ -27,11 +27,9 @@ MIN_SPREAD = 0.05
 MAX_OFFSET = 3.0
 
 
-def cell_centres(side: int) -> Tensor:
-    """The ``(side * side, 2)`` float32 ``(x, y)`` of each cell of a square map, row-major, in (-1, 1)."""
-    u = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1  # (side,)
-    y, x = torch.meshgrid(u, u, indexing="ij")  # (side, side) each
-    return torch.stack([x.flatten(), y.flatten()], dim=1)  # (side*side, 2)
+def cell_ticks(side: int) -> Tensor:
+    """The ``(side,)`` float32 centre of each column (x) or row (y) of a square map, in (-1, 1)."""
+    return (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1
 
 
 class CandidatePosition(nn.Module):
@@ -42,24 +40,28 @@ class CandidatePosition(nn.Module):
 
     def __init__(self, side: int, embed_dim: int) -> None:
         super().__init__()
-        # A constant of the architecture, not a weight: rebuilt here, exported as a constant.
-        self.register_buffer("centres", cell_centres(side), persistent=False)
+        # A constant of the architecture, not a weight: rebuilt here, exported as a constant. One axis is
+        # enough (x of a cell is its column's, y its row's), so the file holds side floats, not side^2 pairs.
+        self.register_buffer("ticks", cell_ticks(side), persistent=False)
         self.coefficients = nn.Linear(embed_dim, 2, bias=False)  # e_j -> (a_x, a_y)
         nn.init.zeros_(self.coefficients.weight)
 
     def forward(self, logits: Tensor, emb: Tensor) -> Tensor:
-        b, j, h, w = logits.shape
-        # float32 throughout: a centroid is a sum over h*w cells, which bf16 (8 bits of mantissa) cannot hold.
+        # float32 throughout: a centroid is a sum over h*w cells, which bf16 (8 bits of mantissa) cannot hold;
+        # the ticks and coefficients too, since a model cast to bf16 for inference holds them in bf16.
         with without_autocast(logits):
-            p = logits.detach().float().sigmoid().reshape(b, j, h * w)  # (B, J, hw): the candidates' weights
-            mass = p.sum(-1, keepdim=True) + 1e-6  # (B, J, 1)
-            # The centres and coefficients too: a model cast to bf16 for inference holds them in bf16.
-            centres = self.centres.float()  # (hw, 2)
-            centroid = (p @ centres) / mass  # (B, J, hw) @ (hw, 2) -> (B, J, 2)
-            offset = centres[None, None] - centroid[:, :, None]  # (B, J, hw, 2)
-            spread = ((p[..., None] * offset.square()).sum((-2, -1)) / mass[..., 0]).sqrt()  # (B, J)
-            z = (offset / (spread[:, :, None, None] + MIN_SPREAD)).clamp(-MAX_OFFSET, MAX_OFFSET)  # (B, J, hw, 2)
+            p = logits.detach().float().sigmoid()  # (B, J, h, w): the candidates' weights
+            u = self.ticks.float()  # (side,)
+            cols, rows = p.sum(2), p.sum(3)  # (B, J, w), (B, J, h): the weights per column and per row
+            mass = cols.sum(-1) + 1e-6  # (B, J)
+            dx = u - ((cols @ u) / mass)[..., None]  # (B, J, w): each column's x minus the centroid's
+            dy = u - ((rows @ u) / mass)[..., None]  # (B, J, h)
+            spread = (((cols * dx.square()).sum(-1) + (rows * dy.square()).sum(-1)) / mass).sqrt()  # (B, J)
+            scale = (spread + MIN_SPREAD)[..., None]  # (B, J, 1)
+            zx = (dx / scale).clamp(-MAX_OFFSET, MAX_OFFSET)  # (B, J, w): offsets in spreads
+            zy = (dy / scale).clamp(-MAX_OFFSET, MAX_OFFSET)  # (B, J, h)
             a = emb.float() @ self.coefficients.weight.float().T  # (B, J, E) @ (E, 2) -> (B, J, 2)
-            shift = (z @ a[..., None])[..., 0]  # (B, J, hw, 2) @ (B, J, 2, 1) -> (B, J, hw)
-            out = (p * shift).reshape(b, j, h, w)  # gated by the map: background cells keep their logits
+            shift = (a[..., 0, None, None] * zx[:, :, None, :]  # (B, J, 1, w)
+                     + a[..., 1, None, None] * zy[:, :, :, None])  # (B, J, h, 1) -> (B, J, h, w)
+            out = p * shift  # gated by the map: background cells keep their logits
         return out.to(logits.dtype)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from lvg.modeling import build_model
-from lvg.modeling.candidate_position import CandidatePosition, cell_centres
+from lvg.modeling.candidate_position import MAX_OFFSET, MIN_SPREAD, CandidatePosition, cell_ticks
 from tests.modeling.conftest import make_inputs
 
 
@@ -86,12 +86,27 @@ def test_each_expression_reads_its_own_map_and_embedding():
     assert leaf.grad is None or leaf.grad.abs().amax() == 0
 
 
-def test_cell_centres_are_row_major_and_symmetric():
-    c = cell_centres(4)  # (16, 2)
-    assert c.shape == (16, 2)
-    torch.testing.assert_close(c[:4, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # x along the first row
-    torch.testing.assert_close(c[::4, 1], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # y down the first column
-    torch.testing.assert_close(c.mean(0), torch.zeros(2))
+def test_the_same_as_the_offsets_of_every_cell_from_the_weighted_centroid():
+    """The box works per axis (column and row sums); it equals the direct form: every cell's (x, y), the
+    map-weighted centroid and spread over all cells, offsets in spreads clamped at 3, weighed and gated."""
+    torch.manual_seed(24)
+    side, emb_dim = 24, 5
+    box = CandidatePosition(side, emb_dim)
+    with torch.no_grad():
+        box.coefficients.weight.normal_()
+    logits, emb = torch.randn(2, 3, side, side) * 4, torch.randn(2, 3, emb_dim)
+    p = logits.sigmoid().reshape(2, 3, -1)  # (B, J, hw)
+    u = cell_ticks(side)
+    y, x = torch.meshgrid(u, u, indexing="ij")
+    cells = torch.stack([x.flatten(), y.flatten()], dim=1)  # (hw, 2), row-major
+    mass = p.sum(-1, keepdim=True) + 1e-6
+    offset = cells - (p @ cells / mass)[:, :, None]  # (B, J, hw, 2)
+    spread = ((p[..., None] * offset.square()).sum((-2, -1)) / mass[..., 0]).sqrt()
+    z = (offset / (spread[..., None, None] + MIN_SPREAD)).clamp(-MAX_OFFSET, MAX_OFFSET)
+    a = emb @ box.coefficients.weight.T  # (B, J, 2)
+    direct = (p * (z @ a[..., None])[..., 0]).reshape(2, 3, side, side)
+    torch.testing.assert_close(box(logits, emb).detach(), direct, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(u[[0, -1]], torch.tensor([-1 + 1 / side, 1 - 1 / side]))
 
 
 def test_candidate_positions_run_in_a_model_cast_to_bf16():
