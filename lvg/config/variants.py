@@ -235,6 +235,12 @@ def lvg_s_xy_stem_nolatent() -> ModelConfig:
     return base.replace(name="lvg-s-xy-stem-nolatent", latent=dataclasses.replace(base.latent, enabled=False))
 
 
+def lvg_s_xy_stem_relpos_nolatent() -> ModelConfig:
+    """lvg-s-xy-stem-relpos without latent expressions: its twin in the paper's Table 4."""
+    base = lvg_s_xy_stem_relpos()
+    return base.replace(name="lvg-s-xy-stem-relpos-nolatent", latent=dataclasses.replace(base.latent, enabled=False))
+
+
 def lvg_s_xy_stem_fine_nolatent() -> ModelConfig:
     """lvg-s-xy-stem-fine without latent expressions: its twin in the paper's Table 4."""
     base = lvg_s_xy_stem_fine()
@@ -263,6 +269,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-p16": lvg_s_xy_stem_p16,
     "lvg-s-xy-stem-refine": lvg_s_xy_stem_refine,
     "lvg-s-xy-stem-relpos": lvg_s_xy_stem_relpos,
+    "lvg-s-xy-stem-relpos-nolatent": lvg_s_xy_stem_relpos_nolatent,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
     "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,

@@ -24,7 +24,8 @@ def test_bundled_model_is_a_self_contained_small_artifact():
     path = default_model_path()
     assert path.stat().st_size < 30 * 2**20  # the repository's size budget for it
     info = Grounder.load(path).info
-    assert info.config.name == "lvg-s-xy-stem-fine" and info.config.head.gres and info.config.head.map_stride == 2
+    assert info.config.name == "lvg-s-xy-stem-relpos" and info.config.head.gres and info.config.head.map_stride == 2
+    assert info.config.head.candidate_positions
     assert info.tokenizer_bytes  # no sentencepiece file needed beside it
 
 
