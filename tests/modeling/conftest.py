@@ -25,3 +25,20 @@ def make_inputs(cfg: ModelConfig, batch: int = 2, lengths: tuple[int, ...] | Non
 @pytest.fixture
 def inputs():
     return make_inputs
+
+
+def grow_unchanged(base: str, grown: str, new_prefix: str, seed: int):
+    """``grown`` built with ``base``'s weights: its only new tensors start with ``new_prefix`` and it gives
+    ``base``'s logits exactly (whatever it adds starts at zero). Returns both models (eval mode) and the inputs."""
+    from lvg.modeling import build_model
+
+    torch.manual_seed(seed)
+    old = build_model(base).eval()
+    model = build_model(grown).eval()
+    missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
+    assert missing and all(k.startswith(new_prefix) for k in missing) and not unexpected
+    image, ids, mask = make_inputs(model.cfg, batch=2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image, ids, mask)["logits"], old(image, ids, mask)["logits"],
+                                   rtol=0, atol=0)
+    return old, model, (image, ids, mask)

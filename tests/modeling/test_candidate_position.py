@@ -7,21 +7,16 @@ import torch
 
 from lvg.modeling import build_model
 from lvg.modeling.candidate_position import MAX_OFFSET, MIN_SPREAD, CandidatePosition, cell_ticks
-from tests.modeling.conftest import make_inputs
+from tests.modeling.conftest import grow_unchanged, make_inputs
 
 
 def test_candidate_positions_grow_a_model_without_changing_it_then_learn():
     """lvg-tiny-xy-stem-relpos with lvg-tiny-xy-stem-fine's weights predicts exactly what that model does (the
     coefficients start at zero), and the coefficients get a gradient from the first step."""
-    torch.manual_seed(21)
-    fine = build_model("lvg-tiny-xy-stem-fine").eval()
-    model = build_model("lvg-tiny-xy-stem-relpos").eval()
-    missing, unexpected = model.load_state_dict(fine.state_dict(), strict=False)
-    assert missing == ["candidate_position.coefficients.weight"] and not unexpected
-    image, ids, mask = make_inputs(model.cfg, batch=2)
-    with torch.no_grad():
-        torch.testing.assert_close(model(image, ids, mask)["logits"], fine(image, ids, mask)["logits"],
-                                   rtol=0, atol=0)
+    fine, model, (image, ids, mask) = grow_unchanged("lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-relpos",
+                                                     "candidate_position.", seed=21)
+    assert [n for n, _ in model.named_parameters() if n.startswith("candidate_position.")] == [
+        "candidate_position.coefficients.weight"]
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     opt.zero_grad()

@@ -12,22 +12,15 @@ from lvg.config import get_config
 from lvg.errors import ConfigError
 from lvg.modeling import build_model
 from lvg.modeling.mask_refiner import MaskRefiner
-from tests.modeling.conftest import make_inputs
+from tests.modeling.conftest import grow_unchanged, make_inputs
 
 
 def test_refiner_grows_a_model_without_changing_it_then_learns():
     """lvg-tiny-xy-stem-refine with lvg-tiny-xy-stem-fine's weights predicts exactly what that model does
     (the last convolution starts at zero); the last convolution learns from the first step, the ones before
     it from the second."""
-    torch.manual_seed(11)
-    fine = build_model("lvg-tiny-xy-stem-fine").eval()
-    model = build_model("lvg-tiny-xy-stem-refine").eval()
-    missing, unexpected = model.load_state_dict(fine.state_dict(), strict=False)
-    assert missing and all(k.startswith("mask_refiner.") for k in missing) and not unexpected
-    image, ids, mask = make_inputs(model.cfg, batch=2)
-    with torch.no_grad():
-        torch.testing.assert_close(model(image, ids, mask)["logits"], fine(image, ids, mask)["logits"],
-                                   rtol=0, atol=0)
+    fine, model, (image, ids, mask) = grow_unchanged("lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine",
+                                                     "mask_refiner.", seed=11)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     inner = [p for n, p in model.named_parameters() if n.startswith(("mask_refiner.from_", "mask_refiner.mid."))]
