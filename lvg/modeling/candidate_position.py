@@ -5,7 +5,7 @@ knows where a pixel is in the image, so an expression can prefer the left of the
 star" asks for the left of the *stars*: which star that is depends on where the others are, a comparison a
 fixed threshold over a linear ramp cannot make (all three stars of a row left of centre pass it). On
 synthetic scenes the map already covers the expression's candidates (the target is among the objects it
-reaches for 79% of position expressions) while the right one is picked for 59%.
+reaches for 77% of position expressions) while the right one is picked for 59%.
 
 This box takes each expression's own map as the candidates: its sigmoid, detached, weighs a centroid and a
 spread, and each pixel's offset from that centroid in units of the spread says where it lies among them.
