@@ -98,11 +98,13 @@ def candidate_coefficients(model: Any, dataset: Any, n: int, batch_size: int) ->
     box = model.candidate_position
     if box is None:
         return {}
-    picked = [(i, w) for i in range(len(dataset)) for w in dataset.plan(i)[1].split() if w in DIRECTION_SWAPS]
-    firsts: dict[int, str] = {}
-    for i, w in picked:
-        firsts.setdefault(i, w)
-    order = list(firsts.items())[:n]
+    order: list[tuple[int, str]] = []  # (sentence, its first direction word)
+    for i in range(len(dataset)):
+        if len(order) >= n:
+            break
+        word = next((w for w in dataset.plan(i)[1].split() if w in DIRECTION_SWAPS), None)
+        if word is not None:
+            order.append((i, word))
     rows: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from lvg.config.model import EncoderConfig, HeadConfig, LatentConfig, ModelConfig, PreprocessConfig
 from lvg.errors import ConfigError
@@ -93,8 +94,7 @@ def lvg_tiny_xy_stem() -> ModelConfig:
 
 
 def lvg_tiny_xy_stem_tokens() -> ModelConfig:
-    base = lvg_tiny_xy_stem()
-    return base.replace(name="lvg-tiny-xy-stem-tokens", head=dataclasses.replace(base.head, stem_tokens=True))
+    return _with_head(lvg_tiny_xy_stem(), "lvg-tiny-xy-stem-tokens", stem_tokens=True)
 
 
 def _on_grid(base: ModelConfig, name: str, *, patch: int, size: int) -> ModelConfig:
@@ -103,9 +103,19 @@ def _on_grid(base: ModelConfig, name: str, *, patch: int, size: int) -> ModelCon
                         preprocess=dataclasses.replace(base.preprocess, size=size))
 
 
+def _with_head(base: ModelConfig, name: str, **fields: Any) -> ModelConfig:
+    """``base`` renamed ``name`` with these :class:`HeadConfig` fields changed."""
+    return base.replace(name=name, head=dataclasses.replace(base.head, **fields))
+
+
+def _without_latent(base: ModelConfig, name: str) -> ModelConfig:
+    """``base`` renamed ``name`` without latent expressions: its twin in the paper's Table 4."""
+    return base.replace(name=name, latent=dataclasses.replace(base.latent, enabled=False))
+
+
 def _at_half_scale(base: ModelConfig, name: str) -> ModelConfig:
     """``base`` with its probability map at 1/2 scale (``HeadConfig.map_stride = 2``); the same tensors."""
-    return base.replace(name=name, head=dataclasses.replace(base.head, map_stride=2))
+    return _with_head(base, name, map_stride=2)
 
 
 def lvg_tiny_xy_stem_fine() -> ModelConfig:
@@ -115,7 +125,7 @@ def lvg_tiny_xy_stem_fine() -> ModelConfig:
 
 def _refined(base: ModelConfig, name: str, channels: int) -> ModelConfig:
     """``base`` with a mask refiner of ``channels`` channels (``HeadConfig.mask_refine``); its tensors and more."""
-    return base.replace(name=name, head=dataclasses.replace(base.head, mask_refine=channels))
+    return _with_head(base, name, mask_refine=channels)
 
 
 def lvg_tiny_xy_stem_refine() -> ModelConfig:
@@ -123,14 +133,9 @@ def lvg_tiny_xy_stem_refine() -> ModelConfig:
     return _refined(lvg_tiny_xy_stem_fine(), "lvg-tiny-xy-stem-refine", 4)
 
 
-def _with_candidate_positions(base: ModelConfig, name: str) -> ModelConfig:
-    """``base`` whose maps also read where a pixel lies among their candidates (``HeadConfig.candidate_positions``)."""
-    return base.replace(name=name, head=dataclasses.replace(base.head, candidate_positions=True))
-
-
 def lvg_tiny_xy_stem_relpos() -> ModelConfig:
     """lvg-tiny-xy-stem-fine with candidate-relative positions, as lvg-s-xy-stem-relpos is to lvg-s-xy-stem-fine."""
-    return _with_candidate_positions(lvg_tiny_xy_stem_fine(), "lvg-tiny-xy-stem-relpos")
+    return _with_head(lvg_tiny_xy_stem_fine(), "lvg-tiny-xy-stem-relpos", candidate_positions=True)
 
 
 def lvg_tiny_p16() -> ModelConfig:
@@ -220,31 +225,27 @@ def lvg_s_xy_stem_refine() -> ModelConfig:
 def lvg_s_xy_stem_relpos() -> ModelConfig:
     """lvg-s-xy-stem-fine whose maps also read where a pixel lies among their candidates
     (``HeadConfig.candidate_positions``): two more weights per embedding dimension, starting at zero."""
-    return _with_candidate_positions(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-relpos")
+    return _with_head(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-relpos", candidate_positions=True)
 
 
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
-    base = lvg_s_xy_stem()
-    return base.replace(name="lvg-s-xy-stem-tokens", head=dataclasses.replace(base.head, stem_tokens=True))
+    return _with_head(lvg_s_xy_stem(), "lvg-s-xy-stem-tokens", stem_tokens=True)
 
 
 def lvg_s_xy_stem_nolatent() -> ModelConfig:
     """lvg-s-xy-stem without latent expressions: its twin in the paper's Table 4."""
-    base = lvg_s_xy_stem()
-    return base.replace(name="lvg-s-xy-stem-nolatent", latent=dataclasses.replace(base.latent, enabled=False))
+    return _without_latent(lvg_s_xy_stem(), "lvg-s-xy-stem-nolatent")
 
 
 def lvg_s_xy_stem_relpos_nolatent() -> ModelConfig:
     """lvg-s-xy-stem-relpos without latent expressions: its twin in the paper's Table 4."""
-    base = lvg_s_xy_stem_relpos()
-    return base.replace(name="lvg-s-xy-stem-relpos-nolatent", latent=dataclasses.replace(base.latent, enabled=False))
+    return _without_latent(lvg_s_xy_stem_relpos(), "lvg-s-xy-stem-relpos-nolatent")
 
 
 def lvg_s_xy_stem_fine_nolatent() -> ModelConfig:
     """lvg-s-xy-stem-fine without latent expressions: its twin in the paper's Table 4."""
-    base = lvg_s_xy_stem_fine()
-    return base.replace(name="lvg-s-xy-stem-fine-nolatent", latent=dataclasses.replace(base.latent, enabled=False))
+    return _without_latent(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-fine-nolatent")
 
 
 def lvg_s_xy_nolatent() -> ModelConfig:
