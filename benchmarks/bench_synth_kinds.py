@@ -32,6 +32,11 @@ reverse says it grounds but its masks are coarse. Two breakdowns point further:
   much the masks' resolution costs on small objects; and ``near_edge``, the share of their wrong pixels
   (in the mask but not the target, or the reverse) that lie within 4 pixels of the target's boundary: how
   much of what is left is the edge's precision rather than a wrong region.
+- ``head_misses``: per kind, over the picks of an object that does not fit the head noun phrase (or of
+  no object), the share that names no object and the share whose object differs in each attribute the
+  head names (a pick can differ in several); ``shape_confusions``, the most frequent (named shape, picked
+  shape) pairs among them: which of the words the encoder misreads when it lands on the wrong kind of
+  object.
 
 Writes ``synth_kinds_<name>.json`` and prints the tables.
 """
@@ -113,6 +118,22 @@ def score_objects(pred: np.ndarray, masks: list[np.ndarray]) -> tuple[int | None
     return (best if ious[best] > 0 else None), ious[best]
 
 
+def head_miss(head: dict[str, str], scene: list[dict[str, Any]], picked: int | None) -> list[str]:
+    """What a pick of ``scene[picked]`` gets wrong about the head noun phrase ``head``: ``["no object"]``
+    for no pick, else the named attributes the picked object does not have (empty: it fits the head)."""
+    if picked is None:
+        return ["no object"]
+    return [k for k, v in head.items() if scene[picked]["attributes"].get(k) != v]
+
+
+def _misses_table(misses: dict[str, dict[str, int]], confusions: dict[tuple[str, str], int]) -> dict[str, Any]:
+    """``head_misses`` and ``shape_confusions`` of the result from the counts (see the module docstring)."""
+    table = {kind: {"n": m["n"], **{k: v / m["n"] for k, v in sorted(m.items()) if k != "n"}}
+             for kind, m in misses.items() if m["n"]}
+    top = sorted(confusions.items(), key=lambda kv: -kv[1])[:8]
+    return {"head_misses": table, "shape_confusions": [{"named": a, "picked": b, "n": n} for (a, b), n in top]}
+
+
 def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int) -> dict[str, Any]:
     opened = open_checkpoint(ckpt, data, split)
     model, source, dataset = opened.model, opened.source, opened.dataset
@@ -123,6 +144,8 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
     sums: dict[str, dict[str, float]] = {k: defaultdict(float) for k in (*KINDS, "all")}
     words: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # attribute words -> sums
     sizes: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # target size -> sums
+    misses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # kind -> wrong-head counts
+    confusions: dict[tuple[str, str], int] = defaultdict(int)  # (named shape, picked shape) -> count
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         items = [dataset[i] for i in chunk]
@@ -142,8 +165,16 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
             picked, best_iou = score_objects(pred, masks)
             fits = candidates(text, scene)
             iou = mask_iou(pred, masks[target])
+            head = head_description(text)
+            wrong = head_miss(head, scene, picked)
+            if wrong:
+                misses[kind]["n"] += 1
+                for k in wrong:
+                    misses[kind][k] += 1
+                if "shape" in wrong and picked is not None:
+                    confusions[(head["shape"], scene[picked]["attributes"]["shape"])] += 1
             if kind == "attribute":
-                for used in [k for k in head_description(text) if k != "shape"] or ["none"]:
+                for used in [k for k in head if k != "shape"] or ["none"]:
                     words[used]["n"] += 1
                     words[used]["right"] += float(picked == target)
             if picked == target:
@@ -183,7 +214,8 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
                                 for k, v in sorted(words.items())},
             "iou_by_size": {k: {"n": int(v["n"]), "IoU": v["iou"] / v["n"],
                                 "near_edge": v["near_edge"] / max(v["near_edge_n"], 1.0)}
-                            for k, v in sorted(sizes.items())}}
+                            for k, v in sorted(sizes.items())},
+            **_misses_table(misses, confusions)}
 
 
 def main() -> None:
@@ -209,6 +241,12 @@ def main() -> None:
     print(f"\n{'right picks: target size':<36} {'n':>5} {'IoU':>13} {'wrong pixels near the edge':>27}")
     for size, row in result["iou_by_size"].items():
         print(f"{size:<36} {row['n']:>5} {row['IoU']:>13.3f} {row['near_edge']:>27.3f}")
+    print(f"\n{'picks off the head noun phrase':<32} {'n':>5}  share differing in (a pick can differ in several)")
+    for kind, row in result["head_misses"].items():
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k != "n")
+        print(f"{kind:<32} {row['n']:>5}  {parts}")
+    print("shape confusions (named -> picked): "
+          + ", ".join(f"{c['named']} -> {c['picked']} {c['n']}" for c in result["shape_confusions"]))
     write(result, args, "synth_kinds")
 
 

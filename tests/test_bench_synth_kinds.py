@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_synth_kinds.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_synth_kinds import candidates, covered, near_edge, score_objects  # noqa: E402
+from bench_synth_kinds import candidates, covered, head_miss, near_edge, score_objects  # noqa: E402
 
 
 def test_score_objects_by_hand() -> None:
@@ -58,6 +58,18 @@ def test_candidates_follow_the_head_noun_phrase() -> None:
     assert candidates("the green shape at the top", scene) == [0, 1, 2]
 
 
+def test_head_miss_names_what_the_pick_gets_wrong() -> None:
+    scene = [{"attributes": {"shape": "star", "colour": "green", "size": "large", "texture": "solid"}},
+             {"attributes": {"shape": "circle", "colour": "green", "size": "small", "texture": "solid"}},
+             {"attributes": {"shape": "circle", "colour": "red", "size": "large", "texture": "dotted"}}]
+    head = {"colour": "green", "shape": "star"}  # "the green star left of the red circle"
+    assert head_miss(head, scene, 0) == []  # fits the head
+    assert head_miss(head, scene, 1) == ["shape"]
+    assert sorted(head_miss(head, scene, 2)) == ["colour", "shape"]
+    assert head_miss(head, scene, None) == ["no object"]
+    assert head_miss({}, scene, 2) == []  # "the shape at the top": any object fits
+
+
 def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
     import torch
 
@@ -96,4 +108,17 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
     assert sum(r["n"] for r in result["iou_by_size"].values()) == right
     assert set(result["iou_by_size"]) <= {"small", "large"}
     assert all(0.0 < r["IoU"] <= 1.0 and 0.0 <= r["near_edge"] <= 1.0 for r in result["iou_by_size"].values())
-    assert all(words in proc.stdout for words in ("right | candidate", "attribute words", "near the edge", "wrote"))
+    # Picks off the head are exactly the picks that are not candidates; each is counted under what it misses.
+    for kind in ("attribute", "position", "relation"):
+        off = round((1 - rows[kind]["candidate"]) * rows[kind]["n"]) if rows[kind]["n"] else 0
+        miss = result["head_misses"].get(kind, {"n": 0})
+        assert miss["n"] == off
+        shares = {k: v for k, v in miss.items() if k != "n"}
+        assert set(shares) <= {"no object", "shape", "colour", "size", "texture"}
+        assert all(0.0 < v <= 1.0 for v in shares.values())
+        assert off == 0 or sum(shares.values()) >= 1.0 - 1e-12  # every miss differs in something
+    n_shape = sum(round(m.get("shape", 0.0) * m["n"]) for k, m in result["head_misses"].items() if k != "all")
+    assert sum(c["n"] for c in result["shape_confusions"]) <= n_shape
+    assert all(c["named"] != c["picked"] for c in result["shape_confusions"])
+    assert all(words in proc.stdout for words in ("right | candidate", "attribute words", "near the edge",
+                                                  "shape confusions", "wrote"))
