@@ -75,8 +75,12 @@ def _scene_objects(data: Path) -> dict[int, list[dict[str, Any]]]:
 
 def candidates(text: str, scene: list[dict[str, Any]]) -> list[int]:
     """Indices of the scene's objects that fit the head noun phrase of ``text``."""
-    head = head_description(text)
-    return [i for i, a in enumerate(scene) if all(a["attributes"].get(k) == v for k, v in head.items())]
+    return fitting(head_description(text), scene)
+
+
+def fitting(head: dict[str, str], scene: list[dict[str, Any]]) -> list[int]:
+    """Indices of the scene's objects that have every attribute ``head`` names."""
+    return [i for i in range(len(scene)) if not head_miss(head, scene, i)]
 
 
 def covered(pred: np.ndarray, mask: np.ndarray) -> float:
@@ -163,15 +167,15 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
             masks = decoded[sample.image_id]
             target = [a["id"] for a in scene].index(sample.ann_ids[0])
             picked, best_iou = score_objects(pred, masks)
-            fits = candidates(text, scene)
-            iou = mask_iou(pred, masks[target])
             head = head_description(text)
-            wrong = head_miss(head, scene, picked)
+            fits = fitting(head, scene)
+            iou = mask_iou(pred, masks[target])
+            wrong = head_miss(head, scene, picked)  # empty exactly when picked is in fits
             if wrong:
                 misses[kind]["n"] += 1
                 for k in wrong:
                     misses[kind][k] += 1
-                if "shape" in wrong and picked is not None:
+                if "shape" in wrong:  # a real object (no pick is "no object")
                     confusions[(head["shape"], scene[picked]["attributes"]["shape"])] += 1
             if kind == "attribute":
                 for used in [k for k in head if k != "shape"] or ["none"]:

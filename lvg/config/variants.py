@@ -113,24 +113,14 @@ def _without_latent(base: ModelConfig, name: str) -> ModelConfig:
     return base.replace(name=name, latent=dataclasses.replace(base.latent, enabled=False))
 
 
-def _at_half_scale(base: ModelConfig, name: str) -> ModelConfig:
-    """``base`` with its probability map at 1/2 scale (``HeadConfig.map_stride = 2``); the same tensors."""
-    return _with_head(base, name, map_stride=2)
-
-
 def lvg_tiny_xy_stem_fine() -> ModelConfig:
     """lvg-tiny-xy-stem with its probability map at 1/2 scale, as lvg-s-xy-stem-fine is to lvg-s-xy-stem."""
-    return _at_half_scale(lvg_tiny_xy_stem(), "lvg-tiny-xy-stem-fine")
-
-
-def _refined(base: ModelConfig, name: str, channels: int) -> ModelConfig:
-    """``base`` with a mask refiner of ``channels`` channels (``HeadConfig.mask_refine``); its tensors and more."""
-    return _with_head(base, name, mask_refine=channels)
+    return _with_head(lvg_tiny_xy_stem(), "lvg-tiny-xy-stem-fine", map_stride=2)
 
 
 def lvg_tiny_xy_stem_refine() -> ModelConfig:
     """lvg-tiny-xy-stem-fine with a mask refiner, as lvg-s-xy-stem-refine is to lvg-s-xy-stem-fine."""
-    return _refined(lvg_tiny_xy_stem_fine(), "lvg-tiny-xy-stem-refine", 4)
+    return _with_head(lvg_tiny_xy_stem_fine(), "lvg-tiny-xy-stem-refine", mask_refine=4)
 
 
 def lvg_tiny_xy_stem_relpos() -> ModelConfig:
@@ -214,12 +204,12 @@ def lvg_s_xy_stem_p16() -> ModelConfig:
 def lvg_s_xy_stem_fine() -> ModelConfig:
     """lvg-s-xy-stem with its probability map at 1/2 scale (``HeadConfig.map_stride = 2``): 240x240 at 480, the
     stem drawing the edges at 2 input pixels instead of 4. The same weights as lvg-s-xy-stem."""
-    return _at_half_scale(lvg_s_xy_stem(), "lvg-s-xy-stem-fine")
+    return _with_head(lvg_s_xy_stem(), "lvg-s-xy-stem-fine", map_stride=2)
 
 
 def lvg_s_xy_stem_refine() -> ModelConfig:
     """lvg-s-xy-stem-fine with an 8-channel mask refiner at 1/2 scale (``HeadConfig.mask_refine``)."""
-    return _refined(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-refine", 8)
+    return _with_head(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-refine", mask_refine=8)
 
 
 def lvg_s_xy_stem_relpos() -> ModelConfig:
