@@ -143,16 +143,18 @@ class HeadConfig:
     so a model grown from weights without it starts with their function.
 
     ``stem_tokens`` (needs ``image_stem``) also feeds the stem's features to the encoder: stride-2 3x3
-    convolutions from 1/4 scale down to the patch grid, added to each patch token through a 1x1 projection
-    that starts at zero. A patch token is otherwise one linear map of its pixels, and which object a sentence
-    names is chosen from those tokens (at patch 32 a synthetic object straddles two or three patches).
-    Off in the paper's variants.
+    convolutions from the stem's scale (1/``map_stride``) down to the patch grid, added to each patch token
+    through a 1x1 projection that starts at zero. A patch token is otherwise one linear map of its pixels, and
+    which object a sentence names is chosen from those tokens (at patch 32 a synthetic object straddles two or
+    three patches). Off in the paper's variants. The convolutions double their channels per halving up to
+    ``stem_tokens_width`` (0: the token width), which bounds the parameters they add.
 
     ``map_stride`` is how many input pixels one cell of the probability map spans: 4 (the paper's 1/4-scale
     ``F^V``) or 2, which needs ``image_stem``: ``F^V`` at 1/2 scale is the 1/4-scale map upsampled bilinearly
     plus the stem's features at 1/2 scale (its second convolution at stride 1), so the stem draws the edges at
     twice the resolution and no new weight is added (a model grown from a stride-4 run starts close to its
-    function). Not with ``stem_tokens``, which reads the stem at 1/4 scale.
+    function). With ``stem_tokens`` the patch tokens then read the stem at 1/2 scale too (one convolution
+    more: a stride-4 ``stem_tokens`` run's weights do not carry over to it).
 
     ``mask_refine > 0`` (needs ``image_stem``) adds a small convolutional refiner with this many channels
     (:class:`lvg.modeling.mask_refiner.MaskRefiner`) that reads each expression's logit map with the stem's
@@ -176,6 +178,7 @@ class HeadConfig:
     pixel_positions: bool = False
     image_stem: int = 0
     stem_tokens: bool = False
+    stem_tokens_width: int = 0
     map_stride: int = 4
     mask_refine: int = 0
     candidate_positions: bool = False
@@ -233,11 +236,14 @@ class ModelConfig:
             problems.append(f"head.image_stem must be 0 (off) or a channel count, got {head.image_stem}")
         if head.stem_tokens and not head.image_stem:
             problems.append("head.stem_tokens reads the image stem: it needs head.image_stem > 0")
+        if head.stem_tokens_width < 0:
+            problems.append(f"head.stem_tokens_width must be 0 (the token width) or a channel count, "
+                            f"got {head.stem_tokens_width}")
         if head.map_stride not in MAP_STRIDES:
             problems.append(f"head.map_stride must be 4 or 2, got {head.map_stride}")
-        elif head.map_stride == 2 and (not head.image_stem or head.stem_tokens):
+        elif head.map_stride == 2 and not head.image_stem:
             problems.append("head.map_stride 2 draws the 1/2-scale map from the image stem: it needs "
-                            "head.image_stem > 0 and no head.stem_tokens")
+                            "head.image_stem > 0")
         if head.mask_refine < 0:
             problems.append(f"head.mask_refine must be 0 (off) or a channel count, got {head.mask_refine}")
         elif head.mask_refine and not head.image_stem:

@@ -128,6 +128,11 @@ def lvg_tiny_xy_stem_relpos() -> ModelConfig:
     return _with_head(lvg_tiny_xy_stem_fine(), "lvg-tiny-xy-stem-relpos", candidate_positions=True)
 
 
+def lvg_tiny_xy_stem_relpos_tokens() -> ModelConfig:
+    """lvg-tiny-xy-stem-relpos with stem tokens, as lvg-s-xy-stem-relpos-tokens is to lvg-s-xy-stem-relpos."""
+    return _with_head(lvg_tiny_xy_stem_relpos(), "lvg-tiny-xy-stem-relpos-tokens", stem_tokens=True)
+
+
 def lvg_tiny_p16() -> ModelConfig:
     """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
     return _on_grid(lvg_tiny(), "lvg-tiny-p16", patch=16, size=320)
@@ -218,6 +223,13 @@ def lvg_s_xy_stem_relpos() -> ModelConfig:
     return _with_head(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-relpos", candidate_positions=True)
 
 
+def lvg_s_xy_stem_relpos_tokens() -> ModelConfig:
+    """lvg-s-xy-stem-relpos whose patch tokens also read the stem's 1/2-scale features
+    (``HeadConfig.stem_tokens``): four stride-2 convolutions up to 96 channels (0.24M parameters, so the fp32
+    file stays under 30 MB) and a projection starting at zero."""
+    return _with_head(lvg_s_xy_stem_relpos(), "lvg-s-xy-stem-relpos-tokens", stem_tokens=True, stem_tokens_width=96)
+
+
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
     return _with_head(lvg_s_xy_stem(), "lvg-s-xy-stem-tokens", stem_tokens=True)
@@ -261,6 +273,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-refine": lvg_s_xy_stem_refine,
     "lvg-s-xy-stem-relpos": lvg_s_xy_stem_relpos,
     "lvg-s-xy-stem-relpos-nolatent": lvg_s_xy_stem_relpos_nolatent,
+    "lvg-s-xy-stem-relpos-tokens": lvg_s_xy_stem_relpos_tokens,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
     "lvg-s-xy-vcinorm-gain": lvg_s_xy_vcinorm_gain,
@@ -274,6 +287,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy-stem-fine": lvg_tiny_xy_stem_fine,
     "lvg-tiny-xy-stem-refine": lvg_tiny_xy_stem_refine,
     "lvg-tiny-xy-stem-relpos": lvg_tiny_xy_stem_relpos,
+    "lvg-tiny-xy-stem-relpos-tokens": lvg_tiny_xy_stem_relpos_tokens,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 

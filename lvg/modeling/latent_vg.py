@@ -85,7 +85,8 @@ class LatentVG(nn.Module):
                                  persistent=False)
         self.text_head = TokenMLP(d, head.mlp_hidden, head.embed_dim)
         self.pixel_decoder = PixelDecoder(head, enc)
-        self.stem_tokens = StemTokens(head.image_stem, enc.patch_size, d) if head.stem_tokens else None
+        self.stem_tokens = (StemTokens(head.image_stem, enc.patch_size, d, head.map_stride, head.stem_tokens_width)
+                            if head.stem_tokens else None)
         self.mask_refiner = MaskRefiner(head.image_stem, head.mask_refine) if head.mask_refine else None
         self.candidate_position = (CandidatePosition(cfg.prob_size, head.embed_dim)
                                    if head.candidate_positions else None)

@@ -166,7 +166,7 @@ def test_export_of_live_model_and_check(tmp_path, artifacts, variant):
 
 @pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens",
                                      "lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine",
-                                     "lvg-tiny-xy-stem-relpos"])
+                                     "lvg-tiny-xy-stem-relpos", "lvg-tiny-xy-stem-relpos-tokens"])
 def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant):
     """The position table is a constant of the graph: ONNX Runtime gives the torch answer at batches 1 and 3,
     with the image stem's pixel features too, with the map at 1/2 scale, with the mask refiner and with
