@@ -52,6 +52,19 @@ def test_json_round_trip(name):
     assert json.loads(text)["latent"]["lengths"] == list(cfg.latent.lengths)
 
 
+def test_an_unknown_variant_is_one_short_line_with_the_nearest_names():
+    """However many variants there are, the error stays one readable line: the closest names and where the
+    full list is (``lvg info --list``), not every name."""
+    with pytest.raises(ConfigError) as info:
+        get_config("lvg-s-xy-stem-relpos-token")
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 200, message
+    assert "'lvg-s-xy-stem-relpos-tokens'" in message and "lvg info --list" in message
+    with pytest.raises(ConfigError, match="unknown variant 'qqq'; see `lvg info --list`") as info:
+        get_config("qqq")  # nothing close: no guess
+    assert "did you mean" not in str(info.value)
+
+
 def test_bad_configs_are_rejected_with_clear_errors():
     with pytest.raises(ConfigError, match="unknown variant"):
         get_config("lvg-xl")

@@ -20,8 +20,8 @@ from lvg.config.model import (
     ThresholdRule,
 )
 from lvg.config.typed import dataclass_from_dict
-from lvg.config.variants import get_config, list_variants
+from lvg.config.variants import get_config, list_variants, unknown_variant
 
 __all__ = ["MAP_STRIDES", "ClassPool", "ConceptInit", "EncoderConfig", "HeadConfig", "KernelImpl", "LatentConfig",
            "ModelConfig", "PositionInit", "PreprocessConfig", "ThresholdRule", "dataclass_from_dict", "get_config",
-           "list_variants"]
+           "list_variants", "unknown_variant"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -297,9 +298,22 @@ def list_variants() -> list[str]:
     return list(_VARIANTS)
 
 
+def unknown_variant(name: object) -> str:
+    """The one-line message for a variant name that is not in :func:`list_variants`: the closest names, and
+    where the full list is (with over thirty variants, listing them all made a line no one reads)."""
+    # Whatever a caller passed (another type, a megabyte of text), the message stays one short line.
+    if not isinstance(name, str):
+        return f"unknown variant of type {type(name).__name__}; see `lvg info --list`"
+    if len(name) > 64:
+        return f"unknown variant {name[:64] + '...'!r}; see `lvg info --list`"
+    close = difflib.get_close_matches(name, list(_VARIANTS), n=3, cutoff=0.6)
+    guess = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return f"unknown variant {name!r}; {guess}see `lvg info --list`"
+
+
 def get_config(name: str) -> ModelConfig:
     """The frozen config of a named variant, e.g. ``get_config("lvg-b")``."""
     try:
         return _VARIANTS[name]()
     except KeyError:
-        raise ConfigError(f"unknown variant {name!r}; choose one of {', '.join(_VARIANTS)}") from None
+        raise ConfigError(unknown_variant(name)) from None

@@ -31,7 +31,7 @@ from typing import cast
 
 import numpy as np
 
-from lvg.config import ModelConfig, list_variants
+from lvg.config import ModelConfig, list_variants, unknown_variant
 from lvg.core.artifact import ArtifactInfo
 from lvg.core.image import ImageSource, load_image
 from lvg.core.model_file import ModelFile
@@ -140,7 +140,7 @@ class Grounder:
             MissingDependencyError: the backend's optional dependency is not installed (names the extra).
         """
         if variant is not None and variant not in list_variants():
-            raise InputError(f"unknown variant {variant!r}; choose one of {', '.join(list_variants())}")
+            raise InputError(unknown_variant(variant))
         be = open_backend(path if path is not None else default_model_path(), backend=backend, device=device,
                           precision=precision)
         p = be.info.path
