@@ -10,27 +10,14 @@ import torch
 
 from lvg.config import get_config
 from lvg.modeling import build_model
-from tests.modeling.conftest import make_inputs
-
-
-def _grown(small: str, big: str, added: str, batch: int):
-    """``big`` loaded with ``small``'s weights: only the parts under ``added`` are missing, and the grown model
-    predicts exactly what ``small`` does. -> (small, big, its inputs)."""
-    before = build_model(small).eval()
-    model = build_model(big).eval()
-    missing, unexpected = model.load_state_dict(before.state_dict(), strict=False)
-    assert missing and all(k.startswith(added) for k in missing) and not unexpected
-    inputs = make_inputs(model.cfg, batch=batch)
-    with torch.no_grad():
-        torch.testing.assert_close(model(*inputs)["logits"], before(*inputs)["logits"])
-    return before, model, inputs
+from tests.modeling.conftest import assert_zero_start_learns, grow_unchanged, make_inputs
 
 
 def test_image_stem_grows_a_model_without_changing_it_then_follows_the_pixels():
     """lvg-tiny-xy-stem with lvg-tiny-xy's weights predicts exactly what lvg-tiny-xy does (the stem's projection
     starts at zero); once the projection is not zero, a pixel's logit depends on that pixel of the image."""
-    torch.manual_seed(4)
-    _, stem, (image, ids, mask) = _grown("lvg-tiny-xy", "lvg-tiny-xy-stem", "pixel_decoder.stem", batch=1)
+    _, stem, (image, ids, mask) = grow_unchanged("lvg-tiny-xy", "lvg-tiny-xy-stem", "pixel_decoder.stem", seed=4,
+                                                 batch=1)
     with torch.no_grad():
         stem.pixel_decoder.stem_proj.weight.normal_()
         before = stem(image, ids, mask)["logits"]  # (1, J, 120, 120)
@@ -47,16 +34,9 @@ def test_image_stem_grows_a_model_without_changing_it_then_follows_the_pixels():
 def test_image_stem_learns_from_the_second_step():
     torch.manual_seed(6)
     model = build_model("lvg-tiny-xy-stem").train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    image, ids, mask = make_inputs(model.cfg, batch=2)
     stem = [p for n, p in model.named_parameters() if n.startswith("pixel_decoder.stem.")]
-    for step in range(2):
-        opt.zero_grad()
-        model(image, ids, mask)["prob"].mean().backward()
-        proj, convs = model.pixel_decoder.stem_proj.weight.grad, [p.grad for p in stem]
-        assert proj is not None and proj.abs().sum() > 0
-        assert all((g is not None and g.abs().sum() > 0) == (step == 1) for g in convs), step
-        opt.step()
+    assert_zero_start_learns(model, make_inputs(model.cfg, batch=2), model.pixel_decoder.stem_proj.weight, stem,
+                             lr=0.1)
 
 
 @pytest.mark.parametrize("small,big", [("lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens"),
@@ -66,17 +46,10 @@ def test_stem_tokens_grow_a_model_without_changing_it_then_feed_the_encoder(smal
     starts at zero); once it is not zero, the patch tokens carry the stem's features (read at 1/4 or, with the
     1/2-scale map, 1/2 scale), and both the projection and the convolutions behind it learn (the convolutions
     from the second step)."""
-    torch.manual_seed(7)
-    stem, model, (image, ids, mask) = _grown(small, big, "stem_tokens.", batch=2)
+    stem, model, (image, ids, mask) = grow_unchanged(small, big, "stem_tokens.", seed=7)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
     convs = [p for n, p in model.named_parameters() if n.startswith("stem_tokens.down.")]
-    for step in range(2):
-        opt.zero_grad()
-        model(image, ids, mask)["prob"].mean().backward()
-        assert model.stem_tokens.proj.weight.grad.abs().sum() > 0
-        assert all((g.grad is not None and g.grad.abs().sum() > 0) == (step == 1) for g in convs), step
-        opt.step()
+    assert_zero_start_learns(model, (image, ids, mask), model.stem_tokens.proj.weight, convs, lr=0.5)
     model.eval()
     with torch.no_grad():
         tokens = model.stem_tokens(model.pixel_decoder.pixels(image))  # (B, n, d)

@@ -12,7 +12,7 @@ from lvg.config import get_config
 from lvg.errors import ConfigError
 from lvg.modeling import build_model
 from lvg.modeling.mask_refiner import MaskRefiner
-from tests.modeling.conftest import grow_unchanged, make_inputs
+from tests.modeling.conftest import assert_zero_start_learns, grow_unchanged, make_inputs
 
 
 def test_refiner_grows_a_model_without_changing_it_then_learns():
@@ -22,14 +22,8 @@ def test_refiner_grows_a_model_without_changing_it_then_learns():
     fine, model, (image, ids, mask) = grow_unchanged("lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine",
                                                      "mask_refiner.", seed=11)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
     inner = [p for n, p in model.named_parameters() if n.startswith(("mask_refiner.from_", "mask_refiner.mid."))]
-    for step in range(2):
-        opt.zero_grad()
-        model(image, ids, mask)["prob"].mean().backward()
-        assert model.mask_refiner.out.weight.grad.abs().sum() > 0
-        assert all((p.grad is not None and p.grad.abs().sum() > 0) == (step == 1) for p in inner), step
-        opt.step()
+    assert_zero_start_learns(model, (image, ids, mask), model.mask_refiner.out.weight, inner, lr=0.5)
     model.eval()
     with torch.no_grad():
         assert (model(image, ids, mask)["logits"] - fine(image, ids, mask)["logits"]).abs().amax() > 0
