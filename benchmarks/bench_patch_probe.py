@@ -1,0 +1,117 @@
+"""What the patch tokens know about the object they lie on: linear probes of its shape, colour, size and
+texture, and of object vs background, on each encoder level.
+
+    python benchmarks/bench_patch_probe.py --ckpt RUN/last.safetensors --data data/synth-heldout \
+        [--images 200] [--out benchmarks/results] [--name NAME]
+
+The synthetic models' wrong picks mostly misread the shape word ("a triangle for a star",
+``bench_synth_kinds.py``). Either the vision tokens do not hold the shape of the object they lie on, or they
+do and the expression's embedding does not select it. This bench runs the model on one sentence per image
+(each image's first, unmasked), labels each patch with the attributes of the object covering most of it (the
+pretraining stage's labels, :class:`lvg.train.pretrain.PretrainDataset`; for the attributes, patches on no
+object are left out), fits a ridge classifier (one-hot targets, argmax) from each encoder level's tokens on
+the first half of the images and reports its accuracy on the second half, against the most frequent label's
+share there (a probe with nothing to read can score below it: the halves' label shares differ). A last row
+probes each patch's own pixels (8 x 8 per patch) as a control: what one patch shows without context. Writes
+``patch_probe_<name>.json`` and prints the table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _synth_checkpoint import arguments, forward, open_checkpoint, write
+
+from lvg.train.pretrain import ATTRIBUTES, IGNORE, PretrainDataset
+from lvg.train.run_data import tokenizer_for_checkpoint
+from lvg.train.sampling import Planned
+
+RIDGE = 1.0  # on standardised features: only keeps the solve stable
+
+
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[float, float]:
+    """Held-out accuracy of a ridge classifier ``features (N, d) -> labels (N,)`` in ``0..classes-1``, fitted
+    on the first half of the rows and scored on the second, and the most frequent label's share there."""
+    half = len(features) // 2
+    mu, sd = features[:half].mean(0), features[:half].std(0) + 1e-6
+    a = np.c_[(features - mu) / sd, np.ones(len(features))]  # (N, d + 1) standardised, with a bias column
+    onehot = np.eye(classes)[labels]  # (N, classes)
+    coef = np.linalg.solve(a[:half].T @ a[:half] + RIDGE * np.eye(a.shape[1]), a[:half].T @ onehot[:half])
+    accuracy = float(((a[half:] @ coef).argmax(1) == labels[half:]).mean())
+    majority = float(np.bincount(labels[half:], minlength=classes).max() / max(1, len(labels) - half))
+    return accuracy, majority
+
+
+def patch_pixels(items: list[dict[str, Any]], grid: int) -> torch.Tensor:
+    """The control row: each patch's own pixels, area-averaged to 8 x 8 (192 values, the tokens' width in
+    lvg-s), what the patch embedding reads. ``(B, 3, S, S)`` -> ``(B, g*g, 3*8*8)``."""
+    image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()  # (B, 3, S, S)
+    small = torch.nn.functional.adaptive_avg_pool2d(image, grid * 8)  # (B, 3, 8g, 8g)
+    b = small.shape[0]
+    cells = small.reshape(b, 3, grid, 8, grid, 8).permute(0, 2, 4, 1, 3, 5)  # (B, g, g, 3, 8, 8)
+    return cells.reshape(b, grid * grid, 3 * 64)  # row-major over the patch grid, as the tokens
+
+
+def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dict[str, Any]:
+    opened = open_checkpoint(ckpt, data, split)
+    model, source = opened.model, opened.source
+    tok = tokenizer_for_checkpoint(ckpt, str(data), model.cfg)
+    labelled = PretrainDataset(source, source.instances, model_cfg=model.cfg, tokenizer=tok, seed=0,
+                               mlm_probability=0.0)
+    captured: dict[str, list[torch.Tensor]] = {}
+    decoder = model.pixel_decoder
+    features = decoder.features
+
+    def recording(levels: list[torch.Tensor]) -> torch.Tensor:
+        for k, level in enumerate(levels):  # (B, n, d) patch tokens, row-major over the patch grid
+            captured.setdefault(f"encoder level {k} (layer {model.cfg.head.pyramid_layers[k]})", []).append(level)
+        return features(levels)
+
+    decoder.features = recording  # an instance attribute over the method, for this run only
+    n = min(images, len(source.samples))
+    labels = []
+    for start in range(0, n, batch_size):
+        items = [labelled[Planned(i, 0, False, False, i)] for i in range(start, min(n, start + batch_size))]
+        for it in items:  # the labelled items hide one word as <unk> (masked-token targets): put it back
+            it["text_ids"] = torch.where(it["mlm_target"] != IGNORE, it["mlm_target"], it["text_ids"])
+        forward(model, items)
+        captured.setdefault("pixels (8x8 per patch)", []).append(patch_pixels(items, model.cfg.encoder.grid))
+        labels.append(torch.stack([it["patch_attributes"] for it in items]))  # (B, n, 4): 0 = no object
+    del decoder.features
+    label = torch.cat(labels).reshape(-1, len(ATTRIBUTES)).numpy()  # (N * n, 4)
+    on_object = label[:, 0] > 0
+    rows: dict[str, dict[str, Any]] = {}
+    for name, parts in captured.items():
+        feats = torch.cat(parts).float().reshape(-1, parts[0].shape[-1]).numpy()  # (N * n, d)
+        row: dict[str, Any] = {"dims": int(feats.shape[1])}
+        for a, (attribute, vocab) in enumerate(ATTRIBUTES):
+            accuracy, majority = probe_accuracy(feats[on_object], label[on_object, a] - 1, len(vocab))
+            row[attribute] = {"accuracy": accuracy, "majority": majority}
+        accuracy, majority = probe_accuracy(feats, on_object.astype(np.int64), 2)
+        row["object"] = {"accuracy": accuracy, "majority": majority}
+        rows[name] = row
+    return {"variant": model.cfg.name, "images": n, "patches": int(len(label)),
+            "patches_on_objects": int(on_object.sum()), "probes": rows}
+
+
+def main() -> None:
+    parser = arguments(__doc__)
+    parser.add_argument("--images", type=int, default=200, help="Images to run (one sentence each).")
+    args = parser.parse_args()
+    result = run(args.ckpt, args.data, args.split, args.images, args.batch_size)
+    print(f"{result['variant']} on {args.data} ({args.split}, {result['images']} images, "
+          f"{result['patches_on_objects']} of {result['patches']} patches on objects): held-out accuracy of linear "
+          "probes (the most frequent label's share)")
+    kinds = [name for name, _ in ATTRIBUTES] + ["object"]
+    print(f"{'features':<26} {'dims':>5} " + " ".join(f"{k:>15}" for k in kinds))
+    for name, row in result["probes"].items():
+        cells = " ".join(f"{row[k]['accuracy']:>7.3f} ({row[k]['majority']:.3f})" for k in kinds)
+        print(f"{name:<26} {row['dims']:>5} {cells}")
+    write(result, args, "patch_probe")
+
+
+if __name__ == "__main__":
+    main()

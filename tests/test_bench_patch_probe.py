@@ -1,0 +1,53 @@
+"""benchmarks/bench_patch_probe.py: the probe on made-up features, and a real run on tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "bench_patch_probe.py"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_patch_probe import probe_accuracy  # noqa: E402
+
+
+def test_probe_reads_a_label_only_where_the_features_hold_it() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=2000)
+    noise = rng.normal(size=(2000, 8))
+    held = np.c_[noise, np.eye(4)[labels] * 2.0 + 0.3 * rng.normal(size=(2000, 4))]  # one-hot, noisy
+    accuracy, majority = probe_accuracy(held, labels, 4)
+    assert accuracy > 0.95 and 0.2 < majority < 0.35
+    blind, _ = probe_accuracy(noise, labels, 4)
+    assert blind < majority + 0.05  # nothing to read: no better than always answering the commonest label
+
+
+def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
+    import torch
+
+    from lvg.modeling import build_model, save_checkpoint
+    from lvg.train.synth import generate
+
+    data = generate(tmp_path / "data", images=6, seed=5, size_range=(96, 160), splits=(("val", 1.0),)).out_dir
+    torch.manual_seed(0)
+    model = build_model("lvg-tiny-xy")
+    ckpt = save_checkpoint(model, tmp_path / "tiny" / "last.safetensors")
+    proc = subprocess.run([sys.executable, str(BENCH), "--ckpt", str(ckpt), "--data", str(data),
+                           "--images", "6", "--batch-size", "4", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "patch_probe_tiny.json").read_text())
+    assert result["images"] == 6 and result["patches"] == 6 * model.cfg.encoder.num_patches
+    assert 0 < result["patches_on_objects"] < result["patches"]
+    probes = result["probes"]
+    assert len(probes) == len(model.cfg.head.pyramid_layers) + 1 and probes["pixels (8x8 per patch)"]["dims"] == 192
+    for name, row in probes.items():
+        assert row["dims"] == (192 if name.startswith("pixels") else model.cfg.encoder.embed_dim)
+        assert set(row) == {"dims", "shape", "colour", "size", "texture", "object"}
+        assert all(0.0 <= row[k]["accuracy"] <= 1.0 and 0.0 < row[k]["majority"] <= 1.0 for k in row if k != "dims")
+    assert "colour" in proc.stdout and "wrote" in proc.stdout
