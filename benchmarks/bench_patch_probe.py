@@ -1,5 +1,5 @@
 """What the patch tokens know about the object they lie on: linear probes of its shape, colour, size and
-texture, and of object vs background, on each encoder level.
+texture, and of object vs background, on each encoder level and on the pixel decoder's ``F^V``.
 
     python benchmarks/bench_patch_probe.py --ckpt RUN/last.safetensors --data data/synth-heldout \
         [--images 200] [--out benchmarks/results] [--name NAME]
@@ -9,10 +9,12 @@ The synthetic models' wrong picks mostly misread the shape word ("a triangle for
 do and the expression's embedding does not select it. This bench runs the model on one sentence per image
 (each image's first, unmasked), labels each patch with the attributes of the object covering most of it (the
 pretraining stage's labels, :class:`lvg.train.pretrain.PretrainDataset`; for the attributes, patches on no
-object are left out), fits a ridge classifier (one-hot targets, argmax) from each encoder level's tokens on
-the first half of the images and reports its accuracy on the second half, against the most frequent label's
-share there (a probe with nothing to read can score below it: the halves' label shares differ). A last row
-probes each patch's own pixels (8 x 8 per patch) as a control: what one patch shows without context. Writes
+object are left out), fits a ridge classifier (one-hot targets, argmax) from each encoder level's tokens, and
+from the pixel decoder's 1/8-scale features averaged over each patch's cells (``F^V`` before the image stem's
+features join it at 1/4 and 1/2 scale, adding each pixel's own colour), on the first half of the images and
+reports its accuracy on the second half, against the most frequent label's share there (a probe with nothing
+to read can score below it: the halves' label shares differ). A last row probes each patch's own pixels (8 x 8
+per patch) as a control: what one patch shows without context. Writes
 ``patch_probe_<name>.json`` and prints the table.
 """
 
@@ -68,7 +70,11 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
     def recording(levels: list[torch.Tensor]) -> torch.Tensor:
         for k, level in enumerate(levels):  # (B, n, d) patch tokens, row-major over the patch grid
             captured.setdefault(f"encoder level {k} (layer {model.cfg.head.pyramid_layers[k]})", []).append(level)
-        return features(levels)
+        out = features(levels)  # (B, c, H/8, W/8): F^V before the folded last step and the stem
+        grid = model.cfg.encoder.grid
+        pooled = torch.nn.functional.adaptive_avg_pool2d(out.float(), grid)  # (B, c, g, g): one cell per patch
+        captured.setdefault("F^V (1/8 scale, per patch)", []).append(pooled.flatten(2).transpose(1, 2))  # (B, n, c)
+        return out
 
     decoder.features = recording  # an instance attribute over the method, for this run only
     n = min(images, len(source.samples))

@@ -45,9 +45,11 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
     assert result["images"] == 6 and result["patches"] == 6 * model.cfg.encoder.num_patches
     assert 0 < result["patches_on_objects"] < result["patches"]
     probes = result["probes"]
-    assert len(probes) == len(model.cfg.head.pyramid_layers) + 1 and probes["pixels (8x8 per patch)"]["dims"] == 192
+    assert len(probes) == len(model.cfg.head.pyramid_layers) + 2 and probes["pixels (8x8 per patch)"]["dims"] == 192
+    assert probes["F^V (1/8 scale, per patch)"]["dims"] == model.cfg.head.neck_dim
     for name, row in probes.items():
-        assert row["dims"] == (192 if name.startswith("pixels") else model.cfg.encoder.embed_dim)
+        if name.startswith("encoder"):
+            assert row["dims"] == model.cfg.encoder.embed_dim
         assert set(row) == {"dims", "shape", "colour", "size", "texture", "object"}
         assert all(0.0 <= row[k]["accuracy"] <= 1.0 and 0.0 < row[k]["majority"] <= 1.0 for k in row if k != "dims")
     assert "colour" in proc.stdout and "wrote" in proc.stdout
