@@ -226,8 +226,8 @@ def lvg_s_xy_stem_relpos() -> ModelConfig:
 
 def lvg_s_xy_stem_relpos_tokens() -> ModelConfig:
     """lvg-s-xy-stem-relpos whose patch tokens also read the stem's 1/2-scale features
-    (``HeadConfig.stem_tokens``): four stride-2 convolutions up to 96 channels (0.24M parameters, so the fp32
-    file stays under 30 MB) and a projection starting at zero."""
+    (``HeadConfig.stem_tokens``): four stride-2 convolutions up to 96 channels (0.24M parameters: the fp32
+    file, 30.7 MB, stays under the 30 MiB budget) and a projection starting at zero."""
     return _with_head(lvg_s_xy_stem_relpos(), "lvg-s-xy-stem-relpos-tokens", stem_tokens=True, stem_tokens_width=96)
 
 
