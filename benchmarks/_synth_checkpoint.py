@@ -1,10 +1,13 @@
 """What the checkpoint diagnostics on `lvg data synth` data (``bench_synth_kinds.py``,
-``bench_position_probe.py``) share: their common arguments, the checkpoint with a split's sentences, one
-batched forward pass, and where the result is written."""
+``bench_position_probe.py``, ``bench_patch_probe.py``, ...) share: their common arguments, the checkpoint with
+a split's sentences, one batched forward pass, what the pixel decoder reads during it, and where the result is
+written."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,33 @@ def forward(model: Any, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return model(torch.stack([torch.as_tensor(it["image"]) for it in items]),  # (B, 3, S, S)
                      torch.stack([torch.as_tensor(it["text_ids"]) for it in items]),  # (B, L)
                      torch.stack([torch.as_tensor(it["text_mask"]) for it in items]))  # (B, L)
+
+
+#: The key :func:`recorded_features` files ``F^V`` under.
+FV = "F^V (1/8 scale)"
+
+
+@contextmanager
+def recorded_features(model: Any) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """While open, every forward pass of ``model`` appends what its pixel decoder reads: each pyramid level's
+    patch tokens ``(B, n, d)`` (row-major over the patch grid) under ``"encoder level k (layer L)"``, and
+    ``F^V`` at 1/8 scale ``(B, c, H/8, W/8)`` (before the folded last step and the image stem) under :data:`FV`."""
+    decoder = model.pixel_decoder
+    features = decoder.features
+    captured: dict[str, list[torch.Tensor]] = {}
+
+    def recording(levels: list[torch.Tensor]) -> torch.Tensor:
+        for k, level in enumerate(levels):
+            captured.setdefault(f"encoder level {k} (layer {model.cfg.head.pyramid_layers[k]})", []).append(level)
+        out = features(levels)
+        captured.setdefault(FV, []).append(out)
+        return out
+
+    decoder.features = recording  # an instance attribute over the method, only while open
+    try:
+        yield captured
+    finally:
+        del decoder.features  # the class's method again
 
 
 def write(result: dict[str, Any], args: argparse.Namespace, prefix: str) -> Path:

@@ -25,13 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from _synth_checkpoint import arguments, forward, open_checkpoint, write
+import torch.nn.functional as F
+from _synth_checkpoint import FV, arguments, forward, open_checkpoint, recorded_features, write
 
 from lvg.train.pretrain import ATTRIBUTES, IGNORE, PretrainDataset
-from lvg.train.run_data import tokenizer_for_checkpoint
 from lvg.train.sampling import Planned
 
 RIDGE = 1.0  # on standardised features: only keeps the solve stable
+PER_PATCH = "F^V (1/8 scale, per patch)"
+PIXELS = "pixels (8x8 per patch)"
 
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[float, float]:
@@ -51,7 +53,7 @@ def patch_pixels(items: list[dict[str, Any]], grid: int) -> torch.Tensor:
     """The control row: each patch's own pixels, area-averaged to 8 x 8 (192 values, the tokens' width in
     lvg-s), what the patch embedding reads. ``(B, 3, S, S)`` -> ``(B, g*g, 3*8*8)``."""
     image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()  # (B, 3, S, S)
-    small = torch.nn.functional.adaptive_avg_pool2d(image, grid * 8)  # (B, 3, 8g, 8g)
+    small = F.adaptive_avg_pool2d(image, grid * 8)  # (B, 3, 8g, 8g)
     b = small.shape[0]
     cells = small.reshape(b, 3, grid, 8, grid, 8).permute(0, 2, 4, 1, 3, 5)  # (B, g, g, 3, 8, 8)
     return cells.reshape(b, grid * grid, 3 * 64)  # row-major over the patch grid, as the tokens
@@ -59,34 +61,22 @@ def patch_pixels(items: list[dict[str, Any]], grid: int) -> torch.Tensor:
 
 def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dict[str, Any]:
     opened = open_checkpoint(ckpt, data, split)
-    model, source = opened.model, opened.source
-    tok = tokenizer_for_checkpoint(ckpt, str(data), model.cfg)
-    labelled = PretrainDataset(source, source.instances, model_cfg=model.cfg, tokenizer=tok, seed=0,
-                               mlm_probability=0.0)
-    captured: dict[str, list[torch.Tensor]] = {}
-    decoder = model.pixel_decoder
-    features = decoder.features
-
-    def recording(levels: list[torch.Tensor]) -> torch.Tensor:
-        for k, level in enumerate(levels):  # (B, n, d) patch tokens, row-major over the patch grid
-            captured.setdefault(f"encoder level {k} (layer {model.cfg.head.pyramid_layers[k]})", []).append(level)
-        out = features(levels)  # (B, c, H/8, W/8): F^V before the folded last step and the stem
-        grid = model.cfg.encoder.grid
-        pooled = torch.nn.functional.adaptive_avg_pool2d(out.float(), grid)  # (B, c, g, g): one cell per patch
-        captured.setdefault("F^V (1/8 scale, per patch)", []).append(pooled.flatten(2).transpose(1, 2))  # (B, n, c)
-        return out
-
-    decoder.features = recording  # an instance attribute over the method, for this run only
+    model, source, grid = opened.model, opened.source, opened.model.cfg.encoder.grid
+    labelled = PretrainDataset(source, source.instances, model_cfg=model.cfg, tokenizer=opened.dataset.tokenizer,
+                               seed=0, mlm_probability=0.0)
     n = min(images, len(source.samples))
-    labels = []
-    for start in range(0, n, batch_size):
-        items = [labelled[Planned(i, 0, False, False, i)] for i in range(start, min(n, start + batch_size))]
-        for it in items:  # the labelled items hide one word as <unk> (masked-token targets): put it back
-            it["text_ids"] = torch.where(it["mlm_target"] != IGNORE, it["mlm_target"], it["text_ids"])
-        forward(model, items)
-        captured.setdefault("pixels (8x8 per patch)", []).append(patch_pixels(items, model.cfg.encoder.grid))
-        labels.append(torch.stack([it["patch_attributes"] for it in items]))  # (B, n, 4): 0 = no object
-    del decoder.features
+    labels, pixels = [], []
+    with recorded_features(model) as captured:
+        for start in range(0, n, batch_size):
+            items = [labelled[Planned(i, 0, False, False, i)] for i in range(start, min(n, start + batch_size))]
+            for it in items:  # the labelled items hide one word as <unk> (masked-token targets): put it back
+                it["text_ids"] = torch.where(it["mlm_target"] != IGNORE, it["mlm_target"], it["text_ids"])
+            forward(model, items)
+            pixels.append(patch_pixels(items, grid))
+            labels.append(torch.stack([it["patch_attributes"] for it in items]))  # (B, n, 4): 0 = no object
+    # F^V's cells averaged over each patch: (B, c, H/8, W/8) -> (B, c, g, g) -> (B, n, c)
+    captured[PER_PATCH] = [F.adaptive_avg_pool2d(m.float(), grid).flatten(2).transpose(1, 2) for m in captured.pop(FV)]
+    captured[PIXELS] = pixels
     label = torch.cat(labels).reshape(-1, len(ATTRIBUTES)).numpy()  # (N * n, 4)
     on_object = label[:, 0] > 0
     rows: dict[str, dict[str, Any]] = {}

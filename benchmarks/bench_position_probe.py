@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _synth_checkpoint import arguments, forward, open_checkpoint, write
+from _synth_checkpoint import FV, arguments, forward, open_checkpoint, recorded_features, write
 
 from lvg.train.synth import COLOURS, SHAPES, TEXTURES
 
@@ -120,22 +120,12 @@ def candidate_coefficients(model: Any, dataset: Any, n: int, batch_size: int) ->
 def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> dict[str, Any]:
     opened = open_checkpoint(ckpt, data, split)
     model, dataset = opened.model, opened.dataset
-    decoder = model.pixel_decoder
-    captured: dict[str, list[torch.Tensor]] = {}
-    features = decoder.features
-
-    def recording(levels: list[torch.Tensor]) -> torch.Tensor:
-        for k, level in enumerate(levels):  # (B, n, d) patch tokens, row-major over the patch grid
-            captured.setdefault(f"encoder level {k} (layer {model.cfg.head.pyramid_layers[k]})", []).append(level)
-        out = features(levels)  # (B, c, H/8, W/8): F^V before the folded last step, with positions if any
-        captured.setdefault("F^V (1/8 scale)", []).append(out.flatten(2).transpose(1, 2))  # -> (B, hw, c)
-        return out
-
-    decoder.features = recording  # an instance attribute over the method, for this run only
     n = min(sentences, len(dataset))
-    for start in range(0, n, batch_size):
-        forward(model, [dataset[i] for i in range(start, min(n, start + batch_size))])
-    del decoder.features  # the class's method again: the embedding passes below record nothing
+    with recorded_features(model) as captured:
+        for start in range(0, n, batch_size):
+            forward(model, [dataset[i] for i in range(start, min(n, start + batch_size))])
+    # closed: the embedding passes below record nothing
+    captured[FV] = [m.flatten(2).transpose(1, 2) for m in captured[FV]]  # (B, c, h, w) -> (B, hw, c)
     rows = {}
     for name, parts in captured.items():
         feats = torch.cat(parts).float()  # (N, cells, d)
