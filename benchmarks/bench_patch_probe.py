@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from _synth_checkpoint import FV, arguments, forward, open_checkpoint, recorded_features, write
 
-from lvg.train.pretrain import ATTRIBUTES, IGNORE, PretrainDataset
+from lvg.train.patch_labels import ATTRIBUTES, IGNORE
+from lvg.train.pretrain import PretrainDataset
 from lvg.train.sampling import Planned
 
 RIDGE = 1.0  # on standardised features: only keeps the solve stable

@@ -49,6 +49,8 @@ class LatentVG(nn.Module):
     - ``logits`` ``(B, 1 + N, S/m, S/m)``: per-expression logits (input expression first);
     - ``expression_prob`` ``(B, 1 + N, S/m, S/m)``: their sigmoids, each expression's own map;
     - ``text_embedding`` ``(B, E)`` = ``t_o``; ``latent_embeddings`` ``(B, N, E)`` = ``z_o^i``;
+    - ``patch_tokens`` ``(B, n, d)``: the encoder's last-layer vision tokens after its layer norm, in raster
+      order of the ``g x g`` patch grid;
     - ``no_target_logit`` ``(B,)`` (GRES variants only);
     - ``subject_index`` ``(B,)`` the text position chosen as subject (latent variants only);
     - ``patch_mask`` ``(B, n)`` bool, the last layer's target-patch selection (VCI variants only);
@@ -178,6 +180,7 @@ class LatentVG(nn.Module):
         out["prob"] = out["expression_prob"].mean(dim=1)  # Eq. 9
         out["text_embedding"] = emb[:, 0]
         out["latent_embeddings"] = emb[:, 1:]
+        out["patch_tokens"] = xv[:, 1:]  # the last layer's, read by training-only patch classifiers
         if self.empty_head is not None:
             tokens = torch.cat([xv, xt], dim=1)
             out["no_target_logit"] = self.empty_head(tokens, attn_mask[:, 0, 0])

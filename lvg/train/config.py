@@ -61,7 +61,8 @@ EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
     "contrastive", "gamma", "tau", "loss_no_target", "loss_direction", "loss_attribute_words",
-    "loss_direction_latent", "seed", "pretrained", "tokenizer", "stage", "sentences_per_image", "curriculum",
+    "loss_direction_latent", "loss_patch_shape", "seed", "pretrained", "tokenizer", "stage", "sentences_per_image",
+    "curriculum",
     "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability", "global_batch",
 )
 
@@ -93,6 +94,10 @@ class TrainConfig:
     ``loss_direction_latent > 0`` asks the same direction classifier to name the word from every latent
     embedding ``z_o^i`` too (the mean of their cross-entropies at that weight): Eq. 9 averages the latent
     expressions' maps with the input expression's, so a latent that does not hold the direction blurs it.
+    ``loss_patch_shape > 0`` adds a linear classifier that names, from each of the encoder's last-layer patch
+    tokens on an object, that object's shape (the mean cross-entropy over object patches at that weight;
+    :mod:`lvg.train.patch_labels`): a shape word can only select what the features the masks are made from
+    hold, and masks alone teach the tokens colour and texture but little outline. Synthetic data only.
 
     ``eval_every`` / ``save_every`` / ``log_every`` count optimizer steps (0 disables periodic evaluation;
     a checkpoint and, with a validation split and ``final_eval``, an evaluation always happen at the end:
@@ -163,6 +168,7 @@ class TrainConfig:
     loss_direction: float = 0.0
     loss_attribute_words: float = 0.0
     loss_direction_latent: float = 0.0
+    loss_patch_shape: float = 0.0
     eval_every: int = 0
     eval_max_sentences: int = 0
     eval_text_swap: bool = False
@@ -199,7 +205,7 @@ class TrainConfig:
             problems.append(f"lr must be > 0, got {self.lr}")
         for name in ("backbone_lr_mult", "weight_decay", "min_lr_ratio", "grad_clip", "loss_bce", "loss_dice",
                      "loss_contrastive", "gamma", "loss_no_target", "loss_direction", "loss_attribute_words",
-                     "loss_direction_latent"):
+                     "loss_direction_latent", "loss_patch_shape"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr_ratio > 1:

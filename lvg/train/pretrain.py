@@ -5,8 +5,7 @@ when it starts learning to ground. Trained from scratch on ``lvg data synth`` sc
 both at once from masks alone. This stage teaches them first, from targets the generator knows exactly:
 
 - per patch (the ``g x g`` grid of the vision tokens): the shape, colour, size and texture of the object
-  covering most of it (an object must cover ``MIN_COVER`` of the patch; else "background"), and that
-  object's centre in the letterboxed frame (normalised to [0, 1]);
+  covering most of it, and that object's centre (:mod:`lvg.train.patch_labels`);
 - per text token, with the image in view: the word pieces of an expression about the scene, a fraction of
   which were replaced by ``<unk>`` (masked-token prediction, grounded: "the [?] circle" is answered by
   looking at the circle).
@@ -21,7 +20,6 @@ bool.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,50 +28,13 @@ from PIL import ImageOps
 from torch import Tensor, nn
 
 from lvg.config import ModelConfig
-from lvg.core.preprocess import letterbox_mask, preprocess_image
+from lvg.core.preprocess import preprocess_image
 from lvg.core.tokenizer import UNK_ID, Tokenizer
-from lvg.errors import ConfigError, InputError
 from lvg.train.data import ReferSource
-from lvg.train.refer_files import decode_segmentation, read_json
+from lvg.train.patch_labels import ATTRIBUTES, IGNORE, PatchLabels
 from lvg.train.sampling import Planned
-from lvg.train.synth import COLOURS, SHAPES, SIZES, TEXTURES
 
-__all__ = ["ATTRIBUTES", "MIN_COVER", "PretrainDataset", "PretrainNet", "pretrain_loss", "read_objects"]
-
-#: The attribute vocabularies a patch is classified into (each plus "background" at index 0).
-ATTRIBUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("shape", SHAPES), ("colour", tuple(COLOURS)), ("size", SIZES), ("texture", TEXTURES),
-)
-#: Fraction of a patch an object must cover to label it.
-MIN_COVER = 0.3
-IGNORE = -100
-
-
-def _object_attributes(ann: dict[str, Any], categories: dict[int, str]) -> list[int]:
-    """1 + the index of each attribute value of one synthetic annotation (shape from its category)."""
-    attrs = ann.get("attributes")
-    shape = categories.get(int(ann.get("category_id", -1)))
-    if not isinstance(attrs, dict) or shape is None:
-        raise ConfigError("pretraining needs per-object attributes, which only `lvg data synth` datasets carry")
-    values = {"shape": shape, **attrs}
-    try:
-        return [1 + vocab.index(values[name]) for name, vocab in ATTRIBUTES]
-    except (KeyError, ValueError) as exc:
-        raise InputError(f"annotation {ann.get('id')} has an attribute outside the generator's: {exc}") from None
-
-
-def read_objects(instances: Path) -> tuple[dict[int, list[dict[str, Any]]], dict[int, str]]:
-    """Every annotation of a COCO ``instances.json`` by image (the refs of a split name only some of an
-    image's objects; an unnamed one is still no background), and the category names by id."""
-    data = read_json(instances, "COCO instances file")
-    try:
-        categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
-        by_image: dict[int, list[dict[str, Any]]] = {}
-        for ann in data["annotations"]:
-            by_image.setdefault(int(ann["image_id"]), []).append(ann)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"malformed COCO instances file ({type(exc).__name__}: {exc}): {instances}") from None
-    return {k: sorted(v, key=lambda a: int(a["id"])) for k, v in by_image.items()}, categories
+__all__ = ["PretrainDataset", "PretrainNet", "pretrain_loss"]
 
 
 class PretrainDataset(torch.utils.data.Dataset):
@@ -87,7 +48,7 @@ class PretrainDataset(torch.utils.data.Dataset):
                  seed: int, mlm_probability: float) -> None:
         self.source, self.cfg, self.tokenizer = source, model_cfg, tokenizer
         self.seed, self.mlm_probability = int(seed), float(mlm_probability)
-        self.objects, self.categories = read_objects(instances)
+        self.labels = PatchLabels(instances, model_cfg)
 
     def __len__(self) -> int:
         return len(self.source.samples)
@@ -98,7 +59,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         if key.flip:
             image = ImageOps.mirror(image)
         pixels, lb = preprocess_image(image, self.cfg.preprocess)  # (3, S, S)
-        attrs, centre, is_obj = self._patch_labels(sample.image_id, lb, key.flip)
+        attrs, centre, is_obj = self.labels(sample.image_id, lb, key.flip)
         ids, mask = self.tokenizer.encode(sample.sentences[key.sentence_index], self.cfg.preprocess.max_text_len)
         rng = np.random.default_rng([self.seed, 0x3A5C, key.key])
         words = mask.copy()
@@ -118,25 +79,6 @@ class PretrainDataset(torch.utils.data.Dataset):
             "patch_centre": torch.from_numpy(centre),
             "patch_object": torch.from_numpy(is_obj),
         }
-
-    def _patch_labels(self, image_id: int, lb: Any, flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        g, q = self.cfg.encoder.grid, self.cfg.prob_size
-        anns = self.objects.get(int(image_id), [])
-        cover = np.full((len(anns) + 1, g, g), MIN_COVER, dtype=np.float32)  # row 0: the background's bar
-        centres = np.zeros((len(anns) + 1, 2), dtype=np.float32)
-        labels = np.zeros((len(anns) + 1, len(ATTRIBUTES)), dtype=np.int64)
-        for k, ann in enumerate(anns, start=1):
-            m = decode_segmentation(ann["segmentation"], lb.orig_h, lb.orig_w)
-            if flip:
-                m = m[:, ::-1]
-            soft = letterbox_mask(m, lb, out_size=q)  # (q, q) coverage at the map's scale
-            cover[k] = soft.reshape(g, q // g, g, q // g).mean(axis=(1, 3))  # (q, q) -> (g, g) patch coverage
-            ys, xs = np.nonzero(soft > 0.5)
-            if xs.size:
-                centres[k] = (xs.mean() + 0.5) / q, (ys.mean() + 0.5) / q
-            labels[k] = _object_attributes(ann, self.categories)
-        owner = cover.argmax(axis=0).reshape(-1)  # (g*g,): 0 = background
-        return labels[owner], centres[owner], owner > 0
 
 
 class PretrainNet(nn.Module):

@@ -15,6 +15,8 @@ Items are dicts (default-collatable):
 - ``sample_index``: int, the sample the item came from;
 - ``direction``: int64 scalar, the sentence's direction label (:func:`lvg.train.words.direction_class`).
 - ``attributes``: int64 ``(4,)``, its attribute-word labels (:func:`lvg.train.words.attribute_classes`).
+- ``patch_shape``: int64 ``(g*g,)``, only with ``patch_labels``: the shape of the object on each patch
+  (:meth:`lvg.train.patch_labels.PatchLabels.shape`; -100 on background), after the item's flip.
 
 Training draws ONE sentence per sample per epoch; the draw and the augmentations are a pure function
 of ``(seed, epoch, index)`` (``numpy.random.default_rng([seed, epoch, index])``), so they do not depend
@@ -45,6 +47,7 @@ from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
+from lvg.train.patch_labels import PatchLabels
 from lvg.train.run_dir import ignore_stop_signals
 from lvg.train.sampling import FLIP_PROBABILITY, JITTER_PROBABILITY, Planned
 from lvg.train.words import attribute_classes, direction_class
@@ -74,6 +77,7 @@ class GroundingDataset(torch.utils.data.Dataset):
         seed: seeds the sentence draw and augmentation.
         augment: set False to train without augmentation.
         map_stride: input pixels per target cell, the model's ``HeadConfig.map_stride`` (4: 1/4 scale).
+        patch_labels: the split's per-patch labels (synthetic data), for items with ``patch_shape``.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class GroundingDataset(torch.utils.data.Dataset):
         seed: int = 0,
         augment: bool = True,
         map_stride: int = 4,
+        patch_labels: PatchLabels | None = None,
     ) -> None:
         if map_stride not in MAP_STRIDES:
             raise InputError(f"map_stride must be 4 or 2 (a model's HeadConfig.map_stride), got {map_stride}")
@@ -100,14 +105,17 @@ class GroundingDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.augment = bool(augment)
         self.epoch = 0
+        self.patch_labels = patch_labels
         self._flat = source.sentences_flat() if not self.train else []
 
     @classmethod
     def for_model(cls, source: ReferSource, cfg: ModelConfig, *, tokenizer: Tokenizer, train: bool,
-                  seed: int = 0, augment: bool = True) -> GroundingDataset:
-        """The dataset a model of config ``cfg`` trains or is scored on: its preprocessing and map scale."""
+                  seed: int = 0, augment: bool = True, patch_labels: bool = False) -> GroundingDataset:
+        """The dataset a model of config ``cfg`` trains or is scored on: its preprocessing and map scale;
+        with ``patch_labels``, items carry ``patch_shape`` on its patch grid (read from ``source.instances``)."""
+        labels = PatchLabels(source.instances, cfg) if patch_labels else None
         return cls(source, preprocess=cfg.preprocess, tokenizer=tokenizer, train=train, seed=seed,
-                   augment=augment, map_stride=cfg.head.map_stride)
+                   augment=augment, map_stride=cfg.head.map_stride, patch_labels=labels)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose sentence draws and augmentations :meth:`__getitem__` returns."""
@@ -167,6 +175,7 @@ class GroundingDataset(torch.utils.data.Dataset):
         pixels, lb = preprocess_image(image, self.preprocess)  # (3, S, S) float32
         target = letterbox_mask(mask, lb, out_size=self.preprocess.size // self.map_stride)  # (S/m, S/m) float32
         ids, text_mask = self.tokenizer.encode(sentence, self.preprocess.max_text_len)
+        extra = {} if self.patch_labels is None else {"patch_shape": self.patch_labels.shape(sample.image_id, lb, flip)}
         return {
             "image": pixels,
             "text_ids": ids,
@@ -177,6 +186,7 @@ class GroundingDataset(torch.utils.data.Dataset):
             "sample_index": int(sample_index),
             "direction": direction_class(sentence),
             "attributes": attribute_classes(sentence),
+            **extra,
         }
 
     def __getitem__(self, index: int | Planned) -> dict[str, Any]:
@@ -191,6 +201,7 @@ class GroundingDataset(torch.utils.data.Dataset):
             "sample_index": item["sample_index"],
             "direction": torch.tensor(item["direction"], dtype=torch.int64),
             "attributes": torch.tensor(item["attributes"], dtype=torch.int64),
+            **({"patch_shape": torch.from_numpy(item["patch_shape"])} if "patch_shape" in item else {}),
         }
 
 

@@ -149,7 +149,7 @@ class Trainer:
         self._index: SentenceIndex | None = None
         self._stop: StopFlag | None = None  # the running loop's signal flag, which evaluations also heed
         # The model under training-only heads, trained beside it and wrapped by DDP: the pretraining heads
-        # (stage="pretrain"), or the word classifiers on t_o (loss_direction or loss_attribute_words > 0).
+        # (stage="pretrain"), or the auxiliary classifiers of lvg.train.words (loss_direction, ... > 0).
         self.heads: PretrainNet | WordsNet | None = None
         # Training losses summed since the last log line.
         self._window: dict[str, float] = {}
@@ -200,8 +200,9 @@ class Trainer:
         # Pretraining trains the model's encoder under heads of its own (lvg.train.pretrain).
         self.heads = PretrainNet(self.model) if cfg.stage == "pretrain" else (
             WordsNet(self.model, direction=cfg.loss_direction > 0, attribute_words=cfg.loss_attribute_words > 0,
-                     latent_direction=cfg.loss_direction_latent > 0)
-            if cfg.loss_direction > 0 or cfg.loss_attribute_words > 0 or cfg.loss_direction_latent > 0 else None)
+                     latent_direction=cfg.loss_direction_latent > 0, patch_shape=cfg.loss_patch_shape > 0)
+            if max(cfg.loss_direction, cfg.loss_attribute_words, cfg.loss_direction_latent, cfg.loss_patch_shape) > 0
+            else None)
         self._check_out_dir()
         weights = self._load_weights(point)
         self.model.to(dev)
@@ -314,7 +315,7 @@ class Trainer:
         )
         if isinstance(self.heads, WordsNet):
             parts = with_word_losses(parts, outputs, batch, cfg.loss_direction, cfg.loss_attribute_words,
-                                     cfg.loss_direction_latent)
+                                     cfg.loss_direction_latent, patch_shape_weight=cfg.loss_patch_shape)
         return parts
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:

@@ -16,6 +16,10 @@ size, texture) names the group's value in the target's phrase, so ``t_o`` has to
 target's phrase is the sentence up to its relation ("the red circle left of the blue square" -> "the red
 circle"), so the reference object's words are not asked for.
 
+The same net carries the one auxiliary classifier that reads the image side: with ``loss_patch_shape > 0``,
+a linear map from each of the encoder's last-layer patch tokens to the shape of the object on it
+(:mod:`lvg.train.patch_labels`; object patches only), so that a shape word has something to select.
+
 Only training uses the classifiers; no exported model has them.
 """
 
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lvg.errors import ConfigError
+from lvg.train.patch_labels import IGNORE
 from lvg.train.synth.language import head_description
 from lvg.train.synth.objects import COLOURS, SHAPES, SIZES, TEXTURES
 
@@ -80,7 +85,7 @@ class WordsNet(nn.Module):
     checkpoint_prefix = "train/direction_head/"
 
     def __init__(self, model: nn.Module, *, direction: bool = True, attribute_words: bool = False,
-                 latent_direction: bool = False) -> None:
+                 latent_direction: bool = False, patch_shape: bool = False) -> None:
         super().__init__()
         self.model = model
         self.latent_direction = latent_direction
@@ -92,6 +97,9 @@ class WordsNet(nn.Module):
         self.classifier = nn.Linear(dim, 1 + len(DIRECTIONS)) if direction or latent_direction else None
         self.attribute_classifiers = nn.ModuleDict(
             {g: nn.Linear(dim, 1 + len(c)) for g, c in ATTRIBUTE_WORDS.items()} if attribute_words else {})
+        width = model.cfg.encoder.embed_dim  # type: ignore[union-attr]
+        # Linear on purpose: the masks are dot products, so shape must be linearly legible in the features.
+        self.patch_shape_classifier = nn.Linear(width, len(SHAPES)) if patch_shape else None
 
     def heads(self) -> dict[str, Tensor]:
         """The classifiers' weights (what a checkpoint keeps besides the model's)."""
@@ -105,6 +113,8 @@ class WordsNet(nn.Module):
             logits["direction_logits"] = self.classifier(t_o)
         if self.latent_direction:
             logits["latent_direction_logits"] = self.classifier(out["latent_embeddings"])  # (B, N, 1 + dirs)
+        if self.patch_shape_classifier is not None:
+            logits["patch_shape_logits"] = self.patch_shape_classifier(out["patch_tokens"])  # (B, n, shapes)
         return {**out, **logits}
 
 
@@ -116,12 +126,15 @@ def word_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 def with_word_losses(parts: dict[str, Tensor], outputs: dict[str, Tensor], batch: dict[str, Any],
                      weight: float, attribute_weight: float = 0.0,
-                     latent_weight: float = 0.0) -> dict[str, Tensor]:
+                     latent_weight: float = 0.0, *, patch_shape_weight: float = 0.0) -> dict[str, Tensor]:
     """The grounding loss ``parts`` plus, at ``weight`` > 0, ``"direction"`` (:func:`word_loss` of
     :class:`WordsNet`'s outputs against ``batch["direction"]``) and, at ``attribute_weight`` > 0,
     ``"attribute_words"`` (the mean over the groups of the same cross-entropy against ``batch["attributes"]``
     ``(B, len(ATTRIBUTE_WORDS))``) and, at ``latent_weight`` > 0, ``"latent_direction"`` (the direction
-    cross-entropy of every latent embedding ``z_o^i``, averaged), each added to ``"total"`` at its weight.
+    cross-entropy of every latent embedding ``z_o^i``, averaged), and, at ``patch_shape_weight > 0``,
+    ``"patch_shape"`` (the cross-entropy of ``patch_shape_logits`` ``(B, n, shapes)`` against
+    ``batch["patch_shape"]`` ``(B, n)``, averaged over the object patches), each added to ``"total"`` at its
+    weight.
 
     Raises:
         ConfigError: the batch lacks the labels (a dataset other than :mod:`lvg.train.torch_data`'s).
@@ -131,6 +144,9 @@ def with_word_losses(parts: dict[str, Tensor], outputs: dict[str, Tensor], batch
     if any(key not in batch for key, _ in wanted):
         raise ConfigError("loss_direction and loss_attribute_words need each sample's word labels, which the "
                           "datasets of lvg.train.torch_data give; this run's data has none")
+    if patch_shape_weight > 0 and "patch_shape" not in batch:
+        raise ConfigError("loss_patch_shape needs each image's patch labels, which lvg.train.torch_data gives "
+                          "for synthetic data when asked (lvg.train.run_data.build_data)")
     out = dict(parts)
     if latent_weight > 0:
         logits = outputs["latent_direction_logits"]  # (B, N, C)
@@ -146,4 +162,13 @@ def with_word_losses(parts: dict[str, Tensor], outputs: dict[str, Tensor], batch
         out["attribute_words"] = sum(word_loss(outputs[f"{g}_logits"], labels[:, i])
                                      for i, g in enumerate(ATTRIBUTE_WORDS)) / len(ATTRIBUTE_WORDS)
         out["total"] = out["total"] + attribute_weight * out["attribute_words"]
+    if patch_shape_weight > 0:
+        logits = outputs["patch_shape_logits"].float()  # (B, n, shapes)
+        labels = batch["patch_shape"]  # (B, n): IGNORE on background
+        if bool((labels >= 0).any()):
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+        else:  # no object patch in the batch: a zero that still reaches the classifier (DDP wants a gradient)
+            ce = logits.sum() * 0.0
+        out["patch_shape"] = ce
+        out["total"] = out["total"] + patch_shape_weight * ce
     return out

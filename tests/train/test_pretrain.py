@@ -18,7 +18,8 @@ from lvg.modeling import build_model
 from lvg.modeling.checkpoint import read_checkpoint_tensors, resample_patch_kernel
 from lvg.train.config import TrainConfig
 from lvg.train.data import open_dataset
-from lvg.train.pretrain import ATTRIBUTES, IGNORE, PretrainDataset, _object_attributes
+from lvg.train.patch_labels import ATTRIBUTES, IGNORE, _object_attributes
+from lvg.train.pretrain import PretrainDataset
 from lvg.train.sampling import Planned
 from lvg.train.state import seed_everything
 from lvg.train.synth import make_scene

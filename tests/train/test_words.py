@@ -1,5 +1,5 @@
-"""The direction and attribute-word auxiliary losses (lvg.train.words): labels from the words, and runs
-that train the classifiers, keep them out of the model's weights and resume exactly."""
+"""The auxiliary losses of lvg.train.words (direction and attribute words, per-patch shape): labels from the
+words, and runs that train the classifiers, keep them out of the model's weights and resume exactly."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from lvg.modeling import build_model
 from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.config import TrainConfig
 from lvg.train.data import open_dataset
+from lvg.train.patch_labels import IGNORE
 from lvg.train.synth.language import expression_kind
 from lvg.train.trainer import train
 from lvg.train.words import ATTRIBUTE_WORDS, DIRECTIONS, WordsNet, attribute_classes, direction_class, with_word_losses
@@ -99,13 +100,14 @@ _HEAD = "train/direction_head/"
      {f"attribute_classifiers.{g}" for g in ATTRIBUTE_WORDS}),
     ({"loss_direction": 0.0, "loss_direction_latent": 1.0}, {"loss_latent_direction"}, {"classifier"}),
     ({"loss_direction_latent": 0.5}, {"loss_direction", "loss_latent_direction"}, {"classifier"}),
+    ({"loss_direction": 0.0, "loss_patch_shape": 1.0}, {"loss_patch_shape"}, {"patch_shape_classifier"}),
 ])
 def test_a_run_with_the_word_losses_resumes_exactly_and_keeps_the_classifiers_out_of_the_model(
         tmp_path: Path, synth_dataset, weights: dict[str, float], logged: set[str], heads: set[str]) -> None:
     data = synth_dataset.out_dir
     full = train(_cfg(data, **weights), tmp_path / "full", show_progress=False)
     rows = [row for row in full.history if "loss" in row]
-    words = ("loss_direction", "loss_attribute_words", "loss_latent_direction")
+    words = ("loss_direction", "loss_attribute_words", "loss_latent_direction", "loss_patch_shape")
     assert rows and all({k for k in row if k in words} == logged for row in rows)
     train(_cfg(data, **weights), tmp_path / "split", show_progress=False, stop_at_step=2)
     train(_cfg(data, **weights), tmp_path / "split", show_progress=False, resume=True)
@@ -150,3 +152,38 @@ def test_the_latent_direction_loss_is_the_shared_classifiers_cross_entropy_on_ev
 def test_the_latent_direction_loss_refuses_a_variant_without_latents() -> None:
     with pytest.raises(ConfigError, match="lvg-tiny-nolatent has none"):
         WordsNet(build_model("lvg-tiny-nolatent"), direction=True, latent_direction=True)
+
+
+def test_the_patch_shape_loss_reads_object_patches_only_and_trains_the_encoder() -> None:
+    torch.manual_seed(0)
+    net = WordsNet(build_model("lvg-tiny"), direction=False, patch_shape=True)
+    out = net(*_inputs(net.model.cfg))
+    logits = out["patch_shape_logits"]  # (B, n, shapes)
+    b, n, c = logits.shape
+    assert n == net.model.cfg.encoder.num_patches
+    labels = torch.full((b, n), IGNORE)
+    labels[0, :5], labels[2, 7] = torch.arange(5) % c, 1
+    zero = {"total": torch.zeros(())}
+    parts = with_word_losses(zero, out, {"patch_shape": labels}, 0.0, patch_shape_weight=0.5)
+    on = labels >= 0
+    want = torch.nn.functional.cross_entropy(logits[on], labels[on])
+    assert torch.allclose(parts["patch_shape"], want, atol=1e-6) and torch.allclose(parts["total"], 0.5 * want)
+    # Background patches (IGNORE) do not count: changing their logits leaves the loss as it is.
+    moved = {**out, "patch_shape_logits": torch.where(on[..., None], logits, logits + 3.0)}
+    again = with_word_losses(zero, moved, {"patch_shape": labels}, 0.0, patch_shape_weight=0.5)
+    assert torch.allclose(again["patch_shape"], want, atol=1e-6)
+    parts["total"].backward()
+    grads = [p.grad for p in net.model.beit3.parameters() if p.requires_grad]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    # A batch with no object patch gives a zero, not a NaN.
+    empty = with_word_losses(zero, out, {"patch_shape": torch.full((b, n), IGNORE)}, 0.0, patch_shape_weight=1.0)
+    assert float(empty["patch_shape"].detach()) == 0.0
+    with pytest.raises(ConfigError, match="loss_patch_shape needs"):
+        with_word_losses(zero, out, {}, 0.0, patch_shape_weight=1.0)
+
+
+@pytest.mark.parametrize("name", ["loss_direction", "loss_attribute_words", "loss_direction_latent",
+                                  "loss_patch_shape"])
+def test_a_negative_auxiliary_weight_is_a_config_error(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name} must be >= 0, got -0.5"):
+        TrainConfig(**{name: -0.5})
