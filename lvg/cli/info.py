@@ -41,7 +41,9 @@ def describe_model(path: Path) -> dict[str, object]:
         "params": params,
         "gflops_per_sample": gflops,
         "calibration": _calibration(meta, info.path),
-        "tokenizer_pieces": None if tok is None else tok.vocab_size,
+        # Word pieces as sentencepiece counts them; the ids the embedding table indexes add <pad>.
+        "tokenizer_pieces": None if tok is None else tok.num_pieces,
+        "tokenizer_ids": None if tok is None else tok.vocab_size,
         "exporter": meta.get(art.KEY_EXPORTER),
         "source": meta.get(art.KEY_SOURCE),
         "version": meta.get(art.KEY_VERSION),
@@ -77,7 +79,7 @@ def _echo_model(data: dict[str, object]) -> None:
         ("precision", _precision_line(data)),
         ("task", "gres (no-target head)" if data["gres"] else "ris / rec"),
         ("tokenizer", "none (pass --tokenizer)" if data["tokenizer_pieces"] is None
-         else f"{data['tokenizer_pieces']} pieces ({data['tokenizer']})"),
+         else f"{data['tokenizer_pieces']} pieces, {data['tokenizer_ids']} ids ({data['tokenizer']})"),
         ("trained on", data["description"] or "not recorded"),
         ("train words", "not recorded" if data["train_words"] is None else data["train_words"]),
     ]

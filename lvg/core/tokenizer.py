@@ -143,9 +143,14 @@ class Tokenizer:
         return "spm-sha256:" + hashlib.sha256(self._bytes).hexdigest()[:16]
 
     @property
+    def num_pieces(self) -> int:
+        """Number of sentencepiece word pieces (``<unk>``, ``<s>`` and ``</s>`` among them)."""
+        return int(self._sp.GetPieceSize())
+
+    @property
     def vocab_size(self) -> int:
         """Size of the fairseq dictionary the ids index: sentencepiece pieces + 1 (for <pad>)."""
-        return int(self._sp.GetPieceSize()) + FAIRSEQ_OFFSET
+        return self.num_pieces + FAIRSEQ_OFFSET
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.identity}, vocab_size={self.vocab_size})"

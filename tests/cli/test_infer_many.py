@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import sentencepiece as spm
 from PIL import Image
 
 from lvg.runtime.grounder import Grounder
@@ -99,7 +100,12 @@ def test_info_model_describes_the_bundled_onnx_without_torch():
     assert data["variant"] == "lvg-s-xy-stem-relpos" and data["kind"] == "onnx" and data["input_size"] == 480
     assert data["params"] > 7_000_000 and data["gflops_per_sample"] > 2 and data["precision"] == "fp32"
     assert data["description"].startswith("synthetic-scene demo") and data["train_words"] > 40
-    assert data["tokenizer_pieces"] > 300
+    # The word pieces of the tokenizer the file carries (the ids add one for padding).
+    from lvg.core.model_file import ModelFile
+
+    pieces = spm.SentencePieceProcessor(
+        model_proto=ModelFile.open("lvg/assets/default/model.onnx").info.tokenizer_bytes).GetPieceSize()
+    assert pieces > 300 and data["tokenizer_pieces"] == pieces and data["tokenizer_ids"] == pieces + 1
     proc = _lvg("info", "--model", "lvg/assets/default/model.onnx", pre=block)
     assert proc.returncode == 0 and "synthetic-scene demo" in proc.stdout and "parameters   7.25M" in proc.stdout
 
