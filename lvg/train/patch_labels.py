@@ -11,6 +11,7 @@ letterboxed frame, normalised to [0, 1]), ``object (g*g,)`` bool.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +64,34 @@ def read_objects(instances: Path) -> tuple[dict[int, list[dict[str, Any]]], dict
 
 class PatchLabels:
     """The per-patch labels of the images of one COCO ``instances.json`` (a synthetic dataset's split), on
-    the patch grid of a model of config ``model_cfg``."""
+    the patch grid of a model of config ``model_cfg``.
+
+    The last :data:`CACHED` images' labels are kept: a grounding batch holds each of its images several
+    times (``sentences_per_image``), and decoding every object's mask is most of an item's cost.
+    """
+
+    CACHED = 64
 
     def __init__(self, instances: Path | None, model_cfg: ModelConfig) -> None:
         if instances is None:
             raise ConfigError("per-patch labels need the split's instances.json (an `lvg data synth` dataset)")
         self.cfg = model_cfg
         self.objects, self.categories = read_objects(instances)
+        self._cache: OrderedDict[tuple[int, Letterbox, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = \
+            OrderedDict()
 
     def __call__(self, image_id: int, lb: Letterbox, flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(attributes, centre, object)`` of image ``image_id`` as preprocessed with letterbox ``lb``,
-        mirrored first with ``flip``."""
+        mirrored first with ``flip`` (new arrays on every call)."""
+        key = (int(image_id), lb, bool(flip))
+        if key not in self._cache:
+            self._cache[key] = self._compute(*key)
+            if len(self._cache) > self.CACHED:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
+        return tuple(a.copy() for a in self._cache[key])  # type: ignore[return-value]
+
+    def _compute(self, image_id: int, lb: Letterbox, flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         g, q = self.cfg.encoder.grid, self.cfg.prob_size
         anns = self.objects.get(int(image_id), [])
         cover = np.full((len(anns) + 1, g, g), MIN_COVER, dtype=np.float32)  # row 0: the background's bar

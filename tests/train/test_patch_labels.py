@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lvg.config import get_config
+from lvg.core.preprocess import letterbox_geometry
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import ConfigError
 from lvg.train.data import open_dataset
@@ -44,3 +45,18 @@ def test_grounding_items_carry_the_pretraining_stages_shape_labels(synth_dataset
 def test_patch_labels_need_the_instances_file() -> None:
     with pytest.raises(ConfigError, match=r"instances\.json"):
         PatchLabels(None, get_config("lvg-tiny"))
+
+
+def test_cached_labels_are_the_computed_ones_and_callers_cannot_change_them(synth_dataset) -> None:
+    cfg = get_config("lvg-tiny")
+    source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=True)
+    labels = PatchLabels(source.instances, cfg)
+    labels.CACHED = 2  # evictions happen within the test
+    calls = [(s.image_id, letterbox_geometry(s.width, s.height, cfg.preprocess.size), flip)
+             for s in source.samples for flip in (False, True)] * 2
+    for image_id, lb, flip in calls:
+        got = labels(image_id, lb, flip)
+        want = labels._compute(image_id, lb, flip)
+        assert all((a == b).all() for a, b in zip(got, want))
+        got[0][:] = 99  # a caller writing into its arrays
+    assert len(labels._cache) == 2
