@@ -11,10 +11,12 @@ do and the expression's embedding does not select it. This bench runs the model 
 pretraining stage's labels, :class:`lvg.train.pretrain.PretrainDataset`; for the attributes, patches on no
 object are left out), fits a ridge classifier (one-hot targets, argmax) from each encoder level's tokens, and
 from the pixel decoder's 1/8-scale features averaged over each patch's cells (``F^V`` before the image stem's
-features join it at 1/4 and 1/2 scale, adding each pixel's own colour), on the first half of the images and
+features join it at 1/4 and 1/2 scale, adding each pixel's own colour) and from the whole ``F^V`` at the map's
+scale averaged the same way (what an expression's embedding is dotted with), on the first half of the images and
 reports its accuracy on the second half, against the most frequent label's share there (a probe with nothing
 to read can score below it: the halves' label shares differ). A last row probes each patch's own pixels (8 x 8
-per patch) as a control: what one patch shows without context. Writes
+per patch) as a control: what one patch shows without context. For a run trained with ``loss_patch_shape``, the
+shape classifier it trained beside the model is scored on all the images too. Writes
 ``patch_probe_<name>.json`` and prints the table.
 """
 
@@ -28,13 +30,16 @@ import torch
 import torch.nn.functional as F
 from _synth_checkpoint import FV, arguments, forward, open_checkpoint, recorded_features, write
 
+from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.patch_labels import ATTRIBUTES, IGNORE
 from lvg.train.pretrain import PretrainDataset
 from lvg.train.sampling import Planned
+from lvg.train.words import WordsNet
 
 RIDGE = 1.0  # on standardised features: only keeps the solve stable
 PER_PATCH = "F^V (1/8 scale, per patch)"
 PIXELS = "pixels (8x8 per patch)"
+MAP = "F^V (map scale, per patch)"
 
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[float, float]:
@@ -60,23 +65,35 @@ def patch_pixels(items: list[dict[str, Any]], grid: int) -> torch.Tensor:
     return cells.reshape(b, grid * grid, 3 * 64)  # row-major over the patch grid, as the tokens
 
 
+def map_features(model: Any, captured: dict[str, list[torch.Tensor]], items: list[dict[str, Any]],
+                 grid: int) -> torch.Tensor:
+    """The whole ``F^V`` of the last batch, what each expression's embedding is dotted with (the image stem's
+    features included), averaged over each patch's cells: ``(B, E, H/m, W/m)`` -> ``(B, g*g, E)``."""
+    image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()  # (B, 3, S, S)
+    with torch.inference_mode():
+        fmap = model.pixel_decoder.map_from_features(captured[FV][-1], image)  # (B, E, H/m, W/m)
+    return F.adaptive_avg_pool2d(fmap.float(), grid).flatten(2).transpose(1, 2)  # row-major, as the tokens
+
+
 def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dict[str, Any]:
     opened = open_checkpoint(ckpt, data, split)
     model, source, grid = opened.model, opened.source, opened.model.cfg.encoder.grid
     labelled = PretrainDataset(source, source.instances, model_cfg=model.cfg, tokenizer=opened.dataset.tokenizer,
                                seed=0, mlm_probability=0.0)
     n = min(images, len(source.samples))
-    labels, pixels = [], []
+    labels, pixels, full, tokens = [], [], [], []
     with recorded_features(model) as captured:
         for start in range(0, n, batch_size):
             items = [labelled[Planned(i, 0, False, False, i)] for i in range(start, min(n, start + batch_size))]
             for it in items:  # the labelled items hide one word as <unk> (masked-token targets): put it back
                 it["text_ids"] = torch.where(it["mlm_target"] != IGNORE, it["mlm_target"], it["text_ids"])
-            forward(model, items)
+            tokens.append(forward(model, items)["patch_tokens"].float())  # (B, n, d): the last layer's
+            full.append(map_features(model, captured, items, grid))
             pixels.append(patch_pixels(items, grid))
             labels.append(torch.stack([it["patch_attributes"] for it in items]))  # (B, n, 4): 0 = no object
     # F^V's cells averaged over each patch: (B, c, H/8, W/8) -> (B, c, g, g) -> (B, n, c)
     captured[PER_PATCH] = [F.adaptive_avg_pool2d(m.float(), grid).flatten(2).transpose(1, 2) for m in captured.pop(FV)]
+    captured[MAP] = full
     captured[PIXELS] = pixels
     label = torch.cat(labels).reshape(-1, len(ATTRIBUTES)).numpy()  # (N * n, 4)
     on_object = label[:, 0] > 0
@@ -90,8 +107,24 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
         accuracy, majority = probe_accuracy(feats, on_object.astype(np.int64), 2)
         row["object"] = {"accuracy": accuracy, "majority": majority}
         rows[name] = row
+    trained = trained_classifier(ckpt, torch.cat(tokens), label[:, 0] - 1, on_object)
     return {"variant": model.cfg.name, "images": n, "patches": int(len(label)),
-            "patches_on_objects": int(on_object.sum()), "probes": rows}
+            "patches_on_objects": int(on_object.sum()), "probes": rows, "trained_shape_classifier": trained}
+
+
+def trained_classifier(ckpt: Path, tokens: torch.Tensor, shape: np.ndarray, on_object: np.ndarray
+                       ) -> dict[str, float] | None:
+    """The accuracy on these (held-out) images of the shape classifier a ``loss_patch_shape`` run trained
+    beside the model, and the most frequent shape's share; None when the checkpoint holds no such classifier.
+    ``tokens (N, n, d)``, ``shape`` and ``on_object`` ``(N * n,)``."""
+    heads = read_checkpoint_tensors(ckpt)
+    key = WordsNet.checkpoint_prefix + "patch_shape_classifier."
+    if key + "weight" not in heads:
+        return None
+    logits = tokens @ heads[key + "weight"].float().T + heads[key + "bias"].float()  # (N, n, shapes)
+    guess = logits.argmax(-1).reshape(-1).numpy()[on_object]
+    truth = shape[on_object]
+    return {"accuracy": float((guess == truth).mean()), "majority": float(np.bincount(truth).max() / len(truth))}
 
 
 def main() -> None:
@@ -107,6 +140,9 @@ def main() -> None:
     for name, row in result["probes"].items():
         cells = " ".join(f"{row[k]['accuracy']:>7.3f} ({row[k]['majority']:.3f})" for k in kinds)
         print(f"{name:<26} {row['dims']:>5} {cells}")
+    if (trained := result["trained_shape_classifier"]) is not None:
+        print(f"the run's own shape classifier on the last layer's tokens: {trained['accuracy']:.3f} "
+              f"({trained['majority']:.3f}) on all {result['images']} images")
     write(result, args, "patch_probe")
 
 

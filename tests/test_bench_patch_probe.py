@@ -35,7 +35,7 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
 
     data = generate(tmp_path / "data", images=6, seed=5, size_range=(96, 160), splits=(("val", 1.0),)).out_dir
     torch.manual_seed(0)
-    model = build_model("lvg-tiny-xy")
+    model = build_model("lvg-tiny-xy-stem-relpos")  # F^V with the image stem, as the bundled model's
     ckpt = save_checkpoint(model, tmp_path / "tiny" / "last.safetensors")
     proc = subprocess.run([sys.executable, str(BENCH), "--ckpt", str(ckpt), "--data", str(data),
                            "--images", "6", "--batch-size", "4", "--out", str(tmp_path / "out")],
@@ -45,11 +45,32 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
     assert result["images"] == 6 and result["patches"] == 6 * model.cfg.encoder.num_patches
     assert 0 < result["patches_on_objects"] < result["patches"]
     probes = result["probes"]
-    assert len(probes) == len(model.cfg.head.pyramid_layers) + 2 and probes["pixels (8x8 per patch)"]["dims"] == 192
+    assert len(probes) == len(model.cfg.head.pyramid_layers) + 3 and probes["pixels (8x8 per patch)"]["dims"] == 192
     assert probes["F^V (1/8 scale, per patch)"]["dims"] == model.cfg.head.neck_dim
+    assert probes["F^V (map scale, per patch)"]["dims"] == model.cfg.head.embed_dim
     for name, row in probes.items():
         if name.startswith("encoder"):
             assert row["dims"] == model.cfg.encoder.embed_dim
         assert set(row) == {"dims", "shape", "colour", "size", "texture", "object"}
         assert all(0.0 <= row[k]["accuracy"] <= 1.0 and 0.0 < row[k]["majority"] <= 1.0 for k in row if k != "dims")
     assert "colour" in proc.stdout and "wrote" in proc.stdout
+    assert result["trained_shape_classifier"] is None  # a checkpoint without the shape loss's classifier
+
+
+def test_a_run_with_the_patch_shape_loss_has_its_classifier_scored(tmp_path: Path) -> None:
+    from lvg.train.config import TrainConfig
+    from lvg.train.synth import generate
+    from lvg.train.trainer import train
+
+    data = generate(tmp_path / "data", images=8, seed=5, size_range=(96, 160),
+                    splits=(("train", 0.5), ("val", 0.5))).out_dir
+    cfg = TrainConfig(variant="lvg-tiny", data=str(data), steps=2, batch_size=4, val_split=None, lr=1e-3,
+                      warmup_steps=1, save_every=0, seed=3, loss_patch_shape=1.0)
+    run = train(cfg, tmp_path / "run", show_progress=False)
+    proc = subprocess.run([sys.executable, str(BENCH), "--ckpt", str(run.checkpoint), "--data", str(data),
+                           "--images", "4", "--batch-size", "4", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trained = json.loads((tmp_path / "out" / "patch_probe_run.json").read_text())["trained_shape_classifier"]
+    assert 0.0 <= trained["accuracy"] <= 1.0 and 0.0 < trained["majority"] <= 1.0
+    assert "the run's own shape classifier" in proc.stdout

@@ -115,7 +115,12 @@ class PixelDecoder(nn.Module):
     def feature_map(self, levels: list[Tensor], image: Tensor | None = None) -> Tensor:
         """The unfolded ``F^V`` ``(B, E, H/m, W/m)``, ``m = head.map_stride`` (for inspection and the equivalence
         test); ``image`` as in :meth:`forward`."""
-        fmap = self._to_map_scale(self.proj(self.last(self.features(levels))))
+        return self.map_from_features(self.features(levels), image)
+
+    def map_from_features(self, h: Tensor, image: Tensor | None = None) -> Tensor:
+        """``F^V`` ``(B, E, H/m, W/m)`` from the 1/8-scale features ``h`` ``(B, c, H/8, W/8)`` of
+        :meth:`features` (for a caller that has them already); ``image`` as in :meth:`forward`."""
+        fmap = self._to_map_scale(self.proj(self.last(h)))
         return fmap if self.stem_proj is None else fmap + self.stem_proj(self.pixels(image))
 
     def _to_map_scale(self, x: Tensor) -> Tensor:
