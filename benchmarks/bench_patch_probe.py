@@ -107,24 +107,30 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
         accuracy, majority = probe_accuracy(feats, on_object.astype(np.int64), 2)
         row["object"] = {"accuracy": accuracy, "majority": majority}
         rows[name] = row
-    trained = trained_classifier(ckpt, torch.cat(tokens), label[:, 0] - 1, on_object)
+    trained = trained_classifier(ckpt, torch.cat(tokens), label, on_object)
     return {"variant": model.cfg.name, "images": n, "patches": int(len(label)),
             "patches_on_objects": int(on_object.sum()), "probes": rows, "trained_shape_classifier": trained}
 
 
-def trained_classifier(ckpt: Path, tokens: torch.Tensor, shape: np.ndarray, on_object: np.ndarray
-                       ) -> dict[str, float] | None:
+def trained_classifier(ckpt: Path, tokens: torch.Tensor, label: np.ndarray, on_object: np.ndarray
+                       ) -> dict[str, Any] | None:
     """The accuracy on these (held-out) images of the shape classifier a ``loss_patch_shape`` run trained
-    beside the model, and the most frequent shape's share; None when the checkpoint holds no such classifier.
-    ``tokens (N, n, d)``, ``shape`` and ``on_object`` ``(N * n,)``."""
+    beside the model, and the most frequent shape's share, over all object patches and per object size;
+    None when the checkpoint holds no such classifier. ``tokens (N, n, d)``, ``label (N * n, 4)`` (the
+    patch attributes, 0 = no object), ``on_object`` ``(N * n,)``."""
     heads = read_checkpoint_tensors(ckpt)
     key = WordsNet.checkpoint_prefix + "patch_shape_classifier."
     if key + "weight" not in heads:
         return None
     logits = tokens @ heads[key + "weight"].float().T + heads[key + "bias"].float()  # (N, n, shapes)
-    guess = logits.argmax(-1).reshape(-1).numpy()[on_object]
-    truth = shape[on_object]
-    return {"accuracy": float((guess == truth).mean()), "majority": float(np.bincount(truth).max() / len(truth))}
+    right = logits.argmax(-1).reshape(-1).numpy() == label[:, 0] - 1  # (N * n,)
+    sizes = dict(ATTRIBUTES)["size"]
+    out: dict[str, Any] = {"accuracy": float(right[on_object].mean()),
+                           "majority": float(np.bincount(label[on_object, 0]).max() / on_object.sum())}
+    for k, size in enumerate(sizes, start=1):
+        chosen = on_object & (label[:, 2] == k)
+        out[f"accuracy_{size}"] = float(right[chosen].mean()) if chosen.any() else None
+    return out
 
 
 def main() -> None:
@@ -141,8 +147,10 @@ def main() -> None:
         cells = " ".join(f"{row[k]['accuracy']:>7.3f} ({row[k]['majority']:.3f})" for k in kinds)
         print(f"{name:<26} {row['dims']:>5} {cells}")
     if (trained := result["trained_shape_classifier"]) is not None:
+        by_size = ", ".join(f"{k[len('accuracy_'):]} {v:.3f}" for k, v in trained.items()
+                            if k.startswith("accuracy_") and v is not None)
         print(f"the run's own shape classifier on the last layer's tokens: {trained['accuracy']:.3f} "
-              f"({trained['majority']:.3f}) on all {result['images']} images")
+              f"({trained['majority']:.3f}) on all {result['images']} images ({by_size})")
     write(result, args, "patch_probe")
 
 

@@ -73,4 +73,6 @@ def test_a_run_with_the_patch_shape_loss_has_its_classifier_scored(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     trained = json.loads((tmp_path / "out" / "patch_probe_run.json").read_text())["trained_shape_classifier"]
     assert 0.0 <= trained["accuracy"] <= 1.0 and 0.0 < trained["majority"] <= 1.0
+    by_size = [trained["accuracy_small"], trained["accuracy_large"]]
+    assert any(v is not None for v in by_size) and all(v is None or 0.0 <= v <= 1.0 for v in by_size)
     assert "the run's own shape classifier" in proc.stdout
