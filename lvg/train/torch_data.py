@@ -110,10 +110,10 @@ class GroundingDataset(torch.utils.data.Dataset):
 
     @classmethod
     def for_model(cls, source: ReferSource, cfg: ModelConfig, *, tokenizer: Tokenizer, train: bool,
-                  seed: int = 0, augment: bool = True, patch_labels: bool = False) -> GroundingDataset:
+                  seed: int = 0, augment: bool = True, patch_shape: bool = False) -> GroundingDataset:
         """The dataset a model of config ``cfg`` trains or is scored on: its preprocessing and map scale;
-        with ``patch_labels``, items carry ``patch_shape`` on its patch grid (read from ``source.instances``)."""
-        labels = PatchLabels(source.instances, cfg) if patch_labels else None
+        with ``patch_shape``, items carry ``patch_shape`` on its patch grid (read from ``source.instances``)."""
+        labels = PatchLabels(source.instances, cfg) if patch_shape else None
         return cls(source, preprocess=cfg.preprocess, tokenizer=tokenizer, train=train, seed=seed,
                    augment=augment, map_stride=cfg.head.map_stride, patch_labels=labels)
 

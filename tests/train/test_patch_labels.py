@@ -22,7 +22,7 @@ def test_grounding_items_carry_the_pretraining_stages_shape_labels(synth_dataset
     cfg = get_config("lvg-tiny")
     source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=True)
     tok = Tokenizer.from_file(synth_dataset.tokenizer)
-    ground = GroundingDataset.for_model(source, cfg, tokenizer=tok, train=True, seed=3, patch_labels=True)
+    ground = GroundingDataset.for_model(source, cfg, tokenizer=tok, train=True, seed=3, patch_shape=True)
     plain = GroundingDataset.for_model(source, cfg, tokenizer=tok, train=True, seed=3)
     pre = PretrainDataset(source, source.instances, model_cfg=cfg, tokenizer=tok, seed=3, mlm_probability=0.3)
     objects = 0
