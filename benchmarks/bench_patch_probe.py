@@ -55,21 +55,20 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, classes: int) -> tu
     return accuracy, majority
 
 
-def patch_pixels(items: list[dict[str, Any]], grid: int) -> torch.Tensor:
+def patch_pixels(image: torch.Tensor, grid: int) -> torch.Tensor:
     """The control row: each patch's own pixels, area-averaged to 8 x 8 (192 values, the tokens' width in
     lvg-s), what the patch embedding reads. ``(B, 3, S, S)`` -> ``(B, g*g, 3*8*8)``."""
-    image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()  # (B, 3, S, S)
     small = F.adaptive_avg_pool2d(image, grid * 8)  # (B, 3, 8g, 8g)
     b = small.shape[0]
     cells = small.reshape(b, 3, grid, 8, grid, 8).permute(0, 2, 4, 1, 3, 5)  # (B, g, g, 3, 8, 8)
     return cells.reshape(b, grid * grid, 3 * 64)  # row-major over the patch grid, as the tokens
 
 
-def map_features(model: Any, captured: dict[str, list[torch.Tensor]], items: list[dict[str, Any]],
-                 grid: int) -> torch.Tensor:
-    """The whole ``F^V`` of the last batch, what each expression's embedding is dotted with (the image stem's
-    features included), averaged over each patch's cells: ``(B, E, H/m, W/m)`` -> ``(B, g*g, E)``."""
-    image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()  # (B, 3, S, S)
+def map_features(model: Any, captured: dict[str, list[torch.Tensor]], image: torch.Tensor, grid: int
+                 ) -> torch.Tensor:
+    """The whole ``F^V`` of the last batch (its ``image (B, 3, S, S)``), what each expression's embedding is
+    dotted with (the image stem's features included), averaged over each patch's cells:
+    ``(B, E, H/m, W/m)`` -> ``(B, g*g, E)``."""
     with torch.inference_mode():
         fmap = model.pixel_decoder.map_from_features(captured[FV][-1], image)  # (B, E, H/m, W/m)
     return F.adaptive_avg_pool2d(fmap.float(), grid).flatten(2).transpose(1, 2)  # row-major, as the tokens
@@ -88,8 +87,9 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
             for it in items:  # the labelled items hide one word as <unk> (masked-token targets): put it back
                 it["text_ids"] = torch.where(it["mlm_target"] != IGNORE, it["mlm_target"], it["text_ids"])
             tokens.append(forward(model, items)["patch_tokens"].float())  # (B, n, d): the last layer's
-            full.append(map_features(model, captured, items, grid))
-            pixels.append(patch_pixels(items, grid))
+            image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()  # (B, 3, S, S)
+            full.append(map_features(model, captured, image, grid))
+            pixels.append(patch_pixels(image, grid))
             labels.append(torch.stack([it["patch_attributes"] for it in items]))  # (B, n, 4): 0 = no object
     # F^V's cells averaged over each patch: (B, c, H/8, W/8) -> (B, c, g, g) -> (B, n, c)
     captured[PER_PATCH] = [F.adaptive_avg_pool2d(m.float(), grid).flatten(2).transpose(1, 2) for m in captured.pop(FV)]
@@ -118,8 +118,8 @@ def trained_classifier(ckpt: Path, tokens: torch.Tensor, label: np.ndarray, on_o
     beside the model, and the most frequent shape's share, over all object patches and per object size;
     None when the checkpoint holds no such classifier. ``tokens (N, n, d)``, ``label (N * n, 4)`` (the
     patch attributes, 0 = no object), ``on_object`` ``(N * n,)``."""
-    heads = read_checkpoint_tensors(ckpt)
     key = WordsNet.checkpoint_prefix + "patch_shape_classifier."
+    heads = read_checkpoint_tensors(ckpt, prefix=key)  # these two tensors, not the optimizer state beside them
     if key + "weight" not in heads:
         return None
     logits = tokens @ heads[key + "weight"].float().T + heads[key + "bias"].float()  # (N, n, shapes)

@@ -126,9 +126,10 @@ def save_checkpoint(
 
 
 def read_checkpoint_tensors(path: str | os.PathLike | ModelFile, *, model_only: bool = False,
-                            verify: bool = True) -> dict[str, Tensor]:
+                            verify: bool = True, prefix: str = "") -> dict[str, Tensor]:
     """All tensors of a checkpoint (model and ``train/`` state), or with ``model_only`` the model's alone
-    (the optimizer moments, twice the model's size, are then never read).
+    (the optimizer moments, twice the model's size, are then never read); with ``prefix``, only those whose
+    names start with it (e.g. one set of training heads; the others are never read).
 
     ``verify``: check the tensors read against the header's checksums and refuse non-finite values
     (:func:`verify_tensors`); the loaders below verify after checking that the tensors fit the model, so
@@ -139,7 +140,8 @@ def read_checkpoint_tensors(path: str | os.PathLike | ModelFile, *, model_only: 
     model_file = ModelFile.open(path, checkpoint=True)
     try:
         with safe_open(str(model_file.path), framework="pt") as fh:
-            tensors = {k: fh.get_tensor(k) for k in fh.keys() if not (model_only and k.startswith(TRAIN_PREFIX))}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()
+                       if k.startswith(prefix) and not (model_only and k.startswith(TRAIN_PREFIX))}
     except Exception as exc:  # safetensors raises its own error types for truncated or corrupt data
         raise CheckpointError(f"{model_file.path} is truncated or corrupt ({first_line(exc, 200)})") from None
     if verify:

@@ -113,6 +113,9 @@ def test_a_run_with_the_word_losses_resumes_exactly_and_keeps_the_classifiers_ou
     train(_cfg(data, **weights), tmp_path / "split", show_progress=False, resume=True)
     a, b = (read_checkpoint_tensors(tmp_path / run / "last.safetensors") for run in ("full", "split"))
     assert {k for k in a if k.startswith(_HEAD)} == {f"{_HEAD}{h}.{p}" for h in heads for p in ("weight", "bias")}
+    # Reading the heads alone gives exactly those tensors (the model and optimizer state left unread).
+    only = read_checkpoint_tensors(tmp_path / "full" / "last.safetensors", prefix=_HEAD)
+    assert only.keys() == {k for k in a if k.startswith(_HEAD)} and all(torch.equal(v, a[k]) for k, v in only.items())
     assert set(a) == set(b) and [k for k in a if not torch.equal(a[k], b[k])] == []
     # The classifier trained with the model, and the model's own weights are exactly the variant's.
     assert read_checkpoint_tensors(tmp_path / "full" / "last.safetensors", model_only=True).keys() == \
