@@ -15,8 +15,10 @@ features join it at 1/4 and 1/2 scale, adding each pixel's own colour) and from 
 scale averaged the same way (what an expression's embedding is dotted with), on the first half of the images and
 reports its accuracy on the second half, against the most frequent label's share there (a probe with nothing
 to read can score below it: the halves' label shares differ). A last row probes each patch's own pixels (8 x 8
-per patch) as a control: what one patch shows without context. For a run trained with ``loss_patch_shape``, the
-shape classifier it trained beside the model is scored on all the images too. Writes
+per patch) as a control: what one patch shows without context. A model with a shape branch gets a row for its
+patch-grid features too. For a run trained with ``loss_patch_shape``, the shape classifier it
+trained beside the model is scored on all the images too, on the features it was trained on
+(``patch_shape_from``). Writes
 ``patch_probe_<name>.json`` and prints the table.
 """
 
@@ -34,12 +36,14 @@ from lvg.modeling.checkpoint import read_checkpoint_tensors
 from lvg.train.patch_labels import ATTRIBUTES, IGNORE
 from lvg.train.pretrain import PretrainDataset
 from lvg.train.sampling import Planned
+from lvg.train.state import read_train_header
 from lvg.train.words import WordsNet
 
 RIDGE = 1.0  # on standardised features: only keeps the solve stable
 PER_PATCH = "F^V (1/8 scale, per patch)"
 PIXELS = "pixels (8x8 per patch)"
 MAP = "F^V (map scale, per patch)"
+BRANCH = "shape branch (patch grid)"
 
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[float, float]:
@@ -80,13 +84,16 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
     labelled = PretrainDataset(source, source.instances, model_cfg=model.cfg, tokenizer=opened.dataset.tokenizer,
                                seed=0, mlm_probability=0.0)
     n = min(images, len(source.samples))
-    labels, pixels, full, tokens = [], [], [], []
+    labels, pixels, full, tokens, branch = [], [], [], [], []
     with recorded_features(model) as captured:
         for start in range(0, n, batch_size):
             items = [labelled[Planned(i, 0, False, False, i)] for i in range(start, min(n, start + batch_size))]
             for it in items:  # the labelled items hide one word as <unk> (masked-token targets): put it back
                 it["text_ids"] = torch.where(it["mlm_target"] != IGNORE, it["mlm_target"], it["text_ids"])
-            tokens.append(forward(model, items)["patch_tokens"].float())  # (B, n, d): the last layer's
+            out = forward(model, items)
+            tokens.append(out["patch_tokens"].float())  # (B, n, d): the last layer's
+            if "shape_grid" in out:
+                branch.append(out["shape_grid"].float())  # (B, n, w)
             image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()  # (B, 3, S, S)
             full.append(map_features(model, captured, image, grid))
             pixels.append(patch_pixels(image, grid))
@@ -95,6 +102,8 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
     captured[PER_PATCH] = [F.adaptive_avg_pool2d(m.float(), grid).flatten(2).transpose(1, 2) for m in captured.pop(FV)]
     captured[MAP] = full
     captured[PIXELS] = pixels
+    if branch:
+        captured[BRANCH] = branch
     label = torch.cat(labels).reshape(-1, len(ATTRIBUTES)).numpy()  # (N * n, 4)
     on_object = label[:, 0] > 0
     rows: dict[str, dict[str, Any]] = {}
@@ -107,25 +116,28 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
         accuracy, majority = probe_accuracy(feats, on_object.astype(np.int64), 2)
         row["object"] = {"accuracy": accuracy, "majority": majority}
         rows[name] = row
-    trained = trained_classifier(ckpt, torch.cat(tokens), label, on_object)
+    features = {"tokens": torch.cat(tokens), **({"branch": torch.cat(branch)} if branch else {})}
+    trained = trained_classifier(ckpt, features, label, on_object)
     return {"variant": model.cfg.name, "images": n, "patches": int(len(label)),
             "patches_on_objects": int(on_object.sum()), "probes": rows, "trained_shape_classifier": trained}
 
 
-def trained_classifier(ckpt: Path, tokens: torch.Tensor, label: np.ndarray, on_object: np.ndarray
+def trained_classifier(ckpt: Path, features: dict[str, torch.Tensor], label: np.ndarray, on_object: np.ndarray
                        ) -> dict[str, Any] | None:
     """The accuracy on these (held-out) images of the shape classifier a ``loss_patch_shape`` run trained
     beside the model, and the most frequent shape's share, over all object patches and per object size;
-    None when the checkpoint holds no such classifier. ``tokens (N, n, d)``, ``label (N * n, 4)`` (the
-    patch attributes, 0 = no object), ``on_object`` ``(N * n,)``."""
+    None when the checkpoint holds no such classifier. ``features``: ``"tokens"`` ``(N, n, d)`` and, for a
+    model with a shape branch, ``"branch"`` ``(N, n, w)`` (the run's ``patch_shape_from`` picks one);
+    ``label (N * n, 4)`` (the patch attributes, 0 = no object), ``on_object`` ``(N * n,)``."""
     key = WordsNet.checkpoint_prefix + "patch_shape_classifier."
     heads = read_checkpoint_tensors(ckpt, prefix=key)  # these two tensors, not the optimizer state beside them
     if key + "weight" not in heads:
         return None
-    logits = tokens @ heads[key + "weight"].float().T + heads[key + "bias"].float()  # (N, n, shapes)
+    source = read_train_header(ckpt)[2].patch_shape_from
+    logits = features[source] @ heads[key + "weight"].float().T + heads[key + "bias"].float()  # (N, n, shapes)
     right = logits.argmax(-1).reshape(-1).numpy() == label[:, 0] - 1  # (N * n,)
     sizes = dict(ATTRIBUTES)["size"]
-    out: dict[str, Any] = {"accuracy": float(right[on_object].mean()),
+    out: dict[str, Any] = {"features": source, "accuracy": float(right[on_object].mean()),
                            "majority": float(np.bincount(label[on_object, 0]).max() / on_object.sum())}
     for k, size in enumerate(sizes, start=1):
         chosen = on_object & (label[:, 2] == k)
@@ -149,7 +161,8 @@ def main() -> None:
     if (trained := result["trained_shape_classifier"]) is not None:
         by_size = ", ".join(f"{k[len('accuracy_'):]} {v:.3f}" for k, v in trained.items()
                             if k.startswith("accuracy_") and v is not None)
-        print(f"the run's own shape classifier on the last layer's tokens: {trained['accuracy']:.3f} "
+        where = "the last layer's tokens" if trained["features"] == "tokens" else "the shape branch's features"
+        print(f"the run's own shape classifier on {where}: {trained['accuracy']:.3f} "
               f"({trained['majority']:.3f}) on all {result['images']} images ({by_size})")
     write(result, args, "patch_probe")
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_patch_probe.py"
@@ -57,22 +58,31 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
     assert result["trained_shape_classifier"] is None  # a checkpoint without the shape loss's classifier
 
 
-def test_a_run_with_the_patch_shape_loss_has_its_classifier_scored(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("variant", "source"), [("lvg-tiny", "tokens"),
+                                                     ("lvg-tiny-xy-stem-relpos-branch", "branch")])
+def test_a_run_with_the_patch_shape_loss_has_its_classifier_scored(tmp_path: Path, variant: str, source: str) -> None:
+    from lvg.modeling import build_model
     from lvg.train.config import TrainConfig
     from lvg.train.synth import generate
     from lvg.train.trainer import train
 
     data = generate(tmp_path / "data", images=8, seed=5, size_range=(96, 160),
                     splits=(("train", 0.5), ("val", 0.5))).out_dir
-    cfg = TrainConfig(variant="lvg-tiny", data=str(data), steps=2, batch_size=4, val_split=None, lr=1e-3,
-                      warmup_steps=1, save_every=0, seed=3, loss_patch_shape=1.0)
+    cfg = TrainConfig(variant=variant, data=str(data), steps=2, batch_size=4, val_split=None, lr=1e-3,
+                      warmup_steps=1, save_every=0, seed=3, loss_patch_shape=1.0, patch_shape_from=source)
     run = train(cfg, tmp_path / "run", show_progress=False)
     proc = subprocess.run([sys.executable, str(BENCH), "--ckpt", str(run.checkpoint), "--data", str(data),
                            "--images", "4", "--batch-size", "4", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    trained = json.loads((tmp_path / "out" / "patch_probe_run.json").read_text())["trained_shape_classifier"]
-    assert 0.0 <= trained["accuracy"] <= 1.0 and 0.0 < trained["majority"] <= 1.0
+    result = json.loads((tmp_path / "out" / "patch_probe_run.json").read_text())
+    trained = result["trained_shape_classifier"]
+    assert trained["features"] == source and 0.0 <= trained["accuracy"] <= 1.0 and 0.0 < trained["majority"] <= 1.0
     by_size = [trained["accuracy_small"], trained["accuracy_large"]]
     assert any(v is not None for v in by_size) and all(v is None or 0.0 <= v <= 1.0 for v in by_size)
     assert "the run's own shape classifier" in proc.stdout
+    # A model with a shape branch has its grid features probed too, at their width.
+    branch = result["probes"].get("shape branch (patch grid)")
+    assert (branch is None) == (source == "tokens")
+    if branch is not None:
+        assert branch["dims"] == build_model(variant).shape_branch.channels

@@ -161,6 +161,13 @@ class HeadConfig:
     features at the map's scale and adds a correction, starting at zero, so where an object ends can follow
     the pixels non-linearly. 0 (off) in the paper's variants.
 
+    ``shape_branch > 0`` adds :class:`lvg.modeling.shape_branch.ShapeBranch`: stride-2 convolutions from the
+    image to the patch grid (up to this many channels) whose features join the pixel decoder's 1/8-scale
+    features through a 1x1 projection that starts at zero, so what they hold about the object a pixel lies on,
+    its outline above all, reaches ``F^V`` without passing through the encoder. A classifier of the object's
+    shape on them (``TrainConfig.patch_shape_from = "branch"``) gives them that content. 0 (off) in the
+    paper's variants.
+
     ``candidate_positions`` adds :class:`lvg.modeling.candidate_position.CandidatePosition`: each pixel's
     offset from the centroid of what the expression's own map covers (in units of its spread), weighed by
     two coefficients from the expression's embedding that start at zero, added to that map's logits where the
@@ -182,6 +189,7 @@ class HeadConfig:
     map_stride: int = 4
     mask_refine: int = 0
     candidate_positions: bool = False
+    shape_branch: int = 0
 
 
 @dataclass(frozen=True)
@@ -236,6 +244,8 @@ class ModelConfig:
             problems.append(f"head.image_stem must be 0 (off) or a channel count, got {head.image_stem}")
         if head.stem_tokens and not head.image_stem:
             problems.append("head.stem_tokens reads the image stem: it needs head.image_stem > 0")
+        if head.shape_branch < 0:
+            problems.append(f"head.shape_branch must be 0 (off) or a channel count, got {head.shape_branch}")
         if head.stem_tokens_width < 0:
             problems.append(f"head.stem_tokens_width must be 0 (the token width) or a channel count, "
                             f"got {head.stem_tokens_width}")

@@ -134,6 +134,11 @@ def lvg_tiny_xy_stem_relpos_tokens() -> ModelConfig:
     return _with_head(lvg_tiny_xy_stem_relpos(), "lvg-tiny-xy-stem-relpos-tokens", stem_tokens=True)
 
 
+def lvg_tiny_xy_stem_relpos_branch() -> ModelConfig:
+    """lvg-tiny-xy-stem-relpos with a shape branch, as lvg-s-xy-stem-relpos-branch is to lvg-s-xy-stem-relpos."""
+    return _with_head(lvg_tiny_xy_stem_relpos(), "lvg-tiny-xy-stem-relpos-branch", shape_branch=16)
+
+
 def lvg_tiny_p16() -> ModelConfig:
     """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
     return _on_grid(lvg_tiny(), "lvg-tiny-p16", patch=16, size=320)
@@ -231,6 +236,13 @@ def lvg_s_xy_stem_relpos_tokens() -> ModelConfig:
     return _with_head(lvg_s_xy_stem_relpos(), "lvg-s-xy-stem-relpos-tokens", stem_tokens=True, stem_tokens_width=96)
 
 
+def lvg_s_xy_stem_relpos_branch() -> ModelConfig:
+    """lvg-s-xy-stem-relpos with a shape branch (``HeadConfig.shape_branch``): five stride-2 convolutions from
+    the image to the patch grid, 12 to 48 channels, and a projection into ``F^V`` starting at zero; 40k
+    parameters, so the fp32 file stays under 30 MB."""
+    return _with_head(lvg_s_xy_stem_relpos(), "lvg-s-xy-stem-relpos-branch", shape_branch=48)
+
+
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
     return _with_head(lvg_s_xy_stem(), "lvg-s-xy-stem-tokens", stem_tokens=True)
@@ -274,6 +286,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-refine": lvg_s_xy_stem_refine,
     "lvg-s-xy-stem-relpos": lvg_s_xy_stem_relpos,
     "lvg-s-xy-stem-relpos-nolatent": lvg_s_xy_stem_relpos_nolatent,
+    "lvg-s-xy-stem-relpos-branch": lvg_s_xy_stem_relpos_branch,
     "lvg-s-xy-stem-relpos-tokens": lvg_s_xy_stem_relpos_tokens,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
@@ -289,6 +302,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy-stem-refine": lvg_tiny_xy_stem_refine,
     "lvg-tiny-xy-stem-relpos": lvg_tiny_xy_stem_relpos,
     "lvg-tiny-xy-stem-relpos-tokens": lvg_tiny_xy_stem_relpos_tokens,
+    "lvg-tiny-xy-stem-relpos-branch": lvg_tiny_xy_stem_relpos_branch,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 

@@ -20,6 +20,7 @@ from lvg.modeling.encoder import BEiT3, truncated_normal_init
 from lvg.modeling.latent_init import LatentExpressionInit
 from lvg.modeling.mask_refiner import MaskRefiner
 from lvg.modeling.pixel_decoder import PixelDecoder
+from lvg.modeling.shape_branch import ShapeBranch
 from lvg.modeling.stem_tokens import StemTokens
 from lvg.modeling.subject_distributor import SubjectDistributor
 from lvg.modeling.token_heads import TokenMLP
@@ -29,7 +30,7 @@ PARTS = {
     "backbone": ("beit3",),
     "latent_expressions": ("latent_init", "concept_injectors", "latent_heads", "subject_distributor"),
     "heads": ("text_head", "pixel_decoder", "empty_head", "stem_tokens", "mask_refiner",
-              "candidate_position"),
+              "candidate_position", "shape_branch"),
 }
 
 
@@ -51,6 +52,8 @@ class LatentVG(nn.Module):
     - ``text_embedding`` ``(B, E)`` = ``t_o``; ``latent_embeddings`` ``(B, N, E)`` = ``z_o^i``;
     - ``patch_tokens`` ``(B, n, d)``: the encoder's last-layer vision tokens after its layer norm, in raster
       order of the ``g x g`` patch grid;
+    - ``shape_grid`` ``(B, n, w)`` (``head.shape_branch`` only): the shape branch's patch-grid features, same
+      order;
     - ``no_target_logit`` ``(B,)`` (GRES variants only);
     - ``subject_index`` ``(B,)`` the text position chosen as subject (latent variants only);
     - ``patch_mask`` ``(B, n)`` bool, the last layer's target-patch selection (VCI variants only);
@@ -89,6 +92,8 @@ class LatentVG(nn.Module):
         self.pixel_decoder = PixelDecoder(head, enc)
         self.stem_tokens = (StemTokens(head.image_stem, enc.patch_size, d, head.map_stride, head.stem_tokens_width)
                             if head.stem_tokens else None)
+        self.shape_branch = (ShapeBranch(head.shape_branch, enc.patch_size, head.neck_dim)
+                             if head.shape_branch else None)
         self.mask_refiner = MaskRefiner(head.image_stem, head.mask_refine) if head.mask_refine else None
         self.candidate_position = (CandidatePosition(cfg.prob_size, head.embed_dim)
                                    if head.candidate_positions else None)
@@ -111,6 +116,10 @@ class LatentVG(nn.Module):
             pixels = self.pixel_decoder.pixels(image)  # (B, s, S/m, S/m)
         if self.stem_tokens is not None:
             xv = torch.cat([xv[:, :1], xv[:, 1:] + self.stem_tokens(pixels).to(xv.dtype)], dim=1)  # (B, 1+n, d)
+        grid = grid_map = None
+        if self.shape_branch is not None:
+            grid = self.shape_branch.grid(image)  # (B, w, g, g)
+            grid_map = self.shape_branch.map_features(grid)  # (B, c, g, g)
         b, nv, _ = xv.shape
         text_len = xt.shape[1]
         out: dict[str, Tensor] = {}
@@ -169,7 +178,7 @@ class LatentVG(nn.Module):
         emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)
 
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
-        logits = self.pixel_decoder(levels, emb, image, pixels) * emb.shape[-1] ** -0.5  # (B, 1+N, S/m, S/m)
+        logits = self.pixel_decoder(levels, emb, image, pixels, grid_map) * emb.shape[-1] ** -0.5  # (B, 1+N, m, m)
         if self.mask_refiner is not None:
             logits = logits + self.mask_refiner(logits, pixels)  # (B, 1+N, S/m, S/m)
         if self.candidate_position is not None:
@@ -181,6 +190,8 @@ class LatentVG(nn.Module):
         out["text_embedding"] = emb[:, 0]
         out["latent_embeddings"] = emb[:, 1:]
         out["patch_tokens"] = xv[:, 1:]  # the last layer's, read by training-only patch classifiers
+        if grid is not None:
+            out["shape_grid"] = grid.flatten(2).transpose(1, 2)  # (B, w, g, g) -> (B, n, w): the shape classifier's
         if self.empty_head is not None:
             tokens = torch.cat([xv, xt], dim=1)
             out["no_target_logit"] = self.empty_head(tokens, attn_mask[:, 0, 0])

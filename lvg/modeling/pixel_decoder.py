@@ -96,8 +96,10 @@ class PixelDecoder(nn.Module):
             nn.init.zeros_(self.stem_proj.weight)
             nn.init.zeros_(self.stem_proj.bias)
 
-    def features(self, levels: list[Tensor]) -> Tensor:
-        """levels: one ``(B, n, d)`` patch-token tensor per pyramid layer -> ``(B, c, H/8, W/8)``."""
+    def features(self, levels: list[Tensor], grid: Tensor | None = None) -> Tensor:
+        """levels: one ``(B, n, d)`` patch-token tensor per pyramid layer -> ``(B, c, H/8, W/8)``; ``grid``, the
+        shape branch's projected patch-grid features ``(B, c, g, g)`` (``head.shape_branch``), joins them
+        upsampled."""
         maps = []
         for x, norm, lateral in zip(levels, self.level_norms, self.lateral):
             b, n, d = x.shape
@@ -110,12 +112,15 @@ class PixelDecoder(nn.Module):
             # for 0.4% of the FLOPs.
             table = self.position_table.expand(x.shape[0], -1, -1, -1)  # (1, 14, H/8, W/8) -> (B, 14, H/8, W/8)
             x = x + self.positions(table).to(x.dtype)  # (B, c, H/8, W/8)
+        if grid is not None:
+            # Bilinear: what the grid holds about an object is smooth across it; the stem draws the edges.
+            x = x + F.interpolate(grid, size=x.shape[-2:], mode="bilinear", align_corners=False).to(x.dtype)
         return x
 
-    def feature_map(self, levels: list[Tensor], image: Tensor | None = None) -> Tensor:
+    def feature_map(self, levels: list[Tensor], image: Tensor | None = None, grid: Tensor | None = None) -> Tensor:
         """The unfolded ``F^V`` ``(B, E, H/m, W/m)``, ``m = head.map_stride`` (for inspection and the equivalence
-        test); ``image`` as in :meth:`forward`."""
-        return self.map_from_features(self.features(levels), image)
+        test); ``image`` and ``grid`` as in :meth:`forward`."""
+        return self.map_from_features(self.features(levels, grid), image)
 
     def map_from_features(self, h: Tensor, image: Tensor | None = None) -> Tensor:
         """``F^V`` ``(B, E, H/m, W/m)`` from the 1/8-scale features ``h`` ``(B, c, H/8, W/8)`` of
@@ -143,11 +148,11 @@ class PixelDecoder(nn.Module):
         return self.stem(image)
 
     def forward(self, levels: list[Tensor], emb: Tensor, image: Tensor | None = None,
-                pixels: Tensor | None = None) -> Tensor:
-        """``levels`` as in :meth:`features`, ``emb`` ``(B, J, E)``, ``image`` the encoder's normalised input
-        ``(B, 3, S, S)`` (read only with ``head.image_stem``; ``pixels``, its :meth:`pixels` when the caller
-        has them already) -> logits ``F^V . e_j`` ``(B, J, H/m, W/m)``, ``m = head.map_stride``."""
-        h = self.features(levels)  # (B, c, h, w) at 1/8 scale
+                pixels: Tensor | None = None, grid: Tensor | None = None) -> Tensor:
+        """``levels`` and ``grid`` as in :meth:`features`, ``emb`` ``(B, J, E)``, ``image`` the encoder's
+        normalised input ``(B, 3, S, S)`` (read only with ``head.image_stem``; ``pixels``, its :meth:`pixels`
+        when the caller has them already) -> logits ``F^V . e_j`` ``(B, J, H/m, W/m)``, ``m = head.map_stride``."""
+        h = self.features(levels, grid)  # (B, c, h, w) at 1/8 scale
         w_proj = self.proj.weight[:, :, 0, 0]  # (E, c)
         u = emb @ w_proj  # (B, J, c): W_proj^T e_j
         filters = torch.einsum("ioyx,bjo->bjiyx", self.last.weight, u)  # (B, J, c_in, 2, 2)

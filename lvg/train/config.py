@@ -27,6 +27,7 @@ from lvg.config.typed import dataclass_from_dict, json_object
 from lvg.errors import ConfigError
 
 Amp = Literal["off", "bf16", "fp16"]
+ShapeFeatures = Literal["tokens", "branch"]
 Contrastive = Literal["pos_margin", "infonce", "triplet", "arcface"]
 Schedule = Literal["cosine", "constant"]
 Task = Literal["ris", "rec", "gres"]
@@ -61,7 +62,7 @@ EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
     "contrastive", "gamma", "tau", "loss_no_target", "loss_direction", "loss_attribute_words",
-    "loss_direction_latent", "loss_patch_shape", "seed", "pretrained", "tokenizer", "stage", "sentences_per_image",
+    "loss_direction_latent", "loss_patch_shape", "patch_shape_from", "seed", "pretrained", "tokenizer", "stage", "sentences_per_image",
     "curriculum",
     "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability", "global_batch",
 )
@@ -98,6 +99,9 @@ class TrainConfig:
     tokens on an object, that object's shape (the mean cross-entropy over object patches at that weight;
     :mod:`lvg.train.patch_labels`): a shape word can only select what the features the masks are made from
     hold, and masks alone teach the tokens colour and texture but little outline. Synthetic data only.
+    ``patch_shape_from = "branch"`` has that classifier read the shape branch's patch-grid features instead
+    (``HeadConfig.shape_branch``, which joins ``F^V`` directly): convolutions over the pixels, which learn an
+    outline where the encoder's tokens did not.
 
     ``eval_every`` / ``save_every`` / ``log_every`` count optimizer steps (0 disables periodic evaluation;
     a checkpoint and, with a validation split and ``final_eval``, an evaluation always happen at the end:
@@ -169,6 +173,7 @@ class TrainConfig:
     loss_attribute_words: float = 0.0
     loss_direction_latent: float = 0.0
     loss_patch_shape: float = 0.0
+    patch_shape_from: ShapeFeatures = "tokens"
     eval_every: int = 0
     eval_max_sentences: int = 0
     eval_text_swap: bool = False

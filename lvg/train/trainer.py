@@ -200,7 +200,8 @@ class Trainer:
         # Pretraining trains the model's encoder under heads of its own (lvg.train.pretrain).
         self.heads = PretrainNet(self.model) if cfg.stage == "pretrain" else (
             WordsNet(self.model, direction=cfg.loss_direction > 0, attribute_words=cfg.loss_attribute_words > 0,
-                     latent_direction=cfg.loss_direction_latent > 0, patch_shape=cfg.loss_patch_shape > 0)
+                     latent_direction=cfg.loss_direction_latent > 0, patch_shape=cfg.loss_patch_shape > 0,
+                     patch_shape_from=cfg.patch_shape_from)
             if max(cfg.loss_direction, cfg.loss_attribute_words, cfg.loss_direction_latent, cfg.loss_patch_shape) > 0
             else None)
         self._check_out_dir()

@@ -17,8 +17,9 @@ target's phrase is the sentence up to its relation ("the red circle left of the 
 circle"), so the reference object's words are not asked for.
 
 The same net carries the one auxiliary classifier that reads the image side: with ``loss_patch_shape > 0``,
-a linear map from each of the encoder's last-layer patch tokens to the shape of the object on it
-(:mod:`lvg.train.patch_labels`; object patches only), so that a shape word has something to select.
+a linear map from each of the encoder's last-layer patch tokens (or, with ``patch_shape_from = "branch"``,
+the shape branch's features) to the shape of the object on it (:mod:`lvg.train.patch_labels`; object
+patches only), so that a shape word has something to select.
 
 Only training uses the classifiers; no exported model has them.
 """
@@ -85,7 +86,8 @@ class WordsNet(nn.Module):
     checkpoint_prefix = "train/direction_head/"
 
     def __init__(self, model: nn.Module, *, direction: bool = True, attribute_words: bool = False,
-                 latent_direction: bool = False, patch_shape: bool = False) -> None:
+                 latent_direction: bool = False, patch_shape: bool = False,
+                 patch_shape_from: str = "tokens") -> None:
         super().__init__()
         self.model = model
         self.latent_direction = latent_direction
@@ -97,7 +99,14 @@ class WordsNet(nn.Module):
         self.classifier = nn.Linear(dim, 1 + len(DIRECTIONS)) if direction or latent_direction else None
         self.attribute_classifiers = nn.ModuleDict(
             {g: nn.Linear(dim, 1 + len(c)) for g, c in ATTRIBUTE_WORDS.items()} if attribute_words else {})
+        self.patch_shape_key = {"tokens": "patch_tokens", "branch": "shape_grid"}.get(patch_shape_from, "")
+        if not self.patch_shape_key:
+            raise ConfigError(f"patch_shape_from must be 'tokens' or 'branch', got {patch_shape_from!r}")
         width = model.cfg.encoder.embed_dim  # type: ignore[union-attr]
+        if patch_shape_from == "branch":
+            if model.shape_branch is None:  # type: ignore[union-attr]
+                raise ConfigError(f"patch_shape_from = 'branch' reads the shape branch; {model.cfg.name} has none")
+            width = model.shape_branch.channels  # type: ignore[union-attr]
         # Linear on purpose: the masks are dot products, so shape must be linearly legible in the features.
         self.patch_shape_classifier = nn.Linear(width, len(SHAPES)) if patch_shape else None
 
@@ -114,7 +123,7 @@ class WordsNet(nn.Module):
         if self.latent_direction:
             logits["latent_direction_logits"] = self.classifier(out["latent_embeddings"])  # (B, N, 1 + dirs)
         if self.patch_shape_classifier is not None:
-            logits["patch_shape_logits"] = self.patch_shape_classifier(out["patch_tokens"])  # (B, n, shapes)
+            logits["patch_shape_logits"] = self.patch_shape_classifier(out[self.patch_shape_key])  # (B, n, shapes)
         return {**out, **logits}
 
 

@@ -14,7 +14,7 @@ from tests.modeling.conftest import make_inputs
 
 TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens",
         "lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine", "lvg-tiny-xy-stem-relpos",
-        "lvg-tiny-xy-stem-relpos-tokens", "lvg-tiny-p16"]
+        "lvg-tiny-xy-stem-relpos-tokens", "lvg-tiny-xy-stem-relpos-branch", "lvg-tiny-p16"]
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -59,7 +59,8 @@ def test_backward_reaches_every_learnable_parameter(name):
     frozen = {"beit3.vision_embed.cls_token"} if model.cfg.latent.enabled else set()
     # Behind a zero projection the image stem and the refiner's first convolutions learn from the second step
     # on (their own tests show it).
-    behind_zero = ("pixel_decoder.stem.", "stem_tokens.down.", "mask_refiner.from_", "mask_refiner.mid.")
+    behind_zero = ("pixel_decoder.stem.", "stem_tokens.down.", "mask_refiner.from_", "mask_refiner.mid.",
+                   "shape_branch.down.")
     frozen |= {n for n, _ in model.named_parameters() if n.startswith(behind_zero)}
     for pname, p in model.named_parameters():
         assert torch.isfinite(p.grad).all() if p.grad is not None else True, pname

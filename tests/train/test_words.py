@@ -185,6 +185,38 @@ def test_the_patch_shape_loss_reads_object_patches_only_and_trains_the_encoder()
         with_word_losses(zero, out, {}, 0.0, patch_shape_weight=1.0)
 
 
+def test_the_patch_shape_loss_from_the_branch_trains_the_branch_alone() -> None:
+    """With ``patch_shape_from = "branch"`` the classifier reads the shape branch's patch-grid features, in the
+    patch grid's raster order (the labels' order): its loss moves the branch's convolutions and no other
+    weight of the model."""
+    torch.manual_seed(1)
+    net = WordsNet(build_model("lvg-tiny-xy-stem-relpos-branch"), direction=False, patch_shape=True,
+                   patch_shape_from="branch")
+    branch = net.model.shape_branch
+    assert net.patch_shape_classifier.in_features == branch.channels
+    inputs = _inputs(net.model.cfg)
+    out = net(*inputs)
+    b, n = out["patch_shape_logits"].shape[:2]
+    g = net.model.cfg.encoder.grid
+    assert n == g * g
+    grid = branch.grid(inputs[0])  # (B, w, g, g)
+    torch.testing.assert_close(out["shape_grid"][:, 1 * g + 2], grid[:, :, 1, 2])
+    labels = torch.full((b, n), IGNORE)
+    labels[:, :4] = 2
+    parts = with_word_losses({"total": torch.zeros(())}, out, {"patch_shape": labels}, 0.0, patch_shape_weight=1.0)
+    parts["total"].backward()
+    moved = {name for name, p in net.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved and all(k.startswith("shape_branch.down.") for k in moved), sorted(moved)
+    assert net.patch_shape_classifier.weight.grad.abs().sum() > 0
+
+
+def test_the_patch_shape_loss_from_the_branch_needs_one() -> None:
+    with pytest.raises(ConfigError, match="reads the shape branch; lvg-tiny has none"):
+        WordsNet(build_model("lvg-tiny"), direction=False, patch_shape=True, patch_shape_from="branch")
+    with pytest.raises(ConfigError, match="patch_shape_from must be 'tokens' or 'branch', got 'pixels'"):
+        WordsNet(build_model("lvg-tiny"), direction=False, patch_shape=True, patch_shape_from="pixels")
+
+
 @pytest.mark.parametrize("name", ["loss_direction", "loss_attribute_words", "loss_direction_latent",
                                   "loss_patch_shape"])
 def test_a_negative_auxiliary_weight_is_a_config_error(name: str) -> None:

@@ -1,0 +1,53 @@
+"""A convolutional branch from the image to the patch grid whose features join ``F^V``
+(``HeadConfig.shape_branch``).
+
+Not in the paper. Trained from scratch on synthetic scenes at patch 32, the encoder's patch tokens learn an
+object's colour and texture but not its outline: a linear probe reads shape from them no better than
+always naming the most frequent shape, even with a shape classifier on them (``MODEL_CARD.md``), while
+convolutions over the pixels learn it from the same images within a few hundred steps. A shape word can only
+select what ``F^V`` holds, so this box puts those convolutions' features there: stride-2 3x3 convolutions
+from the image down to the patch grid (channels doubling up to ``channels``), then a 1x1 projection to the
+pixel decoder's width, added to its 1/8-scale features upsampled bilinearly
+(:meth:`lvg.modeling.pixel_decoder.PixelDecoder.features`). The projection starts at zero, so a model grown
+from weights without the branch starts with their function, and the branch reads the image on its own (not
+the decoder's stem), so training it changes nothing else. What gives its features their content is a
+training-time classifier of the object's shape on them (``TrainConfig.patch_shape_from = "branch"``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from lvg.modeling.pixel_decoder import group_norm
+
+
+class ShapeBranch(nn.Module):
+    """``(B, 3, S, S)`` normalised image -> :meth:`grid` ``(B, channels, g, g)`` -> :meth:`map_features`
+    ``(B, c, g, g)`` additions to the pixel decoder's features (``g = S / patch_size``)."""
+
+    def __init__(self, channels: int, patch_size: int, map_channels: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        halvings = int(math.log2(patch_size))
+        for k in range(halvings):
+            # Channels double with each halving from channels / 2**(halvings-2), so the first convolutions, at
+            # the largest scales, stay cheap and the last ones, whose receptive field spans an object, are widest.
+            out = max(channels >> max(halvings - 2 - k, 0), 8)
+            layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), group_norm(out), nn.GELU()]
+            c = out
+        self.down = nn.Sequential(*layers)
+        self.channels = c
+        self.to_map = nn.Conv2d(c, map_channels, 1)
+        nn.init.zeros_(self.to_map.weight)
+        nn.init.zeros_(self.to_map.bias)
+
+    def grid(self, image: Tensor) -> Tensor:
+        """The normalised image ``(B, 3, S, S)`` -> patch-grid features ``(B, channels, g, g)``."""
+        return self.down(image)
+
+    def map_features(self, grid: Tensor) -> Tensor:
+        """:meth:`grid`'s features -> ``(B, c, g, g)``, added to the pixel decoder's 1/8-scale features."""
+        return self.to_map(grid)

@@ -1,0 +1,50 @@
+"""The shape branch on a tiny variant: grown from a model without it, it starts with that model's function;
+then the map reads its features, which change no patch token, and it learns."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lvg.config import get_config
+from lvg.errors import ConfigError
+from lvg.modeling import build_model
+from tests.modeling.conftest import assert_zero_start_learns, grow_unchanged
+
+
+def test_the_shape_branch_grows_a_model_without_changing_it_then_feeds_the_map():
+    old, model, (image, ids, mask) = grow_unchanged("lvg-tiny-xy-stem-relpos", "lvg-tiny-xy-stem-relpos-branch",
+                                                    "shape_branch.", seed=8)
+    model.train()
+    convs = [p for n, p in model.named_parameters() if n.startswith("shape_branch.down.")]
+    assert_zero_start_learns(model, (image, ids, mask), model.shape_branch.to_map.weight, convs, lr=0.5)
+    model.eval()
+    # The model without the branch, with every other weight the trained one has: what differs is the branch.
+    old.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("shape_branch.")})
+    with torch.no_grad():
+        out, without = model(image, ids, mask), old(image, ids, mask)
+    assert (out["logits"] - without["logits"]).abs().amax() > 0
+    assert torch.equal(out["patch_tokens"], without["patch_tokens"])  # the encoder never reads the branch
+    g = model.cfg.encoder.grid
+    assert out["shape_grid"].shape == (2, g * g, model.shape_branch.channels)
+    assert "shape_grid" not in without
+
+
+def test_the_shape_branch_reaches_the_patch_grid_for_every_patch_size():
+    for name in ("lvg-tiny-xy-stem-relpos-branch", "lvg-s-xy-stem-relpos-branch"):
+        cfg = get_config(name)
+        model = build_model(name).eval()
+        with torch.no_grad():
+            grid = model.shape_branch.grid(torch.zeros(1, 3, cfg.encoder.img_size, cfg.encoder.img_size))
+        assert grid.shape == (1, cfg.head.shape_branch, cfg.encoder.grid, cfg.encoder.grid)
+    # The bundled variant's budget: the branch adds under 45k parameters.
+    big = build_model("lvg-s-xy-stem-relpos-branch")
+    assert sum(p.numel() for p in big.shape_branch.parameters()) < 45_000
+
+
+def test_a_negative_shape_branch_is_a_config_error():
+    base = get_config("lvg-tiny-xy-stem-relpos")
+    with pytest.raises(ConfigError, match="head.shape_branch must be 0 .off. or a channel count, got -1"):
+        base.replace(head=dataclasses.replace(base.head, shape_branch=-1))
