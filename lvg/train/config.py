@@ -62,8 +62,8 @@ EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
     "contrastive", "gamma", "tau", "loss_no_target", "loss_direction", "loss_attribute_words",
-    "loss_direction_latent", "loss_patch_shape", "patch_shape_from", "seed", "pretrained", "tokenizer", "stage", "sentences_per_image",
-    "curriculum",
+    "loss_direction_latent", "loss_patch_shape", "patch_shape_from", "seed", "pretrained", "tokenizer", "stage",
+    "sentences_per_image", "curriculum",
     "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability", "global_batch",
 )
 
