@@ -166,7 +166,8 @@ class HeadConfig:
     features through a 1x1 projection that starts at zero, so what they hold about the object a pixel lies on,
     its outline above all, reaches ``F^V`` without passing through the encoder. A classifier of the object's
     shape on them (``TrainConfig.patch_shape_from = "branch"``) gives them that content. 0 (off) in the
-    paper's variants.
+    paper's variants. ``shape_branch_tokens`` (needs ``shape_branch``) also adds them to the patch tokens
+    through a projection starting at zero, so the encoder can match a shape word as it matches a colour word.
 
     ``candidate_positions`` adds :class:`lvg.modeling.candidate_position.CandidatePosition`: each pixel's
     offset from the centroid of what the expression's own map covers (in units of its spread), weighed by
@@ -190,6 +191,7 @@ class HeadConfig:
     mask_refine: int = 0
     candidate_positions: bool = False
     shape_branch: int = 0
+    shape_branch_tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,8 @@ class ModelConfig:
             problems.append("head.stem_tokens reads the image stem: it needs head.image_stem > 0")
         if head.shape_branch < 0:
             problems.append(f"head.shape_branch must be 0 (off) or a channel count, got {head.shape_branch}")
+        if head.shape_branch_tokens and not head.shape_branch:
+            problems.append("head.shape_branch_tokens reads the shape branch: it needs head.shape_branch > 0")
         if head.stem_tokens_width < 0:
             problems.append(f"head.stem_tokens_width must be 0 (the token width) or a channel count, "
                             f"got {head.stem_tokens_width}")

@@ -139,6 +139,13 @@ def lvg_tiny_xy_stem_relpos_branch() -> ModelConfig:
     return _with_head(lvg_tiny_xy_stem_relpos(), "lvg-tiny-xy-stem-relpos-branch", shape_branch=16)
 
 
+def lvg_tiny_xy_stem_relpos_branch_tokens() -> ModelConfig:
+    """lvg-tiny-xy-stem-relpos-branch whose branch also feeds the patch tokens, as
+    lvg-s-xy-stem-relpos-branch-tokens is to lvg-s-xy-stem-relpos-branch."""
+    return _with_head(lvg_tiny_xy_stem_relpos_branch(), "lvg-tiny-xy-stem-relpos-branch-tokens",
+                      shape_branch_tokens=True)
+
+
 def lvg_tiny_p16() -> ModelConfig:
     """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
     return _on_grid(lvg_tiny(), "lvg-tiny-p16", patch=16, size=320)
@@ -243,6 +250,12 @@ def lvg_s_xy_stem_relpos_branch() -> ModelConfig:
     return _with_head(lvg_s_xy_stem_relpos(), "lvg-s-xy-stem-relpos-branch", shape_branch=48)
 
 
+def lvg_s_xy_stem_relpos_branch_tokens() -> ModelConfig:
+    """lvg-s-xy-stem-relpos-branch whose branch also feeds the patch tokens (``HeadConfig.shape_branch_tokens``,
+    a projection starting at zero; 9k parameters more)."""
+    return _with_head(lvg_s_xy_stem_relpos_branch(), "lvg-s-xy-stem-relpos-branch-tokens", shape_branch_tokens=True)
+
+
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
     return _with_head(lvg_s_xy_stem(), "lvg-s-xy-stem-tokens", stem_tokens=True)
@@ -287,6 +300,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-relpos": lvg_s_xy_stem_relpos,
     "lvg-s-xy-stem-relpos-nolatent": lvg_s_xy_stem_relpos_nolatent,
     "lvg-s-xy-stem-relpos-branch": lvg_s_xy_stem_relpos_branch,
+    "lvg-s-xy-stem-relpos-branch-tokens": lvg_s_xy_stem_relpos_branch_tokens,
     "lvg-s-xy-stem-relpos-tokens": lvg_s_xy_stem_relpos_tokens,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
@@ -303,6 +317,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy-stem-relpos": lvg_tiny_xy_stem_relpos,
     "lvg-tiny-xy-stem-relpos-tokens": lvg_tiny_xy_stem_relpos_tokens,
     "lvg-tiny-xy-stem-relpos-branch": lvg_tiny_xy_stem_relpos_branch,
+    "lvg-tiny-xy-stem-relpos-branch-tokens": lvg_tiny_xy_stem_relpos_branch_tokens,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 

@@ -92,7 +92,8 @@ class LatentVG(nn.Module):
         self.pixel_decoder = PixelDecoder(head, enc)
         self.stem_tokens = (StemTokens(head.image_stem, enc.patch_size, d, head.map_stride, head.stem_tokens_width)
                             if head.stem_tokens else None)
-        self.shape_branch = (ShapeBranch(head.shape_branch, enc.patch_size, head.neck_dim)
+        self.shape_branch = (ShapeBranch(head.shape_branch, enc.patch_size, head.neck_dim,
+                                         d if head.shape_branch_tokens else 0)
                              if head.shape_branch else None)
         self.mask_refiner = MaskRefiner(head.image_stem, head.mask_refine) if head.mask_refine else None
         self.candidate_position = (CandidatePosition(cfg.prob_size, head.embed_dim)
@@ -120,6 +121,8 @@ class LatentVG(nn.Module):
         if self.shape_branch is not None:
             grid = self.shape_branch.grid(image)  # (B, w, g, g)
             grid_map = self.shape_branch.map_features(grid)  # (B, c, g, g)
+            if cfg.head.shape_branch_tokens:
+                xv = torch.cat([xv[:, :1], xv[:, 1:] + self.shape_branch.tokens(grid).to(xv.dtype)], dim=1)
         b, nv, _ = xv.shape
         text_len = xt.shape[1]
         out: dict[str, Tensor] = {}

@@ -12,6 +12,10 @@ pixel decoder's width, added to its 1/8-scale features upsampled bilinearly
 from weights without the branch starts with their function, and the branch reads the image on its own (not
 the decoder's stem), so training it changes nothing else. What gives its features their content is a
 training-time classifier of the object's shape on them (``TrainConfig.patch_shape_from = "branch"``).
+
+With ``HeadConfig.shape_branch_tokens`` the same features are also added to the patch tokens (another
+projection starting at zero), so the encoder, where an expression's words meet the patches, can match a shape
+word the way it matches a colour word.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ class ShapeBranch(nn.Module):
     """``(B, 3, S, S)`` normalised image -> :meth:`grid` ``(B, channels, g, g)`` -> :meth:`map_features`
     ``(B, c, g, g)`` additions to the pixel decoder's features (``g = S / patch_size``)."""
 
-    def __init__(self, channels: int, patch_size: int, map_channels: int) -> None:
+    def __init__(self, channels: int, patch_size: int, map_channels: int, token_dim: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = 3
@@ -43,6 +47,11 @@ class ShapeBranch(nn.Module):
         self.to_map = nn.Conv2d(c, map_channels, 1)
         nn.init.zeros_(self.to_map.weight)
         nn.init.zeros_(self.to_map.bias)
+        self.to_tokens: nn.Conv2d | None = None
+        if token_dim:
+            self.to_tokens = nn.Conv2d(c, token_dim, 1)
+            nn.init.zeros_(self.to_tokens.weight)
+            nn.init.zeros_(self.to_tokens.bias)
 
     def grid(self, image: Tensor) -> Tensor:
         """The normalised image ``(B, 3, S, S)`` -> patch-grid features ``(B, channels, g, g)``."""
@@ -51,3 +60,9 @@ class ShapeBranch(nn.Module):
     def map_features(self, grid: Tensor) -> Tensor:
         """:meth:`grid`'s features -> ``(B, c, g, g)``, added to the pixel decoder's 1/8-scale features."""
         return self.to_map(grid)
+
+    def tokens(self, grid: Tensor) -> Tensor:
+        """:meth:`grid`'s features -> ``(B, g*g, d)`` additions to the patch tokens (``shape_branch_tokens``)."""
+        if self.to_tokens is None:
+            raise ValueError("this shape branch feeds no tokens (head.shape_branch_tokens is off)")
+        return self.to_tokens(grid).flatten(2).transpose(1, 2)  # (B, d, g, g) -> (B, g*g, d)

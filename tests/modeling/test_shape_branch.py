@@ -32,19 +32,43 @@ def test_the_shape_branch_grows_a_model_without_changing_it_then_feeds_the_map()
     assert "shape_grid" not in without
 
 
+def test_the_shape_branch_tokens_grow_a_branch_model_without_changing_it_then_feed_the_encoder():
+    old, model, (image, ids, mask) = grow_unchanged("lvg-tiny-xy-stem-relpos-branch",
+                                                    "lvg-tiny-xy-stem-relpos-branch-tokens", "shape_branch.to_tokens.",
+                                                    seed=9)
+    model.train()
+    with torch.no_grad():
+        model.shape_branch.to_map.weight.zero_()  # the map's path off: the convolutions learn through the tokens
+    convs = [p for n, p in model.named_parameters() if n.startswith("shape_branch.down.")]
+    assert_zero_start_learns(model, (image, ids, mask), model.shape_branch.to_tokens.weight, convs, lr=0.5)
+    model.eval()
+    old.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("shape_branch.to_tokens.")})
+    with torch.no_grad():
+        out, without = model(image, ids, mask), old(image, ids, mask)
+        tokens = model.shape_branch.tokens(model.shape_branch.grid(image))  # (B, n, d)
+    assert tokens.shape == (2, model.cfg.encoder.num_patches, model.cfg.encoder.embed_dim)
+    assert (out["patch_tokens"] - without["patch_tokens"]).abs().amax() > 0  # now the encoder reads the branch
+
+
 def test_the_shape_branch_reaches_the_patch_grid_for_every_patch_size():
-    for name in ("lvg-tiny-xy-stem-relpos-branch", "lvg-s-xy-stem-relpos-branch"):
+    for name in ("lvg-tiny-xy-stem-relpos-branch", "lvg-s-xy-stem-relpos-branch",
+                 "lvg-s-xy-stem-relpos-branch-tokens"):
         cfg = get_config(name)
         model = build_model(name).eval()
         with torch.no_grad():
             grid = model.shape_branch.grid(torch.zeros(1, 3, cfg.encoder.img_size, cfg.encoder.img_size))
         assert grid.shape == (1, cfg.head.shape_branch, cfg.encoder.grid, cfg.encoder.grid)
-    # The bundled variant's budget: the branch adds under 45k parameters.
-    big = build_model("lvg-s-xy-stem-relpos-branch")
-    assert sum(p.numel() for p in big.shape_branch.parameters()) < 45_000
+    # The bundled model's budget: the branch adds under 45k parameters, 55k with its tokens' projection.
+    assert sum(p.numel() for p in build_model("lvg-s-xy-stem-relpos-branch").shape_branch.parameters()) < 45_000
+    tokens = build_model("lvg-s-xy-stem-relpos-branch-tokens").shape_branch
+    assert sum(p.numel() for p in tokens.parameters()) < 55_000
 
 
-def test_a_negative_shape_branch_is_a_config_error():
+def test_a_negative_shape_branch_or_tokens_without_one_is_a_config_error():
     base = get_config("lvg-tiny-xy-stem-relpos")
     with pytest.raises(ConfigError, match="head.shape_branch must be 0 .off. or a channel count, got -1"):
         base.replace(head=dataclasses.replace(base.head, shape_branch=-1))
+    with pytest.raises(ConfigError, match="shape_branch_tokens reads the shape branch"):
+        base.replace(head=dataclasses.replace(base.head, shape_branch_tokens=True))
+    with pytest.raises(ValueError, match="feeds no tokens"):
+        build_model("lvg-tiny-xy-stem-relpos-branch").shape_branch.tokens(torch.zeros(1, 16, 2, 2))
