@@ -14,7 +14,8 @@ from tests.modeling.conftest import make_inputs
 
 TINY = ["lvg-tiny", "lvg-tiny-nolatent", "lvg-tiny-gres", "lvg-tiny-xy", "lvg-tiny-xy-stem", "lvg-tiny-xy-stem-tokens",
         "lvg-tiny-xy-stem-fine", "lvg-tiny-xy-stem-refine", "lvg-tiny-xy-stem-relpos",
-        "lvg-tiny-xy-stem-relpos-tokens", "lvg-tiny-xy-stem-relpos-branch", "lvg-tiny-xy-stem-relpos-branch-tokens", "lvg-tiny-p16"]
+        "lvg-tiny-xy-stem-relpos-tokens", "lvg-tiny-xy-stem-relpos-branch", "lvg-tiny-xy-stem-relpos-branch-tokens",
+        "lvg-tiny-p16"]
 
 
 @pytest.mark.parametrize("name", TINY)
