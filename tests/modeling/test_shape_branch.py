@@ -14,17 +14,27 @@ from lvg.modeling import build_model
 from tests.modeling.conftest import assert_zero_start_learns, grow_unchanged
 
 
-def test_the_shape_branch_grows_a_model_without_changing_it_then_feeds_the_map():
-    old, model, (image, ids, mask) = grow_unchanged("lvg-tiny-xy-stem-relpos", "lvg-tiny-xy-stem-relpos-branch",
-                                                    "shape_branch.", seed=8)
+def _grown_and_trained(small: str, big: str, new: str, seed: int, off: str | None = None):
+    """``big`` grown from ``small`` (unchanged, :func:`grow_unchanged`), its zero-started projection ``new``
+    (``shape_branch.<new>``) learning at once and the convolutions behind it from the second step (with the
+    projection ``off`` held at zero), then both models' outputs with every weight but ``new`` shared."""
+    old, model, (image, ids, mask) = grow_unchanged(small, big, f"shape_branch.{new if off else ''}", seed=seed)
     model.train()
+    if off:
+        with torch.no_grad():
+            getattr(model.shape_branch, off).weight.zero_()  # only the path under test reaches the output
     convs = [p for n, p in model.named_parameters() if n.startswith("shape_branch.down.")]
-    assert_zero_start_learns(model, (image, ids, mask), model.shape_branch.to_map.weight, convs, lr=0.5)
+    assert_zero_start_learns(model, (image, ids, mask), getattr(model.shape_branch, new).weight, convs, lr=0.5)
     model.eval()
-    # The model without the branch, with every other weight the trained one has: what differs is the branch.
-    old.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("shape_branch.")})
+    prefix = f"shape_branch.{new}." if off else "shape_branch."
+    old.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(prefix)})
     with torch.no_grad():
-        out, without = model(image, ids, mask), old(image, ids, mask)
+        return model, image, model(image, ids, mask), old(image, ids, mask)
+
+
+def test_the_shape_branch_grows_a_model_without_changing_it_then_feeds_the_map():
+    model, _, out, without = _grown_and_trained("lvg-tiny-xy-stem-relpos", "lvg-tiny-xy-stem-relpos-branch",
+                                                "to_map", seed=8)
     assert (out["logits"] - without["logits"]).abs().amax() > 0
     assert torch.equal(out["patch_tokens"], without["patch_tokens"])  # the encoder never reads the branch
     g = model.cfg.encoder.grid
@@ -33,18 +43,10 @@ def test_the_shape_branch_grows_a_model_without_changing_it_then_feeds_the_map()
 
 
 def test_the_shape_branch_tokens_grow_a_branch_model_without_changing_it_then_feed_the_encoder():
-    old, model, (image, ids, mask) = grow_unchanged("lvg-tiny-xy-stem-relpos-branch",
-                                                    "lvg-tiny-xy-stem-relpos-branch-tokens", "shape_branch.to_tokens.",
-                                                    seed=9)
-    model.train()
+    model, image, out, without = _grown_and_trained("lvg-tiny-xy-stem-relpos-branch",
+                                                    "lvg-tiny-xy-stem-relpos-branch-tokens", "to_tokens", seed=9,
+                                                    off="to_map")
     with torch.no_grad():
-        model.shape_branch.to_map.weight.zero_()  # the map's path off: the convolutions learn through the tokens
-    convs = [p for n, p in model.named_parameters() if n.startswith("shape_branch.down.")]
-    assert_zero_start_learns(model, (image, ids, mask), model.shape_branch.to_tokens.weight, convs, lr=0.5)
-    model.eval()
-    old.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("shape_branch.to_tokens.")})
-    with torch.no_grad():
-        out, without = model(image, ids, mask), old(image, ids, mask)
         tokens = model.shape_branch.tokens(model.shape_branch.grid(image))  # (B, n, d)
     assert tokens.shape == (2, model.cfg.encoder.num_patches, model.cfg.encoder.embed_dim)
     assert (out["patch_tokens"] - without["patch_tokens"]).abs().amax() > 0  # now the encoder reads the branch
