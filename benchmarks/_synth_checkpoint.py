@@ -67,7 +67,7 @@ def recorded_features(model: Any) -> Iterator[dict[str, list[torch.Tensor]]]:
     """While open, every forward pass of ``model`` appends what its pixel decoder reads: each pyramid level's
     patch tokens ``(B, n, d)`` (row-major over the patch grid) under ``"encoder level k (layer L)"``, and
     ``F^V`` at 1/8 scale ``(B, c, H/8, W/8)`` (before the folded last step and the image stem; with
-    ``head.stem_map``, the stem tokens' grid features included) under :data:`FV`."""
+    ``head.shape_branch``, the branch's features included) under :data:`FV`."""
     decoder = model.pixel_decoder
     features = decoder.features
     captured: dict[str, list[torch.Tensor]] = {}

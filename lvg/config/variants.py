@@ -245,7 +245,7 @@ def lvg_s_xy_stem_relpos_tokens() -> ModelConfig:
 
 def lvg_s_xy_stem_relpos_branch() -> ModelConfig:
     """lvg-s-xy-stem-relpos with a shape branch (``HeadConfig.shape_branch``): five stride-2 convolutions from
-    the image to the patch grid, 12 to 48 channels, and a projection into ``F^V`` starting at zero; 40k
+    the image to the patch grid, 8 to 48 channels, and a projection into ``F^V`` starting at zero; 40k
     parameters, so the fp32 file stays under 30 MB."""
     return _with_head(lvg_s_xy_stem_relpos(), "lvg-s-xy-stem-relpos-branch", shape_branch=48)
 
