@@ -104,6 +104,17 @@ class LatentVG(nn.Module):
             truncated_normal_init(self, enc.init_std)
             self.beit3.init_positions()  # the truncated normal overwrote the position code
 
+    def _read_shape_branch(self, image: Tensor, xv: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The shape branch's grid ``(B, w, g, g)`` and its projection into the decoder's features ``(B, c, g, g)``
+        (both None without the branch), and the vision tokens ``xv`` ``(B, 1+n, d)`` with its share added
+        (``head.shape_branch_tokens``)."""
+        if self.shape_branch is None:
+            return xv, None, None
+        grid = self.shape_branch.grid(image)  # (B, w, g, g)
+        if self.cfg.head.shape_branch_tokens:
+            xv = torch.cat([xv[:, :1], xv[:, 1:] + self.shape_branch.tokens(grid).to(xv.dtype)], dim=1)
+        return xv, grid, self.shape_branch.map_features(grid)
+
     def forward(
         self, image: Tensor, text_ids: Tensor, text_mask: Tensor, *, return_attention: bool = False
     ) -> dict[str, Tensor]:
@@ -117,12 +128,7 @@ class LatentVG(nn.Module):
             pixels = self.pixel_decoder.pixels(image)  # (B, s, S/m, S/m)
         if self.stem_tokens is not None:
             xv = torch.cat([xv[:, :1], xv[:, 1:] + self.stem_tokens(pixels).to(xv.dtype)], dim=1)  # (B, 1+n, d)
-        grid = grid_map = None
-        if self.shape_branch is not None:
-            grid = self.shape_branch.grid(image)  # (B, w, g, g)
-            grid_map = self.shape_branch.map_features(grid)  # (B, c, g, g)
-            if cfg.head.shape_branch_tokens:
-                xv = torch.cat([xv[:, :1], xv[:, 1:] + self.shape_branch.tokens(grid).to(xv.dtype)], dim=1)
+        xv, grid, grid_map = self._read_shape_branch(image, xv)
         b, nv, _ = xv.shape
         text_len = xt.shape[1]
         out: dict[str, Tensor] = {}
@@ -181,8 +187,7 @@ class LatentVG(nn.Module):
         emb = torch.stack(embeddings, dim=1)  # (B, 1+N, E)
 
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
-        logits = self.pixel_decoder(levels, emb, image, pixels, grid_map)  # (B, 1+N, S/m, S/m)
-        logits = logits * emb.shape[-1] ** -0.5
+        logits = self.pixel_decoder(levels, emb, image, pixels, grid_map) * emb.shape[-1] ** -0.5  # (B,1+N,S/m,S/m)
         if self.mask_refiner is not None:
             logits = logits + self.mask_refiner(logits, pixels)  # (B, 1+N, S/m, S/m)
         if self.candidate_position is not None:

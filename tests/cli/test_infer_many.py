@@ -97,7 +97,8 @@ def test_info_model_describes_the_bundled_onnx_without_torch():
     proc = _lvg("info", "--model", "lvg/assets/default/model.onnx", "--json", pre=block)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["variant"] == "lvg-s-xy-stem-relpos" and data["kind"] == "onnx" and data["input_size"] == 480
+    assert data["variant"] == "lvg-s-xy-stem-relpos-branch-tokens"
+    assert data["kind"] == "onnx" and data["input_size"] == 480
     assert data["params"] > 7_000_000 and data["gflops_per_sample"] > 2 and data["precision"] == "fp32"
     assert data["description"].startswith("synthetic-scene demo") and data["train_words"] > 40
     # The word pieces of the tokenizer the file carries (the ids add one for padding).
@@ -107,7 +108,8 @@ def test_info_model_describes_the_bundled_onnx_without_torch():
         model_proto=ModelFile.open("lvg/assets/default/model.onnx").info.tokenizer_bytes).GetPieceSize()
     assert pieces > 300 and data["tokenizer_pieces"] == pieces and data["tokenizer_ids"] == pieces + 1
     proc = _lvg("info", "--model", "lvg/assets/default/model.onnx", pre=block)
-    assert proc.returncode == 0 and "synthetic-scene demo" in proc.stdout and "parameters   7.25M" in proc.stdout
+    assert proc.returncode == 0 and "synthetic-scene demo" in proc.stdout
+    assert f"parameters   {data['params'] / 1e6:.2f}M" in proc.stdout
 
 
 def test_bare_lvg_prints_help_and_flags_read_as_flags():
