@@ -72,6 +72,10 @@ def direction_class(text: str) -> int:
     return 0 if match is None else int(match.lastindex or 0)
 
 
+#: ``TrainConfig.patch_shape_from`` -> the model output the per-patch shape classifier reads, ``(B, n, width)``.
+PATCH_SHAPE_FEATURES = {"tokens": "patch_tokens", "branch": "shape_grid"}
+
+
 class WordsNet(nn.Module):
     """A Latent-VG model (shared, not copied) with classifiers on its input expression's embedding: with
     ``direction``, the direction classifier; with ``attribute_words``, one per group of :data:`ATTRIBUTE_WORDS`.
@@ -99,16 +103,19 @@ class WordsNet(nn.Module):
         self.classifier = nn.Linear(dim, 1 + len(DIRECTIONS)) if direction or latent_direction else None
         self.attribute_classifiers = nn.ModuleDict(
             {g: nn.Linear(dim, 1 + len(c)) for g, c in ATTRIBUTE_WORDS.items()} if attribute_words else {})
-        self.patch_shape_key = {"tokens": "patch_tokens", "branch": "shape_grid"}.get(patch_shape_from, "")
-        if not self.patch_shape_key:
-            raise ConfigError(f"patch_shape_from must be 'tokens' or 'branch', got {patch_shape_from!r}")
-        width = model.cfg.encoder.embed_dim  # type: ignore[union-attr]
-        if patch_shape_from == "branch":
-            if model.shape_branch is None:  # type: ignore[union-attr]
-                raise ConfigError(f"patch_shape_from = 'branch' reads the shape branch; {model.cfg.name} has none")
-            width = model.shape_branch.channels  # type: ignore[union-attr]
-        # Linear on purpose: the masks are dot products, so shape must be linearly legible in the features.
-        self.patch_shape_classifier = nn.Linear(width, len(SHAPES)) if patch_shape else None
+        self.patch_shape_key = ""
+        self.patch_shape_classifier: nn.Linear | None = None
+        if patch_shape:
+            self.patch_shape_key = PATCH_SHAPE_FEATURES.get(patch_shape_from, "")
+            if not self.patch_shape_key:
+                raise ConfigError(f"patch_shape_from must be 'tokens' or 'branch', got {patch_shape_from!r}")
+            width = model.cfg.encoder.embed_dim  # type: ignore[union-attr]
+            if patch_shape_from == "branch":
+                if model.shape_branch is None:  # type: ignore[union-attr]
+                    raise ConfigError(f"patch_shape_from = 'branch' reads the shape branch; {model.cfg.name} has none")
+                width = model.shape_branch.channels  # type: ignore[union-attr]
+            # Linear on purpose: the masks are dot products, so shape must be linearly legible in the features.
+            self.patch_shape_classifier = nn.Linear(width, len(SHAPES))
 
     def heads(self) -> dict[str, Tensor]:
         """The classifiers' weights (what a checkpoint keeps besides the model's)."""
