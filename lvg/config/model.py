@@ -128,8 +128,9 @@ class HeadConfig:
     expression; subject + attribute tokens of a latent expression). A class token only carries the sentence
     once its attention has learned to gather it, which BEiT-3's pretraining provides; trained from scratch
     it can stay text-independent, and ``t_o`` then collapses into a constant. The mean gives the heads the
-    words from the first step. From scratch on lvg-s it did not make the masks follow the sentence (the
-    runs are in MODEL_CARD.md), so every shipped variant keeps the paper's ``"cls"``.
+    words from the first step. From scratch on lvg-s it did not make the masks follow the sentence in 600-step
+    pilots (MODEL_CARD.md, "What was tried": the bag-of-words class token), so every shipped variant keeps the
+    paper's ``"cls"``.
 
     ``pixel_positions`` adds where each pixel is (x, y and sine-cosine terms of them) to ``F^V`` through a
     1x1 convolution, so that ``F^V . e_j`` can prefer an object by its position. The
