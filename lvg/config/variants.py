@@ -271,6 +271,11 @@ def lvg_s_xy_stem_relpos_nolatent() -> ModelConfig:
     return _without_latent(lvg_s_xy_stem_relpos(), "lvg-s-xy-stem-relpos-nolatent")
 
 
+def lvg_s_xy_stem_relpos_branch_tokens_nolatent() -> ModelConfig:
+    """lvg-s-xy-stem-relpos-branch-tokens without latent expressions: its twin in the paper's Table 4."""
+    return _without_latent(lvg_s_xy_stem_relpos_branch_tokens(), "lvg-s-xy-stem-relpos-branch-tokens-nolatent")
+
+
 def lvg_s_xy_stem_fine_nolatent() -> ModelConfig:
     """lvg-s-xy-stem-fine without latent expressions: its twin in the paper's Table 4."""
     return _without_latent(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-fine-nolatent")
@@ -301,6 +306,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-relpos-nolatent": lvg_s_xy_stem_relpos_nolatent,
     "lvg-s-xy-stem-relpos-branch": lvg_s_xy_stem_relpos_branch,
     "lvg-s-xy-stem-relpos-branch-tokens": lvg_s_xy_stem_relpos_branch_tokens,
+    "lvg-s-xy-stem-relpos-branch-tokens-nolatent": lvg_s_xy_stem_relpos_branch_tokens_nolatent,
     "lvg-s-xy-stem-relpos-tokens": lvg_s_xy_stem_relpos_tokens,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
     "lvg-s-xy-vcinorm": lvg_s_xy_vcinorm,
