@@ -17,8 +17,8 @@ Then::
         --start-on DIR --start-off DIR --what "..." --out benchmarks/results/table4_synth_X.json
 
 prints the table (markdown: each arm's runs and mean, on - off per seed and its mean) and writes it as JSON
-(``table`` rows with ``on``, ``off``, ``start_on``, ``start_off``, ``on_minus_off``, ``on_minus_off_mean``). The
-on and off runs are paired by position: the i-th of each shares a seed.
+(``table`` rows with ``on``, ``off``, ``start_on``, ``start_off``, ``on_minus_off``, ``on_minus_off_mean``; ``runs``
+every evaluation read, in full). The on and off runs are paired by position: the i-th of each shares a seed.
 """
 
 from __future__ import annotations
@@ -121,15 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.on) != len(args.off):
         print(f"error: {len(args.on)} on runs against {len(args.off)} off runs; pair them by seed", file=sys.stderr)
         return 2
-    on = [read_evals(d) for d in args.on]
-    rows = table(on, [read_evals(d) for d in args.off], read_evals(args.start_on) if args.start_on else None,
-                 read_evals(args.start_off) if args.start_off else None)
+    on, off = [read_evals(d) for d in args.on], [read_evals(d) for d in args.off]
+    start_on = read_evals(args.start_on) if args.start_on else None
+    start_off = read_evals(args.start_off) if args.start_off else None
+    rows = table(on, off, start_on, start_off)
     print(markdown(rows))
     per_expression = {str(d): e["ris"].get("per_expression") for d, e in zip(args.on, on)}  # Table 11
     if args.out:
+        # Every evaluation in full, so a number the table does not show can still be read from the file.
+        runs = {"on": dict(zip(map(str, args.on), on)), "off": dict(zip(map(str, args.off), off)),
+                "start_on": {str(args.start_on): start_on} if start_on else {},
+                "start_off": {str(args.start_off): start_off} if start_off else {}}
         result = {"what": args.what, "date": dt.date.today().isoformat(), "table": rows,
-                  "per_expression_ris": per_expression,
-                  "runs": {"on": [str(d) for d in args.on], "off": [str(d) for d in args.off]}}
+                  "per_expression_ris": per_expression, "runs": runs}
         write_atomic(args.out, json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0

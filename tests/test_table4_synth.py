@@ -51,6 +51,7 @@ def test_table4_pairs_runs_by_seed_and_writes_the_json(tmp_path: Path) -> None:
     assert line in proc.stdout
     result = json.loads(out.read_text())
     assert result["what"] == "pair" and result["per_expression_ris"][str(on[0])]["latent_1"]["mIoU"] == 0.64
+    assert result["runs"]["off"][str(off[1])]["gres"]["gIoU"] == pytest.approx(0.68)  # the evaluations, in full
 
 
 def test_table4_refuses_unpaired_arms_and_incomplete_folders_in_one_line(tmp_path: Path) -> None:
