@@ -57,32 +57,13 @@ class CurriculumStep:
         if not 0 <= self.start < 1:
             raise ConfigError(f"curriculum start of {self.kind!r} must lie in [0, 1), got {self.start}")
 
-
-@dataclass(frozen=True)
-class LrMult:
-    """Parameters whose name starts with ``prefix`` learn at ``mult`` times their group's learning rate.
-
-    For a part that starts at zero inside a trained model (a projection grown with ``--init-parts grow``):
-    Adam moves each weight by about the learning rate per step, and a grounding loss that only slowly agrees on
-    a direction leaves such a part near zero for thousands of steps.
-    """
-
-    prefix: str
-    mult: float
-
-    def __post_init__(self) -> None:
-        if not self.prefix:
-            raise ConfigError("lr_mults prefix must not be empty")
-        if not self.mult > 0:
-            raise ConfigError(f"lr_mults mult of {self.prefix!r} must be > 0, got {self.mult}")
-
 #: Fields whose change between a checkpoint and a resumed run breaks "resume continues exactly".
 EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
     "contrastive", "gamma", "tau", "loss_no_target", "loss_direction", "loss_attribute_words",
     "loss_direction_latent", "loss_patch_shape", "patch_shape_from", "seed", "pretrained", "tokenizer", "stage",
-    "sentences_per_image", "curriculum", "lr_mults",
+    "sentences_per_image", "curriculum",
     "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability", "global_batch",
 )
 
@@ -160,7 +141,6 @@ class TrainConfig:
     of ``seed`` and the step, so resuming stays exact); ``epochs`` counts ``len(train split) /
     batch_size`` steps. ``curriculum`` delays expression kinds (``CurriculumStep``: position and relation
     expressions after the attribute ones, say); kinds it does not name are used from step 0.
-    ``lr_mults`` scales the learning rate of the parameters under given name prefixes (``LrMult``).
     ``threads`` sets the process's intra-op threads (0: PyTorch's default). ``amp = "bf16"`` runs the
     forward pass under bfloat16 autocast on CPUs and GPUs alike; ``"fp16"`` needs CUDA.
     """
@@ -211,7 +191,6 @@ class TrainConfig:
     stage: Stage = "ground"
     sentences_per_image: int = 1
     curriculum: tuple[CurriculumStep, ...] = ()
-    lr_mults: tuple[LrMult, ...] = ()
     loss_attributes: float = 1.0
     loss_centre: float = 10.0
     loss_mlm: float = 1.0
@@ -243,10 +222,6 @@ class TrainConfig:
                             f"{self.sentences_per_image}")
         if len({c.kind for c in self.curriculum}) != len(self.curriculum):
             problems.append("curriculum names a kind twice")
-        prefixes = [m.prefix for m in self.lr_mults]
-        if any(a != b and a.startswith(b) for a in prefixes for b in prefixes) or len(set(prefixes)) < len(prefixes):
-            problems.append("lr_mults prefixes overlap (one is the start of another): a parameter's rate would be "
-                            "a silent rule")
         if not 0 < self.mlm_probability < 1:
             problems.append(f"mlm_probability must lie in (0, 1), got {self.mlm_probability}")
         for name in ("loss_attributes", "loss_centre", "loss_mlm"):

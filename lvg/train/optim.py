@@ -9,8 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lvg.errors import ConfigError
-from lvg.train.config import LrMult, TrainConfig
+from lvg.train.config import TrainConfig
 
 __all__ = ["BACKBONE_PREFIX", "NO_DECAY_NAMES", "build_optimizer", "lr_factor", "param_groups", "set_lr"]
 
@@ -20,40 +19,29 @@ NO_DECAY_NAMES = ("text_embed", "cls_token", "embed_positions", "class_tokens", 
 BACKBONE_PREFIX = "beit3."
 
 
-def param_groups(model: nn.Module, lr: float, backbone_mult: float, weight_decay: float,
-                 mults: tuple[LrMult, ...] = ()) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, lr: float, backbone_mult: float, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: backbone (``beit3.*``, ``lr * backbone_mult``) vs new parts (``lr``), each split into
-    decayed and non-decayed (norms, biases, embeddings, learned tokens) parameters, and each of those split
-    again by the ``mults`` prefix a parameter's name starts with (its group's rate times the mult).
+    decayed and non-decayed (norms, biases, embeddings, learned tokens) parameters.
 
     Every group carries ``base_lr`` (its peak learning rate) and ``name``; the order of parameters is the
-    order of ``named_parameters`` so optimizer state indices are stable across runs. A prefix that names
-    no trainable parameter is a :class:`ConfigError` (a typo would otherwise change nothing, silently).
+    order of ``named_parameters`` so optimizer state indices are stable across runs.
     """
-    groups: dict[tuple[bool, bool, int], list[nn.Parameter]] = {}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         backbone = name.startswith(BACKBONE_PREFIX)
         decay = p.ndim >= 2 and not any(key in name for key in NO_DECAY_NAMES)
-        which = next((i for i, m in enumerate(mults) if name.startswith(m.prefix)), -1)
-        groups.setdefault((backbone, decay, which), []).append(p)
-    unused = [m.prefix for i, m in enumerate(mults) if not any(key[2] == i for key in groups)]
-    if unused:
-        raise ConfigError(f"lr_mults prefix {unused[0]!r} names no trainable parameter of the model")
+        groups.setdefault((backbone, decay), []).append(p)
     out = []
-    # Backbone before new parts, scaled before unscaled groups: the last group stays the new parts' own rate
-    # (the one a run logs), and without mults the order is that of runs before them (resumable).
-    for (backbone, decay, which), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][2] < 0,
-                                                                                    not kv[0][1], kv[0][2])):
-        base = (lr * backbone_mult if backbone else lr) * (mults[which].mult if which >= 0 else 1.0)
-        name = f"{'backbone' if backbone else 'new'}/{'decay' if decay else 'no_decay'}"
+    for (backbone, decay), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], not kv[0][1])):
+        base = lr * backbone_mult if backbone else lr
         out.append({
             "params": params,
             "lr": base,
             "base_lr": base,
             "weight_decay": weight_decay if decay else 0.0,
-            "name": name if which < 0 else f"{name}/{mults[which].prefix}",
+            "name": f"{'backbone' if backbone else 'new'}/{'decay' if decay else 'no_decay'}",
         })
     return out
 
@@ -79,7 +67,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None 
     ``extra``: modules trained beside the model (the pretraining heads), as new parts at ``lr``; their groups
     come after the model's, so the model's optimizer state keeps its indices."""
     lr = cfg.resolved_lr(model.cfg.head.gres)  # type: ignore[union-attr]
-    groups = param_groups(model, lr, cfg.backbone_lr_mult, cfg.weight_decay, cfg.lr_mults)
+    groups = param_groups(model, lr, cfg.backbone_lr_mult, cfg.weight_decay)
     if extra is not None:
         own = {id(p) for g in groups for p in g["params"]}
         for group in param_groups(extra, lr, 1.0, cfg.weight_decay):
