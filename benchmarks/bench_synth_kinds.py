@@ -37,6 +37,9 @@ reverse says it grounds but its masks are coarse. Two breakdowns point further:
   head names (a pick can differ in several); ``shape_confusions``, the most frequent (named shape, picked
   shape) pairs among them: which of the words the encoder misreads when it lands on the wrong kind of
   object.
+- ``empty_picks``: every sentence answered with an empty mask although it has a target (its kind, text, the
+  target's attributes and area in pixels, how many objects fit its head noun phrase, the highest
+  probability of its map, letterbox padding included): a miss that is a "no target" answer rather than a wrong object.
 
 Writes ``synth_kinds_<name>.json`` and prints the tables.
 """
@@ -150,6 +153,7 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
     sizes: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # target size -> sums
     misses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # kind -> wrong-head counts
     confusions: dict[tuple[str, str], int] = defaultdict(int)  # (named shape, picked shape) -> count
+    empty: list[dict[str, Any]] = []  # sentences with a target answered with an empty mask
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         items = [dataset[i] for i in chunk]
@@ -171,6 +175,10 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
             fits = fitting(head, scene)
             iou = mask_iou(pred, masks[target])
             wrong = head_miss(head, scene, picked)  # empty exactly when picked is in fits
+            if picked is None:
+                empty.append({"kind": kind, "text": text, "target": scene[target]["attributes"],
+                              "target_pixels": int(masks[target].sum()), "fitting_objects": len(fits),
+                              "max_prob": float(probs[j].max())})
             if wrong:
                 misses[kind]["n"] += 1
                 for k in wrong:
@@ -219,7 +227,7 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
             "iou_by_size": {k: {"n": int(v["n"]), "IoU": v["iou"] / v["n"],
                                 "near_edge": v["near_edge"] / max(v["near_edge_n"], 1.0)}
                             for k, v in sorted(sizes.items())},
-            **_misses_table(misses, confusions)}
+            **_misses_table(misses, confusions), "empty_picks": empty}
 
 
 def main() -> None:
@@ -251,6 +259,10 @@ def main() -> None:
         print(f"{kind:<32} {row['n']:>5}  {parts}")
     print("shape confusions (named -> picked): "
           + ", ".join(f"{c['named']} -> {c['picked']} {c['n']}" for c in result["shape_confusions"]))
+    empty = result["empty_picks"]
+    print(f"empty masks for sentences with a target: {len(empty)}"
+          + "".join(f"\n  {e['kind']}: {e['text']!r} (target {e['target_pixels']} px, max prob {e['max_prob']:.1e})"
+                    for e in empty))
     write(result, args, "synth_kinds")
 
 

@@ -120,5 +120,11 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
     n_shape = sum(round(m.get("shape", 0.0) * m["n"]) for m in result["head_misses"].values())
     assert sum(c["n"] for c in result["shape_confusions"]) <= n_shape
     assert all(c["named"] != c["picked"] for c in result["shape_confusions"])
+    # Empty answers are exactly the "no object" picks off the head, each with its sentence and target.
+    n_empty = sum(round(m.get("no object", 0.0) * m["n"]) for m in result["head_misses"].values())
+    assert len(result["empty_picks"]) == n_empty
+    for e in result["empty_picks"]:
+        assert e["kind"] in rows and e["text"] and e["target_pixels"] > 0 and e["fitting_objects"] >= 1
+        assert 0.0 <= e["max_prob"] <= 1.0  # over the whole map, letterbox padding included
     assert all(words in proc.stdout for words in ("right | candidate", "attribute words", "near the edge",
                                                   "shape confusions", "wrote"))
