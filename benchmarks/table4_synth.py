@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
 from typing import Any
+
+from lvg.core.atomic import atomic_output
 
 Evals = dict[str, Any]
 
@@ -101,14 +101,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--on", type=Path, nargs="+", required=True, help="latent-on runs' evaluation folders")
@@ -134,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 "start_off": {str(args.start_off): start_off} if start_off else {}}
         result = {"what": args.what, "date": dt.date.today().isoformat(), "table": rows,
                   "per_expression_ris": per_expression, "runs": runs}
-        write_atomic(args.out, json.dumps(result, indent=1) + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(args.out) as tmp:  # the file appears complete or not at all
+            tmp.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0
 

@@ -34,6 +34,12 @@ PARTS = {
 }
 
 
+def _add_to_patches(xv: Tensor, extra: Tensor) -> Tensor:
+    """The vision tokens ``xv`` ``(B, 1+n, d)`` with ``extra`` ``(B, n, d)`` added to the patch tokens; the class
+    token (``s_V``'s slot with latent expressions on) is left as it is."""
+    return torch.cat([xv[:, :1], xv[:, 1:] + extra.to(xv.dtype)], dim=1)  # (B, 1+n, d)
+
+
 class LatentVG(nn.Module):
     """Referring segmentation / grounding model. Build it with :func:`lvg.modeling.build_model`.
 
@@ -112,7 +118,7 @@ class LatentVG(nn.Module):
             return xv, None, None
         grid = self.shape_branch.grid(image)  # (B, w, g, g)
         if self.cfg.head.shape_branch_tokens:
-            xv = torch.cat([xv[:, :1], xv[:, 1:] + self.shape_branch.tokens(grid).to(xv.dtype)], dim=1)
+            xv = _add_to_patches(xv, self.shape_branch.tokens(grid))
         return xv, grid, self.shape_branch.map_features(grid)
 
     def forward(
@@ -127,7 +133,7 @@ class LatentVG(nn.Module):
             # Once for every reader: the patch tokens, F^V in the decoder, the refiner.
             pixels = self.pixel_decoder.pixels(image)  # (B, s, S/m, S/m)
         if self.stem_tokens is not None:
-            xv = torch.cat([xv[:, :1], xv[:, 1:] + self.stem_tokens(pixels).to(xv.dtype)], dim=1)  # (B, 1+n, d)
+            xv = _add_to_patches(xv, self.stem_tokens(pixels))
         xv, grid, grid_map = self._read_shape_branch(image, xv)
         b, nv, _ = xv.shape
         text_len = xt.shape[1]
