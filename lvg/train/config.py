@@ -61,7 +61,7 @@ class CurriculumStep:
 EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
-    "contrastive", "gamma", "tau", "loss_no_target", "loss_direction", "loss_attribute_words",
+    "contrastive", "gamma", "tau", "loss_no_target", "loss_no_target_mask", "loss_direction", "loss_attribute_words",
     "loss_direction_latent", "loss_patch_shape", "patch_shape_from", "seed", "pretrained", "tokenizer", "stage",
     "sentences_per_image", "curriculum",
     "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability", "global_batch",
@@ -86,7 +86,9 @@ class TrainConfig:
 
     Loss (SPEC 3.6): ``loss_contrastive * L_cont + loss_bce * BCE + loss_dice * Dice (+ loss_no_target *
     L_nt for GRES)``; ``contrastive`` picks Eq. 8's positive-margin loss or a Table 6 alternative; ``gamma``
-    is its margin (also the triplet / ArcFace margin), ``tau`` its temperature. ``loss_direction > 0`` adds
+    is its margin (also the triplet / ArcFace margin), ``tau`` its temperature. ``loss_no_target_mask`` weighs
+    a no-target sample's BCE and Dice (its target is the empty mask) against 1 for a sample with a target; 0
+    leaves "nothing is referred" to the no-target head alone. ``loss_direction > 0`` adds
     an auxiliary term, that weight times the cross-entropy of a linear classifier that names the sentence's
     direction word (left, right, up, down or none) from ``t_o`` (:mod:`lvg.train.words`), so that the
     expression embedding the masks are made from holds the direction word; 0 (the paper) leaves it out.
@@ -169,6 +171,7 @@ class TrainConfig:
     gamma: float = 0.2
     tau: float = 0.1
     loss_no_target: float = 0.5
+    loss_no_target_mask: float = 1.0
     loss_direction: float = 0.0
     loss_attribute_words: float = 0.0
     loss_direction_latent: float = 0.0
@@ -209,7 +212,8 @@ class TrainConfig:
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         for name in ("backbone_lr_mult", "weight_decay", "min_lr_ratio", "grad_clip", "loss_bce", "loss_dice",
-                     "loss_contrastive", "gamma", "loss_no_target", "loss_direction", "loss_attribute_words",
+                     "loss_contrastive", "gamma", "loss_no_target", "loss_no_target_mask", "loss_direction",
+                     "loss_attribute_words",
                      "loss_direction_latent", "loss_patch_shape"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -108,16 +108,27 @@ def contrastive_loss(
     return (torch.logsumexp(logits, dim=-1) - positive / tau).mean()
 
 
-def bce_loss(prob: Tensor, target: Tensor) -> Tensor:
+def _sample_mean(per_sample: Tensor, weight: Tensor | None) -> Tensor:
+    """``(B,)`` -> scalar: the plain mean, or the ``weight``-weighted mean (0 when every weight is 0)."""
+    if weight is None:
+        return per_sample.mean()
+    w = weight.float()
+    return (w * per_sample).sum() / w.sum().clamp(min=1e-12)
+
+
+def bce_loss(prob: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
     """Binary cross-entropy of probabilities ``prob`` ``(B, H, W)`` against a soft ``target`` in [0, 1],
-    averaged over all pixels; float32, ``prob`` clamped to ``[EPS, 1 - EPS]``."""
+    averaged over all pixels; float32, ``prob`` clamped to ``[EPS, 1 - EPS]``. ``weight`` ``(B,)``, when
+    given, weighs each sample's pixel mean (a weighted mean over the batch)."""
     p = prob.float().clamp(EPS, 1 - EPS)
     t = target.float()
-    return -(t * torch.log(p) + (1 - t) * torch.log1p(-p)).mean()
+    per_pixel = -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
+    return _sample_mean(per_pixel.flatten(1).mean(-1), weight)  # (B, H, W) -> (B,) -> ()
 
 
-def dice_loss(prob: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
-    """``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` per sample, averaged over the batch.
+def dice_loss(prob: Tensor, target: Tensor, smooth: float = 1.0, weight: Tensor | None = None) -> Tensor:
+    """``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` per sample, averaged over the batch
+    (weighted by ``weight`` ``(B,)`` when given).
 
     ``smooth = 1`` keeps an empty target (GRES no-target) well defined: the loss is then
     ``1 - 1 / (sum(p) + 1)``, which pushes the whole map to 0.
@@ -125,7 +136,7 @@ def dice_loss(prob: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
     p = prob.float().flatten(1)  # (B, H, W) -> (B, H*W)
     t = target.float().flatten(1)
     inter = (p * t).sum(-1)
-    return (1 - (2 * inter + smooth) / (p.sum(-1) + t.sum(-1) + smooth)).mean()
+    return _sample_mean(1 - (2 * inter + smooth) / (p.sum(-1) + t.sum(-1) + smooth), weight)
 
 
 def no_target_loss(logit: Tensor, no_target: Tensor) -> Tensor:
@@ -145,6 +156,7 @@ def grounding_loss(
     gamma: float = 0.2,
     tau: float = 0.1,
     no_target_weight: float = 0.5,
+    no_target_mask_weight: float = 1.0,
 ) -> dict[str, Tensor]:
     """The full objective ``L = w_c L_cont + w_bce BCE(p_hat, p) + w_dice Dice(p_hat, p) (+ w_nt L_nt)``.
 
@@ -154,6 +166,9 @@ def grounding_loss(
         target: ``(B, H, W)`` soft ground-truth mask at the map's resolution.
         no_target: ``(B,)`` float, 1 for GRES samples that refer to nothing. Their segmentation target is
             forced to the empty mask. Used for ``L_nt`` only when the model has a no-target head.
+        no_target_mask_weight: the weight of a no-target sample's BCE and Dice against 1 for a sample with a
+            target (a weighted mean over the batch). 0 leaves "nothing is referred" to the no-target head
+            alone: the mask then always answers "where", the head "whether".
 
     Returns:
         ``{"contrastive", "bce", "dice", ["no_target"], "total"}``: unweighted float32 scalars, and
@@ -163,14 +178,17 @@ def grounding_loss(
     if target.shape != prob.shape:
         raise ValueError(f"target shape {tuple(target.shape)} does not match prob {tuple(prob.shape)}")
     target = target.float()
+    weight = None
     if no_target is not None:
         target = target * (1 - no_target.float())[:, None, None]  # (B,) -> (B, 1, 1): empty mask for no-target
+        if no_target_mask_weight != 1.0:
+            weight = 1 - (1 - no_target_mask_weight) * no_target.float()  # (B,): 1 with a target, w without
     parts: dict[str, Tensor] = {
         "contrastive": contrastive_loss(
             outputs["text_embedding"], outputs["latent_embeddings"], kind=contrastive_kind, gamma=gamma, tau=tau
         ),
-        "bce": bce_loss(prob, target),
-        "dice": dice_loss(prob, target),
+        "bce": bce_loss(prob, target, weight),
+        "dice": dice_loss(prob, target, weight=weight),
     }
     total = contrastive * parts["contrastive"] + bce * parts["bce"] + dice * parts["dice"]
     if "no_target_logit" in outputs and no_target is not None:

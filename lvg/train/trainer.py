@@ -313,6 +313,7 @@ class Trainer:
             outputs, batch["target"], batch.get("no_target"),
             bce=cfg.loss_bce, dice=cfg.loss_dice, contrastive=cfg.loss_contrastive,
             contrastive_kind=cfg.contrastive, gamma=cfg.gamma, tau=cfg.tau, no_target_weight=cfg.loss_no_target,
+            no_target_mask_weight=cfg.loss_no_target_mask,
         )
         if isinstance(self.heads, WordsNet):
             parts = with_word_losses(parts, outputs, batch, cfg.loss_direction, cfg.loss_attribute_words,

@@ -118,6 +118,27 @@ def test_grounding_loss_weights_and_no_target() -> None:
     assert no_target_loss(torch.tensor([0.0]), torch.tensor([1.0])).item() == pytest.approx(math.log(2))
 
 
+@pytest.mark.parametrize("w", [0.0, 0.25])
+def test_grounding_loss_no_target_mask_weight(w: float) -> None:
+    g = torch.Generator().manual_seed(1)
+    out = {"prob": torch.rand(3, 4, 4, generator=g), "text_embedding": torch.randn(3, 3, generator=g),
+           "latent_embeddings": torch.randn(3, 2, 3, generator=g), "no_target_logit": torch.zeros(3)}
+    target = (torch.rand(3, 4, 4, generator=g) > 0.5).float()
+    nt = torch.tensor([0.0, 1.0, 0.0])
+    parts = grounding_loss(out, target, nt, no_target_mask_weight=w)
+    # Each sample's loss on its own, the no-target one against the empty mask, weighed 1 / w / 1.
+    eff = target * torch.tensor([1.0, 0.0, 1.0])[:, None, None]
+    bce = [bce_loss(out["prob"][i:i + 1], eff[i:i + 1]).item() for i in range(3)]
+    dice = [dice_loss(out["prob"][i:i + 1], eff[i:i + 1]).item() for i in range(3)]
+    assert parts["bce"].item() == pytest.approx((bce[0] + w * bce[1] + bce[2]) / (2 + w), rel=1e-6)
+    assert parts["dice"].item() == pytest.approx((dice[0] + w * dice[1] + dice[2]) / (2 + w), rel=1e-6)
+    if w == 0.0:  # the no-target sample's map gets no gradient from the mask losses
+        prob = out["prob"].clone().requires_grad_(True)
+        total = grounding_loss({**out, "prob": prob}, target, nt, contrastive=0.0, no_target_mask_weight=0.0)["total"]
+        total.backward()
+        assert prob.grad[1].abs().max().item() == 0.0 and prob.grad[0].abs().max().item() > 0
+
+
 def test_grounding_loss_without_gres_head_has_no_no_target_term() -> None:
     out = {"prob": torch.full((1, 2, 2), 0.5), "text_embedding": torch.randn(1, 3),
            "latent_embeddings": torch.randn(1, 2, 3)}
