@@ -240,6 +240,17 @@ def test_resume_reads_text_with_the_runs_own_tokenizer(tmp_path: Path, synth_dat
         train(cfg.replace(tokenizer=str(spm)), tmp_path / "run", show_progress=False, resume=True)
 
 
+def test_no_target_mask_weight_reaches_the_loss(tmp_path: Path) -> None:
+    # Batch of 4 fake samples, the fourth a no-target one: at weight 0 the logged BCE is the mean over the
+    # three with a target, so it differs from the run at weight 1 on the same first batch and weights.
+    def first_bce(weight: float) -> float:
+        cfg = _cfg(variant="lvg-tiny-gres", steps=1, batch_size=4, loss_no_target_mask=weight)
+        train(cfg, tmp_path / f"w{weight}", data=_data(4), show_progress=False)
+        return next(r["loss_bce"] for r in read_log(tmp_path / f"w{weight}") if r["kind"] == "train")
+
+    assert first_bce(0.0) != pytest.approx(first_bce(1.0), rel=1e-4)
+
+
 def test_logged_learning_rate_follows_the_schedule(tmp_path: Path) -> None:
     result = train(_cfg(steps=3, warmup_steps=2, lr=1e-3), tmp_path / "run", data=_data(), show_progress=False)
     lrs = [r["lr"] for r in result.history]
@@ -267,7 +278,8 @@ def test_train_config_files_and_validation(tmp_path: Path) -> None:
 
     for bad, match in [('{"stepz": 1}', "unknown field"), ('{"steps": "many"}', "expected an integer"),
                        ('{"amp": "fp8"}', "not one of"), ('{"batch_size": 0}', "batch_size"),
-                       ('{"tau": 0}', "tau"), ("[1]", "expected an object"), ("{", "not valid JSON")]:
+                       ('{"tau": 0}', "tau"), ('{"loss_no_target_mask": -1}', "loss_no_target_mask"),
+                       ("[1]", "expected an object"), ("{", "not valid JSON")]:
         js.write_text(bad)
         with pytest.raises(ConfigError, match=match):
             TrainConfig.from_file(js)
