@@ -169,6 +169,9 @@ class HeadConfig:
     shape on them (``TrainConfig.patch_shape_from = "branch"``) gives them that content. 0 (off) in the
     paper's variants. ``shape_branch_tokens`` (needs ``shape_branch``) also adds them to the patch tokens
     through a projection starting at zero, so the encoder can match a shape word as it matches a colour word.
+    ``shape_branch_context`` (needs ``shape_branch``) adds that many residual blocks at the patch grid to the
+    branch, each widening what a patch's features see by 128 pixels (a patch inside a large object sees its
+    outline); each starts as the identity. 0 in every variant before ``-ctx``.
 
     ``candidate_positions`` adds :class:`lvg.modeling.candidate_position.CandidatePosition`: each pixel's
     offset from the centroid of what the expression's own map covers (in units of its spread), weighed by
@@ -193,6 +196,7 @@ class HeadConfig:
     candidate_positions: bool = False
     shape_branch: int = 0
     shape_branch_tokens: bool = False
+    shape_branch_context: int = 0
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,9 @@ class ModelConfig:
             problems.append(f"head.shape_branch must be 0 (off) or a channel count, got {head.shape_branch}")
         if head.shape_branch_tokens and not head.shape_branch:
             problems.append("head.shape_branch_tokens reads the shape branch: it needs head.shape_branch > 0")
+        if head.shape_branch_context < 0 or (head.shape_branch_context and not head.shape_branch):
+            problems.append(f"head.shape_branch_context must be 0 or a block count with head.shape_branch > 0, "
+                            f"got {head.shape_branch_context}")
         if head.stem_tokens_width < 0:
             problems.append(f"head.stem_tokens_width must be 0 (the token width) or a channel count, "
                             f"got {head.stem_tokens_width}")

@@ -146,6 +146,13 @@ def lvg_tiny_xy_stem_relpos_branch_tokens() -> ModelConfig:
                       shape_branch_tokens=True)
 
 
+def lvg_tiny_xy_stem_relpos_branch_tokens_ctx() -> ModelConfig:
+    """lvg-tiny-xy-stem-relpos-branch-tokens with a context block, as lvg-s-xy-stem-relpos-branch-tokens-ctx is
+    to lvg-s-xy-stem-relpos-branch-tokens."""
+    return _with_head(lvg_tiny_xy_stem_relpos_branch_tokens(), "lvg-tiny-xy-stem-relpos-branch-tokens-ctx",
+                      shape_branch_context=1)
+
+
 def lvg_tiny_p16() -> ModelConfig:
     """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
     return _on_grid(lvg_tiny(), "lvg-tiny-p16", patch=16, size=320)
@@ -256,6 +263,14 @@ def lvg_s_xy_stem_relpos_branch_tokens() -> ModelConfig:
     return _with_head(lvg_s_xy_stem_relpos_branch(), "lvg-s-xy-stem-relpos-branch-tokens", shape_branch_tokens=True)
 
 
+def lvg_s_xy_stem_relpos_branch_tokens_ctx() -> ModelConfig:
+    """lvg-s-xy-stem-relpos-branch-tokens with one context block in the shape branch
+    (``HeadConfig.shape_branch_context``: a patch's shape features see 191 pixels instead of 63; 3.6k parameters
+    more, starting as the identity)."""
+    return _with_head(lvg_s_xy_stem_relpos_branch_tokens(), "lvg-s-xy-stem-relpos-branch-tokens-ctx",
+                      shape_branch_context=1)
+
+
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
     return _with_head(lvg_s_xy_stem(), "lvg-s-xy-stem-tokens", stem_tokens=True)
@@ -306,6 +321,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-relpos-nolatent": lvg_s_xy_stem_relpos_nolatent,
     "lvg-s-xy-stem-relpos-branch": lvg_s_xy_stem_relpos_branch,
     "lvg-s-xy-stem-relpos-branch-tokens": lvg_s_xy_stem_relpos_branch_tokens,
+    "lvg-s-xy-stem-relpos-branch-tokens-ctx": lvg_s_xy_stem_relpos_branch_tokens_ctx,
     "lvg-s-xy-stem-relpos-branch-tokens-nolatent": lvg_s_xy_stem_relpos_branch_tokens_nolatent,
     "lvg-s-xy-stem-relpos-tokens": lvg_s_xy_stem_relpos_tokens,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
@@ -324,6 +340,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy-stem-relpos-tokens": lvg_tiny_xy_stem_relpos_tokens,
     "lvg-tiny-xy-stem-relpos-branch": lvg_tiny_xy_stem_relpos_branch,
     "lvg-tiny-xy-stem-relpos-branch-tokens": lvg_tiny_xy_stem_relpos_branch_tokens,
+    "lvg-tiny-xy-stem-relpos-branch-tokens-ctx": lvg_tiny_xy_stem_relpos_branch_tokens_ctx,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 

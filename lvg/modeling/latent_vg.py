@@ -99,7 +99,7 @@ class LatentVG(nn.Module):
         self.stem_tokens = (StemTokens(head.image_stem, enc.patch_size, d, head.map_stride, head.stem_tokens_width)
                             if head.stem_tokens else None)
         self.shape_branch = (ShapeBranch(head.shape_branch, enc.patch_size, head.neck_dim,
-                                         d if head.shape_branch_tokens else 0)
+                                         d if head.shape_branch_tokens else 0, head.shape_branch_context)
                              if head.shape_branch else None)
         self.mask_refiner = MaskRefiner(head.image_stem, head.mask_refine) if head.mask_refine else None
         self.candidate_position = (CandidatePosition(cfg.prob_size, head.embed_dim)

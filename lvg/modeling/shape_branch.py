@@ -16,6 +16,13 @@ training-time classifier of the object's shape on them (``TrainConfig.patch_shap
 With ``HeadConfig.shape_branch_tokens`` the same features are also added to the patch tokens (another
 projection starting at zero), so the encoder, where an expression's words meet the patches, can match a shape
 word the way it matches a colour word.
+
+With ``HeadConfig.shape_branch_context`` the patch-grid features pass through that many residual blocks of a
+depthwise 5x5 and a pointwise convolution at the patch grid: the stride-2 stack sees about 63 pixels around a
+patch's centre, less than a large object, so a patch inside one sees no outline (the shape classifier names
+0.79 of small objects' patches and 0.69 of large ones'); each block widens that by 128 pixels. The pointwise
+convolution starts at zero, so a branch grown with the blocks starts with its function. Depthwise keeps each
+block at 3.6k parameters (48 channels), inside the bundled file's 30 MB.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import math
 
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from lvg.modeling.pixel_decoder import group_norm
 
@@ -31,7 +39,8 @@ class ShapeBranch(nn.Module):
     """``(B, 3, S, S)`` normalised image -> :meth:`grid` ``(B, channels, g, g)`` -> :meth:`map_features`
     ``(B, c, g, g)`` additions to the pixel decoder's features (``g = S / patch_size``)."""
 
-    def __init__(self, channels: int, patch_size: int, map_channels: int, token_dim: int = 0) -> None:
+    def __init__(self, channels: int, patch_size: int, map_channels: int, token_dim: int = 0, context: int = 0
+                 ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = 3
@@ -44,6 +53,7 @@ class ShapeBranch(nn.Module):
             c = out
         self.down = nn.Sequential(*layers)
         self.channels = c
+        self.context = nn.ModuleList(_ContextBlock(c) for _ in range(context))
         self.to_map = nn.Conv2d(c, map_channels, 1)
         nn.init.zeros_(self.to_map.weight)
         nn.init.zeros_(self.to_map.bias)
@@ -55,7 +65,10 @@ class ShapeBranch(nn.Module):
 
     def grid(self, image: Tensor) -> Tensor:
         """The normalised image ``(B, 3, S, S)`` -> patch-grid features ``(B, channels, g, g)``."""
-        return self.down(image)
+        x = self.down(image)  # (B, channels, g, g)
+        for block in self.context:
+            x = x + block(x)  # residual: a block whose last convolution is zero leaves the features as they are
+        return x
 
     def map_features(self, grid: Tensor) -> Tensor:
         """:meth:`grid`'s features -> ``(B, c, g, g)``, added to the pixel decoder's 1/8-scale features."""
@@ -66,3 +79,18 @@ class ShapeBranch(nn.Module):
         if self.to_tokens is None:
             raise ValueError("this shape branch feeds no tokens (head.shape_branch_tokens is off)")
         return self.to_tokens(grid).flatten(2).transpose(1, 2)  # (B, d, g, g) -> (B, g*g, d)
+
+
+class _ContextBlock(nn.Module):
+    """``(B, c, g, g)`` -> ``(B, c, g, g)``: a depthwise 5x5 convolution (each channel over 5 x 5 patches), GELU,
+    and a pointwise convolution that starts at zero."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.spread = nn.Conv2d(channels, channels, 5, padding=2, groups=channels)
+        self.mix = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mix(F.gelu(self.spread(x)))

@@ -11,7 +11,7 @@ import torch
 from lvg.config import get_config
 from lvg.errors import ConfigError
 from lvg.modeling import build_model
-from tests.modeling.conftest import assert_zero_start_learns, grow_unchanged
+from tests.modeling.conftest import assert_zero_start_learns, grow_unchanged, make_inputs
 
 
 def _grown_and_trained(small: str, big: str, new: str, seed: int, off: str | None = None):
@@ -52,9 +52,34 @@ def test_the_shape_branch_tokens_grow_a_branch_model_without_changing_it_then_fe
     assert (out["patch_tokens"] - without["patch_tokens"]).abs().amax() > 0  # now the encoder reads the branch
 
 
+def test_a_context_block_grows_a_branch_model_without_changing_it_then_widens_what_a_patch_sees():
+    torch.manual_seed(4)
+    old = build_model("lvg-tiny-xy-stem-relpos-branch-tokens").eval()
+    with torch.no_grad():  # a trained branch reaches the map: the blocks' effect must show in the output
+        old.shape_branch.to_map.weight.normal_(std=0.5)
+    model = build_model("lvg-tiny-xy-stem-relpos-branch-tokens-ctx").eval()
+    missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
+    assert missing and all(k.startswith("shape_branch.context.") for k in missing) and not unexpected
+    image, ids, mask = make_inputs(model.cfg, batch=2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image, ids, mask)["logits"], old(image, ids, mask)["logits"], rtol=0, atol=0)
+    block = model.shape_branch.context[0]
+    model.train()
+    assert_zero_start_learns(model, (image, ids, mask), block.mix.weight, [block.spread.weight], lr=0.5)
+    model.eval()
+    # What the block adds to a cell reads the cells up to 2 away (5x5 over the patch grid: 128 more pixels).
+    g = model.cfg.encoder.grid
+    delta = torch.zeros(1, model.shape_branch.channels, g, g)
+    delta[0, :, g // 2, g // 2] = 1.0
+    with torch.no_grad():
+        moved = (block(delta) - block(torch.zeros_like(delta))).abs().sum(1)[0] > 0  # (g, g)
+    rows, cols = moved.nonzero().T
+    assert int((rows - g // 2).abs().max()) == 2 and int((cols - g // 2).abs().max()) == 2
+
+
 def test_the_shape_branch_reaches_the_patch_grid_for_every_patch_size():
     for name in ("lvg-tiny-xy-stem-relpos-branch", "lvg-s-xy-stem-relpos-branch",
-                 "lvg-s-xy-stem-relpos-branch-tokens"):
+                 "lvg-s-xy-stem-relpos-branch-tokens", "lvg-s-xy-stem-relpos-branch-tokens-ctx"):
         cfg = get_config(name)
         model = build_model(name).eval()
         with torch.no_grad():
@@ -64,6 +89,9 @@ def test_the_shape_branch_reaches_the_patch_grid_for_every_patch_size():
     assert sum(p.numel() for p in build_model("lvg-s-xy-stem-relpos-branch").shape_branch.parameters()) < 45_000
     tokens = build_model("lvg-s-xy-stem-relpos-branch-tokens").shape_branch
     assert sum(p.numel() for p in tokens.parameters()) < 55_000
+    # A context block adds under 4k more (depthwise): the fp32 file had 23 kB left under its 30 MB.
+    ctx = build_model("lvg-s-xy-stem-relpos-branch-tokens-ctx").shape_branch
+    assert sum(p.numel() for p in ctx.parameters()) - sum(p.numel() for p in tokens.parameters()) < 4_000
 
 
 def test_a_negative_shape_branch_or_tokens_without_one_is_a_config_error():
@@ -72,5 +100,7 @@ def test_a_negative_shape_branch_or_tokens_without_one_is_a_config_error():
         base.replace(head=dataclasses.replace(base.head, shape_branch=-1))
     with pytest.raises(ConfigError, match="shape_branch_tokens reads the shape branch"):
         base.replace(head=dataclasses.replace(base.head, shape_branch_tokens=True))
+    with pytest.raises(ConfigError, match="shape_branch_context must be 0 or a block count"):
+        base.replace(head=dataclasses.replace(base.head, shape_branch_context=1))
     with pytest.raises(ValueError, match="feeds no tokens"):
         build_model("lvg-tiny-xy-stem-relpos-branch").shape_branch.tokens(torch.zeros(1, 16, 2, 2))
