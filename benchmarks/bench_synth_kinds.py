@@ -31,7 +31,9 @@ reverse says it grounds but its masks are coarse. Two breakdowns point further:
 - ``iou_by_size``: over right picks of every kind, the IoU with the target by the target's size word: how
   much the masks' resolution costs on small objects; and ``near_edge``, the share of their wrong pixels
   (in the mask but not the target, or the reverse) that lie within 4 pixels of the target's boundary: how
-  much of what is left is the edge's precision rather than a wrong region.
+  much of what is left is the edge's precision rather than a wrong region. ``right_object_by_size``: the
+  right-object rate of every kind by the target's size word (a large object's inner patches see less of its
+  outline than a small one's).
 - ``head_misses``: per kind, over the picks of an object that does not fit the head noun phrase (or of
   no object), the share that names no object and the share whose object differs in each attribute the
   head names (a pick can differ in several); ``shape_confusions``, the most frequent (named shape, picked
@@ -151,6 +153,7 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
     sums: dict[str, dict[str, float]] = {k: defaultdict(float) for k in (*KINDS, "all")}
     words: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # attribute words -> sums
     sizes: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # target size -> sums
+    picks: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # target size -> right picks
     misses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # kind -> wrong-head counts
     confusions: dict[tuple[str, str], int] = defaultdict(int)  # (named shape, picked shape) -> count
     empty: list[dict[str, Any]] = []  # sentences with a target answered with an empty mask
@@ -189,6 +192,8 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
                 for used in [k for k in head if k != "shape"] or ["none"]:
                     words[used]["n"] += 1
                     words[used]["right"] += float(picked == target)
+            picks[scene[target]["attributes"]["size"]]["n"] += 1
+            picks[scene[target]["attributes"]["size"]]["right"] += float(picked == target)
             if picked == target:
                 size = sizes[scene[target]["attributes"]["size"]]
                 size["n"] += 1
@@ -227,6 +232,8 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
             "iou_by_size": {k: {"n": int(v["n"]), "IoU": v["iou"] / v["n"],
                                 "near_edge": v["near_edge"] / max(v["near_edge_n"], 1.0)}
                             for k, v in sorted(sizes.items())},
+            "right_object_by_size": {k: {"n": int(v["n"]), "right_object": v["right"] / v["n"]}
+                                     for k, v in sorted(picks.items())},
             **_misses_table(misses, confusions), "empty_picks": empty}
 
 
@@ -253,6 +260,8 @@ def main() -> None:
     print(f"\n{'right picks: target size':<36} {'n':>5} {'IoU':>13} {'wrong pixels near the edge':>27}")
     for size, row in result["iou_by_size"].items():
         print(f"{size:<36} {row['n']:>5} {row['IoU']:>13.3f} {row['near_edge']:>27.3f}")
+    print("right object by target size: " + ", ".join(f"{size} {row['right_object']:.3f} of {row['n']}"
+                                                      for size, row in result["right_object_by_size"].items()))
     print(f"\n{'picks off the head noun phrase':<32} {'n':>5}  share differing in (a pick can differ in several)")
     for kind, row in result["head_misses"].items():
         parts = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k != "n")

@@ -108,6 +108,11 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
     assert sum(r["n"] for r in result["iou_by_size"].values()) == right
     assert set(result["iou_by_size"]) <= {"small", "large"}
     assert all(0.0 < r["IoU"] <= 1.0 and 0.0 <= r["near_edge"] <= 1.0 for r in result["iou_by_size"].values())
+    # The right-object rate by size covers every sentence, and its right picks are the size breakdown's.
+    by_size = result["right_object_by_size"]
+    assert sum(r["n"] for r in by_size.values()) == rows["all"]["n"]
+    assert {k: round(r["right_object"] * r["n"]) for k, r in by_size.items() if round(r["right_object"] * r["n"])} \
+        == {k: r["n"] for k, r in result["iou_by_size"].items()}
     # Picks off the head are exactly the picks that are not candidates; each is counted under what it misses.
     for kind in ("attribute", "position", "relation"):
         off = round((1 - rows[kind]["candidate"]) * rows[kind]["n"]) if rows[kind]["n"] else 0
