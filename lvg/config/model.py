@@ -171,7 +171,9 @@ class HeadConfig:
     through a projection starting at zero, so the encoder can match a shape word as it matches a colour word.
     ``shape_branch_context`` (needs ``shape_branch``) adds that many residual blocks at the patch grid to the
     branch, each widening what a patch's features see by 128 pixels (a patch inside a large object sees its
-    outline); each starts as the identity. 0 in every variant before ``-ctx``.
+    outline); each starts as the identity. 0 in every variant before ``-ctx``. ``shape_branch_logits`` (needs
+    ``shape_branch``) adds to each expression's map the branch's patch-grid features weighed by a linear map of
+    its embedding (starting at zero), upsampled: a shape word selects the branch's shape without the decoder.
 
     ``candidate_positions`` adds :class:`lvg.modeling.candidate_position.CandidatePosition`: each pixel's
     offset from the centroid of what the expression's own map covers (in units of its spread), weighed by
@@ -197,6 +199,7 @@ class HeadConfig:
     shape_branch: int = 0
     shape_branch_tokens: bool = False
     shape_branch_context: int = 0
+    shape_branch_logits: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,8 @@ class ModelConfig:
         if head.shape_branch_context < 0 or (head.shape_branch_context and not head.shape_branch):
             problems.append(f"head.shape_branch_context must be 0 or a block count with head.shape_branch > 0, "
                             f"got {head.shape_branch_context}")
+        if head.shape_branch_logits and not head.shape_branch:
+            problems.append("head.shape_branch_logits reads the shape branch: it needs head.shape_branch > 0")
         if head.stem_tokens_width < 0:
             problems.append(f"head.stem_tokens_width must be 0 (the token width) or a channel count, "
                             f"got {head.stem_tokens_width}")

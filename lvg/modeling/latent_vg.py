@@ -99,7 +99,8 @@ class LatentVG(nn.Module):
         self.stem_tokens = (StemTokens(head.image_stem, enc.patch_size, d, head.map_stride, head.stem_tokens_width)
                             if head.stem_tokens else None)
         self.shape_branch = (ShapeBranch(head.shape_branch, enc.patch_size, head.neck_dim,
-                                         d if head.shape_branch_tokens else 0, head.shape_branch_context)
+                                         d if head.shape_branch_tokens else 0, head.shape_branch_context,
+                                         head.embed_dim if head.shape_branch_logits else 0)
                              if head.shape_branch else None)
         self.mask_refiner = MaskRefiner(head.image_stem, head.mask_refine) if head.mask_refine else None
         self.candidate_position = (CandidatePosition(cfg.prob_size, head.embed_dim)
@@ -194,6 +195,8 @@ class LatentVG(nn.Module):
 
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
         logits = self.pixel_decoder(levels, emb, image, pixels, grid_map) * emb.shape[-1] ** -0.5  # (B,1+N,S/m,S/m)
+        if grid is not None and self.cfg.head.shape_branch_logits:
+            logits = logits + self.shape_branch.logits(grid, emb, logits.shape[-2:])  # (B, 1+N, S/m, S/m)
         if self.mask_refiner is not None:
             logits = logits + self.mask_refiner(logits, pixels)  # (B, 1+N, S/m, S/m)
         if self.candidate_position is not None:

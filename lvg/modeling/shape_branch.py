@@ -23,12 +23,19 @@ patch's centre, less than a large object, so a patch inside one sees no outline 
 0.79 of small objects' patches and 0.69 of large ones'); each block widens that by 128 pixels. The pointwise
 convolution starts at zero, so a branch grown with the blocks starts with its function. Depthwise keeps each
 block at 3.6k parameters (48 channels), inside the bundled file's 30 MB.
+
+With ``HeadConfig.shape_branch_logits`` each expression's embedding also weighs the branch's patch-grid features
+directly: a linear map from the embedding to one weight per branch channel, starting at zero, gives a logit per
+patch, upsampled bilinearly and added to that expression's map. ``F^V`` holds the branch's shape at its 1/8 scale
+but far less at the map's scale, where the dot product of Eq. 9 reads it; this term lets a shape word select the
+branch's shape features without passing through the pixel decoder.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -39,8 +46,8 @@ class ShapeBranch(nn.Module):
     """``(B, 3, S, S)`` normalised image -> :meth:`grid` ``(B, channels, g, g)`` -> :meth:`map_features`
     ``(B, c, g, g)`` additions to the pixel decoder's features (``g = S / patch_size``)."""
 
-    def __init__(self, channels: int, patch_size: int, map_channels: int, token_dim: int = 0, context: int = 0
-                 ) -> None:
+    def __init__(self, channels: int, patch_size: int, map_channels: int, token_dim: int = 0, context: int = 0,
+                 embed_dim: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = 3
@@ -54,6 +61,11 @@ class ShapeBranch(nn.Module):
         self.down = nn.Sequential(*layers)
         self.channels = c
         self.context = nn.ModuleList(_ContextBlock(c) for _ in range(context))
+        self.to_words: nn.Linear | None = None
+        if embed_dim:
+            self.to_words = nn.Linear(embed_dim, c)
+            nn.init.zeros_(self.to_words.weight)
+            nn.init.zeros_(self.to_words.bias)
         self.to_map = nn.Conv2d(c, map_channels, 1)
         nn.init.zeros_(self.to_map.weight)
         nn.init.zeros_(self.to_map.bias)
@@ -73,6 +85,16 @@ class ShapeBranch(nn.Module):
     def map_features(self, grid: Tensor) -> Tensor:
         """:meth:`grid`'s features -> ``(B, c, g, g)``, added to the pixel decoder's 1/8-scale features."""
         return self.to_map(grid)
+
+    def logits(self, grid: Tensor, emb: Tensor, size: tuple[int, int]) -> Tensor:
+        """:meth:`grid`'s features ``(B, w, g, g)`` weighed by each expression's embedding ``emb`` ``(B, 1+N, E)``
+        -> logits ``(B, 1+N, *size)`` added to the maps (``shape_branch_logits``)."""
+        if self.to_words is None:
+            raise ValueError("this shape branch adds no logits (head.shape_branch_logits is off)")
+        weights = self.to_words(emb)  # (B, 1+N, w)
+        # Per patch first, then upsampled: both are linear, and the grid is 256x smaller than the map.
+        per_patch = torch.einsum("bwgh,bnw->bngh", grid, weights)  # (B, 1+N, g, g)
+        return F.interpolate(per_patch, size=size, mode="bilinear", align_corners=False)
 
     def tokens(self, grid: Tensor) -> Tensor:
         """:meth:`grid`'s features -> ``(B, g*g, d)`` additions to the patch tokens (``shape_branch_tokens``)."""

@@ -169,7 +169,8 @@ def test_export_of_live_model_and_check(tmp_path, artifacts, variant):
                                      "lvg-tiny-xy-stem-relpos", "lvg-tiny-xy-stem-relpos-tokens",
                                      "lvg-tiny-xy-stem-relpos-branch",
                                      "lvg-tiny-xy-stem-relpos-branch-tokens",
-                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx"])
+                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx",
+                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits"])
 def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant):
     """The position table is a constant of the graph: ONNX Runtime gives the torch answer at batches 1 and 3,
     with the image stem's pixel features too, with the map at 1/2 scale, with the mask refiner, with
@@ -191,6 +192,8 @@ def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant)
                 model.shape_branch.to_tokens.weight.normal_(std=0.5)
             for block in model.shape_branch.context:  # nor its context blocks'
                 block.mix.weight.normal_(std=0.5)
+            if model.shape_branch.to_words is not None:  # nor its logits
+                model.shape_branch.to_words.weight.normal_(std=0.5)
         if model.mask_refiner is not None:  # nor the refiner's correction
             model.mask_refiner.out.weight.normal_(std=0.5)
         if model.candidate_position is not None:  # nor the candidates' offsets

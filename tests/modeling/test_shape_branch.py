@@ -77,6 +77,28 @@ def test_a_context_block_grows_a_branch_model_without_changing_it_then_widens_wh
     assert int((rows - g // 2).abs().max()) == 2 and int((cols - g // 2).abs().max()) == 2
 
 
+def test_the_branch_logits_grow_a_model_without_changing_it_then_let_each_expression_weigh_the_branch():
+    old, model, inputs = grow_unchanged("lvg-tiny-xy-stem-relpos-branch-tokens-ctx",
+                                        "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits", "shape_branch.to_words.",
+                                        seed=5)
+    model.train()
+    assert_zero_start_learns(model, inputs, model.shape_branch.to_words.weight, [], lr=0.5)
+    model.eval()
+    with torch.no_grad():
+        out, without = model(*inputs), old(*inputs)
+        # The term is exactly the grid weighed per expression and upsampled: recompute it by hand.
+        grid = model.shape_branch.grid(inputs[0])  # (B, w, g, g)
+        emb = torch.cat([out["text_embedding"][:, None], out["latent_embeddings"]], dim=1)  # (B, 1+N, E)
+        weights = emb @ model.shape_branch.to_words.weight.T + model.shape_branch.to_words.bias  # (B, 1+N, w)
+        per_patch = (grid[:, None] * weights[:, :, :, None, None]).sum(2)  # (B, 1+N, g, g)
+        term = torch.nn.functional.interpolate(per_patch, size=out["logits"].shape[-2:], mode="bilinear")
+    assert term.abs().amax() > 0
+    torch.testing.assert_close(model.shape_branch.logits(grid, emb, out["logits"].shape[-2:]), term)
+    assert (out["logits"] - without["logits"]).abs().amax() > 0
+    with pytest.raises(ValueError, match="adds no logits"):
+        old.shape_branch.logits(grid, emb, (4, 4))
+
+
 def test_the_shape_branch_reaches_the_patch_grid_for_every_patch_size():
     for name in ("lvg-tiny-xy-stem-relpos-branch", "lvg-s-xy-stem-relpos-branch",
                  "lvg-s-xy-stem-relpos-branch-tokens", "lvg-s-xy-stem-relpos-branch-tokens-ctx"):
@@ -102,5 +124,7 @@ def test_a_negative_shape_branch_or_tokens_without_one_is_a_config_error():
         base.replace(head=dataclasses.replace(base.head, shape_branch_tokens=True))
     with pytest.raises(ConfigError, match="shape_branch_context must be 0 or a block count"):
         base.replace(head=dataclasses.replace(base.head, shape_branch_context=1))
+    with pytest.raises(ConfigError, match="shape_branch_logits reads the shape branch"):
+        base.replace(head=dataclasses.replace(base.head, shape_branch_logits=True))
     with pytest.raises(ValueError, match="feeds no tokens"):
         build_model("lvg-tiny-xy-stem-relpos-branch").shape_branch.tokens(torch.zeros(1, 16, 2, 2))
