@@ -19,16 +19,15 @@ word the way it matches a colour word.
 
 With ``HeadConfig.shape_branch_context`` the patch-grid features pass through that many residual blocks of a
 depthwise 5x5 and a pointwise convolution at the patch grid: the stride-2 stack sees about 63 pixels around a
-patch's centre, less than a large object, so a patch inside one sees no outline (the shape classifier names
-0.79 of small objects' patches and 0.69 of large ones'); each block widens that by 128 pixels. The pointwise
+patch's centre, less than a large object, so a patch inside one sees no outline; each block widens that by 128
+pixels (what it buys: ``MODEL_CARD.md``). The pointwise
 convolution starts at zero, so a branch grown with the blocks starts with its function. Depthwise keeps each
 block at 3.6k parameters (48 channels), inside the bundled file's 30 MB.
 
 With ``HeadConfig.shape_branch_logits`` each expression's embedding also weighs the branch's patch-grid features
 directly: a linear map from the embedding to one weight per branch channel, starting at zero, gives a logit per
-patch, upsampled bilinearly and added to that expression's map. ``F^V`` holds the branch's shape at its 1/8 scale
-but far less at the map's scale, where the dot product of Eq. 9 reads it; this term lets a shape word select the
-branch's shape features without passing through the pixel decoder.
+patch, upsampled bilinearly and added to that expression's map: a shape word can select the branch's shape
+features without passing through the pixel decoder, which carries them from its 1/8 scale to the map's.
 """
 
 from __future__ import annotations

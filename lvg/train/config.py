@@ -213,8 +213,7 @@ class TrainConfig:
             problems.append(f"lr must be > 0, got {self.lr}")
         for name in ("backbone_lr_mult", "weight_decay", "min_lr_ratio", "grad_clip", "loss_bce", "loss_dice",
                      "loss_contrastive", "gamma", "loss_no_target", "loss_no_target_mask", "loss_direction",
-                     "loss_attribute_words",
-                     "loss_direction_latent", "loss_patch_shape"):
+                     "loss_attribute_words", "loss_direction_latent", "loss_patch_shape"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr_ratio > 1:
