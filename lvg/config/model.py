@@ -174,6 +174,9 @@ class HeadConfig:
     outline); each starts as the identity. 0 in every variant before ``-ctx``. ``shape_branch_logits`` (needs
     ``shape_branch``) adds to each expression's map the branch's patch-grid features weighed by a linear map of
     its embedding (starting at zero), upsampled: a shape word selects the branch's shape without the decoder.
+    ``shape_branch_logits_gate`` (needs ``shape_branch_logits``) multiplies that term by the map's own detached
+    sigmoid, as candidate-relative positions are gated: it re-ranks the objects the map covers and leaves the
+    background and the edges to the rest of the map.
 
     ``candidate_positions`` adds :class:`lvg.modeling.candidate_position.CandidatePosition`: each pixel's
     offset from the centroid of what the expression's own map covers (in units of its spread), weighed by
@@ -200,6 +203,7 @@ class HeadConfig:
     shape_branch_tokens: bool = False
     shape_branch_context: int = 0
     shape_branch_logits: bool = False
+    shape_branch_logits_gate: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,6 +267,9 @@ class ModelConfig:
                             f"got {head.shape_branch_context}")
         if head.shape_branch_logits and not head.shape_branch:
             problems.append("head.shape_branch_logits reads the shape branch: it needs head.shape_branch > 0")
+        if head.shape_branch_logits_gate and not head.shape_branch_logits:
+            problems.append("head.shape_branch_logits_gate gates the branch's logits: it needs "
+                            "head.shape_branch_logits")
         if head.stem_tokens_width < 0:
             problems.append(f"head.stem_tokens_width must be 0 (the token width) or a channel count, "
                             f"got {head.stem_tokens_width}")

@@ -159,6 +159,12 @@ def lvg_tiny_xy_stem_relpos_branch_tokens_ctx_logits() -> ModelConfig:
                       shape_branch_logits=True)
 
 
+def lvg_tiny_xy_stem_relpos_branch_tokens_ctx_gated() -> ModelConfig:
+    """lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits with the logits gated, as the lvg-s twin."""
+    return _with_head(lvg_tiny_xy_stem_relpos_branch_tokens_ctx_logits(),
+                      "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-gated", shape_branch_logits_gate=True)
+
+
 def lvg_tiny_p16() -> ModelConfig:
     """lvg-tiny on 16-pixel patches of a 320x320 input, as lvg-s-xy-stem-p16 is to lvg-s-xy-stem."""
     return _on_grid(lvg_tiny(), "lvg-tiny-p16", patch=16, size=320)
@@ -285,6 +291,13 @@ def lvg_s_xy_stem_relpos_branch_tokens_ctx_logits() -> ModelConfig:
                       shape_branch_logits=True)
 
 
+def lvg_s_xy_stem_relpos_branch_tokens_ctx_gated() -> ModelConfig:
+    """lvg-s-xy-stem-relpos-branch-tokens-ctx-logits with the branch's logits gated by each map's own sigmoid
+    (``HeadConfig.shape_branch_logits_gate``); the same tensors."""
+    return _with_head(lvg_s_xy_stem_relpos_branch_tokens_ctx_logits(), "lvg-s-xy-stem-relpos-branch-tokens-ctx-gated",
+                      shape_branch_logits_gate=True)
+
+
 def lvg_s_xy_stem_tokens() -> ModelConfig:
     """lvg-s-xy-stem whose patch tokens also read the stem's features (``HeadConfig.stem_tokens``)."""
     return _with_head(lvg_s_xy_stem(), "lvg-s-xy-stem-tokens", stem_tokens=True)
@@ -336,6 +349,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-relpos-branch": lvg_s_xy_stem_relpos_branch,
     "lvg-s-xy-stem-relpos-branch-tokens": lvg_s_xy_stem_relpos_branch_tokens,
     "lvg-s-xy-stem-relpos-branch-tokens-ctx": lvg_s_xy_stem_relpos_branch_tokens_ctx,
+    "lvg-s-xy-stem-relpos-branch-tokens-ctx-gated": lvg_s_xy_stem_relpos_branch_tokens_ctx_gated,
     "lvg-s-xy-stem-relpos-branch-tokens-ctx-logits": lvg_s_xy_stem_relpos_branch_tokens_ctx_logits,
     "lvg-s-xy-stem-relpos-branch-tokens-nolatent": lvg_s_xy_stem_relpos_branch_tokens_nolatent,
     "lvg-s-xy-stem-relpos-tokens": lvg_s_xy_stem_relpos_tokens,
@@ -356,6 +370,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy-stem-relpos-branch": lvg_tiny_xy_stem_relpos_branch,
     "lvg-tiny-xy-stem-relpos-branch-tokens": lvg_tiny_xy_stem_relpos_branch_tokens,
     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx": lvg_tiny_xy_stem_relpos_branch_tokens_ctx,
+    "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-gated": lvg_tiny_xy_stem_relpos_branch_tokens_ctx_gated,
     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits": lvg_tiny_xy_stem_relpos_branch_tokens_ctx_logits,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }

@@ -196,7 +196,11 @@ class LatentVG(nn.Module):
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
         logits = self.pixel_decoder(levels, emb, image, pixels, grid_map) * emb.shape[-1] ** -0.5  # (B,1+N,S/m,S/m)
         if grid is not None and self.cfg.head.shape_branch_logits:
-            logits = logits + self.shape_branch.logits(grid, emb, logits.shape[-2:])  # (B, 1+N, S/m, S/m)
+            term = self.shape_branch.logits(grid, emb, logits.shape[-2:])  # (B, 1+N, S/m, S/m)
+            if self.cfg.head.shape_branch_logits_gate:
+                # Where the map is on: the per-patch term re-ranks the objects it covers, not the edges.
+                term = logits.detach().float().sigmoid().to(term.dtype) * term
+            logits = logits + term
         if self.mask_refiner is not None:
             logits = logits + self.mask_refiner(logits, pixels)  # (B, 1+N, S/m, S/m)
         if self.candidate_position is not None:

@@ -99,6 +99,30 @@ def test_the_branch_logits_grow_a_model_without_changing_it_then_let_each_expres
         old.shape_branch.logits(grid, emb, (4, 4))
 
 
+def test_the_gated_branch_logits_act_only_where_the_map_is_on():
+    torch.manual_seed(6)
+    plain = build_model("lvg-tiny-xy-stem-relpos-branch-tokens-ctx").eval()
+    gated = build_model("lvg-tiny-xy-stem-relpos-branch-tokens-ctx-gated").eval()
+    missing, _ = gated.load_state_dict(plain.state_dict(), strict=False)
+    assert all(k.startswith("shape_branch.to_words.") for k in missing)
+    with torch.no_grad():
+        gated.shape_branch.to_words.weight.normal_(std=0.5)
+    inputs = make_inputs(gated.cfg, batch=2)
+    with torch.no_grad():
+        out, without = gated(*inputs), plain(*inputs)
+        emb = torch.cat([out["text_embedding"][:, None], out["latent_embeddings"]], dim=1)  # (B, 1+N, E)
+        term = gated.shape_branch.logits(gated.shape_branch.grid(inputs[0]), emb, out["logits"].shape[-2:])
+    # The candidate-position coefficients start at zero, so the only difference is the gated term.
+    assert gated.candidate_position is not None and not gated.candidate_position.coefficients.weight.any()
+    assert term.abs().amax() > 0
+    torch.testing.assert_close(out["logits"] - without["logits"], without["logits"].sigmoid() * term,
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="shape_branch_logits_gate gates the branch's logits"):
+        get_config("lvg-tiny-xy-stem-relpos-branch-tokens-ctx").replace(
+            head=dataclasses.replace(get_config("lvg-tiny-xy-stem-relpos-branch-tokens-ctx").head,
+                                     shape_branch_logits_gate=True))
+
+
 def test_the_shape_branch_reaches_the_patch_grid_for_every_patch_size():
     for name in ("lvg-tiny-xy-stem-relpos-branch", "lvg-s-xy-stem-relpos-branch",
                  "lvg-s-xy-stem-relpos-branch-tokens", "lvg-s-xy-stem-relpos-branch-tokens-ctx"):
