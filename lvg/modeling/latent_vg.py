@@ -122,6 +122,16 @@ class LatentVG(nn.Module):
             xv = _add_to_patches(xv, self.shape_branch.tokens(grid))
         return xv, grid, self.shape_branch.map_features(grid)
 
+    def _add_branch_logits(self, logits: Tensor, grid: Tensor, emb: Tensor) -> Tensor:
+        """The maps ``(B, 1+N, h, w)`` plus the shape branch's term for each expression ``emb`` ``(B, 1+N, E)``
+        from its grid ``(B, w, g, g)`` (``head.shape_branch_logits``), gated by each map's own detached sigmoid
+        with ``head.shape_branch_logits_gate``."""
+        term = self.shape_branch.logits(grid, emb, logits.shape[-2:])  # (B, 1+N, h, w)
+        if self.cfg.head.shape_branch_logits_gate:
+            # Where the map is on: the per-patch term re-ranks the objects it covers, not the edges.
+            term = logits.detach().float().sigmoid().to(term.dtype) * term
+        return logits + term
+
     def forward(
         self, image: Tensor, text_ids: Tensor, text_mask: Tensor, *, return_attention: bool = False
     ) -> dict[str, Tensor]:
@@ -196,11 +206,7 @@ class LatentVG(nn.Module):
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
         logits = self.pixel_decoder(levels, emb, image, pixels, grid_map) * emb.shape[-1] ** -0.5  # (B,1+N,S/m,S/m)
         if grid is not None and self.cfg.head.shape_branch_logits:
-            term = self.shape_branch.logits(grid, emb, logits.shape[-2:])  # (B, 1+N, S/m, S/m)
-            if self.cfg.head.shape_branch_logits_gate:
-                # Where the map is on: the per-patch term re-ranks the objects it covers, not the edges.
-                term = logits.detach().float().sigmoid().to(term.dtype) * term
-            logits = logits + term
+            logits = self._add_branch_logits(logits, grid, emb)  # (B, 1+N, S/m, S/m)
         if self.mask_refiner is not None:
             logits = logits + self.mask_refiner(logits, pixels)  # (B, 1+N, S/m, S/m)
         if self.candidate_position is not None:
