@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lvg.kernels._precision import without_autocast
+from lvg.modeling.encoder import zero_start
 
 #: Below this the spread is a point: keeps the offsets finite for a map that covers one cell or none.
 MIN_SPREAD = 0.05
@@ -43,8 +44,7 @@ class CandidatePosition(nn.Module):
         # A constant of the architecture, not a weight: rebuilt here, exported as a constant. One axis is
         # enough (x of a cell is its column's, y its row's), so the file holds side floats, not side^2 pairs.
         self.register_buffer("ticks", cell_ticks(side), persistent=False)
-        self.coefficients = nn.Linear(embed_dim, 2, bias=False)  # e_j -> (a_x, a_y)
-        nn.init.zeros_(self.coefficients.weight)
+        self.coefficients = zero_start(nn.Linear(embed_dim, 2, bias=False))  # e_j -> (a_x, a_y)
 
     def forward(self, logits: Tensor, emb: Tensor) -> Tensor:
         # float32 throughout: a centroid is a sum over h*w cells, which bf16 (8 bits of mantissa) cannot hold;

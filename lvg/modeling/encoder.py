@@ -11,6 +11,7 @@ q_proj.A.weight`` and so on) so official checkpoints load by name.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -204,11 +205,26 @@ def sincos_2d(dim: int, grid: int) -> Tensor:
     return torch.cat([code(rows), code(cols)], dim=1).float()
 
 
+L = TypeVar("L", nn.Linear, nn.Conv2d)
+
+
+def zero_start(layer: L) -> L:
+    """``layer`` with its weight and bias at zero, marked so that :func:`truncated_normal_init` leaves it so: a
+    projection through which a new part joins a model, which then starts with the function it had without it."""
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    layer.zero_start = True  # read by truncated_normal_init
+    return layer
+
+
 def truncated_normal_init(module: nn.Module, std: float) -> None:
     """BEiT-3's and ViT's initialisation: every linear layer's and embedding's weight from N(0, std^2)
     truncated at 2 std, linear biases zero. Other parameters (norms, convolutions, learned tokens with
-    their own initialisation) keep theirs."""
+    their own initialisation) keep theirs, and so do the layers made by :func:`zero_start`."""
     for m in module.modules():
+        if getattr(m, "zero_start", False):
+            continue
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
         if isinstance(m, nn.Linear) and m.bias is not None:

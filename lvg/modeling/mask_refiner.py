@@ -15,6 +15,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lvg.modeling.encoder import zero_start
+
 
 class MaskRefiner(nn.Module):
     """``(B, J, h, w)`` logits and ``(B, s, h, w)`` stem features -> ``(B, J, h, w)`` logit corrections."""
@@ -26,9 +28,7 @@ class MaskRefiner(nn.Module):
         self.from_pixels = nn.Conv2d(stem_channels, hidden, 3, padding=1)
         self.from_logit = nn.Conv2d(1, hidden, 3, padding=1, bias=False)
         self.mid = nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2)
-        self.out = nn.Conv2d(hidden, 1, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = zero_start(nn.Conv2d(hidden, 1, 3, padding=1))
 
     def forward(self, logits: Tensor, pixels: Tensor) -> Tensor:
         b, j, h, w = logits.shape

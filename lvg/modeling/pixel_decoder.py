@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lvg.config import EncoderConfig, HeadConfig
+from lvg.modeling.encoder import zero_start
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -92,9 +93,7 @@ class PixelDecoder(nn.Module):
                                       nn.Conv2d(s, s, 3, stride=second, padding=1), group_norm(s), nn.GELU())
             # Zero: a model grown from weights without the stem starts with their function. Not a saddle (unlike
             # the position term's): the projection's gradient is the stem's features times the embedding's.
-            self.stem_proj = nn.Conv2d(s, head.embed_dim, 1)
-            nn.init.zeros_(self.stem_proj.weight)
-            nn.init.zeros_(self.stem_proj.bias)
+            self.stem_proj = zero_start(nn.Conv2d(s, head.embed_dim, 1))
 
     def features(self, levels: list[Tensor], grid: Tensor | None = None) -> Tensor:
         """levels: one ``(B, n, d)`` patch-token tensor per pyramid layer -> ``(B, c, H/8, W/8)``; ``grid``, the

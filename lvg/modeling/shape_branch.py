@@ -20,9 +20,9 @@ word the way it matches a colour word.
 With ``HeadConfig.shape_branch_context`` the patch-grid features pass through that many residual blocks of a
 depthwise 5x5 and a pointwise convolution at the patch grid: the stride-2 stack sees about 63 pixels around a
 patch's centre, less than a large object, so a patch inside one sees no outline; each block widens that by 128
-pixels (what it buys: ``MODEL_CARD.md``). The pointwise
-convolution starts at zero, so a branch grown with the blocks starts with its function. Depthwise keeps each
-block at 3.6k parameters (48 channels), inside the bundled file's 30 MB.
+pixels (what it buys: ``MODEL_CARD.md``). The pointwise convolution starts at zero, so a branch grown with the
+blocks starts with its function. Depthwise keeps each block at 3.6k parameters (48 channels), inside the bundled
+file's 30 MB.
 
 With ``HeadConfig.shape_branch_logits`` each expression's embedding also weighs the branch's patch-grid features
 directly: a linear map from the embedding to one weight per branch channel, starting at zero, gives a logit per
@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lvg.modeling.encoder import zero_start
 from lvg.modeling.pixel_decoder import group_norm
 
 
@@ -62,17 +63,11 @@ class ShapeBranch(nn.Module):
         self.context = nn.ModuleList(_ContextBlock(c) for _ in range(context))
         self.to_words: nn.Linear | None = None
         if embed_dim:
-            self.to_words = nn.Linear(embed_dim, c)
-            nn.init.zeros_(self.to_words.weight)
-            nn.init.zeros_(self.to_words.bias)
-        self.to_map = nn.Conv2d(c, map_channels, 1)
-        nn.init.zeros_(self.to_map.weight)
-        nn.init.zeros_(self.to_map.bias)
+            self.to_words = zero_start(nn.Linear(embed_dim, c))
+        self.to_map = zero_start(nn.Conv2d(c, map_channels, 1))
         self.to_tokens: nn.Conv2d | None = None
         if token_dim:
-            self.to_tokens = nn.Conv2d(c, token_dim, 1)
-            nn.init.zeros_(self.to_tokens.weight)
-            nn.init.zeros_(self.to_tokens.bias)
+            self.to_tokens = zero_start(nn.Conv2d(c, token_dim, 1))
 
     def grid(self, image: Tensor) -> Tensor:
         """The normalised image ``(B, 3, S, S)`` -> patch-grid features ``(B, channels, g, g)``."""
@@ -109,9 +104,7 @@ class _ContextBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.spread = nn.Conv2d(channels, channels, 5, padding=2, groups=channels)
-        self.mix = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.mix.weight)
-        nn.init.zeros_(self.mix.bias)
+        self.mix = zero_start(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mix(F.gelu(self.spread(x)))

@@ -15,6 +15,7 @@ import math
 
 from torch import Tensor, nn
 
+from lvg.modeling.encoder import zero_start
 from lvg.modeling.pixel_decoder import group_norm
 
 
@@ -33,9 +34,7 @@ class StemTokens(nn.Module):
             layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), group_norm(out), nn.GELU()]
             c = out
         self.down = nn.Sequential(*layers)
-        self.proj = nn.Conv2d(c, embed_dim, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.proj = zero_start(nn.Conv2d(c, embed_dim, 1))
 
     def forward(self, pixels: Tensor) -> Tensor:
         return self.proj(self.down(pixels)).flatten(2).transpose(1, 2)  # (B, d, g, g) -> (B, g*g, d)

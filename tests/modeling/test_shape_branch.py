@@ -152,3 +152,15 @@ def test_a_negative_shape_branch_or_tokens_without_one_is_a_config_error():
         base.replace(head=dataclasses.replace(base.head, shape_branch_logits=True))
     with pytest.raises(ValueError, match="feeds no tokens"):
         build_model("lvg-tiny-xy-stem-relpos-branch").shape_branch.tokens(torch.zeros(1, 16, 2, 2))
+
+
+@pytest.mark.parametrize(("small", "big", "new"), [
+    ("lvg-s-xy-stem-fine", "lvg-s-xy-stem-relpos", "candidate_position."),
+    ("lvg-s-xy-stem-relpos-branch-tokens-ctx", "lvg-s-xy-stem-relpos-branch-tokens-ctx-logits",
+     "shape_branch.to_words."),
+])
+def test_zero_started_linear_layers_survive_the_models_truncated_normal_initialisation(small, big, new):
+    # lvg-s initialises every linear layer from N(0, 0.02^2) after building (encoder.init_std); the layers that
+    # start at zero must stay zero, or a grown model does not start with its predecessor's function.
+    assert get_config(big).encoder.init_std > 0
+    grow_unchanged(small, big, new, seed=7, batch=1)
