@@ -153,7 +153,6 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
     sums: dict[str, dict[str, float]] = {k: defaultdict(float) for k in (*KINDS, "all")}
     words: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # attribute words -> sums
     sizes: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # target size -> sums
-    picks: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # target size -> right picks
     misses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # kind -> wrong-head counts
     confusions: dict[tuple[str, str], int] = defaultdict(int)  # (named shape, picked shape) -> count
     empty: list[dict[str, Any]] = []  # sentences with a target answered with an empty mask
@@ -192,10 +191,9 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
                 for used in [k for k in head if k != "shape"] or ["none"]:
                     words[used]["n"] += 1
                     words[used]["right"] += float(picked == target)
-            picks[scene[target]["attributes"]["size"]]["n"] += 1
-            picks[scene[target]["attributes"]["size"]]["right"] += float(picked == target)
+            size = sizes[scene[target]["attributes"]["size"]]
+            size["sentences"] += 1
             if picked == target:
-                size = sizes[scene[target]["attributes"]["size"]]
                 size["n"] += 1
                 size["iou"] += iou
                 edge = near_edge(pred.astype(bool), masks[target].astype(bool))
@@ -231,9 +229,9 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
                                 for k, v in sorted(words.items())},
             "iou_by_size": {k: {"n": int(v["n"]), "IoU": v["iou"] / v["n"],
                                 "near_edge": v["near_edge"] / max(v["near_edge_n"], 1.0)}
-                            for k, v in sorted(sizes.items())},
-            "right_object_by_size": {k: {"n": int(v["n"]), "right_object": v["right"] / v["n"]}
-                                     for k, v in sorted(picks.items())},
+                            for k, v in sorted(sizes.items()) if v["n"]},
+            "right_object_by_size": {k: {"n": int(v["sentences"]), "right_object": v["n"] / v["sentences"]}
+                                     for k, v in sorted(sizes.items())},
             **_misses_table(misses, confusions), "empty_picks": empty}
 
 
