@@ -198,4 +198,40 @@ def grounding_loss(
     return parts
 
 
-__all__ = ["EPS", "bce_loss", "contrastive_loss", "dice_loss", "grounding_loss", "no_target_loss"]
+def object_pick_loss(logits: Tensor, objects: Tensor, target_object: Tensor) -> Tensor:
+    """Which object each expression's map picks, scored as a classification over the image's objects.
+
+    Args:
+        logits: ``(B, J, h, w)`` one map per expression (the model's ``logits``).
+        objects: ``(B, h, w)`` integer: 0 on the background, ``k >= 1`` on the pixels of object ``k``.
+        target_object: ``(B,)`` int64: the referred object's ``k``, or a negative value for a sample that
+            does not take part (no target, several targets).
+
+    Returns:
+        The mean over taking-part samples and their ``J`` maps of the cross-entropy of the objects' mean
+        logits (each object's pixels averaged; absent indices and the background are no candidates); 0 (with
+        a graph) when no sample takes part.
+    """
+    b, j, h, w = logits.shape
+    if objects.shape != (b, h, w) or target_object.shape != (b,):
+        raise ValueError(f"objects {tuple(objects.shape)} and target_object {tuple(target_object.shape)} do "
+                         f"not fit logits {tuple(logits.shape)}")
+    ids = objects.long().flatten(1)  # (B, h, w) -> (B, h*w)
+    k = int(ids.max()) + 1 if ids.numel() else 1
+    onehot = F.one_hot(ids, max(k, 2)).float()  # (B, h*w, K)
+    count = onehot.sum(1)  # (B, K) pixels per object
+    pooled = torch.einsum("bjp,bpk->bjk", logits.float().flatten(2), onehot) / count.clamp(min=1)[:, None]  # (B,J,K)
+    candidate = count > 0
+    candidate[:, 0] = False  # the background is not an object
+    pooled = pooled.masked_fill(~candidate[:, None], float("-inf"))
+    t = target_object.long()
+    takes_part = (t > 0) & (t < pooled.shape[-1])
+    takes_part &= candidate.gather(1, t.clamp(0, pooled.shape[-1] - 1)[:, None])[:, 0]  # a target with pixels
+    if not bool(takes_part.any()):
+        return logits.float().sum() * 0.0
+    chosen = pooled[takes_part]  # (b', J, K)
+    return F.cross_entropy(chosen.reshape(-1, chosen.shape[-1]), t[takes_part].repeat_interleave(j))
+
+
+__all__ = ["EPS", "bce_loss", "contrastive_loss", "dice_loss", "grounding_loss", "no_target_loss",
+           "object_pick_loss"]

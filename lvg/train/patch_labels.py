@@ -6,7 +6,8 @@ Both the pretraining stage (:mod:`lvg.train.pretrain`) and the grounding runs' p
 if that object covers at least :data:`MIN_COVER` of it; else it is background. Shapes, per image of a
 model of config ``cfg`` (``g = cfg.encoder.grid``): ``attributes (g*g, 4)`` int64 (0 = background, else 1 +
 the value's index in :data:`ATTRIBUTES`), ``centre (g*g, 2)`` float32 (the object's mask centre in the
-letterboxed frame, normalised to [0, 1]), ``object (g*g,)`` bool.
+letterboxed frame, normalised to [0, 1]), ``object (g*g,)`` bool. The object pick loss
+(``TrainConfig.loss_object_pick``) reads :meth:`PatchLabels.owners`: which object each pixel of the map lies on.
 """
 
 from __future__ import annotations
@@ -77,24 +78,42 @@ class PatchLabels:
             raise ConfigError("per-patch labels need the split's instances.json (an `lvg data synth` dataset)")
         self.cfg = model_cfg
         self.objects, self.categories = read_objects(instances)
-        self._cache: OrderedDict[tuple[int, Letterbox, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = \
-            OrderedDict()
+        self._cache: OrderedDict[tuple[int, Letterbox, bool], tuple[np.ndarray, ...]] = OrderedDict()
 
     def __call__(self, image_id: int, lb: Letterbox, flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(attributes, centre, object)`` of image ``image_id`` as preprocessed with letterbox ``lb``,
         mirrored first with ``flip`` (new arrays on every call)."""
+        return tuple(a.copy() for a in self._cached(image_id, lb, flip)[:3])  # type: ignore[return-value]
+
+    def owners(self, image_id: int, lb: Letterbox, flip: bool) -> np.ndarray:
+        """``(q, q)`` int64 at the map's scale (``q = cfg.prob_size``): 0 on the background, ``k`` on the pixels
+        of the image's ``k``-th object (1-based, in annotation-id order: :meth:`object_index`), the object
+        covering most of a pixel where several touch it (a new array on every call)."""
+        return self._cached(image_id, lb, flip)[3].astype(np.int64)
+
+    def object_index(self, image_id: int, ann_id: int) -> int:
+        """The 1-based index :meth:`owners` gives annotation ``ann_id`` of image ``image_id``."""
+        ids = [int(a["id"]) for a in self.objects.get(int(image_id), [])]
+        if int(ann_id) not in ids:
+            raise InputError(f"annotation {ann_id} is not an object of image {image_id} in instances.json")
+        return 1 + ids.index(int(ann_id))
+
+    def _cached(self, image_id: int, lb: Letterbox, flip: bool) -> tuple[np.ndarray, ...]:
         key = (int(image_id), lb, bool(flip))
         if key not in self._cache:
             self._cache[key] = self._compute(*key)
             if len(self._cache) > self.CACHED:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
-        return tuple(a.copy() for a in self._cache[key])  # type: ignore[return-value]
+        return self._cache[key]
 
-    def _compute(self, image_id: int, lb: Letterbox, flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _compute(self, image_id: int, lb: Letterbox, flip: bool) -> tuple[np.ndarray, ...]:
         g, q = self.cfg.encoder.grid, self.cfg.prob_size
         anns = self.objects.get(int(image_id), [])
+        if len(anns) > 255:
+            raise InputError(f"image {image_id} has {len(anns)} objects; per-pixel object labels hold 255")
         cover = np.full((len(anns) + 1, g, g), MIN_COVER, dtype=np.float32)  # row 0: the background's bar
+        pixel_cover = np.full((len(anns) + 1, q, q), 0.5, dtype=np.float32)  # row 0: a pixel's bar
         centres = np.zeros((len(anns) + 1, 2), dtype=np.float32)
         labels = np.zeros((len(anns) + 1, len(ATTRIBUTES)), dtype=np.int64)
         for k, ann in enumerate(anns, start=1):
@@ -102,13 +121,15 @@ class PatchLabels:
             if flip:
                 m = m[:, ::-1]
             soft = letterbox_mask(m, lb, out_size=q)  # (q, q) coverage at the map's scale
+            pixel_cover[k] = soft
             cover[k] = soft.reshape(g, q // g, g, q // g).mean(axis=(1, 3))  # (q, q) -> (g, g) patch coverage
             ys, xs = np.nonzero(soft > 0.5)
             if xs.size:
                 centres[k] = (xs.mean() + 0.5) / q, (ys.mean() + 0.5) / q
             labels[k] = _object_attributes(ann, self.categories)
         owner = cover.argmax(axis=0).reshape(-1)  # (g*g,): 0 = background
-        return labels[owner], centres[owner], owner > 0
+        pixel_owner = pixel_cover.argmax(axis=0).astype(np.uint8)  # (q, q): 0 = background (ties: the first)
+        return labels[owner], centres[owner], owner > 0, pixel_owner
 
     def shape(self, image_id: int, lb: Letterbox, flip: bool) -> np.ndarray:
         """``(g*g,)`` int64: the index in ``SHAPES`` of the shape of the object on each patch, :data:`IGNORE`

@@ -17,6 +17,9 @@ Items are dicts (default-collatable):
 - ``attributes``: int64 ``(4,)``, its attribute-word labels (:func:`lvg.train.words.attribute_classes`).
 - ``patch_shape``: int64 ``(g*g,)``, only with ``patch_labels``: the shape of the object on each patch
   (:meth:`lvg.train.patch_labels.PatchLabels.shape`; -100 on background), after the item's flip.
+- ``objects``: int64 ``(S/m, S/m)`` and ``target_object``: int64 scalar, only with ``objects``: which object
+  each pixel of the map lies on (:meth:`lvg.train.patch_labels.PatchLabels.owners`, 0 = background), after the
+  item's flip, and the index there of the sentence's one target (-100 for a sentence with no target or several).
 
 Training draws ONE sentence per sample per epoch; the draw and the augmentations are a pure function
 of ``(seed, epoch, index)`` (``numpy.random.default_rng([seed, epoch, index])``), so they do not depend
@@ -47,7 +50,7 @@ from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
-from lvg.train.patch_labels import PatchLabels
+from lvg.train.patch_labels import IGNORE, PatchLabels
 from lvg.train.run_dir import ignore_stop_signals
 from lvg.train.sampling import FLIP_PROBABILITY, JITTER_PROBABILITY, Planned
 from lvg.train.words import attribute_classes, direction_class
@@ -78,6 +81,7 @@ class GroundingDataset(torch.utils.data.Dataset):
         augment: set False to train without augmentation.
         map_stride: input pixels per target cell, the model's ``HeadConfig.map_stride`` (4: 1/4 scale).
         patch_labels: the split's per-patch labels (synthetic data), for items with ``patch_shape``.
+        objects: items also carry ``objects`` and ``target_object`` (needs ``patch_labels``).
     """
 
     def __init__(
@@ -91,7 +95,10 @@ class GroundingDataset(torch.utils.data.Dataset):
         augment: bool = True,
         map_stride: int = 4,
         patch_labels: PatchLabels | None = None,
+        objects: bool = False,
     ) -> None:
+        if objects and patch_labels is None:
+            raise InputError("per-pixel object labels (objects=True) are read from the split's patch_labels")
         if map_stride not in MAP_STRIDES:
             raise InputError(f"map_stride must be 4 or 2 (a model's HeadConfig.map_stride), got {map_stride}")
         if preprocess.size % map_stride:
@@ -106,16 +113,19 @@ class GroundingDataset(torch.utils.data.Dataset):
         self.augment = bool(augment)
         self.epoch = 0
         self.patch_labels = patch_labels
+        self.objects = bool(objects)
         self._flat = source.sentences_flat() if not self.train else []
 
     @classmethod
     def for_model(cls, source: ReferSource, cfg: ModelConfig, *, tokenizer: Tokenizer, train: bool,
-                  seed: int = 0, augment: bool = True, patch_shape: bool = False) -> GroundingDataset:
+                  seed: int = 0, augment: bool = True, patch_shape: bool = False,
+                  objects: bool = False) -> GroundingDataset:
         """The dataset a model of config ``cfg`` trains or is scored on: its preprocessing and map scale;
-        with ``patch_shape``, items carry ``patch_shape`` on its patch grid (read from ``source.instances``)."""
-        labels = PatchLabels(source.instances, cfg) if patch_shape else None
+        with ``patch_shape``, items carry ``patch_shape`` on its patch grid, with ``objects`` ``objects`` and
+        ``target_object`` at the map's scale (both read from ``source.instances``)."""
+        labels = PatchLabels(source.instances, cfg) if patch_shape or objects else None
         return cls(source, preprocess=cfg.preprocess, tokenizer=tokenizer, train=train, seed=seed,
-                   augment=augment, map_stride=cfg.head.map_stride, patch_labels=labels)
+                   augment=augment, map_stride=cfg.head.map_stride, patch_labels=labels, objects=objects)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose sentence draws and augmentations :meth:`__getitem__` returns."""
@@ -176,6 +186,8 @@ class GroundingDataset(torch.utils.data.Dataset):
         target = letterbox_mask(mask, lb, out_size=self.preprocess.size // self.map_stride)  # (S/m, S/m) float32
         ids, text_mask = self.tokenizer.encode(sentence, self.preprocess.max_text_len)
         extra = {} if self.patch_labels is None else {"patch_shape": self.patch_labels.shape(sample.image_id, lb, flip)}
+        if self.objects:
+            extra.update(self._objects(sample, lb, flip))
         return {
             "image": pixels,
             "text_ids": ids,
@@ -188,6 +200,18 @@ class GroundingDataset(torch.utils.data.Dataset):
             "attributes": attribute_classes(sentence),
             **extra,
         }
+
+    def _objects(self, sample: Any, lb: Any, flip: bool) -> dict[str, Any]:
+        """``objects`` and ``target_object`` of one item (see the module docstring)."""
+        labels = self.patch_labels
+        assert labels is not None  # checked in __init__
+        owners = labels.owners(sample.image_id, lb, flip)  # (S/m, S/m)
+        if owners.shape[0] * self.map_stride != self.preprocess.size:
+            raise InputError(f"per-pixel object labels are {owners.shape[0]} pixels wide, the map "
+                             f"{self.preprocess.size // self.map_stride}")
+        single = not sample.no_target and len(sample.ann_ids) == 1
+        target = labels.object_index(sample.image_id, sample.ann_ids[0]) if single else IGNORE
+        return {"objects": owners, "target_object": target}
 
     def __getitem__(self, index: int | Planned) -> dict[str, Any]:
         item = self.arrays(index)
@@ -202,6 +226,8 @@ class GroundingDataset(torch.utils.data.Dataset):
             "direction": torch.tensor(item["direction"], dtype=torch.int64),
             "attributes": torch.tensor(item["attributes"], dtype=torch.int64),
             **({"patch_shape": torch.from_numpy(item["patch_shape"])} if "patch_shape" in item else {}),
+            **({"objects": torch.from_numpy(item["objects"]),
+                "target_object": torch.tensor(item["target_object"], dtype=torch.int64)} if "objects" in item else {}),
         }
 
 

@@ -46,7 +46,7 @@ from lvg.train.distributed import (
 from lvg.train.domain import domain_header
 from lvg.train.evaluate import EvaluationStopped, evaluate
 from lvg.train.init_weights import init_model
-from lvg.train.losses import grounding_loss
+from lvg.train.losses import grounding_loss, object_pick_loss
 from lvg.train.optim import build_optimizer, lr_factor, set_lr
 from lvg.train.pretrain import PretrainNet, pretrain_loss
 from lvg.train.run_data import TokenizerMismatchWarning, TrainData, build_data
@@ -315,6 +315,9 @@ class Trainer:
             contrastive_kind=cfg.contrastive, gamma=cfg.gamma, tau=cfg.tau, no_target_weight=cfg.loss_no_target,
             no_target_mask_weight=cfg.loss_no_target_mask,
         )
+        if cfg.loss_object_pick > 0:
+            parts["object_pick"] = object_pick_loss(outputs["logits"], batch["objects"], batch["target_object"])
+            parts["total"] = parts["total"] + cfg.loss_object_pick * parts["object_pick"]
         if isinstance(self.heads, WordsNet):
             parts = with_word_losses(parts, outputs, batch, cfg.loss_direction, cfg.loss_attribute_words,
                                      cfg.loss_direction_latent, patch_shape_weight=cfg.loss_patch_shape)

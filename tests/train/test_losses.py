@@ -146,3 +146,50 @@ def test_grounding_loss_without_gres_head_has_no_no_target_term() -> None:
     assert "no_target" not in parts
     assert parts["contrastive"].item() == 0.0
     assert parts["total"].item() == pytest.approx(2 * math.log(2) + 0.5 * (1 - 1 / 3), rel=1e-6)
+
+
+def test_object_pick_loss_is_the_cross_entropy_of_the_objects_mean_logits() -> None:
+    from lvg.train.losses import object_pick_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 6, 6, generator=g) * 5
+    objects = torch.zeros(3, 6, 6, dtype=torch.int64)
+    objects[:, 0:2, 0:2] = 1
+    objects[:, 3:6, 3:5] = 2
+    objects[0, 0, 5] = 4  # object 3 absent in sample 0: no candidate
+    objects[1, 5, 0] = 3
+    target = torch.tensor([2, -100, 1])  # sample 1 takes no part (no target, or several)
+    want = []
+    for b in (0, 2):
+        for j in range(2):
+            ks = [k for k in range(1, 5) if (objects[b] == k).any()]
+            means = torch.stack([logits[b, j][objects[b] == k].mean() for k in ks])
+            want.append(-torch.log_softmax(means, 0)[ks.index(int(target[b]))])
+    assert object_pick_loss(logits, objects, target).item() == pytest.approx(torch.stack(want).mean().item(), rel=1e-5)
+
+
+def test_object_pick_loss_pulls_a_wrong_pick_and_leaves_a_right_one() -> None:
+    from lvg.train.losses import object_pick_loss
+
+    objects = torch.zeros(1, 8, 8, dtype=torch.int64)
+    objects[0, :2, :2], objects[0, 5:, 5:] = 1, 2
+    for target, wrong_grad in ((1, True), (2, False)):
+        logits = torch.full((1, 1, 8, 8), -30.0)
+        logits[0, 0, 5:, 5:] = 40.0  # the map is confidently on object 2
+        logits.requires_grad_(True)
+        object_pick_loss(logits, objects, torch.tensor([target])).backward()
+        grad = logits.grad[0, 0]
+        assert (grad[:2, :2].abs().sum() > 0.5) == wrong_grad  # a unit pull spread over the target's pixels
+        assert grad[objects[0] == 0].abs().max() == 0  # the background is not an object
+
+
+def test_object_pick_loss_without_a_taking_part_sample_is_zero_with_a_graph() -> None:
+    from lvg.train.losses import object_pick_loss
+
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    objects = torch.ones(2, 4, 4, dtype=torch.int64)
+    loss = object_pick_loss(logits, objects, torch.tensor([-100, 5]))  # 5: not an object of the image
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None and logits.grad.abs().max() == 0
+    with pytest.raises(ValueError, match="do not fit"):
+        object_pick_loss(logits, objects[:, :2], torch.tensor([1, 1]))

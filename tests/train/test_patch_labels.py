@@ -60,3 +60,52 @@ def test_cached_labels_are_the_computed_ones_and_callers_cannot_change_them(synt
         assert all((a == b).all() for a, b in zip(got, want))
         got[0][:] = 99  # a caller writing into its arrays
     assert len(labels._cache) == 2
+
+
+def test_items_carry_which_object_each_map_pixel_lies_on_and_the_target_among_them(synth_dataset) -> None:
+    from lvg.core.preprocess import letterbox_mask
+    from lvg.train.refer_files import decode_segmentation
+
+    cfg = get_config("lvg-tiny")
+    source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=True)
+    tok = Tokenizer.from_file(synth_dataset.tokenizer)
+    ds = GroundingDataset.for_model(source, cfg, tokenizer=tok, train=True, seed=3, objects=True)
+    labels = PatchLabels(source.instances, cfg)
+    singles = 0
+    for i, sample in enumerate(source.samples):
+        for s in range(len(sample.sentences)):
+            for flip in (False, True):
+                item = ds[Planned(i, s, flip, False, i)]
+                owners, target = item["objects"].numpy(), int(item["target_object"])
+                assert owners.shape == item["target"].shape and owners.dtype == np.int64
+                if sample.no_target or len(sample.ann_ids) != 1:
+                    assert target == IGNORE
+                    continue
+                singles += 1
+                # The target's pixels are where the item's own target mask covers more than half of a pixel.
+                on = owners == target
+                assert on.any() and (item["target"].numpy()[on] > 0.5).all()
+                assert (owners[item["target"].numpy() > 0.5] == target).mean() > 0.9
+        # Every object, decoded and letterboxed on its own, owns its pixels (unflipped item).
+        lb = letterbox_geometry(sample.width, sample.height, cfg.preprocess.size)
+        owners = labels.owners(sample.image_id, lb, False)
+        for ann in labels.objects[sample.image_id]:
+            m = decode_segmentation(ann["segmentation"], sample.height, sample.width)
+            soft = letterbox_mask(m, lb, out_size=cfg.prob_size)
+            k = labels.object_index(sample.image_id, ann["id"])
+            assert (soft[owners == k] > 0.5).all()
+        assert (owners == 0).mean() > 0.1  # background remains
+    assert singles > 0
+
+
+def test_object_labels_need_the_patch_labels_and_name_only_the_images_objects(synth_dataset) -> None:
+    from lvg.errors import InputError
+
+    cfg = get_config("lvg-tiny")
+    source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=True)
+    tok = Tokenizer.from_file(synth_dataset.tokenizer)
+    with pytest.raises(InputError, match="patch_labels"):
+        GroundingDataset(source, preprocess=cfg.preprocess, tokenizer=tok, train=True, objects=True)
+    labels = PatchLabels(source.instances, cfg)
+    with pytest.raises(InputError, match="not an object of image"):
+        labels.object_index(source.samples[0].image_id, -5)

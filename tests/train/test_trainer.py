@@ -251,6 +251,20 @@ def test_no_target_mask_weight_reaches_the_loss(tmp_path: Path) -> None:
     assert first_bce(0.0) != pytest.approx(first_bce(1.0), rel=1e-4)
 
 
+def test_the_object_pick_loss_joins_a_real_run_and_its_total(tmp_path: Path, synth_dataset) -> None:
+    # The same first batch and weights with and without the loss: the logged pick loss is positive and the
+    # total grows by exactly its weight times it.
+    def first_row(weight: float) -> dict:
+        cfg = _cfg(data=str(synth_dataset.out_dir), steps=1, batch_size=4, tokenizer=str(synth_dataset.tokenizer),
+                   loss_object_pick=weight)
+        train(cfg, tmp_path / f"w{weight}", show_progress=False)
+        return next(r for r in read_log(tmp_path / f"w{weight}") if r["kind"] == "train")
+
+    off, on = first_row(0.0), first_row(0.5)
+    assert "loss_object_pick" not in off and on["loss_object_pick"] > 0
+    assert on["loss"] == pytest.approx(off["loss"] + 0.5 * on["loss_object_pick"], rel=1e-4)
+
+
 def test_logged_learning_rate_follows_the_schedule(tmp_path: Path) -> None:
     result = train(_cfg(steps=3, warmup_steps=2, lr=1e-3), tmp_path / "run", data=_data(), show_progress=False)
     lrs = [r["lr"] for r in result.history]
@@ -279,6 +293,7 @@ def test_train_config_files_and_validation(tmp_path: Path) -> None:
     for bad, match in [('{"stepz": 1}', "unknown field"), ('{"steps": "many"}', "expected an integer"),
                        ('{"amp": "fp8"}', "not one of"), ('{"batch_size": 0}', "batch_size"),
                        ('{"tau": 0}', "tau"), ('{"loss_no_target_mask": -1}', "loss_no_target_mask"),
+                       ('{"loss_object_pick": -1}', "loss_object_pick"),
                        ("[1]", "expected an object"), ("{", "not valid JSON")]:
         js.write_text(bad)
         with pytest.raises(ConfigError, match=match):
