@@ -177,6 +177,9 @@ class HeadConfig:
     ``shape_branch_logits_gate`` (needs ``shape_branch_logits``) multiplies that term by the map's own detached
     sigmoid, as candidate-relative positions are gated: it re-ranks the objects the map covers and leaves the
     background and the edges to the rest of the map.
+    ``shape_match`` (needs ``shape_branch``) is a number of shape classes ``S`` (0: off): it adds
+    :class:`lvg.modeling.shape_match.ShapeMatch`, which names the sentence's shape word from its text tokens and
+    the shape on each patch from the branch, and lowers each map where the two disagree (a gain starting at zero).
 
     ``candidate_positions`` adds :class:`lvg.modeling.candidate_position.CandidatePosition`: each pixel's
     offset from the centroid of what the expression's own map covers (in units of its spread), weighed by
@@ -204,6 +207,7 @@ class HeadConfig:
     shape_branch_context: int = 0
     shape_branch_logits: bool = False
     shape_branch_logits_gate: bool = False
+    shape_match: int = 0
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,9 @@ class ModelConfig:
         if head.shape_branch_logits_gate and not head.shape_branch_logits:
             problems.append("head.shape_branch_logits_gate gates the branch's logits: it needs "
                             "head.shape_branch_logits")
+        if head.shape_match < 0 or (head.shape_match and not head.shape_branch):
+            problems.append(f"head.shape_match must be 0 or a number of shape classes with head.shape_branch > 0, "
+                            f"got {head.shape_match}")
         if head.stem_tokens_width < 0:
             problems.append(f"head.stem_tokens_width must be 0 (the token width) or a channel count, "
                             f"got {head.stem_tokens_width}")

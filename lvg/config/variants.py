@@ -153,6 +153,12 @@ def lvg_tiny_xy_stem_relpos_branch_tokens_ctx() -> ModelConfig:
                       shape_branch_context=1)
 
 
+def lvg_tiny_xy_stem_relpos_branch_tokens_ctx_match() -> ModelConfig:
+    """lvg-tiny-xy-stem-relpos-branch-tokens-ctx with the shape match, as the lvg-s twin."""
+    return _with_head(lvg_tiny_xy_stem_relpos_branch_tokens_ctx(), "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match",
+                      shape_match=6)
+
+
 def lvg_tiny_xy_stem_relpos_branch_tokens_ctx_logits() -> ModelConfig:
     """lvg-tiny-xy-stem-relpos-branch-tokens-ctx with the branch's logits, as the lvg-s twin."""
     return _with_head(lvg_tiny_xy_stem_relpos_branch_tokens_ctx(), "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits",
@@ -283,6 +289,13 @@ def lvg_s_xy_stem_relpos_branch_tokens_ctx() -> ModelConfig:
                       shape_branch_context=1)
 
 
+def lvg_s_xy_stem_relpos_branch_tokens_ctx_match() -> ModelConfig:
+    """lvg-s-xy-stem-relpos-branch-tokens-ctx with the shape match (``HeadConfig.shape_match``: the sentence's
+    shape word against each patch's shape; 1.8k parameters more, its gain starting at zero)."""
+    return _with_head(lvg_s_xy_stem_relpos_branch_tokens_ctx(), "lvg-s-xy-stem-relpos-branch-tokens-ctx-match",
+                      shape_match=6)
+
+
 def lvg_s_xy_stem_relpos_branch_tokens_ctx_logits() -> ModelConfig:
     """lvg-s-xy-stem-relpos-branch-tokens-ctx whose expressions also weigh the branch's features directly
     (``HeadConfig.shape_branch_logits``: 4.7k parameters more, starting at zero; over the bundled file's budget
@@ -351,6 +364,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-relpos-branch-tokens-ctx": lvg_s_xy_stem_relpos_branch_tokens_ctx,
     "lvg-s-xy-stem-relpos-branch-tokens-ctx-gated": lvg_s_xy_stem_relpos_branch_tokens_ctx_gated,
     "lvg-s-xy-stem-relpos-branch-tokens-ctx-logits": lvg_s_xy_stem_relpos_branch_tokens_ctx_logits,
+    "lvg-s-xy-stem-relpos-branch-tokens-ctx-match": lvg_s_xy_stem_relpos_branch_tokens_ctx_match,
     "lvg-s-xy-stem-relpos-branch-tokens-nolatent": lvg_s_xy_stem_relpos_branch_tokens_nolatent,
     "lvg-s-xy-stem-relpos-tokens": lvg_s_xy_stem_relpos_tokens,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
@@ -372,6 +386,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx": lvg_tiny_xy_stem_relpos_branch_tokens_ctx,
     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-gated": lvg_tiny_xy_stem_relpos_branch_tokens_ctx_gated,
     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits": lvg_tiny_xy_stem_relpos_branch_tokens_ctx_logits,
+    "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match": lvg_tiny_xy_stem_relpos_branch_tokens_ctx_match,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 

@@ -21,6 +21,7 @@ from lvg.modeling.latent_init import LatentExpressionInit
 from lvg.modeling.mask_refiner import MaskRefiner
 from lvg.modeling.pixel_decoder import PixelDecoder
 from lvg.modeling.shape_branch import ShapeBranch
+from lvg.modeling.shape_match import ShapeMatch
 from lvg.modeling.stem_tokens import StemTokens
 from lvg.modeling.subject_distributor import SubjectDistributor
 from lvg.modeling.token_heads import TokenMLP
@@ -30,7 +31,7 @@ PARTS = {
     "backbone": ("beit3",),
     "latent_expressions": ("latent_init", "concept_injectors", "latent_heads", "subject_distributor"),
     "heads": ("text_head", "pixel_decoder", "empty_head", "stem_tokens", "mask_refiner",
-              "candidate_position", "shape_branch"),
+              "candidate_position", "shape_branch", "shape_match"),
 }
 
 
@@ -60,6 +61,8 @@ class LatentVG(nn.Module):
       order of the ``g x g`` patch grid;
     - ``shape_grid`` ``(B, n, w)`` (``head.shape_branch`` only): the shape branch's patch-grid features, same
       order;
+    - ``shape_word_logits`` ``(B, 1 + S)`` and ``patch_shape_logits`` ``(B, n, S)`` (``head.shape_match`` only):
+      the sentence's shape word (0: none) and each patch's shape, as :class:`ShapeMatch` names them;
     - ``no_target_logit`` ``(B,)`` (GRES variants only);
     - ``subject_index`` ``(B,)`` the text position chosen as subject (latent variants only);
     - ``patch_mask`` ``(B, n)`` bool, the last layer's target-patch selection (VCI variants only);
@@ -102,6 +105,8 @@ class LatentVG(nn.Module):
                                          d if head.shape_branch_tokens else 0, head.shape_branch_context,
                                          head.embed_dim if head.shape_branch_logits else 0)
                              if head.shape_branch else None)
+        self.shape_match = (ShapeMatch(d, self.shape_branch.channels, head.shape_match)
+                            if head.shape_match and self.shape_branch is not None else None)
         self.mask_refiner = MaskRefiner(head.image_stem, head.mask_refine) if head.mask_refine else None
         self.candidate_position = (CandidatePosition(cfg.prob_size, head.embed_dim)
                                    if head.candidate_positions else None)
@@ -132,6 +137,22 @@ class LatentVG(nn.Module):
             term = logits.detach().float().sigmoid().to(term.dtype) * term
         return logits + term
 
+    def _add_branch_terms(self, out: dict[str, Tensor], logits: Tensor, grid: Tensor, emb: Tensor, words: Tensor,
+                          text_mask: Tensor) -> Tensor:
+        """The maps ``(B, 1+N, h, w)`` plus what reads the shape branch's grid ``(B, w, g, g)`` directly: its
+        logits (``head.shape_branch_logits``, :meth:`_add_branch_logits`) and the shape match's term
+        (``head.shape_match``), from the embedded text tokens ``words`` ``(B, L, d)``; the shape match's
+        classifiers' logits go into ``out`` (``shape_word_logits``, ``patch_shape_logits``) for their losses."""
+        if self.cfg.head.shape_branch_logits:
+            logits = self._add_branch_logits(logits, grid, emb)  # (B, 1+N, h, w)
+        if self.shape_match is None:
+            return logits
+        out["shape_word_logits"] = self.shape_match.word_logits(words, text_mask)  # (B, 1 + S)
+        out["patch_shape_logits"] = self.shape_match.patch_logits(grid)  # (B, n, S)
+        term = self.shape_match(out["shape_word_logits"], out["patch_shape_logits"], grid.shape[-2:],
+                                logits.shape[-2:])  # (B, 1, h, w)
+        return logits + term.to(logits.dtype)  # the same term onto every expression's map
+
     def forward(
         self, image: Tensor, text_ids: Tensor, text_mask: Tensor, *, return_attention: bool = False
     ) -> dict[str, Tensor]:
@@ -139,6 +160,7 @@ class LatentVG(nn.Module):
         lat = cfg.latent
         text_mask = text_mask.bool()
         xv, xt = self.beit3.embed(image, text_ids)  # (B, 1+n, d), (B, L, d)
+        words = xt  # the embedded text tokens, read by the shape match before any layer mixes them
         pixels = None
         if self.stem_tokens is not None or self.mask_refiner is not None:
             # Once for every reader: the patch tokens, F^V in the decoder, the refiner.
@@ -205,8 +227,8 @@ class LatentVG(nn.Module):
 
         # F^V . e_j (Eq. 9); 1/sqrt(E) keeps the initial logits O(1) so the sigmoids start unsaturated.
         logits = self.pixel_decoder(levels, emb, image, pixels, grid_map) * emb.shape[-1] ** -0.5  # (B,1+N,S/m,S/m)
-        if grid is not None and self.cfg.head.shape_branch_logits:
-            logits = self._add_branch_logits(logits, grid, emb)  # (B, 1+N, S/m, S/m)
+        if grid is not None:
+            logits = self._add_branch_terms(out, logits, grid, emb, words, text_mask)  # (B, 1+N, S/m, S/m)
         if self.mask_refiner is not None:
             logits = logits + self.mask_refiner(logits, pixels)  # (B, 1+N, S/m, S/m)
         if self.candidate_position is not None:

@@ -62,8 +62,8 @@ EXACTNESS_FIELDS = (
     "variant", "data", "train_split", "steps", "epochs", "batch_size", "lr", "backbone_lr_mult", "weight_decay",
     "warmup_steps", "schedule", "min_lr_ratio", "grad_clip", "amp", "loss_bce", "loss_dice", "loss_contrastive",
     "contrastive", "gamma", "tau", "loss_no_target", "loss_no_target_mask", "loss_direction", "loss_attribute_words",
-    "loss_direction_latent", "loss_patch_shape", "patch_shape_from", "loss_object_pick", "seed", "pretrained",
-    "tokenizer", "stage", "sentences_per_image", "curriculum",
+    "loss_direction_latent", "loss_patch_shape", "patch_shape_from", "loss_object_pick", "loss_shape_word", "seed",
+    "pretrained", "tokenizer", "stage", "sentences_per_image", "curriculum",
     "loss_attributes", "loss_centre", "loss_mlm", "mlm_probability", "global_batch",
 )
 
@@ -110,6 +110,8 @@ class TrainConfig:
     BCE and Dice barely pull on a confidently wrong pick: the map's sigmoid is flat far from zero, where Dice's
     gradient vanishes, and BCE spreads its pull over every pixel of the map. This loss gives each wrong pick
     one unit of gradient however small the objects are, and none to a pick that is right by a margin.
+    ``loss_shape_word > 0`` trains the shape match's word classifier (``HeadConfig.shape_match``) at that weight:
+    the cross-entropy of the sentence's shape word (none, or which) as the target phrase names it.
 
     ``eval_every`` / ``save_every`` / ``log_every`` count optimizer steps (0 disables periodic evaluation;
     a checkpoint and, with a validation split and ``final_eval``, an evaluation always happen at the end:
@@ -184,6 +186,7 @@ class TrainConfig:
     loss_patch_shape: float = 0.0
     patch_shape_from: ShapeFeatures = "tokens"
     loss_object_pick: float = 0.0
+    loss_shape_word: float = 0.0
     eval_every: int = 0
     eval_max_sentences: int = 0
     eval_text_swap: bool = False
@@ -220,7 +223,8 @@ class TrainConfig:
             problems.append(f"lr must be > 0, got {self.lr}")
         for name in ("backbone_lr_mult", "weight_decay", "min_lr_ratio", "grad_clip", "loss_bce", "loss_dice",
                      "loss_contrastive", "gamma", "loss_no_target", "loss_no_target_mask", "loss_direction",
-                     "loss_attribute_words", "loss_direction_latent", "loss_patch_shape", "loss_object_pick"):
+                     "loss_attribute_words", "loss_direction_latent", "loss_patch_shape", "loss_object_pick",
+                     "loss_shape_word"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr_ratio > 1:

@@ -77,7 +77,7 @@ from lvg.train.state import (
     tokenizer_header,
 )
 from lvg.train.torch_data import train_loader
-from lvg.train.words import WordsNet, with_word_losses
+from lvg.train.words import WordsNet, with_word_losses, words_net
 
 __all__ = ["AmpWarning", "TrainResult", "Trainer", "train"]
 
@@ -198,12 +198,7 @@ class Trainer:
         seed_everything(cfg.seed, info.rank)
         self.model = build_model(cfg.variant, impl=cfg.kernel_impl)
         # Pretraining trains the model's encoder under heads of its own (lvg.train.pretrain).
-        self.heads = PretrainNet(self.model) if cfg.stage == "pretrain" else (
-            WordsNet(self.model, direction=cfg.loss_direction > 0, attribute_words=cfg.loss_attribute_words > 0,
-                     latent_direction=cfg.loss_direction_latent > 0, patch_shape=cfg.loss_patch_shape > 0,
-                     patch_shape_from=cfg.patch_shape_from)
-            if max(cfg.loss_direction, cfg.loss_attribute_words, cfg.loss_direction_latent, cfg.loss_patch_shape) > 0
-            else None)
+        self.heads = PretrainNet(self.model) if cfg.stage == "pretrain" else words_net(self.model, cfg)
         self._check_out_dir()
         weights = self._load_weights(point)
         self.model.to(dev)
@@ -320,7 +315,8 @@ class Trainer:
             parts["total"] = parts["total"] + cfg.loss_object_pick * parts["object_pick"]
         if isinstance(self.heads, WordsNet):
             parts = with_word_losses(parts, outputs, batch, cfg.loss_direction, cfg.loss_attribute_words,
-                                     cfg.loss_direction_latent, patch_shape_weight=cfg.loss_patch_shape)
+                                     cfg.loss_direction_latent, patch_shape_weight=cfg.loss_patch_shape,
+                                     shape_word_weight=cfg.loss_shape_word)
         return parts
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:

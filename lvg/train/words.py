@@ -37,7 +37,7 @@ from lvg.train.patch_labels import IGNORE
 from lvg.train.synth.language import head_description
 from lvg.train.synth.objects import COLOURS, SHAPES, SIZES, TEXTURES
 
-__all__ = ["ATTRIBUTE_WORDS", "DIRECTIONS", "WordsNet", "attribute_classes", "direction_class",
+__all__ = ["ATTRIBUTE_WORDS", "DIRECTIONS", "WordsNet", "attribute_classes", "direction_class", "words_net",
            "word_loss", "with_word_losses"]
 
 #: The direction classes after "none" (label 0).
@@ -54,6 +54,10 @@ _DIRECTION_WORDS = re.compile(
 ATTRIBUTE_WORDS: dict[str, tuple[str, ...]] = {
     "colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES, "texture": TEXTURES,
 }
+
+
+#: The column of ``attribute_classes``' labels that names the shape.
+_SHAPE_GROUP = list(ATTRIBUTE_WORDS).index("shape")
 
 
 def attribute_classes(text: str) -> tuple[int, ...]:
@@ -114,8 +118,15 @@ class WordsNet(nn.Module):
                 if model.shape_branch is None:  # type: ignore[union-attr]
                     raise ConfigError(f"patch_shape_from = 'branch' reads the shape branch; {model.cfg.name} has none")
                 width = model.shape_branch.channels  # type: ignore[union-attr]
+            # With the shape match the model has this classifier itself (its ``patch_shape_logits``): the loss
+            # trains the one whose outputs the maps read.
+            own = patch_shape_from == "branch" and getattr(model, "shape_match", None) is not None
+            if own and model.cfg.head.shape_match != len(SHAPES):  # type: ignore[union-attr]
+                raise ConfigError(f"head.shape_match names {model.cfg.head.shape_match} shapes; the synthetic "  # type: ignore[union-attr]
+                                  f"data's labels name {len(SHAPES)}")
             # Linear on purpose: the masks are dot products, so shape must be linearly legible in the features.
-            self.patch_shape_classifier = nn.Linear(width, len(SHAPES))
+            self.patch_shape_classifier = None if own else nn.Linear(width, len(SHAPES))
+            self.patch_shape_key = "" if own else self.patch_shape_key
 
     def heads(self) -> dict[str, Tensor]:
         """The classifiers' weights (what a checkpoint keeps besides the model's)."""
@@ -134,6 +145,17 @@ class WordsNet(nn.Module):
         return {**out, **logits}
 
 
+def words_net(model: nn.Module, cfg: Any) -> WordsNet | None:
+    """The classifiers a grounding run of :class:`~lvg.train.config.TrainConfig` ``cfg`` trains beside
+    ``model`` (None when none of its word or patch losses is on)."""
+    if max(cfg.loss_direction, cfg.loss_attribute_words, cfg.loss_direction_latent, cfg.loss_patch_shape,
+           cfg.loss_shape_word) <= 0:
+        return None
+    return WordsNet(model, direction=cfg.loss_direction > 0, attribute_words=cfg.loss_attribute_words > 0,
+                    latent_direction=cfg.loss_direction_latent > 0, patch_shape=cfg.loss_patch_shape > 0,
+                    patch_shape_from=cfg.patch_shape_from)
+
+
 def word_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy of one classifier's ``logits`` ``(B, 1 + classes)`` against ``labels`` ``(B,)`` int64, in
     float32."""
@@ -142,21 +164,23 @@ def word_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 def with_word_losses(parts: dict[str, Tensor], outputs: dict[str, Tensor], batch: dict[str, Any],
                      weight: float, attribute_weight: float = 0.0,
-                     latent_weight: float = 0.0, *, patch_shape_weight: float = 0.0) -> dict[str, Tensor]:
+                     latent_weight: float = 0.0, *, patch_shape_weight: float = 0.0,
+                     shape_word_weight: float = 0.0) -> dict[str, Tensor]:
     """The grounding loss ``parts`` plus, at ``weight`` > 0, ``"direction"`` (:func:`word_loss` of
     :class:`WordsNet`'s outputs against ``batch["direction"]``) and, at ``attribute_weight`` > 0,
     ``"attribute_words"`` (the mean over the groups of the same cross-entropy against ``batch["attributes"]``
     ``(B, len(ATTRIBUTE_WORDS))``) and, at ``latent_weight`` > 0, ``"latent_direction"`` (the direction
     cross-entropy of every latent embedding ``z_o^i``, averaged), and, at ``patch_shape_weight > 0``,
     ``"patch_shape"`` (the cross-entropy of ``patch_shape_logits`` ``(B, n, shapes)`` against
-    ``batch["patch_shape"]`` ``(B, n)``, averaged over the object patches), each added to ``"total"`` at its
-    weight.
+    ``batch["patch_shape"]`` ``(B, n)``, averaged over the object patches), and, at ``shape_word_weight > 0``,
+    ``"shape_word"`` (the cross-entropy of the model's ``shape_word_logits`` against the shape column of
+    ``batch["attributes"]``), each added to ``"total"`` at its weight.
 
     Raises:
         ConfigError: the batch lacks the labels (a dataset other than :mod:`lvg.train.torch_data`'s).
     """
-    wanted = [(key, w) for key, w in (("direction", max(weight, latent_weight)), ("attributes", attribute_weight))
-              if w > 0]
+    wanted = [(key, w) for key, w in (("direction", max(weight, latent_weight)),
+                                      ("attributes", max(attribute_weight, shape_word_weight))) if w > 0]
     if any(key not in batch for key, _ in wanted):
         raise ConfigError("loss_direction and loss_attribute_words need each sample's word labels, which the "
                           "datasets of lvg.train.torch_data give; this run's data has none")
@@ -178,6 +202,12 @@ def with_word_losses(parts: dict[str, Tensor], outputs: dict[str, Tensor], batch
         out["attribute_words"] = sum(word_loss(outputs[f"{g}_logits"], labels[:, i])
                                      for i, g in enumerate(ATTRIBUTE_WORDS)) / len(ATTRIBUTE_WORDS)
         out["total"] = out["total"] + attribute_weight * out["attribute_words"]
+    if shape_word_weight > 0:
+        if "shape_word_logits" not in outputs:
+            raise ConfigError("loss_shape_word trains the shape match's word classifier: the variant needs "
+                              "head.shape_match")
+        out["shape_word"] = word_loss(outputs["shape_word_logits"], batch["attributes"][:, _SHAPE_GROUP])
+        out["total"] = out["total"] + shape_word_weight * out["shape_word"]
     if patch_shape_weight > 0:
         logits = outputs["patch_shape_logits"].float()  # (B, n, shapes)
         labels = batch["patch_shape"]  # (B, n): IGNORE on background

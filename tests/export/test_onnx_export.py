@@ -171,7 +171,8 @@ def test_export_of_live_model_and_check(tmp_path, artifacts, variant):
                                      "lvg-tiny-xy-stem-relpos-branch-tokens",
                                      "lvg-tiny-xy-stem-relpos-branch-tokens-ctx",
                                      "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits",
-                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-gated"])
+                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-gated",
+                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match"])
 def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant):
     """The position table is a constant of the graph: ONNX Runtime gives the torch answer at batches 1 and 3,
     with the image stem's pixel features too, with the map at 1/2 scale, with the mask refiner, with
@@ -199,6 +200,9 @@ def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant)
             model.mask_refiner.out.weight.normal_(std=0.5)
         if model.candidate_position is not None:  # nor the candidates' offsets
             model.candidate_position.coefficients.weight.normal_(std=0.5)
+        if model.shape_match is not None:  # nor the shape match's term
+            model.shape_match.gain.fill_(0.1)
+            model.shape_match.word.weight.normal_(std=0.5)
     report = export_onnx(model, tmp_path / "xy.onnx", tokenizer=artifacts.spm)  # as `lvg export` simplifies
     assert report.check is not None and report.check.passed and report.check.max_abs_prob < 1e-4
     graph = onnx.load(str(report.path)).graph

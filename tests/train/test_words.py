@@ -222,3 +222,22 @@ def test_the_patch_shape_loss_from_the_branch_needs_one() -> None:
 def test_a_negative_auxiliary_weight_is_a_config_error(name: str) -> None:
     with pytest.raises(ConfigError, match=f"{name} must be >= 0, got -0.5"):
         TrainConfig(**{name: -0.5})
+
+
+def test_the_shape_match_classifiers_train_on_their_own_losses_in_a_real_run(tmp_path: Path, synth_dataset) -> None:
+    variant = "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match"
+    cfg = _cfg(synth_dataset.out_dir, variant=variant, steps=2, save_every=1, loss_direction=0.0,
+               loss_patch_shape=1.0, patch_shape_from="branch", loss_shape_word=1.0)
+    result = train(cfg, tmp_path / "run", show_progress=False)
+    rows = [row for row in result.history if "loss" in row]
+    assert rows and all(row["loss_shape_word"] > 0 and row["loss_patch_shape"] > 0 for row in rows)
+    last = read_checkpoint_tensors(tmp_path / "run" / "last.safetensors")
+    # The per-patch shape loss trained the model's own classifier: no training-only copy beside it.
+    assert not [k for k in last if k.startswith(_HEAD)]
+    assert read_checkpoint_tensors(tmp_path / "run" / "last.safetensors", model_only=True).keys() == \
+        build_model(variant).state_dict().keys()
+    first = read_checkpoint_tensors(tmp_path / "run" / "prev.safetensors")  # step 1
+    for name in ("shape_match.word.weight", "shape_match.focus.weight", "shape_match.patch.weight"):
+        assert not torch.equal(first[name], last[name]), name  # each classifier learns from the first steps
+    with pytest.raises(ConfigError, match="head.shape_match"):
+        train(_cfg(synth_dataset.out_dir, loss_shape_word=1.0), tmp_path / "plain", show_progress=False)
