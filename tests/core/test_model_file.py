@@ -157,3 +157,46 @@ def test_sidecars_linking_outside_the_models_folder_are_refused(micro, tmp_path:
     (models / "meta.json").write_text(json.dumps(meta))
     (models / "m.engine.json").symlink_to("meta.json")
     assert ModelFile.open(engine).info.batch == 1
+
+
+def test_the_embedded_tokenizer_travels_deflated_and_files_with_plain_base64_still_open(artifacts,
+                                                                                      tmp_path: Path) -> None:
+    import base64
+    import zlib
+
+    import torch
+
+    from lvg.modeling import build_model, save_checkpoint
+
+    own = artifacts.spm.read_bytes()
+    value = art.tokenizer_metadata(own, "spm-sha256:0")[art.KEY_TOKENIZER_SPM]
+    assert value.startswith("zlib:") and len(value) < len(base64.b64encode(own)) * 0.8
+    torch.manual_seed(0)
+    model = build_model("lvg-tiny").eval()
+
+    def opened(text: str) -> ModelFile:
+        path = save_checkpoint(model, tmp_path / f"m{len(text)}.safetensors",
+                               metadata={art.KEY_TOKENIZER_SPM: text, art.KEY_TOKENIZER_IDENTITY: "spm-sha256:0"})
+        return ModelFile.open(path)
+
+    assert opened(value).tokenizer().model_bytes == own
+    assert opened(base64.b64encode(own).decode("ascii")).tokenizer().model_bytes == own  # written before deflating
+    for bad, match in [("zlib:" + base64.b64encode(b"not deflated").decode(), "not valid zlib"),
+                       ("zlib:" + base64.b64encode(zlib.compress(own)[:-20]).decode(), "cut short"),
+                       ("zlib:%%%", "not valid base64")]:
+        with pytest.raises(ArtifactError, match=match):
+            opened(bad).tokenizer()
+
+
+def test_an_embedded_tokenizer_that_inflates_past_the_limit_is_refused(artifacts, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from lvg.modeling import build_model, save_checkpoint
+
+    monkeypatch.setattr(art, "MAX_TOKENIZER_BYTES", 1000)  # a small bar instead of a 64 MB bomb
+    torch.manual_seed(0)
+    path = save_checkpoint(build_model("lvg-tiny").eval(), tmp_path / "m.safetensors",
+                           metadata=art.tokenizer_metadata(artifacts.spm.read_bytes(), "spm-sha256:0"))
+    with pytest.raises(ArtifactError, match="inflates past 1000 bytes"):
+        ModelFile.open(path).tokenizer()
