@@ -42,6 +42,11 @@ reverse says it grounds but its masks are coarse. Two breakdowns point further:
 - ``empty_picks``: every sentence answered with an empty mask although it has a target (its kind, text, the
   target's attributes and area in pixels, how many objects fit its head noun phrase, the highest
   probability of its map, letterbox padding included): a miss that is a "no target" answer rather than a wrong object.
+- ``shape_match`` (a model with ``HeadConfig.shape_match``): how often its two classifiers are right on these
+  sentences. ``word``: the sentence's shape word as its word classifier names it, over the sentences whose head
+  noun phrase names a shape (and, as ``none``, over those that name none). ``target``: the target's shape as
+  the branch's patch classifier names it, its probabilities averaged over the patches the target covers at
+  least half of (the most covered one for a target smaller than a patch), by the target's size word.
 
 Writes ``synth_kinds_<name>.json`` and prints the tables.
 """
@@ -54,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from _synth_checkpoint import arguments, forward, open_checkpoint, write
 
 from lvg.core.postprocess import postprocess
@@ -62,6 +69,7 @@ from lvg.train.evaluate import select_sentences
 from lvg.train.metrics import mask_iou
 from lvg.train.refer_files import decode_segmentation
 from lvg.train.synth import expression_kind, head_description
+from lvg.train.synth.objects import SHAPES
 
 KINDS = ("attribute", "position", "relation")
 
@@ -143,6 +151,28 @@ def _misses_table(misses: dict[str, dict[str, int]], confusions: dict[tuple[str,
     return {"head_misses": table, "shape_confusions": [{"named": a, "picked": b, "n": n} for (a, b), n in top]}
 
 
+def shape_match_reads(out: dict[str, torch.Tensor], items: list[dict[str, Any]], heads: list[dict[str, str]],
+                      targets: list[dict[str, str]], grid: int, sums: dict[str, dict[str, float]]) -> None:
+    """Add one batch's right / total counts of the shape match's classifiers to ``sums`` (``word:<named>``
+    and ``target:<size>`` rows): ``out`` the model's outputs (``shape_word_logits`` ``(B, 1 + S)``,
+    ``patch_shape_logits`` ``(B, g*g, S)``), ``heads`` each sentence's head noun phrase, ``targets`` its
+    target's attributes. A no-op for a model without the shape match."""
+    if "shape_word_logits" not in out:
+        return
+    named = out["shape_word_logits"].argmax(-1)  # (B,): 0 none, else 1 + the shape
+    probs = torch.softmax(out["patch_shape_logits"].float(), -1)  # (B, n, S)
+    for j, (item, head, target) in enumerate(zip(items, heads, targets)):
+        word = sums["word:" + ("shape" if "shape" in head else "none")]
+        word["n"] += 1
+        word["right"] += float(int(named[j]) == (1 + SHAPES.index(head["shape"]) if "shape" in head else 0))
+        # The target's share of each patch: (S/m, S/m) -> (g, g) -> (n,), raster order as the classifier's
+        share = F.adaptive_avg_pool2d(torch.as_tensor(item["target"])[None, None].float(), grid).flatten()
+        on = share >= 0.5 if bool((share >= 0.5).any()) else share == share.max()
+        row = sums["target:" + target["size"]]
+        row["n"] += 1
+        row["right"] += float(int(probs[j][on].mean(0).argmax()) == SHAPES.index(target["shape"]))
+
+
 def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int) -> dict[str, Any]:
     opened = open_checkpoint(ckpt, data, split)
     model, source, dataset = opened.model, opened.source, opened.dataset
@@ -156,10 +186,16 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
     misses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # kind -> wrong-head counts
     confusions: dict[tuple[str, str], int] = defaultdict(int)  # (named shape, picked shape) -> count
     empty: list[dict[str, Any]] = []  # sentences with a target answered with an empty mask
+    reads: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # shape match's right counts
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         items = [dataset[i] for i in chunk]
-        probs = forward(model, items)["prob"].float().numpy()  # (B, S/m, S/m), m the map stride
+        out = forward(model, items)
+        probs = out["prob"].float().numpy()  # (B, S/m, S/m), m the map stride
+        samples = [source.samples[item["sample_index"]] for item in items]
+        targets = [next(a["attributes"] for a in objects[s.image_id] if a["id"] == s.ann_ids[0]) for s in samples]
+        shape_match_reads(out, items, [head_description(dataset.plan(i)[1]) for i in chunk], targets,
+                          model.cfg.encoder.grid, reads)
         for j, (index, item) in enumerate(zip(chunk, items)):
             sample = source.samples[item["sample_index"]]
             text = dataset.plan(index)[1]
@@ -232,7 +268,8 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
                             for k, v in sorted(sizes.items()) if v["n"]},
             "right_object_by_size": {k: {"n": int(v["sentences"]), "right_object": v["n"] / v["sentences"]}
                                      for k, v in sorted(sizes.items())},
-            **_misses_table(misses, confusions), "empty_picks": empty}
+            **_misses_table(misses, confusions), "empty_picks": empty,
+            "shape_match": {k: {"n": int(v["n"]), "right": v["right"] / v["n"]} for k, v in sorted(reads.items())}}
 
 
 def main() -> None:
@@ -270,6 +307,9 @@ def main() -> None:
     print(f"empty masks for sentences with a target: {len(empty)}"
           + "".join(f"\n  {e['kind']}: {e['text']!r} (target {e['target_pixels']} px, max prob {e['max_prob']:.1e})"
                     for e in empty))
+    if result["shape_match"]:
+        print("shape match, right: " + ", ".join(f"{k} {v['right']:.3f} of {v['n']}"
+                                                  for k, v in result["shape_match"].items()))
     write(result, args, "synth_kinds")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_synth_kinds.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_synth_kinds import candidates, covered, head_miss, near_edge, score_objects  # noqa: E402
+from bench_synth_kinds import (  # noqa: E402
+    candidates,
+    covered,
+    head_miss,
+    near_edge,
+    score_objects,
+    shape_match_reads,
+)
 
 
 def test_score_objects_by_hand() -> None:
@@ -133,3 +141,58 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
         assert 0.0 <= e["max_prob"] <= 1.0  # over the whole map, letterbox padding included
     assert all(words in proc.stdout for words in ("right | candidate", "attribute words", "near the edge",
                                                   "shape confusions", "wrote"))
+    assert result["shape_match"] == {}  # lvg-tiny has no shape match
+
+
+def test_shape_match_reads_by_hand() -> None:
+    import torch
+
+    from lvg.train.synth.objects import SHAPES
+    from lvg.train.words import ATTRIBUTE_WORDS
+
+    assert ATTRIBUTE_WORDS["shape"] == SHAPES  # the word classifier's classes are 1 + the patch classifier's
+    grid, side = 3, 12  # a 3x3 patch grid on a 12x12 target map: 4x4 cells per patch
+    target = np.zeros((2, side, side), np.float32)
+    target[0, :8, :8] = 1.0  # patches 0, 1, 3, 4 fully covered
+    target[1, 5:7, 9:11] = 1.0  # under a quarter of patch 5: the most covered patch stands in
+    items = [{"target": target[0]}, {"target": target[1]}]
+    word = torch.full((2, 1 + len(SHAPES)), -5.0)
+    word[0, 1 + SHAPES.index("star")] = 5.0  # names "star": right
+    word[1, 0] = 5.0  # names no shape, but the sentence names "circle": wrong
+    patch = torch.zeros(2, grid * grid, len(SHAPES))
+    patch[0, [0, 1, 3, 4], SHAPES.index("star")] = 4.0  # the target's patches say star
+    patch[0, [2, 5, 6, 7, 8], SHAPES.index("circle")] = 9.0  # the others, louder, say circle: not counted
+    patch[1, 5, SHAPES.index("square")] = 4.0  # the small target's patch says square, the target is a hexagon
+    sums: dict = defaultdict(lambda: defaultdict(float))
+    shape_match_reads({"shape_word_logits": word, "patch_shape_logits": patch}, items,
+                      [{"shape": "star"}, {"shape": "circle", "colour": "red"}],
+                      [{"shape": "star", "size": "large"}, {"shape": "hexagon", "size": "small"}], grid, sums)
+    assert {k: dict(v) for k, v in sums.items()} == {
+        "word:shape": {"n": 2, "right": 1.0}, "target:large": {"n": 1, "right": 1.0},
+        "target:small": {"n": 1, "right": 0.0}}
+    sums.clear()
+    shape_match_reads({"prob": torch.zeros(2, side, side)}, items, [{}, {}], [{}, {}], grid, sums)
+    assert not sums  # no shape match: nothing counted
+
+
+def test_run_reads_the_shape_match(tmp_path: Path) -> None:
+    import torch
+
+    from lvg.modeling import build_model, save_checkpoint
+    from lvg.train.synth import generate
+
+    data = generate(tmp_path / "data", images=6, seed=5, size_range=(96, 160), splits=(("val", 1.0),)).out_dir
+    torch.manual_seed(0)
+    model = build_model("lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match")
+    ckpt = save_checkpoint(model, tmp_path / "run" / "last.safetensors")
+    proc = subprocess.run([sys.executable, str(BENCH), "--ckpt", str(ckpt), "--data", str(data),
+                           "--max-sentences", "12", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reads = json.loads((tmp_path / "out" / "synth_kinds_run.json").read_text())["shape_match"]
+    assert set(reads) <= {"word:shape", "word:none", "target:large", "target:small"}
+    # every sentence is read once by each classifier
+    assert sum(v["n"] for k, v in reads.items() if k.startswith("word:")) == 12
+    assert sum(v["n"] for k, v in reads.items() if k.startswith("target:")) == 12
+    assert all(0.0 <= v["right"] <= 1.0 for v in reads.values())
+    assert "shape match, right:" in proc.stdout
