@@ -84,7 +84,7 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
     labelled = PretrainDataset(source, source.instances, model_cfg=model.cfg, tokenizer=opened.dataset.tokenizer,
                                seed=0, mlm_probability=0.0)
     n = min(images, len(source.samples))
-    labels, pixels, full, tokens, branch = [], [], [], [], []
+    labels, pixels, full, tokens, branch, own = [], [], [], [], [], []
     with recorded_features(model) as captured:
         for start in range(0, n, batch_size):
             items = [labelled[Planned(i, 0, False, False, i)] for i in range(start, min(n, start + batch_size))]
@@ -94,6 +94,8 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
             tokens.append(out["patch_tokens"].float())  # (B, n, d): the last layer's
             if "shape_grid" in out:
                 branch.append(out["shape_grid"].float())  # (B, n, w)
+            if "patch_shape_logits" in out:  # the shape match's classifier, a part of the model
+                own.append(out["patch_shape_logits"].float())  # (B, n, S)
             image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()  # (B, 3, S, S)
             full.append(map_features(model, captured, image, grid))
             pixels.append(patch_pixels(image, grid))
@@ -117,24 +119,29 @@ def run(ckpt: Path, data: Path, split: str, images: int, batch_size: int) -> dic
         row["object"] = {"accuracy": accuracy, "majority": majority}
         rows[name] = row
     features = {"tokens": torch.cat(tokens), **({"branch": torch.cat(branch)} if branch else {})}
-    trained = trained_classifier(ckpt, features, label, on_object)
+    trained = trained_classifier(ckpt, features, label, on_object, torch.cat(own) if own else None)
     return {"variant": model.cfg.name, "images": n, "patches": int(len(label)),
             "patches_on_objects": int(on_object.sum()), "probes": rows, "trained_shape_classifier": trained}
 
 
-def trained_classifier(ckpt: Path, features: dict[str, torch.Tensor], label: np.ndarray, on_object: np.ndarray
-                       ) -> dict[str, Any] | None:
+def trained_classifier(ckpt: Path, features: dict[str, torch.Tensor], label: np.ndarray, on_object: np.ndarray,
+                       model_logits: torch.Tensor | None = None) -> dict[str, Any] | None:
     """The accuracy on these (held-out) images of the shape classifier a ``loss_patch_shape`` run trained
     beside the model, and the most frequent shape's share, over all object patches and per object size;
     None when the checkpoint holds no such classifier. ``features``: ``"tokens"`` ``(N, n, d)`` and, for a
     model with a shape branch, ``"branch"`` ``(N, n, w)`` (the run's ``patch_shape_from`` picks one);
-    ``label (N * n, 4)`` (the patch attributes, 0 = no object), ``on_object`` ``(N * n,)``."""
+    ``label (N * n, 4)`` (the patch attributes, 0 = no object), ``on_object`` ``(N * n,)``. A model with the
+    shape match (``HeadConfig.shape_match``) holds that classifier itself: ``model_logits`` ``(N, n, shapes)``,
+    its outputs on the branch's features, are scored instead."""
     key = WordsNet.checkpoint_prefix + "patch_shape_classifier."
     heads = read_checkpoint_tensors(ckpt, prefix=key)  # these two tensors, not the optimizer state beside them
-    if key + "weight" not in heads:
+    if model_logits is not None:
+        source, logits = "branch", model_logits
+    elif key + "weight" in heads:
+        source = read_train_header(ckpt)[2].patch_shape_from
+        logits = features[source] @ heads[key + "weight"].float().T + heads[key + "bias"].float()  # (N, n, shapes)
+    else:
         return None
-    source = read_train_header(ckpt)[2].patch_shape_from
-    logits = features[source] @ heads[key + "weight"].float().T + heads[key + "bias"].float()  # (N, n, shapes)
     right = logits.argmax(-1).reshape(-1).numpy() == label[:, 0] - 1  # (N * n,)
     sizes = dict(ATTRIBUTES)["size"]
     out: dict[str, Any] = {"features": source, "accuracy": float(right[on_object].mean()),

@@ -59,7 +59,8 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("variant", "source"), [("lvg-tiny", "tokens"),
-                                                     ("lvg-tiny-xy-stem-relpos-branch", "branch")])
+                                                     ("lvg-tiny-xy-stem-relpos-branch", "branch"),
+                                                     ("lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match", "branch")])
 def test_a_run_with_the_patch_shape_loss_has_its_classifier_scored(tmp_path: Path, variant: str, source: str) -> None:
     from lvg.modeling import build_model
     from lvg.train.config import TrainConfig
