@@ -78,7 +78,9 @@ def test_head_miss_names_what_the_pick_gets_wrong() -> None:
     assert head_miss({}, scene, 2) == []  # "the shape at the top": any object fits
 
 
-def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
+def _bench_untrained(tmp_path: Path, variant: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """The bench's run over 12 sentences of a tiny synthetic dataset with an untrained ``variant``: the
+    process and the JSON it wrote."""
     import torch
 
     from lvg.modeling import build_model, save_checkpoint
@@ -86,12 +88,16 @@ def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
 
     data = generate(tmp_path / "data", images=6, seed=5, size_range=(96, 160), splits=(("val", 1.0),)).out_dir
     torch.manual_seed(0)
-    ckpt = save_checkpoint(build_model("lvg-tiny"), tmp_path / "run" / "last.safetensors")
+    ckpt = save_checkpoint(build_model(variant), tmp_path / "run" / "last.safetensors")
     proc = subprocess.run([sys.executable, str(BENCH), "--ckpt", str(ckpt), "--data", str(data),
                            "--max-sentences", "12", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads((tmp_path / "out" / "synth_kinds_run.json").read_text())
+    return proc, json.loads((tmp_path / "out" / "synth_kinds_run.json").read_text())
+
+
+def test_run_on_a_tiny_synthetic_dataset(tmp_path: Path) -> None:
+    proc, result = _bench_untrained(tmp_path, "lvg-tiny")
     rows = result["kinds"]
     assert rows["all"]["n"] == 12
     assert sum(rows[k]["n"] for k in ("attribute", "position", "relation")) == 12
@@ -176,20 +182,8 @@ def test_shape_match_reads_by_hand() -> None:
 
 
 def test_run_reads_the_shape_match(tmp_path: Path) -> None:
-    import torch
-
-    from lvg.modeling import build_model, save_checkpoint
-    from lvg.train.synth import generate
-
-    data = generate(tmp_path / "data", images=6, seed=5, size_range=(96, 160), splits=(("val", 1.0),)).out_dir
-    torch.manual_seed(0)
-    model = build_model("lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match")
-    ckpt = save_checkpoint(model, tmp_path / "run" / "last.safetensors")
-    proc = subprocess.run([sys.executable, str(BENCH), "--ckpt", str(ckpt), "--data", str(data),
-                           "--max-sentences", "12", "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=300, cwd=str(ROOT))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    reads = json.loads((tmp_path / "out" / "synth_kinds_run.json").read_text())["shape_match"]
+    proc, result = _bench_untrained(tmp_path, "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match")
+    reads = result["shape_match"]
     assert set(reads) <= {"word:shape", "word:none", "target:large", "target:small"}
     # every sentence is read once by each classifier
     assert sum(v["n"] for k, v in reads.items() if k.startswith("word:")) == 12
