@@ -41,7 +41,8 @@ reverse says it grounds but its masks are coarse. Two breakdowns point further:
   object.
 - ``empty_picks``: every sentence answered with an empty mask although it has a target (its kind, text, the
   target's attributes and area in pixels, how many objects fit its head noun phrase, the highest
-  probability of its map, letterbox padding included): a miss that is a "no target" answer rather than a wrong object.
+  probability of its map, letterbox padding included; for a model with the shape match, also that peak with the
+  match's term left out): a miss that is a "no target" answer rather than a wrong object.
 - ``shape_match`` (a model with ``HeadConfig.shape_match``): how often its two classifiers are right on these
   sentences. ``word``: the sentence's shape word as its word classifier names it, over the sentences whose head
   noun phrase names a shape (and, as ``none``, over those that name none). ``target``: the target's shape as
@@ -53,6 +54,7 @@ Writes ``synth_kinds_<name>.json`` and prints the tables.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -173,6 +175,22 @@ def shape_match_reads(out: dict[str, torch.Tensor], items: list[dict[str, Any]],
         row["right"] += float(int(probs[j][on].mean(0).argmax()) == SHAPES.index(target["shape"]))
 
 
+def without_shape_match(model: Any, dataset: Any, empty: list[dict[str, Any]], batch_size: int) -> None:
+    """For a model with the shape match: add to each of ``empty`` (``empty_picks`` entries) its map's highest
+    probability with the match's term left out (``max_prob_without_shape_match``, a copy of the model with the
+    gain at 0): whether the match emptied the map."""
+    if getattr(model, "shape_match", None) is None or not empty:
+        return
+    bare = copy.deepcopy(model)
+    with torch.no_grad():
+        bare.shape_match.gain.zero_()
+    for start in range(0, len(empty), batch_size):
+        chunk = empty[start : start + batch_size]
+        probs = forward(bare, [dataset[e["index"]] for e in chunk])["prob"].float()  # (B, S/m, S/m)
+        for entry, prob in zip(chunk, probs):
+            entry["max_prob_without_shape_match"] = float(prob.max())
+
+
 def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int) -> dict[str, Any]:
     opened = open_checkpoint(ckpt, data, split)
     model, source, dataset = opened.model, opened.source, opened.dataset
@@ -216,7 +234,7 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
             if picked is None:
                 empty.append({"kind": kind, "text": text, "target": scene[target]["attributes"],
                               "target_pixels": int(masks[target].sum()), "fitting_objects": len(fits),
-                              "max_prob": float(probs[j].max())})
+                              "max_prob": float(probs[j].max()), "index": int(index)})
             if wrong:
                 misses[kind]["n"] += 1
                 for k in wrong:
@@ -249,6 +267,7 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
                     acc["n_ambiguous"] += 1
                     acc["cover_target"] += covered(pred, masks[target])
                     acc["cover_others"] += float(np.mean([covered(pred, masks[k]) for k in fits if k != target]))
+    without_shape_match(model, dataset, empty, batch_size)
     rows = {}
     for key, acc in sums.items():
         n = int(acc["n"])
@@ -305,8 +324,9 @@ def main() -> None:
           + ", ".join(f"{c['named']} -> {c['picked']} {c['n']}" for c in result["shape_confusions"]))
     empty = result["empty_picks"]
     print(f"empty masks for sentences with a target: {len(empty)}"
-          + "".join(f"\n  {e['kind']}: {e['text']!r} (target {e['target_pixels']} px, max prob {e['max_prob']:.1e})"
-                    for e in empty))
+          + "".join(f"\n  {e['kind']}: {e['text']!r} (target {e['target_pixels']} px, max prob {e['max_prob']:.1e}"
+                    + (f", {e['max_prob_without_shape_match']:.1e} without the shape match"
+                       if "max_prob_without_shape_match" in e else "") + ")" for e in empty))
     if result["shape_match"]:
         print("shape match, right: " + ", ".join(f"{k} {v['right']:.3f} of {v['n']}"
                                                   for k, v in result["shape_match"].items()))

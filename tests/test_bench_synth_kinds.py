@@ -190,3 +190,34 @@ def test_run_reads_the_shape_match(tmp_path: Path) -> None:
     assert sum(v["n"] for k, v in reads.items() if k.startswith("target:")) == 12
     assert all(0.0 <= v["right"] <= 1.0 for v in reads.values())
     assert "shape match, right:" in proc.stdout
+
+
+def test_without_shape_match_scores_the_map_with_the_term_left_out(tmp_path: Path) -> None:
+    import torch
+    from _synth_checkpoint import forward, open_checkpoint
+    from bench_synth_kinds import without_shape_match
+
+    from lvg.modeling import build_model, save_checkpoint
+    from lvg.train.synth import generate
+
+    data = generate(tmp_path / "data", images=4, seed=5, size_range=(96, 160), splits=(("val", 1.0),)).out_dir
+    torch.manual_seed(0)
+    model = build_model("lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match")
+    with torch.no_grad():
+        model.shape_match.gain.fill_(1.0)  # a strong term: 30 * log(match + 0.01)
+    with pytest.warns(UserWarning, match="carries no tokenizer"):  # a bare checkpoint: the data's tokenizer
+        opened = open_checkpoint(save_checkpoint(model, tmp_path / "run" / "last.safetensors"), data, "val")
+    model, dataset = opened.model, opened.dataset
+    entries = [{"index": 0}, {"index": 2}, {"index": 3}]
+    items = [dataset[e["index"]] for e in entries]
+    with_term = forward(model, items)["prob"].float()
+    without_shape_match(model, dataset, entries, batch_size=2)
+    assert model.shape_match.gain.item() == 1.0  # the model itself is left as it was
+    with torch.no_grad():
+        model.shape_match.gain.zero_()
+    bare = forward(model, items)["prob"].float()
+    assert [e["max_prob_without_shape_match"] for e in entries] == pytest.approx(bare.amax((1, 2)).tolist())
+    assert not torch.allclose(with_term, bare)  # the term changed the maps, so the two peaks are not one number
+    fresh = [{"index": 0}]
+    without_shape_match(build_model("lvg-tiny"), dataset, fresh, batch_size=2)
+    assert fresh == [{"index": 0}]  # no shape match: nothing to leave out
