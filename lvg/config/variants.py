@@ -298,8 +298,7 @@ def lvg_s_xy_stem_relpos_branch_tokens_ctx_match() -> ModelConfig:
 
 def lvg_s_xy_stem_relpos_branch_tokens_ctx_logits() -> ModelConfig:
     """lvg-s-xy-stem-relpos-branch-tokens-ctx whose expressions also weigh the branch's features directly
-    (``HeadConfig.shape_branch_logits``: 4.7k parameters more, starting at zero; over the bundled file's budget
-    with the context block, an experiment)."""
+    (``HeadConfig.shape_branch_logits``: 4.7k parameters more, starting at zero)."""
     return _with_head(lvg_s_xy_stem_relpos_branch_tokens_ctx(), "lvg-s-xy-stem-relpos-branch-tokens-ctx-logits",
                       shape_branch_logits=True)
 

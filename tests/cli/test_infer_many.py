@@ -97,7 +97,7 @@ def test_info_model_describes_the_bundled_onnx_without_torch():
     proc = _lvg("info", "--model", "lvg/assets/default/model.onnx", "--json", pre=block)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["variant"] == "lvg-s-xy-stem-relpos-branch-tokens"
+    assert data["variant"] == "lvg-s-xy-stem-relpos-branch-tokens-ctx-match"
     assert data["kind"] == "onnx" and data["input_size"] == 480
     assert data["params"] > 7_000_000 and data["gflops_per_sample"] > 2 and data["precision"] == "fp32"
     assert data["description"].startswith("synthetic-scene demo") and data["train_words"] > 40

@@ -24,8 +24,8 @@ def test_bundled_model_is_a_self_contained_small_artifact():
     path = default_model_path()
     assert path.stat().st_size < 30_000_000  # the bundled model's size budget: 30 MB
     info = Grounder.load(path).info
-    assert info.config.name == "lvg-s-xy-stem-relpos-branch-tokens" and info.config.head.gres
-    assert info.config.head.map_stride == 2 and info.config.head.candidate_positions and info.config.head.shape_branch
+    assert info.config.name == "lvg-s-xy-stem-relpos-branch-tokens-ctx-match" and info.config.head.gres
+    assert info.config.head.map_stride == 2 and info.config.head.candidate_positions and info.config.head.shape_match
     assert info.tokenizer_bytes  # no sentencepiece file needed beside it
 
 

@@ -285,7 +285,7 @@ def test_eval_scores_an_exported_model_like_its_checkpoint(tmp_path: Path, synth
     bundled = runner.invoke(app, ["eval", "--data", str(synth_dataset.out_dir), "--split", "val", "--json",
                                   "--max-sentences", "2"])
     assert bundled.exit_code == 0, bundled.output
-    assert json.loads(bundled.stdout)["variant"] == "lvg-s-xy-stem-relpos-branch-tokens"
+    assert json.loads(bundled.stdout)["variant"] == "lvg-s-xy-stem-relpos-branch-tokens-ctx-match"
     # A file that is no model is refused by name, as lvg infer refuses it.
     pickle = tmp_path / "weights.pth"
     pickle.write_bytes(b"\x80\x04")
