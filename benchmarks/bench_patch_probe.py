@@ -133,15 +133,15 @@ def trained_classifier(ckpt: Path, features: dict[str, torch.Tensor], label: np.
     ``label (N * n, 4)`` (the patch attributes, 0 = no object), ``on_object`` ``(N * n,)``. A model with the
     shape match (``HeadConfig.shape_match``) holds that classifier itself: ``model_logits`` ``(N, n, shapes)``,
     its outputs on the branch's features, are scored instead."""
-    key = WordsNet.checkpoint_prefix + "patch_shape_classifier."
-    heads = read_checkpoint_tensors(ckpt, prefix=key)  # these two tensors, not the optimizer state beside them
     if model_logits is not None:
         source, logits = "branch", model_logits
-    elif key + "weight" in heads:
+    else:
+        key = WordsNet.checkpoint_prefix + "patch_shape_classifier."
+        heads = read_checkpoint_tensors(ckpt, prefix=key)  # these two tensors, not the optimizer state beside them
+        if key + "weight" not in heads:
+            return None
         source = read_train_header(ckpt)[2].patch_shape_from
         logits = features[source] @ heads[key + "weight"].float().T + heads[key + "bias"].float()  # (N, n, shapes)
-    else:
-        return None
     right = logits.argmax(-1).reshape(-1).numpy() == label[:, 0] - 1  # (N * n,)
     sizes = dict(ATTRIBUTES)["size"]
     out: dict[str, Any] = {"features": source, "accuracy": float(right[on_object].mean()),

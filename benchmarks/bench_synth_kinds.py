@@ -210,10 +210,7 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
         items = [dataset[i] for i in chunk]
         out = forward(model, items)
         probs = out["prob"].float().numpy()  # (B, S/m, S/m), m the map stride
-        samples = [source.samples[item["sample_index"]] for item in items]
-        targets = [next(a["attributes"] for a in objects[s.image_id] if a["id"] == s.ann_ids[0]) for s in samples]
-        shape_match_reads(out, items, [head_description(dataset.plan(i)[1]) for i in chunk], targets,
-                          model.cfg.encoder.grid, reads)
+        heads, targets = [], []  # each sentence's head noun phrase and target's attributes, for the shape match
         for j, (index, item) in enumerate(zip(chunk, items)):
             sample = source.samples[item["sample_index"]]
             text = dataset.plan(index)[1]
@@ -228,6 +225,8 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
             target = [a["id"] for a in scene].index(sample.ann_ids[0])
             picked, best_iou = score_objects(pred, masks)
             head = head_description(text)
+            heads.append(head)
+            targets.append(scene[target]["attributes"])
             fits = fitting(head, scene)
             iou = mask_iou(pred, masks[target])
             wrong = head_miss(head, scene, picked)  # empty exactly when picked is in fits
@@ -267,6 +266,7 @@ def run(ckpt: Path, data: Path, split: str, max_sentences: int, batch_size: int)
                     acc["n_ambiguous"] += 1
                     acc["cover_target"] += covered(pred, masks[target])
                     acc["cover_others"] += float(np.mean([covered(pred, masks[k]) for k in fits if k != target]))
+        shape_match_reads(out, items, heads, targets, model.cfg.encoder.grid, reads)
     without_shape_match(model, dataset, empty, batch_size)
     rows = {}
     for key, acc in sums.items():
