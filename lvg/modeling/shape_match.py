@@ -68,4 +68,6 @@ class ShapeMatch(nn.Module):
         term = torch.log(match + EPS).reshape(-1, 1, *grid)  # (B, n) -> (B, 1, g, g): raster order
         # Bilinear, as every patch-grid term: an object's shape is smooth across it.
         term = F.interpolate(term, size=size, mode="bilinear", align_corners=False)
-        return GAIN_SCALE * self.gain * term
+        # The gain multiplies last and alone: an exporter folds ``GAIN_SCALE * gain`` into one constant, and
+        # lvg.export.recover then finds no initializer holding the gain itself.
+        return self.gain * (GAIN_SCALE * term)

@@ -17,7 +17,8 @@ from lvg.modeling.checkpoint import read_checkpoint_tensors
 from tests.helpers.artifacts import make_checkpoint
 
 
-@pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-gres", "lvg-tiny-xy-stem-tokens"])
+@pytest.mark.parametrize("variant", ["lvg-tiny-xy", "lvg-tiny-gres", "lvg-tiny-xy-stem-tokens",
+                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match"])
 def test_the_weights_come_back_exactly(tmp_path: Path, artifacts, variant: str) -> None:
     ckpt = make_checkpoint(variant, tmp_path / "m.safetensors", artifacts.spm, seed=3)
     onnx = tmp_path / "m.onnx"
