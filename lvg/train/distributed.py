@@ -76,8 +76,12 @@ def init_distributed(device_type: str) -> DistInfo:
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local)
 
 
-def cleanup_distributed() -> None:
+def cleanup_distributed(*, synchronise: bool = False) -> None:
+    """Leave the process group. ``synchronise`` (a run that ended normally on every rank) waits for all ranks
+    first: a rank that tears gloo down while another still has a collective in flight can abort it at exit."""
     if dist.is_available() and dist.is_initialized():
+        if synchronise:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -167,11 +167,12 @@ class Trainer:
         want_cuda = resolve_device(self.device_name).type == "cuda"  # also refuses a missing device, up front
         self.dist = init_distributed("cuda" if want_cuda else "cpu")
         self.device = resolve_device(self.device_name, index=self.dist.local_rank)
-        created = not self.out.exists()
+        created, finished = not self.out.exists(), False
         try:
             self.setup()
             self.loop()
             self.run_log.write({"kind": "event", "event": "paused" if self.stopped else "done", "step": self.step})
+            finished = True
             return TrainResult(out_dir=self.out, step=self.step, total_steps=self.total, stopped=self.stopped,
                                checkpoint=self.checkpoint, metrics=self.metrics, history=self.history,
                                model=self.model)
@@ -182,7 +183,8 @@ class Trainer:
                 self.out.rmdir()
             raise
         finally:
-            cleanup_distributed()
+            # Only a normal end waits for the other ranks: after a failure they may never arrive.
+            cleanup_distributed(synchronise=finished)
 
     def setup(self) -> None:
         """Model, data, optimizer and schedule; with ``resume``, the saved state they continue from.
