@@ -41,6 +41,10 @@ def synth(
     image_format: str = typer.Option("jpg", "--format", help="Image format: jpg or png."),
     workers: int | None = typer.Option(None, "--workers", min=1,
                                           help="Rendering processes (default: CPU count, at most 8)."),
+    no_target_forms: str = typer.Option(
+        "plain", "--no-target-forms",
+        help="How no-target expressions are worded: plain ('the <colour> <shape>', as the bundled model's "
+             "data) or varied (also other noun phrases and positions, so that no wording means 'nothing')."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty output directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -56,6 +60,8 @@ def synth(
         raise InputError(f"--max-size {max_size} is smaller than --min-size {min_size}")
     if image_format not in ("jpg", "png"):
         raise InputError(f"--format must be jpg or png, got {image_format!r}")
+    if no_target_forms not in ("plain", "varied"):
+        raise InputError(f"--no-target-forms must be plain or varied, got {no_target_forms!r}")
     splits = (("train", 1.0 - val_fraction), ("val", val_fraction)) if val_fraction > 0 else "train"
     n_workers = workers if workers is not None else max(1, min(8, os.cpu_count() or 1))
     with progress(total=images, desc="synth") as bar:
@@ -69,6 +75,7 @@ def synth(
             image_format=image_format,  # type: ignore[arg-type]
             workers=n_workers,
             progress=bar.update,
+            no_target_forms=no_target_forms,  # type: ignore[arg-type]
         )
     if json_out:
         echo_json(summary.to_dict())

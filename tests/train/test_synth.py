@@ -87,6 +87,8 @@ def denote(text: str, objects) -> set[int]:
         if body.startswith(word + " ") or body.endswith(" " + word):
             phrase = body[len(word) + 1:] if body.startswith(word + " ") else body[: -len(word) - 1]
             idx = _select(phrase, objects)
+            if not idx:  # a no-target expression: the extreme of nothing
+                return set()
             assert len(idx) >= 2, f"{text!r}: a positional expression over {len(idx)} object(s)"
             return {min(idx, key=lambda i: _coordinate(objects[i], direction))}
     return set(_select(body, objects))
@@ -231,6 +233,31 @@ def test_deterministic_and_seed_dependent(tmp_path):
     assert {s.image_id for s in refs.samples} == {1, 2, 3}
 
 
+def test_varied_no_target_forms_denote_nothing_and_change_nothing_else():
+    """``no_target_forms="varied"``: the same images and target expressions as "plain"; every no-target
+    expression denotes nothing (independent reading), is read back as "none", and "the <colour> <shape>" is
+    one wording among many, positions over nothing included."""
+    forms = {"colour shape": 0, "other phrase": 0, "position": 0}
+    for i in range(80):
+        plain, varied = make_scene(11, i, size_range=(96, 160)), make_scene(11, i, size_range=(96, 160),
+                                                                           no_target_forms="varied")
+        assert np.array_equal(plain.image, varied.image)
+        assert varied.single == plain.single and varied.multi == plain.multi
+        assert all(len(e.text.split()) == 3 for e in plain.none)  # "the <colour> <shape>"
+        for e in varied.none:
+            assert denote(e.text, varied.objects) == set(), e.text
+            assert e.kind == "none" and expression_kind(e.text, 0) == "none"
+            words = e.text.split()
+            if any(w in e.text for w in EXTREMES):
+                forms["position"] += 1
+            elif len(words) == 3 and words[1] in COLOUR_WORDS and words[2] in SHAPE_WORDS:
+                forms["colour shape"] += 1
+            else:
+                forms["other phrase"] += 1
+    total = sum(forms.values())
+    assert total > 80 and forms["position"] > 0.1 * total and forms["colour shape"] < 0.3 * total, forms
+
+
 def test_scenes_vary_in_size_and_content():
     scenes = [make_scene(0, i) for i in range(12)]
     sizes = {(s.width, s.height) for s in scenes}
@@ -313,6 +340,18 @@ def test_cli_data_synth_and_stats(tmp_path):
     info = json.loads(stats.stdout)
     assert info["samples"] == summary["grefs"] and info["images"] == 3
     assert info["no_target"] == summary["no_target_refs"]
+
+    # The no-target wording is recorded in synth.json (a plain dataset's file is pinned by hash and says
+    # nothing); an unknown one is refused before anything is written.
+    assert "no_target_forms" not in json.loads((out / "synth.json").read_text())
+    varied = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "v"), "--images", "2", "--min-size",
+                                 "96", "--max-size", "128", "--workers", "1", "--no-target-forms", "varied"])
+    assert varied.exit_code == 0, varied.output
+    assert json.loads((tmp_path / "v" / "synth.json").read_text())["no_target_forms"] == "varied"
+    odd = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "o"), "--images", "1",
+                              "--no-target-forms", "clever"])
+    assert odd.exit_code == 2 and "--no-target-forms must be plain or varied" in odd.output
+    assert "Traceback" not in odd.output and not (tmp_path / "o").exists()
 
     # A non-empty output directory is refused with a one-line error, not a traceback.
     again = runner.invoke(app, ["data", "synth", "--out", str(out), "--images", "1"])

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from lvg.errors import InputError
+from lvg.train.synth.language import NO_TARGET_FORMS, NoTargetForms
 from lvg.train.synth.objects import SHAPES, Expression, SceneObject
 from lvg.train.synth.scene import make_scene
 
@@ -89,6 +90,7 @@ def generate(
     image_format: Literal["jpg", "png"] = "jpg",
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    no_target_forms: NoTargetForms = "plain",
 ) -> SynthSummary:
     """Write a synthetic dataset of ``images`` scenes to ``out_dir`` (layout in the module docstring).
 
@@ -103,6 +105,9 @@ def generate(
         image_format: ``"jpg"`` (quality 95) or ``"png"`` (lossless).
         workers: rendering processes (1 = in this process); the output does not depend on it.
         progress: called with 1 after each image (for a progress bar).
+        no_target_forms: how the no-target expressions are worded (``"plain"``: "the <colour> <shape>";
+            ``"varied"``: the noun phrases and positions of target expressions too); the images and every
+            other expression are the same either way. Recorded in ``synth.json`` when not ``"plain"``.
 
     Raises:
         InputError: bad arguments.
@@ -110,6 +115,8 @@ def generate(
     from lvg.core.tokenizer import train_sentencepiece
 
     lo, hi = _check_arguments(images, size_range, workers, vocab_size, image_format)
+    if no_target_forms not in NO_TARGET_FORMS:
+        raise InputError(f"no_target_forms must be one of {', '.join(NO_TARGET_FORMS)}, got {no_target_forms!r}")
     out = Path(out_dir)
     image_dir, refer_dir, grefer_dir = out / "images", out / "refcoco-synth", out / "grefcoco-synth"
     for d in (image_dir, refer_dir, grefer_dir):
@@ -120,7 +127,7 @@ def generate(
     split_of = _split_assignment(images, seed, splits)
 
     annotations = _Annotations(image_format)
-    jobs = [(int(seed), index, lo, hi, str(image_dir), image_format) for index in range(images)]
+    jobs = [(int(seed), index, lo, hi, str(image_dir), image_format, no_target_forms) for index in range(images)]
     for record in _map_records(jobs, workers):
         annotations.add(record, split_of[record.index])
         if progress is not None:
@@ -160,6 +167,8 @@ def generate(
                                         "no_target": summary.no_target_refs}},
         "tokenizer": "synthetic.spm",
     }
+    if no_target_forms != "plain":  # a plain dataset's synth.json stays byte for byte what it always was
+        meta["no_target_forms"] = no_target_forms
     _write_atomic(out / "synth.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return summary
 
@@ -202,10 +211,14 @@ class _SceneRecord:
     none: list[Expression]
 
 
-def _render_record(job: tuple[int, int, int, int, str, str]) -> _SceneRecord:
+#: What a worker renders: (seed, index, min side, max side, image folder, image format, no-target wording).
+_Job = tuple[int, int, int, int, str, str, NoTargetForms]
+
+
+def _render_record(job: _Job) -> _SceneRecord:
     """Render scene ``index``, write its image, encode its masks (runs in a worker process)."""
-    seed, index, lo, hi, image_dir, image_format = job
-    scene = make_scene(seed, index, size_range=(lo, hi))
+    seed, index, lo, hi, image_dir, image_format, forms = job
+    scene = make_scene(seed, index, size_range=(lo, hi), no_target_forms=forms)
     file_name = f"synth_{index + 1:06d}.{image_format}"
     pil = Image.fromarray(scene.image, mode="RGB")
     if image_format == "jpg":
@@ -227,7 +240,7 @@ def _render_record(job: tuple[int, int, int, int, str, str]) -> _SceneRecord:
     )
 
 
-def _map_records(jobs: list[tuple[int, int, int, int, str, str]], workers: int) -> Iterator[_SceneRecord]:
+def _map_records(jobs: list[_Job], workers: int) -> Iterator[_SceneRecord]:
     """Render in order; with ``workers > 1`` in a spawn-started process pool (fork-safe with torch loaded)."""
     if workers <= 1 or len(jobs) < 2:
         for job in jobs:

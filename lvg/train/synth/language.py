@@ -8,7 +8,9 @@ Expressions are built from a tiny query language and checked programmatically ag
 - relation: ``"the red circle left of the striped square"`` (the reference object is itself unique; every
   other candidate must *clearly* fail the relation: a three-valued test, "unsure" rejects the expression);
 - multi-target (gREFER only): ``"all red shapes"``, ``"both circles"``, ``"the three stars"``;
-- no-target (gREFER only): ``"the purple star"`` when no purple star exists.
+- no-target (gREFER only): ``"the purple star"`` when no purple star exists; with ``forms="varied"`` also
+  other noun phrases (``"the big striped star"``, ``"the purple shape"``, ``"the hexagon"``) and positions
+  over nothing (``"the leftmost purple star"``).
 
 A single-target expression is kept only when its denotation is exactly its target; a multi-target one
 only when it is exactly the target set; a no-target one only when it denotes nothing. Every query evaluates
@@ -20,14 +22,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import combinations
+from itertools import combinations, product
 from typing import Literal
 
 import numpy as np
 
-from lvg.train.synth.objects import COLOURS, SHAPES, TEXTURES, Expression, Kind, SceneObject
+from lvg.train.synth.objects import COLOURS, SHAPES, SIZES, TEXTURES, Expression, Kind, SceneObject
 
 __all__ = [
+    "NO_TARGET_FORMS",
+    "NoTargetForms",
     "denotation",
     "expression_kind",
     "minimal_descriptions",
@@ -41,6 +45,11 @@ _SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
 _ATTRS = ("size", "texture", "colour", "shape")  # also the word order of a noun phrase
 _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
+#: How no-target expressions are worded: "plain" = always "the <colour> <shape>" (the generator's first
+#: datasets; a sentence of that form then denotes nothing four times in five, and a model learns the form
+#: instead of looking), "varied" = the noun phrases and positions that target expressions use too.
+NoTargetForms = Literal["plain", "varied"]
+NO_TARGET_FORMS: tuple[NoTargetForms, ...] = ("plain", "varied")
 Direction = Literal["left", "right", "top", "bottom"]
 Relation = Literal["left", "right", "above", "below"]
 
@@ -331,8 +340,15 @@ def multi_expressions(objects: Sequence[SceneObject], rng: np.random.Generator) 
     return out[:2]
 
 
-def no_target_expressions(objects: Sequence[SceneObject], rng: np.random.Generator) -> list[Expression]:
-    """One or two descriptions that denote nothing, preferring colours and shapes present in the scene."""
+def no_target_expressions(objects: Sequence[SceneObject], rng: np.random.Generator, *,
+                          forms: NoTargetForms = "plain") -> list[Expression]:
+    """One or two descriptions that denote nothing, preferring attribute values present in the scene.
+
+    ``forms`` (:data:`NoTargetForms`): "plain" words each as "the <colour> <shape>"; "varied" draws its noun
+    phrase from :data:`_NONE_PHRASES` and puts about a quarter of them in a position ("the leftmost ...").
+    """
+    if forms == "varied":
+        return _varied_no_target(objects, rng)
     present_colours = sorted({o.colour for o in objects})
     present_shapes = sorted({o.shape for o in objects})
     candidates: list[_Desc] = []
@@ -348,3 +364,47 @@ def no_target_expressions(objects: Sequence[SceneObject], rng: np.random.Generat
     n = 1 + int(rng.random() < 0.3)
     picks = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
     return [Expression(f"the {pool[int(i)].phrase(rng)}", "none", frozenset()) for i in picks]
+
+
+#: The attributes a "varied" no-target noun phrase names, drawn with equal weight: "the <colour> <shape>" is
+#: one form in seven, as rare among no-target sentences as the others, so no wording predicts "nothing".
+_NONE_PHRASES: tuple[tuple[str, ...], ...] = (
+    ("colour", "shape"), ("size", "colour", "shape"), ("texture", "colour", "shape"), ("size", "shape"),
+    ("texture", "shape"), ("colour",), ("shape",),
+)
+_VALUES: dict[str, tuple[str, ...]] = {"size": tuple(SIZES), "texture": tuple(TEXTURES), "colour": tuple(COLOURS),
+                                       "shape": tuple(SHAPES)}
+#: Share of "varied" no-target expressions worded as a position over the empty selection, among those whose
+#: noun phrase is one of the heads of target position expressions.
+_NONE_POSITION_SHARE = 0.4
+_POSITION_HEADS = {("shape",), ("colour",), ("colour", "shape"), ("size", "shape")}
+
+
+def _varied_no_target(objects: Sequence[SceneObject], rng: np.random.Generator) -> list[Expression]:
+    """``no_target_expressions(forms="varied")``: each pick draws a form, then a description of that form that
+    selects no object (70% of the time one whose every value occurs in the scene: the hard case)."""
+    out: list[Expression] = []
+    for _ in range(1 + int(rng.random() < 0.3)):
+        names = _NONE_PHRASES[int(rng.integers(len(_NONE_PHRASES)))]
+        candidates = [_Desc(**dict(zip(names, values, strict=True)))
+                      for values in product(*(_VALUES[a] for a in names))]
+        candidates = [d for d in candidates if not d.select(objects)]
+        if not candidates:  # every value of this form occurs: e.g. "the star" with a star in the scene
+            continue
+        hard = [d for d in candidates
+                if all(any(o.attr(a) == getattr(d, a) for o in objects) for a in names)]
+        pool = hard if hard and rng.random() < 0.7 else candidates
+        desc = pool[int(rng.integers(len(pool)))]
+        phrase = desc.phrase(rng)
+        # Only the heads that target position expressions use (_coarse_descs): "the leftmost dotted red
+        # star" is never said of a target, so that wording alone would mean "nothing".
+        if names in _POSITION_HEADS and rng.random() < _NONE_POSITION_SHARE:
+            direction = ("left", "right", "top", "bottom")[int(rng.integers(4))]
+            templates = _DIRECTION_TEXT[direction]
+            text = templates[int(rng.integers(len(templates)))].format(d=phrase)
+        else:
+            text = f"the {phrase}"
+        if text not in {e.text for e in out}:
+            out.append(Expression(text, "none", frozenset()))
+    return out
+

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lvg.train.synth.language import (
+    NoTargetForms,
     minimal_descriptions,
     multi_expressions,
     no_target_expressions,
@@ -93,10 +94,13 @@ def _place_objects(rng: np.random.Generator, width: int, height: int
     return objects, full, visible
 
 
-def make_scene(seed: int, index: int, *, size_range: tuple[int, int] = (320, 640)) -> SynthScene:
+def make_scene(seed: int, index: int, *, size_range: tuple[int, int] = (320, 640),
+               no_target_forms: NoTargetForms = "plain") -> SynthScene:
     """Render scene ``index`` of the dataset with ``seed`` and derive its checked expressions.
 
     Width and height are drawn independently from ``size_range`` (aspect ratios 1:2 to 2:1).
+    ``no_target_forms`` words the no-target expressions (:data:`~lvg.train.synth.language.NoTargetForms`);
+    they draw last, so the image and every other expression do not depend on it.
     """
     rng = np.random.default_rng([int(seed), int(index)])
     lo, hi = int(size_range[0]), int(size_range[1])
@@ -113,5 +117,5 @@ def make_scene(seed: int, index: int, *, size_range: tuple[int, int] = (320, 640
         if exprs:
             scene.single[t] = exprs
     scene.multi = multi_expressions(objects, rng)
-    scene.none = no_target_expressions(objects, rng)
+    scene.none = no_target_expressions(objects, rng, forms=no_target_forms)
     return scene
