@@ -49,3 +49,20 @@ def test_only_an_fp32_onnx_file_is_read(tmp_path: Path, artifacts) -> None:
     res = runner.invoke(app, ["export", "--ckpt", str(artifacts.onnx[("lvg-tiny", False)]), "--format",
                               "safetensors", "--fp16", "--out", str(out)])
     assert res.exit_code != 0 and "takes the file's weights" in res.output and not out.exists()
+
+
+def test_the_bundled_model_comes_back(tmp_path: Path) -> None:
+    """The documented first step of continuing the recipe: the bundled ONNX file back as a checkpoint that
+    reproduces it (checked by the command itself against ONNX Runtime) and holds its config and tokenizer."""
+    from lvg.runtime.grounder import default_model_path
+
+    source = default_model_path()
+    out = tmp_path / "bundled.safetensors"
+    res = CliRunner().invoke(app, ["export", "--ckpt", str(source), "--format", "safetensors", "--out", str(out),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["max_abs_prob"] < 1e-4
+    back, bundled = ModelFile.open(out, checkpoint=True), ModelFile.open(source)
+    assert back.config == bundled.config and report["variant"] == bundled.config.name
+    assert back.tokenizer().identity == bundled.tokenizer().identity
