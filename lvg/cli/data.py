@@ -43,8 +43,8 @@ def synth(
                                           help="Rendering processes (default: CPU count, at most 8)."),
     no_target_forms: str = typer.Option(
         "plain", "--no-target-forms",
-        help="How no-target expressions are worded: plain ('the <colour> <shape>', as the bundled model's "
-             "data) or varied (also other noun phrases and positions, so that no wording means 'nothing')."),
+        help="How no-target expressions are worded: plain (always 'the <colour> <shape>', which a model can "
+             "learn as 'nothing') or varied (the noun phrases and positions of target expressions too)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty output directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:

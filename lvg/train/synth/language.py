@@ -407,4 +407,3 @@ def _varied_no_target(objects: Sequence[SceneObject], rng: np.random.Generator) 
         if text not in {e.text for e in out}:
             out.append(Expression(text, "none", frozenset()))
     return out
-
