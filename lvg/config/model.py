@@ -180,9 +180,6 @@ class HeadConfig:
     ``shape_match`` (needs ``shape_branch``) is a number of shape classes ``S`` (0: off): it adds
     :class:`lvg.modeling.shape_match.ShapeMatch`, which names the sentence's shape word from its text tokens and
     the shape on each patch from the branch, and lowers each map where the two disagree (a gain starting at zero).
-    ``shape_match_relative`` (needs ``shape_match``) measures each patch's match against the sentence's
-    best-matching patch, so the term never lowers that patch: when the branch misreads a small target's shape,
-    the plain term lowers the target with everything else and empties the map.
 
     ``candidate_positions`` adds :class:`lvg.modeling.candidate_position.CandidatePosition`: each pixel's
     offset from the centroid of what the expression's own map covers (in units of its spread), weighed by
@@ -211,7 +208,6 @@ class HeadConfig:
     shape_branch_logits: bool = False
     shape_branch_logits_gate: bool = False
     shape_match: int = 0
-    shape_match_relative: bool = False
 
 
 @dataclass(frozen=True)
@@ -278,8 +274,6 @@ class ModelConfig:
         if head.shape_branch_logits_gate and not head.shape_branch_logits:
             problems.append("head.shape_branch_logits_gate gates the branch's logits: it needs "
                             "head.shape_branch_logits")
-        if head.shape_match_relative and not head.shape_match:
-            problems.append("head.shape_match_relative needs head.shape_match")
         if head.shape_match < 0 or (head.shape_match and not head.shape_branch):
             problems.append(f"head.shape_match must be 0 or a number of shape classes with head.shape_branch > 0, "
                             f"got {head.shape_match}")

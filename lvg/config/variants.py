@@ -159,12 +159,6 @@ def lvg_tiny_xy_stem_relpos_branch_tokens_ctx_match() -> ModelConfig:
                       shape_match=6)
 
 
-def lvg_tiny_xy_stem_relpos_branch_tokens_ctx_match_rel() -> ModelConfig:
-    """lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match with the relative shape match, as the lvg-s twin."""
-    return _with_head(lvg_tiny_xy_stem_relpos_branch_tokens_ctx_match(),
-                      "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match-rel", shape_match_relative=True)
-
-
 def lvg_tiny_xy_stem_relpos_branch_tokens_ctx_logits() -> ModelConfig:
     """lvg-tiny-xy-stem-relpos-branch-tokens-ctx with the branch's logits, as the lvg-s twin."""
     return _with_head(lvg_tiny_xy_stem_relpos_branch_tokens_ctx(), "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits",
@@ -302,14 +296,6 @@ def lvg_s_xy_stem_relpos_branch_tokens_ctx_match() -> ModelConfig:
                       shape_match=6)
 
 
-def lvg_s_xy_stem_relpos_branch_tokens_ctx_match_rel() -> ModelConfig:
-    """lvg-s-xy-stem-relpos-branch-tokens-ctx-match with each patch's match measured against the sentence's best
-    (``HeadConfig.shape_match_relative``): the same tensors, so any run of the former starts this one
-    (``--init-parts grow``)."""
-    return _with_head(lvg_s_xy_stem_relpos_branch_tokens_ctx_match(),
-                      "lvg-s-xy-stem-relpos-branch-tokens-ctx-match-rel", shape_match_relative=True)
-
-
 def lvg_s_xy_stem_relpos_branch_tokens_ctx_logits() -> ModelConfig:
     """lvg-s-xy-stem-relpos-branch-tokens-ctx whose expressions also weigh the branch's features directly
     (``HeadConfig.shape_branch_logits``: 4.7k parameters more, starting at zero)."""
@@ -378,7 +364,6 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-relpos-branch-tokens-ctx-gated": lvg_s_xy_stem_relpos_branch_tokens_ctx_gated,
     "lvg-s-xy-stem-relpos-branch-tokens-ctx-logits": lvg_s_xy_stem_relpos_branch_tokens_ctx_logits,
     "lvg-s-xy-stem-relpos-branch-tokens-ctx-match": lvg_s_xy_stem_relpos_branch_tokens_ctx_match,
-    "lvg-s-xy-stem-relpos-branch-tokens-ctx-match-rel": lvg_s_xy_stem_relpos_branch_tokens_ctx_match_rel,
     "lvg-s-xy-stem-relpos-branch-tokens-nolatent": lvg_s_xy_stem_relpos_branch_tokens_nolatent,
     "lvg-s-xy-stem-relpos-tokens": lvg_s_xy_stem_relpos_tokens,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
@@ -401,7 +386,6 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-gated": lvg_tiny_xy_stem_relpos_branch_tokens_ctx_gated,
     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits": lvg_tiny_xy_stem_relpos_branch_tokens_ctx_logits,
     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match": lvg_tiny_xy_stem_relpos_branch_tokens_ctx_match,
-    "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match-rel": lvg_tiny_xy_stem_relpos_branch_tokens_ctx_match_rel,
     "lvg-tiny-xy-stem-tokens": lvg_tiny_xy_stem_tokens,
 }
 

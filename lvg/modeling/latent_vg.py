@@ -105,8 +105,7 @@ class LatentVG(nn.Module):
                                          d if head.shape_branch_tokens else 0, head.shape_branch_context,
                                          head.embed_dim if head.shape_branch_logits else 0)
                              if head.shape_branch else None)
-        self.shape_match = (ShapeMatch(d, self.shape_branch.channels, head.shape_match,
-                                       relative=head.shape_match_relative)
+        self.shape_match = (ShapeMatch(d, self.shape_branch.channels, head.shape_match)
                             if head.shape_match and self.shape_branch is not None else None)
         self.mask_refiner = MaskRefiner(head.image_stem, head.mask_refine) if head.mask_refine else None
         self.candidate_position = (CandidatePosition(cfg.prob_size, head.embed_dim)

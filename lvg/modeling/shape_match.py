@@ -17,9 +17,7 @@ outputs have a meaning:
 and ``match = q_none + sum_s q_s P_s``, the probability that the patch's shape is the named one (1 when the
 sentence names none). ``gain * log(match + EPS)``, upsampled to the map, is added to every expression's map:
 it lowers the objects whose shape disagrees and leaves the rest. The gain starts at zero, so a model grown from
-weights without the box starts with their function. ``relative`` (``HeadConfig.shape_match_relative``) subtracts
-the sentence's largest ``log(match + EPS)`` over the patches: the best-matching patch is never lowered, so a
-target whose shape the branch misreads (one small object in ten) is ranked among the others instead of emptied.
+weights without the box starts with their function.
 """
 
 from __future__ import annotations
@@ -40,9 +38,8 @@ class ShapeMatch(nn.Module):
     """Embedded text tokens ``(B, L, d)`` + the shape branch's grid ``(B, w, g, g)`` -> a term ``(B, 1, h, w)``
     added to every map; ``shapes`` is the number of shape classes ``S``."""
 
-    def __init__(self, token_dim: int, branch_channels: int, shapes: int, *, relative: bool = False) -> None:
+    def __init__(self, token_dim: int, branch_channels: int, shapes: int) -> None:
         super().__init__()
-        self.relative = relative
         self.word = nn.Linear(token_dim, 1 + shapes)  # per token: 0 = no shape word, else 1 + the shape
         self.focus = nn.Linear(token_dim, 1)  # which token names the target's shape
         self.patch = nn.Linear(branch_channels, shapes)
@@ -68,10 +65,7 @@ class ShapeMatch(nn.Module):
         q = torch.softmax(word_logits, dim=-1)  # (B, 1 + S)
         p = torch.softmax(patch_logits, dim=-1)  # (B, n, S)
         match = q[:, None, 0] + (p * q[:, None, 1:]).sum(-1)  # (B, n)
-        term = torch.log(match + EPS)  # (B, n)
-        if self.relative:
-            term = term - term.amax(dim=-1, keepdim=True)  # the best-matching patch at 0, the rest below
-        term = term.reshape(-1, 1, *grid)  # (B, n) -> (B, 1, g, g): raster order
+        term = torch.log(match + EPS).reshape(-1, 1, *grid)  # (B, n) -> (B, 1, g, g): raster order
         # Bilinear, as every patch-grid term: an object's shape is smooth across it.
         term = F.interpolate(term, size=size, mode="bilinear", align_corners=False)
         # The gain multiplies last and alone: an exporter folds ``GAIN_SCALE * gain`` into one constant, and

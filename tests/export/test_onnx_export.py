@@ -172,8 +172,7 @@ def test_export_of_live_model_and_check(tmp_path, artifacts, variant):
                                      "lvg-tiny-xy-stem-relpos-branch-tokens-ctx",
                                      "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-logits",
                                      "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-gated",
-                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match",
-                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match-rel"])
+                                     "lvg-tiny-xy-stem-relpos-branch-tokens-ctx-match"])
 def test_export_with_pixel_positions_matches_torch(tmp_path, artifacts, variant):
     """The position table is a constant of the graph: ONNX Runtime gives the torch answer at batches 1 and 3,
     with the image stem's pixel features too, with the map at 1/2 scale, with the mask refiner, with

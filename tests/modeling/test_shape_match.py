@@ -79,32 +79,3 @@ def test_a_shape_match_without_a_branch_is_a_config_error():
     cfg = get_config("lvg-tiny-xy-stem-relpos")
     with pytest.raises(ConfigError, match="head.shape_match"):
         cfg.replace(head=dataclasses.replace(cfg.head, shape_match=6))
-
-
-def test_the_relative_match_never_lowers_the_best_matching_patch():
-    """``shape_match_relative``: the same tensors as the plain match, and the term minus the sentence's largest
-    ``log(match + EPS)``, so each map moves by that constant and the best-matching patch is not lowered."""
-    from lvg.modeling import build_model
-    from tests.modeling.conftest import make_inputs
-
-    torch.manual_seed(6)
-    plain, rel = build_model(MATCH).eval(), build_model(MATCH + "-rel").eval()
-    with torch.no_grad():
-        plain.shape_match.gain.fill_(0.2)
-        plain.shape_match.word.weight.normal_(std=1.0)
-    rel.load_state_dict(plain.state_dict())  # strict: no tensor more or less
-    inputs = make_inputs(plain.cfg, batch=2)
-    with torch.no_grad():
-        a, b = plain(*inputs), rel(*inputs)
-    q, p = a["shape_word_logits"].softmax(-1), a["patch_shape_logits"].softmax(-1)  # (B, 1 + S), (B, n, S)
-    top = torch.log(q[:, :1] + (p * q[:, None, 1:]).sum(-1) + EPS).amax(-1)  # (B,): the best patch's log match
-    assert (top < -0.05).any()  # the best patch matches below certainty: the two terms differ
-    diff = b["logits"] - a["logits"]  # (B, 1+N, h, w)
-    want = (-GAIN_SCALE * 0.2 * top).reshape(-1, 1, 1, 1).expand_as(diff)
-    torch.testing.assert_close(diff, want, rtol=1e-4, atol=1e-4)
-
-
-def test_a_relative_match_without_the_match_is_a_config_error():
-    cfg = get_config(BASE)
-    with pytest.raises(ConfigError, match="shape_match_relative"):
-        cfg.replace(head=dataclasses.replace(cfg.head, shape_match_relative=True))
