@@ -51,6 +51,7 @@ def synth(
     """Generate a synthetic referring dataset in the REFER and gREFER layouts (plus a tokenizer)."""
     from lvg.errors import InputError
     from lvg.train.synth import generate
+    from lvg.train.synth.language import NO_TARGET_FORMS
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out exists and is not a directory: {out}")
@@ -60,8 +61,8 @@ def synth(
         raise InputError(f"--max-size {max_size} is smaller than --min-size {min_size}")
     if image_format not in ("jpg", "png"):
         raise InputError(f"--format must be jpg or png, got {image_format!r}")
-    if no_target_forms not in ("plain", "varied"):
-        raise InputError(f"--no-target-forms must be plain or varied, got {no_target_forms!r}")
+    if no_target_forms not in NO_TARGET_FORMS:
+        raise InputError(f"--no-target-forms must be {' or '.join(NO_TARGET_FORMS)}, got {no_target_forms!r}")
     splits = (("train", 1.0 - val_fraction), ("val", val_fraction)) if val_fraction > 0 else "train"
     n_workers = workers if workers is not None else max(1, min(8, os.cpu_count() or 1))
     with progress(total=images, desc="synth") as bar:

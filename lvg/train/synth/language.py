@@ -399,8 +399,8 @@ def _varied_no_target(objects: Sequence[SceneObject], rng: np.random.Generator) 
         # Only the heads that target position expressions use (_coarse_descs): "the leftmost dotted red
         # star" is never said of a target, so that wording alone would mean "nothing".
         if names in _POSITION_HEADS and rng.random() < _NONE_POSITION_SHARE:
-            direction = ("left", "right", "top", "bottom")[int(rng.integers(4))]
-            templates = _DIRECTION_TEXT[direction]
+            directions = tuple(_DIRECTION_TEXT)
+            templates = _DIRECTION_TEXT[directions[int(rng.integers(len(directions)))]]
             text = templates[int(rng.integers(len(templates)))].format(d=phrase)
         else:
             text = f"the {phrase}"
