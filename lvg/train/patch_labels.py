@@ -3,9 +3,10 @@ the object covering it, and that object's centre (torch-free).
 
 Both the pretraining stage (:mod:`lvg.train.pretrain`) and the grounding runs' per-patch shape loss
 (``TrainConfig.loss_patch_shape``) read these labels. A patch is labelled by the object covering most of it,
-if that object covers at least :data:`MIN_COVER` of it; else it is background. Shapes, per image of a
-model of config ``cfg`` (``g = cfg.encoder.grid``): ``attributes (g*g, 4)`` int64 (0 = background, else 1 +
-the value's index in :data:`ATTRIBUTES`), ``centre (g*g, 2)`` float32 (the object's mask centre in the
+if that object covers at least :data:`MIN_COVER` of it (or the share a caller asks for:
+``TrainConfig.patch_shape_cover``); else it is background. Shapes, per image of a model of config ``cfg``
+(``g = cfg.encoder.grid``): ``attributes (g*g, 4)`` int64 (0 = background, else 1 + the value's index in
+:data:`ATTRIBUTES`), ``centre (g*g, 2)`` float32 (the object's mask centre in the
 letterboxed frame, normalised to [0, 1]), ``object (g*g,)`` bool. The object pick loss
 (``TrainConfig.loss_object_pick``) reads :meth:`PatchLabels.owners`: which object each pixel of the map lies on.
 """
@@ -65,7 +66,8 @@ def read_objects(instances: Path) -> tuple[dict[int, list[dict[str, Any]]], dict
 
 class PatchLabels:
     """The per-patch labels of the images of one COCO ``instances.json`` (a synthetic dataset's split), on
-    the patch grid of a model of config ``model_cfg``.
+    the patch grid of a model of config ``model_cfg``; an object labels a patch it covers at least
+    ``min_cover`` of (and more of than any other object does).
 
     The last :data:`CACHED` images' labels are kept: a grounding batch holds each of its images several
     times (``sentences_per_image``), and decoding every object's mask is most of an item's cost.
@@ -73,10 +75,13 @@ class PatchLabels:
 
     CACHED = 64
 
-    def __init__(self, instances: Path | None, model_cfg: ModelConfig) -> None:
+    def __init__(self, instances: Path | None, model_cfg: ModelConfig, *, min_cover: float = MIN_COVER) -> None:
         if instances is None:
             raise ConfigError("per-patch labels need the split's instances.json (an `lvg data synth` dataset)")
+        if not 0 < min_cover <= 1:
+            raise ConfigError(f"a patch label's minimum cover must lie in (0, 1], got {min_cover}")
         self.cfg = model_cfg
+        self.min_cover = float(min_cover)
         self.objects, self.categories = read_objects(instances)
         self._cache: OrderedDict[tuple[int, Letterbox, bool], tuple[np.ndarray, ...]] = OrderedDict()
 
@@ -112,7 +117,7 @@ class PatchLabels:
         anns = self.objects.get(int(image_id), [])
         if len(anns) > 255:
             raise InputError(f"image {image_id} has {len(anns)} objects; per-pixel object labels hold 255")
-        cover = np.full((len(anns) + 1, g, g), MIN_COVER, dtype=np.float32)  # row 0: the background's bar
+        cover = np.full((len(anns) + 1, g, g), self.min_cover, dtype=np.float32)  # row 0: the background's bar
         pixel_cover = np.full((len(anns) + 1, q, q), 0.5, dtype=np.float32)  # row 0: a pixel's bar
         centres = np.zeros((len(anns) + 1, 2), dtype=np.float32)
         labels = np.zeros((len(anns) + 1, len(ATTRIBUTES)), dtype=np.int64)

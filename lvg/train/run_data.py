@@ -162,6 +162,7 @@ def build_data(cfg: TrainConfig, model_cfg: ModelConfig, *, weights_from: str | 
                               seed=cfg.seed, mlm_probability=cfg.mlm_probability)
         return TrainData(train=pre, source=None, tokenizer=tok, val_split=None, domain=domain)
     train_ds = GroundingDataset.for_model(train_source, model_cfg, tokenizer=tok, train=True, seed=cfg.seed,
-                                          patch_shape=cfg.loss_patch_shape > 0, objects=cfg.loss_object_pick > 0)
+                                          patch_shape=cfg.loss_patch_shape > 0, objects=cfg.loss_object_pick > 0,
+                                          patch_cover=cfg.patch_shape_cover)
     val_source = open_dataset(cfg.data, split=cfg.val_split, prefer_gres=gres) if cfg.val_split else None
     return TrainData(train=train_ds, source=val_source, tokenizer=tok, val_split=cfg.val_split, domain=domain)

@@ -50,7 +50,7 @@ from lvg.core.preprocess import letterbox_mask, preprocess_image
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import InputError
 from lvg.train.data import ReferSource, flip_allowed, mentions_colour
-from lvg.train.patch_labels import IGNORE, PatchLabels
+from lvg.train.patch_labels import IGNORE, MIN_COVER, PatchLabels
 from lvg.train.run_dir import ignore_stop_signals
 from lvg.train.sampling import FLIP_PROBABILITY, JITTER_PROBABILITY, Planned
 from lvg.train.words import attribute_classes, direction_class
@@ -119,11 +119,12 @@ class GroundingDataset(torch.utils.data.Dataset):
     @classmethod
     def for_model(cls, source: ReferSource, cfg: ModelConfig, *, tokenizer: Tokenizer, train: bool,
                   seed: int = 0, augment: bool = True, patch_shape: bool = False,
-                  objects: bool = False) -> GroundingDataset:
+                  objects: bool = False, patch_cover: float = MIN_COVER) -> GroundingDataset:
         """The dataset a model of config ``cfg`` trains or is scored on: its preprocessing and map scale;
-        with ``patch_shape``, items carry ``patch_shape`` on its patch grid, with ``objects`` ``objects`` and
-        ``target_object`` at the map's scale (both read from ``source.instances``)."""
-        labels = PatchLabels(source.instances, cfg) if patch_shape or objects else None
+        with ``patch_shape``, items carry ``patch_shape`` on its patch grid (an object labels the patches it
+        covers at least ``patch_cover`` of), with ``objects`` ``objects`` and ``target_object`` at the map's
+        scale (both read from ``source.instances``)."""
+        labels = PatchLabels(source.instances, cfg, min_cover=patch_cover) if patch_shape or objects else None
         return cls(source, preprocess=cfg.preprocess, tokenizer=tokenizer, train=train, seed=seed,
                    augment=augment, map_stride=cfg.head.map_stride, patch_labels=labels, objects=objects)
 

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from lvg.config import get_config
-from lvg.core.preprocess import letterbox_geometry
+from lvg.core.preprocess import letterbox_geometry, letterbox_mask
 from lvg.core.tokenizer import Tokenizer
 from lvg.errors import ConfigError
 from lvg.train.data import open_dataset
 from lvg.train.patch_labels import IGNORE, PatchLabels
 from lvg.train.pretrain import PretrainDataset
+from lvg.train.refer_files import decode_segmentation
 from lvg.train.sampling import Planned
 from lvg.train.synth import SHAPES
 from lvg.train.torch_data import GroundingDataset
@@ -109,3 +110,44 @@ def test_object_labels_need_the_patch_labels_and_name_only_the_images_objects(sy
     labels = PatchLabels(source.instances, cfg)
     with pytest.raises(InputError, match="not an object of image"):
         labels.object_index(source.samples[0].image_id, -5)
+
+
+@pytest.mark.parametrize("min_cover", [0.3, 0.1])
+def test_a_patch_is_labelled_by_the_object_covering_most_of_it_past_the_minimum(synth_dataset, min_cover) -> None:
+    cfg = get_config("lvg-tiny")
+    g, q = cfg.encoder.grid, cfg.prob_size
+    source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=True)
+    labels = PatchLabels(source.instances, cfg, min_cover=min_cover)
+    labelled = 0
+    for s in source.samples:
+        lb = letterbox_geometry(s.width, s.height, cfg.preprocess.size)
+        anns = labels.objects[s.image_id]
+        # (objects, g, g): each object's share of each patch, from its mask at the map's scale
+        cover = np.stack([letterbox_mask(decode_segmentation(a["segmentation"], s.height, s.width), lb, out_size=q)
+                          .reshape(g, q // g, g, q // g).mean(axis=(1, 3)) for a in anns])
+        best = cover.argmax(axis=0).reshape(-1)  # (g*g,)
+        shapes = np.array([SHAPES.index(labels.categories[int(a["category_id"])]) for a in anns])
+        want = np.where(cover.max(axis=0).reshape(-1) > min_cover, shapes[best], IGNORE)
+        assert (labels.shape(s.image_id, lb, False) == want).all()
+        labelled += int((want != IGNORE).sum())
+    assert labelled > 0
+
+
+def test_a_lower_minimum_cover_labels_more_patches_and_keeps_the_others(synth_dataset) -> None:
+    cfg = get_config("lvg-tiny")
+    source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=True)
+    strict, loose = PatchLabels(source.instances, cfg), PatchLabels(source.instances, cfg, min_cover=0.05)
+    more = 0
+    for s in source.samples:
+        lb = letterbox_geometry(s.width, s.height, cfg.preprocess.size)
+        a, b = strict.shape(s.image_id, lb, True), loose.shape(s.image_id, lb, True)
+        assert (b[a != IGNORE] == a[a != IGNORE]).all()
+        more += int(((a == IGNORE) & (b != IGNORE)).sum())
+    assert more > 0
+
+
+@pytest.mark.parametrize("min_cover", [0.0, -0.1, 1.5])
+def test_a_minimum_cover_outside_zero_to_one_is_refused(synth_dataset, min_cover) -> None:
+    source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=True)
+    with pytest.raises(ConfigError, match="minimum cover"):
+        PatchLabels(source.instances, get_config("lvg-tiny"), min_cover=min_cover)

@@ -45,3 +45,17 @@ def test_tokenizer_larger_than_the_vocabulary_is_a_clear_error(tmp_path: Path, s
         build_data(TrainConfig(variant="lvg-tiny", data=str(data), steps=1), build_model("lvg-tiny").cfg)
     with pytest.raises(InputError, match="no refs"):
         build_data(TrainConfig(variant="lvg-tiny", data=str(tmp_path), steps=1), build_model("lvg-tiny").cfg)
+
+
+def test_the_per_patch_shape_labels_take_the_runs_minimum_cover(synth_dataset) -> None:
+    cfg = TrainConfig(variant="lvg-tiny", data=str(synth_dataset.out_dir), steps=1, val_split=None,
+                      loss_patch_shape=1.0, patch_shape_cover=0.1)
+    model_cfg = get_config("lvg-tiny")
+    assert build_data(cfg, model_cfg).train.patch_labels.min_cover == 0.1
+    assert build_data(cfg.replace(patch_shape_cover=0.3), model_cfg).train.patch_labels.min_cover == 0.3
+
+
+@pytest.mark.parametrize("cover", [0.0, -0.2, 1.01])
+def test_a_minimum_patch_cover_outside_zero_to_one_is_a_config_error(cover: float) -> None:
+    with pytest.raises(ConfigError, match=f"patch_shape_cover must lie in \\(0, 1\\], got {cover}"):
+        TrainConfig(patch_shape_cover=cover)
