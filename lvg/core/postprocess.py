@@ -5,8 +5,9 @@ default), and a GRES sample is "no target" when ``sigmoid(no_target_logit) > no_
 (0.5). This matches ``prob > t`` as written in PyTorch evaluation code.
 
 The box is the box of the mask's main region, not of every mask pixel: the mask is split into 8-connected
-regions, specks (under 5% of the largest region's area) are dropped, and the box is the largest region's
-(:mod:`lvg.core.regions`). The regions are also returned, one per separate target, as GRES ``instances``.
+regions, specks (under 5% of the largest region's area) are dropped, and the box is that of the region
+holding the map's highest probability (:mod:`lvg.core.regions`). The regions are also returned, one per
+separate target, as GRES ``instances``.
 Evaluation (``lvg eval --task rec``) scores this same box.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lvg.core.preprocess import Letterbox, unletterbox
-from lvg.core.regions import Region, find_regions
+from lvg.core.regions import Region, find_regions, main_first
 from lvg.errors import InputError
 
 __all__ = ["Box", "Prediction", "box_from_mask", "check_mask_threshold", "mask_from_prob", "postprocess"]
@@ -67,7 +68,8 @@ class Prediction:
         no_target: the GRES head said the expression refers to nothing (always False for RIS models).
         prob: float32 (H, W) probability map (letterbox undone), before thresholding.
         no_target_prob: ``sigmoid(no_target_logit)`` for GRES models, ``None`` otherwise.
-        regions: the mask's regions without specks, largest first (``regions[0].box == box``).
+        regions: the mask's regions without specks: the main region (the one holding the highest
+            probability, ``regions[0].box == box``), then the others largest first.
     """
 
     mask: np.ndarray
@@ -115,7 +117,7 @@ def postprocess(
         mask = np.zeros(full.shape, dtype=bool)
     else:
         mask = full > np.float32(mask_threshold)
-    regions = tuple(find_regions(mask, full))
+    regions = tuple(main_first(find_regions(mask, full)))
     box = regions[0].box if regions else None
     score = float(full[mask].mean(dtype=np.float64)) if regions else 0.0
     return Prediction(mask=mask, box=box, score=score, no_target=bool(no_target), prob=full, no_target_prob=nt_prob,

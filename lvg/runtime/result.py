@@ -48,17 +48,18 @@ class Result:
     Attributes:
         text: the expression. task: ``"ris"``, ``"rec"`` or ``"gres"``.
         mask: bool (H, W) segmentation mask (all False when ``no_target``): ``prob > threshold``.
-        box: ``(x1, y1, x2, y2)`` box of the mask's main region in pixels, x2 / y2 exclusive (the largest
-            8-connected region; specks elsewhere do not stretch it, see :mod:`lvg.core.regions`); ``None`` if
-            the mask is empty.
+        box: ``(x1, y1, x2, y2)`` box of the mask's main region in pixels, x2 / y2 exclusive (the
+            8-connected region holding the highest probability; specks elsewhere do not stretch it, see
+            :mod:`lvg.core.regions`); ``None`` if the mask is empty.
         score: the mean of ``prob`` over the mask's pixels (0.0 for an empty mask). ``prob`` is Eq. 9's map,
             itself the mean of the input expression's and the N latent expressions' sigmoid maps, so ``score``
             is the model's average belief, in [threshold, 1], that the answer's pixels are the object.
         no_target: the GRES head says the expression refers to nothing (only with ``task="gres"``).
         no_target_prob: ``sigmoid(no_target logit)`` for GRES models, else ``None``.
         prob: float32 (H, W) probability map (letterbox undone).
-        instances: the mask's separate regions, largest first, each a :class:`~lvg.core.regions.Region` (bool
-            (H, W) ``mask``, ``box``, ``area``, ``score``); specks dropped. For GRES, one per target found.
+        instances: the mask's separate regions, the main one first and then the others largest first, each a
+            :class:`~lvg.core.regions.Region` (bool (H, W) ``mask``, ``box``, ``area``, ``score``, ``peak``);
+            specks dropped. For GRES, one per target found.
         unknown_words: the words of ``text`` the model never read in training (from its recorded training
             vocabulary; see :mod:`lvg.core.domain`), ``[]`` when it knows them all, ``None`` when the model
             records no vocabulary. Answers to such words are guesses.
@@ -120,7 +121,8 @@ class Result:
         area = int(self.mask.sum())
         instances = []
         for inst in self.instances:
-            entry: dict[str, Any] = {"box": list(inst.box), "score": round(inst.score, 6), "area": inst.area}
+            entry: dict[str, Any] = {"box": list(inst.box), "score": round(inst.score, 6),
+                                     "peak": round(inst.peak, 6), "area": inst.area}
             if include_mask and self.task == "gres":
                 entry["mask_rle"] = mask_to_rle(inst.mask)
             instances.append(entry)

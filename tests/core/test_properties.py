@@ -157,8 +157,10 @@ def test_postprocess_any_prob_map(prob, w, h, size_factor, threshold, logit) -> 
         return
     x1, y1, x2, y2 = pred.box
     main = pred.regions[0]
-    assert (main.mask & pred.mask).sum() == main.area and all(r.area <= main.area for r in pred.regions)
-    if h * w <= 20_000:  # the tight box of the largest 8-connected region, found by a plain (slow) flood fill
+    assert (main.mask & pred.mask).sum() == main.area
+    assert all(round(r.peak, 6) <= round(main.peak, 6) for r in pred.regions)
+    assert main.peak == pytest.approx(float(pred.prob[main.mask].max()))
+    if h * w <= 20_000:  # the tight box of the 8-connected region holding the peak, by a plain (slow) flood fill
         assert (x1, y1, x2, y2) == reference_main_box(pred.mask, pred.prob)
     assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
     assert sum(r.area for r in pred.regions) <= pred.mask.sum() and pred.regions[0].box == pred.box

@@ -23,6 +23,7 @@ def test_regions_equal_a_flood_fill(seed):
         comp = by_pixels[r.mask.tobytes()]
         assert r.box == tight_box(comp) and r.area == comp.sum()
         assert r.score == pytest.approx(float(prob[comp].mean()), rel=1e-5)
+        assert r.peak == float(prob[comp].max())
     assert [r.area for r in got] == sorted((r.area for r in got), reverse=True)
 
 

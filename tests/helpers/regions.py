@@ -37,10 +37,14 @@ def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def reference_main_box(mask: np.ndarray, prob: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The box the answer must have: the largest component's (ties: the higher mean probability to 1e-6, then
-    the first in scan order, which is the order the components come in; ``max`` keeps the first best)."""
+    """The box the answer must have: the box of the component holding the highest probability (to 1e-6); ties:
+    the larger, then the higher mean probability to 1e-6, then the first in scan order, which is the order the
+    components come in (``max`` keeps the first best). Specks (under 5% of the largest area) never lead."""
     comps = reference_components(mask)
     if not comps:
         return None
-    best = max(comps, key=lambda c: (int(c.sum()), round(float(prob[c].mean(dtype=np.float64)), 6)))
+    largest = max(int(c.sum()) for c in comps)
+    kept = [c for c in comps if c.sum() >= 0.05 * largest]
+    best = max(kept, key=lambda c: (round(float(prob[c].max()), 6), int(c.sum()),
+                                    round(float(prob[c].mean(dtype=np.float64)), 6)))
     return tight_box(best)

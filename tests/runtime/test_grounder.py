@@ -33,7 +33,9 @@ def test_predict_shapes_and_consistency(grounder, artifacts):
     assert 0 < r.mask.sum() < r.mask.size  # the fixture model gives a partial mask
     # Independent derivations from the returned probability map.
     np.testing.assert_array_equal(r.mask, r.prob > 0.35)
-    assert r.box == reference_main_box(r.mask, r.prob)  # the largest 8-connected region's box
+    assert r.box == reference_main_box(r.mask, r.prob)  # the box of the 8-connected region holding the peak
+    first = r.to_dict(include_mask=False)["instances"][0]
+    assert first["box"] == list(r.box) and first["peak"] == round(float(r.prob[r.instances[0].mask].max()), 6)
     assert r.score == pytest.approx(float(r.prob[r.mask].mean()), rel=1e-6)
     assert r.no_target is False and r.no_target_prob is None
     assert set(r.timings) >= {"preprocess", "inference", "postprocess", "total"}
