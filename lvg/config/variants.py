@@ -330,6 +330,12 @@ def lvg_s_xy_stem_relpos_branch_tokens_nolatent() -> ModelConfig:
     return _without_latent(lvg_s_xy_stem_relpos_branch_tokens(), "lvg-s-xy-stem-relpos-branch-tokens-nolatent")
 
 
+def lvg_s_xy_stem_relpos_branch_tokens_ctx_match_nolatent() -> ModelConfig:
+    """lvg-s-xy-stem-relpos-branch-tokens-ctx-match without latent expressions: its twin in the paper's Table 4."""
+    return _without_latent(lvg_s_xy_stem_relpos_branch_tokens_ctx_match(),
+                           "lvg-s-xy-stem-relpos-branch-tokens-ctx-match-nolatent")
+
+
 def lvg_s_xy_stem_fine_nolatent() -> ModelConfig:
     """lvg-s-xy-stem-fine without latent expressions: its twin in the paper's Table 4."""
     return _without_latent(lvg_s_xy_stem_fine(), "lvg-s-xy-stem-fine-nolatent")
@@ -364,6 +370,7 @@ _VARIANTS: dict[str, Callable[[], ModelConfig]] = {
     "lvg-s-xy-stem-relpos-branch-tokens-ctx-gated": lvg_s_xy_stem_relpos_branch_tokens_ctx_gated,
     "lvg-s-xy-stem-relpos-branch-tokens-ctx-logits": lvg_s_xy_stem_relpos_branch_tokens_ctx_logits,
     "lvg-s-xy-stem-relpos-branch-tokens-ctx-match": lvg_s_xy_stem_relpos_branch_tokens_ctx_match,
+    "lvg-s-xy-stem-relpos-branch-tokens-ctx-match-nolatent": lvg_s_xy_stem_relpos_branch_tokens_ctx_match_nolatent,
     "lvg-s-xy-stem-relpos-branch-tokens-nolatent": lvg_s_xy_stem_relpos_branch_tokens_nolatent,
     "lvg-s-xy-stem-relpos-tokens": lvg_s_xy_stem_relpos_tokens,
     "lvg-s-xy-stem-tokens": lvg_s_xy_stem_tokens,
