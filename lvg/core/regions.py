@@ -10,8 +10,7 @@ target, a thin bridge. The rules (SPEC 6, "answers a robot can use"):
   decimals: the larger, then the higher mean probability, then the first in scan order), and its box is the
   answer's box, so specks on another object no longer stretch it; the mask itself is left as the model drew
   it. The peak, not the area: where a map lights a distractor faintly and the target strongly, the larger
-  region is often the distractor (on held-out synthetic scenes REC Acc@0.5 is 0.854 with this rule and
-  0.821 with the largest region: ``MODEL_CARD.md``).
+  region is often the distractor (what each rule scores: ``benchmarks/bench_box_rule.py``).
 
 Labelling works on horizontal runs of set pixels, not on pixels: the runs of each row are found with numpy,
 runs of neighbouring rows that touch are joined, and the components of that run graph are found by min-label

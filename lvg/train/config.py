@@ -104,10 +104,10 @@ class TrainConfig:
     ``patch_shape_from = "branch"`` has that classifier read the shape branch's patch-grid features instead
     (``HeadConfig.shape_branch``, which joins ``F^V`` directly): convolutions over the pixels, which learn an
     outline where the encoder's tokens did not.
-    ``patch_shape_cover`` is the share of a patch an object must cover for that loss to label the patch with
-    its shape (the object covering most of the patch; :data:`lvg.train.patch_labels.MIN_COVER`, 0.3, by
-    default). At 0.3 and patch 32, one small synthetic object in eleven labels no patch at all and two in five
-    label one; at 0.1 one in 170 labels none and the median is three patches.
+    ``patch_shape_cover`` is the share of a patch an object must cover more than for that loss to label the
+    patch with its shape (the object covering most of the patch; :data:`lvg.train.patch_labels.MIN_COVER`, 0.3,
+    by default): with large patches, a small object on a patch corner covers little of each patch, and at 0.3
+    some small objects label none (how many, and what 0.1 bought: ``MODEL_CARD.md``).
     ``loss_object_pick > 0`` adds that weight times an object-level cross-entropy for every sentence with one
     target (synthetic data only: it needs every object's mask): each expression's map is averaged over each
     object's pixels and the image's objects compete for the target (:func:`lvg.train.losses.object_pick_loss`).
@@ -232,8 +232,8 @@ class TrainConfig:
                      "loss_shape_word"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.patch_shape_cover <= 1:
-            problems.append(f"patch_shape_cover must lie in (0, 1], got {self.patch_shape_cover}")
+        if not 0 < self.patch_shape_cover < 1:
+            problems.append(f"patch_shape_cover must lie in (0, 1), got {self.patch_shape_cover}")
         if self.min_lr_ratio > 1:
             problems.append(f"min_lr_ratio must be <= 1, got {self.min_lr_ratio}")
         if not self.tau > 0:

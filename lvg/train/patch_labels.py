@@ -3,7 +3,7 @@ the object covering it, and that object's centre (torch-free).
 
 Both the pretraining stage (:mod:`lvg.train.pretrain`) and the grounding runs' per-patch shape loss
 (``TrainConfig.loss_patch_shape``) read these labels. A patch is labelled by the object covering most of it,
-if that object covers at least :data:`MIN_COVER` of it (or the share a caller asks for:
+if that object covers more than :data:`MIN_COVER` of it (or the share a caller asks for:
 ``TrainConfig.patch_shape_cover``); else it is background. Shapes, per image of a model of config ``cfg``
 (``g = cfg.encoder.grid``): ``attributes (g*g, 4)`` int64 (0 = background, else 1 + the value's index in
 :data:`ATTRIBUTES`), ``centre (g*g, 2)`` float32 (the object's mask centre in the
@@ -66,7 +66,7 @@ def read_objects(instances: Path) -> tuple[dict[int, list[dict[str, Any]]], dict
 
 class PatchLabels:
     """The per-patch labels of the images of one COCO ``instances.json`` (a synthetic dataset's split), on
-    the patch grid of a model of config ``model_cfg``; an object labels a patch it covers at least
+    the patch grid of a model of config ``model_cfg``; an object labels a patch it covers more than
     ``min_cover`` of (and more of than any other object does).
 
     The last :data:`CACHED` images' labels are kept: a grounding batch holds each of its images several
@@ -78,8 +78,8 @@ class PatchLabels:
     def __init__(self, instances: Path | None, model_cfg: ModelConfig, *, min_cover: float = MIN_COVER) -> None:
         if instances is None:
             raise ConfigError("per-patch labels need the split's instances.json (an `lvg data synth` dataset)")
-        if not 0 < min_cover <= 1:
-            raise ConfigError(f"a patch label's minimum cover must lie in (0, 1], got {min_cover}")
+        if not 0 < min_cover < 1:
+            raise ConfigError(f"a patch label's minimum cover must lie in (0, 1), got {min_cover}")
         self.cfg = model_cfg
         self.min_cover = float(min_cover)
         self.objects, self.categories = read_objects(instances)

@@ -122,7 +122,7 @@ class GroundingDataset(torch.utils.data.Dataset):
                   objects: bool = False, patch_cover: float = MIN_COVER) -> GroundingDataset:
         """The dataset a model of config ``cfg`` trains or is scored on: its preprocessing and map scale;
         with ``patch_shape``, items carry ``patch_shape`` on its patch grid (an object labels the patches it
-        covers at least ``patch_cover`` of), with ``objects`` ``objects`` and ``target_object`` at the map's
+        covers more than ``patch_cover`` of), with ``objects`` ``objects`` and ``target_object`` at the map's
         scale (both read from ``source.instances``)."""
         labels = PatchLabels(source.instances, cfg, min_cover=patch_cover) if patch_shape or objects else None
         return cls(source, preprocess=cfg.preprocess, tokenizer=tokenizer, train=train, seed=seed,

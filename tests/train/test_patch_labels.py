@@ -146,7 +146,7 @@ def test_a_lower_minimum_cover_labels_more_patches_and_keeps_the_others(synth_da
     assert more > 0
 
 
-@pytest.mark.parametrize("min_cover", [0.0, -0.1, 1.5])
+@pytest.mark.parametrize("min_cover", [0.0, -0.1, 1.0, 1.5])
 def test_a_minimum_cover_outside_zero_to_one_is_refused(synth_dataset, min_cover) -> None:
     source = open_dataset(synth_dataset.out_dir, split="train", prefer_gres=True)
     with pytest.raises(ConfigError, match="minimum cover"):

@@ -55,7 +55,7 @@ def test_the_per_patch_shape_labels_take_the_runs_minimum_cover(synth_dataset) -
     assert build_data(cfg.replace(patch_shape_cover=0.3), model_cfg).train.patch_labels.min_cover == 0.3
 
 
-@pytest.mark.parametrize("cover", [0.0, -0.2, 1.01])
+@pytest.mark.parametrize("cover", [0.0, -0.2, 1.0, 1.01])
 def test_a_minimum_patch_cover_outside_zero_to_one_is_a_config_error(cover: float) -> None:
-    with pytest.raises(ConfigError, match=f"patch_shape_cover must lie in \\(0, 1\\], got {cover}"):
+    with pytest.raises(ConfigError, match=f"patch_shape_cover must lie in \\(0, 1\\), got {cover}"):
         TrainConfig(patch_shape_cover=cover)
