@@ -18,18 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from _synth_checkpoint import arguments, forward, open_checkpoint, write
 
-from lvg.core.postprocess import postprocess
-from lvg.core.preprocess import letterbox_geometry
-from lvg.core.regions import Region, find_regions
+from lvg.core.preprocess import letterbox_geometry, unletterbox
+from lvg.core.regions import Region, find_regions, main_first
 from lvg.train.evaluate import select_sentences
 from lvg.train.metrics import box_iou
 
 #: Rule name -> the main region among a map's regions (largest first, specks dropped).
 RULES: dict[str, Callable[[list[Region]], Region]] = {
-    "peak": lambda rs: max(rs, key=lambda r: round(r.peak, 6)),  # max keeps the first (larger) of a tie
+    "peak": lambda rs: main_first(rs)[0],  # the rule lvg answers with
     "largest": lambda rs: rs[0],
     "mean": lambda rs: max(rs, key=lambda r: round(r.score, 6)),
     "mass": lambda rs: max(rs, key=lambda r: r.score * r.area),
@@ -47,12 +47,13 @@ def run(ckpt: Path, data: Path, split: str, sentences: int, batch_size: int) -> 
         for j, i in enumerate(batch):
             sample = opened.source.samples[opened.dataset.plan(i)[0]]
             lb = letterbox_geometry(sample.width, sample.height, pre.size)
-            pred = postprocess(out["prob"][j].float().numpy(), lb, mask_threshold=pre.mask_threshold)
+            # As lvg.core.postprocess does, once: the map at the image's size, thresholded, its regions.
+            prob = unletterbox(out["prob"][j].float().numpy(), lb)  # (H, W)
+            regions = find_regions(prob > np.float32(pre.mask_threshold), prob)  # largest first
             gt = opened.source.box(sample)
             n += 1
-            if not pred.regions:
+            if not regions:
                 continue
-            regions = find_regions(pred.mask, pred.prob)  # largest first
             multi += len(regions) > 1
             for name, rule in RULES.items():
                 hits[name] += box_iou(rule(regions).box, gt) >= 0.5
